@@ -1,0 +1,64 @@
+"""statewf: durable state machines on an event-sourced PostgreSQL/SQLite transition log."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from statewf.engine import Engine
+from statewf.errors import (
+    ActionFailed,
+    ConcurrencyConflict,
+    DuplicateInstance,
+    EffectFailed,
+    EventRejected,
+    GuardRejected,
+    InstanceFinished,
+    InstanceNotFound,
+    InvalidInput,
+    InvalidPayload,
+    MachineNotRegistered,
+    MachineVersionConflict,
+    SpecError,
+    StatewfError,
+    StoreError,
+    UnknownEvent,
+)
+from statewf.loader import load_machine
+from statewf.records import EffectCall, Instance, Page, TransitionRecord
+from statewf.spec import Effect, Machine, Registry, State, Transition, effect, transition
+
+try:
+    __version__ = version("statewf")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ActionFailed",
+    "ConcurrencyConflict",
+    "DuplicateInstance",
+    "Effect",
+    "EffectCall",
+    "EffectFailed",
+    "Engine",
+    "EventRejected",
+    "GuardRejected",
+    "Instance",
+    "InstanceFinished",
+    "InstanceNotFound",
+    "InvalidInput",
+    "InvalidPayload",
+    "Machine",
+    "MachineNotRegistered",
+    "MachineVersionConflict",
+    "Page",
+    "Registry",
+    "SpecError",
+    "State",
+    "StatewfError",
+    "StoreError",
+    "Transition",
+    "TransitionRecord",
+    "UnknownEvent",
+    "__version__",
+    "effect",
+    "load_machine",
+    "transition",
+]

@@ -1,0 +1,111 @@
+"""The one module that talks to the ``transitions`` library.
+
+A :class:`CompiledMachine` is built once per machine name and version. It holds one
+``transitions.Machine`` with no models attached; each decision drives a throw-away
+model object through it, so firing an event costs a trigger, not a machine build.
+Guards and actions are not called by ``transitions`` directly: every callback is a
+small closure that hands the resolved :class:`~statewf.spec.Hook` to a
+:class:`HookRunner`, which owns the context, the payload and the effect list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from transitions import Machine as _TMachine
+from transitions import MachineError
+from transitions import State as _TState
+
+from statewf.spec import Hook, Machine, ResolvedTransition
+
+
+class HookRunner(Protocol):
+    """What the adapter needs from a decision in progress."""
+
+    def check(self, hook: Hook) -> bool:
+        """Evaluate a guard."""
+
+    def run(self, hook: Hook) -> None:
+        """Run an action, or record an effect."""
+
+    def taken(self, transition: ResolvedTransition) -> None:
+        """Note which transition passed its guards."""
+
+
+class _Model:
+    """A stand-in model: ``transitions`` only reads and writes its ``state``."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+
+def _runner(event_data: Any) -> HookRunner:
+    runner: HookRunner = event_data.kwargs["runner"]
+    return runner
+
+
+def _call_check(hook: Hook) -> Callable[[Any], bool]:
+    return lambda event_data: _runner(event_data).check(hook)
+
+
+def _call_run(hook: Hook) -> Callable[[Any], None]:
+    return lambda event_data: _runner(event_data).run(hook)
+
+
+def _call_taken(transition: ResolvedTransition) -> Callable[[Any], None]:
+    return lambda event_data: _runner(event_data).taken(transition)
+
+
+class CompiledMachine:
+    """A machine spec compiled into one reusable ``transitions.Machine``."""
+
+    def __init__(self, spec: Machine) -> None:
+        self.spec = spec
+        states = [
+            _TState(
+                name,
+                on_enter=[_call_run(h) for h in state.on_enter],
+                on_exit=[_call_run(h) for h in state.on_exit],
+                final=state.final,
+            )
+            for name, state in spec.states.items()
+        ]
+        self._machine = _TMachine(
+            model=None,
+            states=states,
+            initial=spec.initial,
+            auto_transitions=False,
+            send_event=True,
+            ignore_invalid_triggers=False,
+            queued=False,
+        )
+        for t in spec.all_transitions():
+            self._machine.add_transition(
+                trigger=t.event,
+                source=t.source,
+                dest=t.target,
+                conditions=[_call_check(h) for h in t.guards],
+                unless=[_call_check(h) for h in t.unless],
+                before=[_call_taken(t), *(_call_run(h) for h in t.actions)],
+            )
+
+    def fire(self, state: str, event: str, runner: HookRunner) -> str | None:
+        """Fire ``event`` from ``state``; the new state, or None if every guard said no.
+
+        Callers check that the event exists for the state first; exceptions raised by
+        guards and actions propagate unchanged.
+        """
+        model = _Model(state)
+        try:
+            accepted = self._machine.events[event].trigger(model, runner=runner)
+        except MachineError as exc:  # pragma: no cover - callers pre-check the event
+            raise LookupError(str(exc)) from exc
+        return model.state if accepted else None
+
+    def enter_initial(self, runner: HookRunner) -> None:
+        """Run the initial state's entry actions, as creating an instance enters it."""
+        for hook in self.spec.states[self.spec.initial].on_enter:
+            runner.run(hook)

@@ -1,0 +1,307 @@
+"""The pure core: deciding what an event does to an instance.
+
+``start`` and ``decide`` are functions of (compiled machine, snapshot, event,
+payload, now). They return the log record to append, the snapshot after it and the
+effects to put in the outbox, or raise an :class:`~statewf.errors.EventRejected`.
+No database, clock or randomness is touched here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pydantic_core
+from pydantic import BaseModel, ValidationError
+
+from statewf.adapter import CompiledMachine
+from statewf.errors import (
+    ActionFailed,
+    GuardRejected,
+    InstanceFinished,
+    InvalidInput,
+    InvalidPayload,
+    UnknownEvent,
+)
+from statewf.fold import apply, context_diff
+from statewf.records import ACTIVE, FINAL, KIND_CREATE, KIND_EVENT, Instance, TransitionRecord
+from statewf.spec import Hook, ResolvedTransition
+
+#: Default cap on the JSON size of one event payload or context.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an accepted event does: the record to append, the new snapshot, the effects."""
+
+    record: TransitionRecord
+    snapshot: Instance
+    effects: tuple[str, ...]
+
+
+class _Runner:
+    """Holds one decision's context and payload while ``transitions`` drives the hooks."""
+
+    def __init__(self, where: str, ctx: Any, payload: Any, *, instance_id: str,
+                 event: str | None, state: str) -> None:
+        self.where = where
+        self.ctx = ctx
+        self.payload = payload
+        self.instance_id = instance_id
+        self.event = event
+        self.state = state
+        self.effects: list[str] = []
+        self.changed = False
+        self.transition: ResolvedTransition | None = None
+
+    def _failed(self, kind: str, hook: Hook, exc: Exception) -> ActionFailed:
+        return ActionFailed(
+            f"{kind} {hook.name!r} raised {type(exc).__name__}: {exc} ({self.where}); "
+            "the event was not applied and nothing changed. Fix the hook or the input "
+            "and send the event again.",
+            instance_id=self.instance_id,
+            event=self.event,
+            state=self.state,
+            hook=hook.name,
+        )
+
+    def check(self, hook: Hook) -> bool:
+        try:
+            return bool(hook.fn(self.ctx, self.payload))
+        except Exception as exc:
+            raise self._failed("guard", hook, exc) from exc
+
+    def run(self, hook: Hook) -> None:
+        if hook.is_effect:
+            self.effects.append(hook.name)
+            return
+        try:
+            result = hook.fn(self.ctx, self.payload)
+        except Exception as exc:
+            raise self._failed("action", hook, exc) from exc
+        self.changed = True
+        if result is None:
+            return
+        if isinstance(result, BaseModel):
+            self.ctx = result
+        elif isinstance(result, Mapping):
+            for key, value in result.items():
+                if isinstance(self.ctx, dict):
+                    self.ctx[key] = value
+                else:
+                    setattr(self.ctx, key, value)
+        else:
+            raise ActionFailed(
+                f"action {hook.name!r} returned {type(result).__name__} ({self.where}); an "
+                "action returns None (after changing ctx in place), a dict of context "
+                "updates, or a new context model",
+                instance_id=self.instance_id,
+                event=self.event,
+                state=self.state,
+                hook=hook.name,
+            )
+
+    def taken(self, transition: ResolvedTransition) -> None:
+        self.transition = transition
+
+
+def to_json(value: Any, *, what: str, max_bytes: int) -> Any:
+    """``value`` as plain JSON data, or :class:`InvalidPayload` if it cannot be stored."""
+    try:
+        encoded = pydantic_core.to_json(value)
+    except pydantic_core.PydanticSerializationError as exc:
+        raise InvalidPayload(f"{what} is not JSON-serializable: {exc}") from exc
+    if len(encoded) > max_bytes:
+        raise InvalidPayload(
+            f"{what} is {len(encoded)} bytes of JSON, over the {max_bytes}-byte limit; "
+            "store large data elsewhere and send a reference",
+            size=len(encoded),
+        )
+    if b"\\u0000" in encoded:
+        raise InvalidPayload(f"{what} contains a NUL character, which cannot be stored")
+    return pydantic_core.from_json(encoded)
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_context(compiled: CompiledMachine, data: Mapping[str, Any]) -> Any:
+    """The context object hooks see: the machine's model, or a private copy of the dict."""
+    model = compiled.spec.context
+    if model is None:
+        return copy.deepcopy(dict(data))
+    return model.model_validate(data)
+
+
+def _dump_context(compiled: CompiledMachine, ctx: Any, where: str, max_bytes: int) -> Any:
+    model = compiled.spec.context
+    if model is not None:
+        if not isinstance(ctx, model):
+            ctx = ctx.model_dump() if isinstance(ctx, BaseModel) else ctx
+        try:
+            checked = model.model_validate(
+                ctx.model_dump(warnings=False) if isinstance(ctx, BaseModel) else ctx
+            )
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"context is not a valid {model.__name__} ({where}): {_summary(exc)}"
+            ) from exc
+        ctx = checked.model_dump(mode="json")
+    elif not isinstance(ctx, Mapping):
+        raise InvalidInput(f"context must be a JSON object ({where}), got {type(ctx).__name__}")
+    return to_json(ctx, what=f"context ({where})", max_bytes=max_bytes)
+
+
+def start(
+    compiled: CompiledMachine,
+    *,
+    instance_id: str,
+    context: Mapping[str, Any] | BaseModel | None,
+    now: datetime,
+    resource_id: str | None = None,
+    idempotency_key: str | None = None,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Decision:
+    """The create record for a new instance, after entering the initial state."""
+    spec = compiled.spec
+    where = f"creating instance {instance_id!r} of {spec.name!r}"
+    raw = context.model_dump() if isinstance(context, BaseModel) else dict(context or {})
+    if spec.context is not None:
+        try:
+            ctx: Any = spec.context.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"context is not a valid {spec.context.__name__} ({where}): {_summary(exc)}",
+                instance_id=instance_id,
+            ) from exc
+    else:
+        ctx = copy.deepcopy(raw)
+    runner = _Runner(where, ctx, None, instance_id=instance_id, event=None, state=spec.initial)
+    compiled.enter_initial(runner)
+    data = _dump_context(compiled, runner.ctx, where, max_bytes)
+    initial = spec.states[spec.initial]
+    record = TransitionRecord(
+        instance_id=instance_id,
+        seq=1,
+        kind=KIND_CREATE,
+        target=(spec.initial,),
+        context_set=data,
+        status=FINAL if initial.final else ACTIVE,
+        meta={
+            "machine": spec.name,
+            "machine_version": spec.version,
+            "kind": "machine",
+            "resource_id": resource_id,
+            "idempotency_key": idempotency_key,
+        },
+        created_at=now,
+    )
+    return Decision(record, apply(None, record), tuple(runner.effects))
+
+
+def allowed_events(compiled: CompiledMachine, snapshot: Instance) -> list[str]:
+    """Events with a transition from the instance's state (guards not evaluated)."""
+    if snapshot.status == FINAL:
+        return []
+    return compiled.spec.events_from(snapshot.configuration[0])
+
+
+def decide(
+    compiled: CompiledMachine,
+    snapshot: Instance,
+    event: str,
+    payload: Any,
+    now: datetime,
+    *,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> Decision:
+    """Apply ``event`` to ``snapshot``: the record and new snapshot, or a rejection."""
+    spec = compiled.spec
+    state = snapshot.configuration[0]
+    ids = {"instance_id": snapshot.id, "event": event, "state": snapshot.state}
+    where = f"instance {snapshot.id!r} of {spec.name!r} in state {snapshot.state!r}"
+    if snapshot.status == FINAL:
+        raise InstanceFinished(
+            f"event {event!r} rejected: {where} is final and accepts no more events; "
+            "create a new instance to continue",
+            **ids,
+        )
+    options = spec.transitions.get(state, {}).get(event)
+    if not options:
+        allowed = ", ".join(spec.events_from(state)) or "none"
+        raise UnknownEvent(
+            f"event {event!r} rejected: {where} has no transition for it "
+            f"(allowed here: {allowed}); nothing changed",
+            allowed=spec.events_from(state),
+            **ids,
+        )
+    schema = options[0].payload
+    if schema is not None:
+        try:
+            payload_obj: Any = schema.model_validate(
+                payload.model_dump() if isinstance(payload, BaseModel) else payload
+            )
+        except ValidationError as exc:
+            raise InvalidPayload(
+                f"event {event!r} rejected: payload is not a valid {schema.__name__} "
+                f"({where}): {_summary(exc)}; nothing changed",
+                **ids,
+            ) from exc
+        payload_json = to_json(payload_obj.model_dump(mode="json"), what="payload",
+                               max_bytes=max_bytes)
+    else:
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump(mode="json")
+        try:
+            payload_json = to_json(payload, what="payload", max_bytes=max_bytes)
+        except InvalidPayload as exc:
+            raise InvalidPayload(f"event {event!r} rejected ({where}): {exc.message}",
+                                 **ids) from exc
+        payload_obj = copy.deepcopy(payload_json)
+    runner = _Runner(where + f" handling {event!r}", load_context(compiled, snapshot.context),
+                     payload_obj, instance_id=snapshot.id, event=event, state=snapshot.state)
+    destination = compiled.fire(state, event, runner)
+    if destination is None or runner.transition is None:
+        names = sorted({h.name for t in options for h in (*t.guards, *t.unless)})
+        raise GuardRejected(
+            f"event {event!r} rejected: the guards of every transition said no "
+            f"({where}; guards: {', '.join(names)}); nothing changed",
+            guards=names,
+            **ids,
+        )
+    if runner.changed:
+        try:
+            new_context = _dump_context(compiled, runner.ctx, where, max_bytes)
+        except (InvalidInput, InvalidPayload) as exc:
+            raise ActionFailed(
+                f"event {event!r} rejected: the actions left an unstorable context: "
+                f"{exc.message}",
+                **ids,
+            ) from exc
+        changed, removed = context_diff(snapshot.context, new_context)
+    else:
+        changed, removed = {}, ()
+    record = TransitionRecord(
+        instance_id=snapshot.id,
+        seq=snapshot.version + 1,
+        kind=KIND_EVENT,
+        event=event,
+        source=snapshot.configuration,
+        target=(destination,),
+        payload=payload_json,
+        context_set=changed,
+        context_unset=removed,
+        status=FINAL if spec.states[destination].final else ACTIVE,
+        meta={"internal": True} if runner.transition.internal else {},
+        created_at=now,
+    )
+    return Decision(record, apply(snapshot, record), tuple(runner.effects))

@@ -1,0 +1,485 @@
+"""The engine: the one place that opens transactions around the pure core.
+
+Every write follows one shape: load and lock the snapshot, decide (pure), append the
+log row and update the snapshot, commit, then dispatch the transition's effects from
+the outbox. Reads never lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from statewf.adapter import CompiledMachine
+from statewf.clock import Clock, SystemClock
+from statewf.decide import DEFAULT_MAX_PAYLOAD_BYTES, Decision, allowed_events, decide, start
+from statewf.errors import (
+    DuplicateInstance,
+    InstanceNotFound,
+    InvalidInput,
+    MachineNotRegistered,
+    MachineVersionConflict,
+)
+from statewf.fold import fold
+from statewf.records import EffectCall, EffectRecord, Instance, Page, TransitionRecord
+from statewf.spec import MAX_NAME_LENGTH, Hook, Machine
+from statewf.store import SqlStore, Tx
+from statewf.store.schema import ID_LENGTH
+
+log = logging.getLogger("statewf")
+
+#: Used when neither ``url`` nor ``STATEWF_DATABASE_URL`` is given.
+DEFAULT_URL = "sqlite:///statewf.db"
+
+
+def check_id(value: Any, what: str) -> str:
+    """``value`` if it is a usable id (1-255 characters, no control characters)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > ID_LENGTH:
+        raise InvalidInput(f"{what} {value[:40]!r}... is longer than {ID_LENGTH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput(f"{what} {value[:60]!r} contains control characters")
+    return value
+
+
+def check_event_name(value: Any) -> str:
+    """``value`` if it is a usable event name."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"event name must be a non-empty string, got {value!r}")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidInput(
+            f"event name {value[:40]!r}... is longer than {MAX_NAME_LENGTH} characters"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput(f"event name {value[:60]!r} contains control characters")
+    return value
+
+
+class Engine:
+    """Machines, instances and their transition log on one database.
+
+    Args:
+        url: a SQLAlchemy URL. ``sqlite:///file.db`` (the default, from
+            ``STATEWF_DATABASE_URL`` if set) or ``postgresql+psycopg://user@host/db``.
+        schema: PostgreSQL schema for statewf's tables (created if missing).
+        table_prefix: prefix of statewf's table names.
+        clock: where the time comes from; :class:`statewf.testing.ManualClock` in tests.
+        migrate: apply pending schema migrations on start (under a lock).
+        dispatch_effects: run a transition's effects right after it commits; when
+            False they wait in the outbox for :meth:`dispatch_effects` or a worker.
+        max_payload_bytes: cap on the JSON size of one payload or context.
+        effect_max_attempts: dispatch attempts before an effect is marked dead.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        schema: str | None = None,
+        table_prefix: str = "statewf_",
+        clock: Clock | None = None,
+        migrate: bool = True,
+        dispatch_effects: bool = True,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        effect_max_attempts: int = 10,
+        pool_size: int = 10,
+    ) -> None:
+        self.url = url or os.environ.get("STATEWF_DATABASE_URL") or DEFAULT_URL
+        self.store = SqlStore(self.url, schema=schema, table_prefix=table_prefix,
+                              pool_size=pool_size)
+        self.clock: Clock = clock or SystemClock()
+        self.max_payload_bytes = max_payload_bytes
+        self.inline_effects = dispatch_effects
+        self.effect_max_attempts = effect_max_attempts
+        self.effect_lease = timedelta(seconds=60)
+        self._compiled: dict[tuple[str, str], CompiledMachine] = {}
+        self._latest: dict[str, str] = {}
+        self._lock = threading.Lock()
+        if migrate:
+            self.store.migrate()
+
+    # ------------------------------------------------------------ machines
+
+    def register(self, *machines: Machine) -> None:
+        """Register machines; a changed machine under a stored name+version is an error."""
+        for machine in machines:
+            if not isinstance(machine, Machine):
+                raise InvalidInput(f"register() takes statewf.Machine objects, got {machine!r}")
+            key = (machine.name, machine.version)
+            fingerprint = machine.fingerprint
+            with self._lock:
+                known = self._compiled.get(key)
+                if known is not None and known.spec.fingerprint != fingerprint:
+                    raise self._version_conflict(machine, known.spec.fingerprint)
+            with self.store.transaction() as tx:
+                stored = tx.get_machine(machine.name, machine.version)
+                if stored is not None and stored[0] != fingerprint:
+                    raise self._version_conflict(machine, stored[0])
+                if stored is None:
+                    tx.put_machine(machine.name, machine.version, fingerprint,
+                                   machine.to_definition(), self.clock.now())
+            compiled = CompiledMachine(machine)
+            with self._lock:
+                self._compiled[key] = compiled
+                self._latest[machine.name] = machine.version
+
+    @staticmethod
+    def _version_conflict(machine: Machine, stored: str) -> MachineVersionConflict:
+        return MachineVersionConflict(
+            f"machine {machine.name!r} version {machine.version!r} is already registered "
+            f"with a different definition (stored fingerprint {stored}, this one "
+            f"{machine.fingerprint}); give the changed machine a new version= so existing "
+            "instances keep the definition they were created with",
+            machine=machine.name,
+            version=machine.version,
+        )
+
+    def machines(self) -> list[Machine]:
+        """The machines registered with this engine, by name and version."""
+        return [self._compiled[k].spec for k in sorted(self._compiled)]
+
+    def machine(self, name: str, version: str | None = None) -> Machine:
+        """A registered machine (its latest registered version unless ``version``)."""
+        return self.compiled(name, version).spec
+
+    def compiled(self, name: str, version: str | None = None) -> CompiledMachine:
+        """The compiled form of a registered machine, built once per name and version."""
+        version = version if version is not None else self._latest.get(name)
+        compiled = self._compiled.get((name, version)) if version is not None else None
+        if compiled is None:
+            known = ", ".join(f"{n}@{v}" for n, v in sorted(self._compiled)) or "none"
+            which = f"{name!r} version {version!r}" if version else repr(name)
+            raise MachineNotRegistered(
+                f"machine {which} is not registered with this engine (registered: {known}); "
+                "call engine.register(machine) first",
+                machine=name,
+            )
+        return compiled
+
+    def stored_definitions(self) -> list[dict[str, Any]]:
+        """Every machine definition stored in the database, including other processes'."""
+        with self.store.transaction() as tx:
+            return tx.machine_definitions()
+
+    # ------------------------------------------------------------ writes
+
+    def create(
+        self,
+        machine: str | Machine,
+        *,
+        context: Mapping[str, Any] | BaseModel | None = None,
+        id: str | None = None,  # noqa: A002 - the natural name in this API
+        resource_id: str | None = None,
+        idempotency_key: str | None = None,
+        version: str | None = None,
+    ) -> Instance:
+        """Create an instance in the machine's initial state; idempotent on ``idempotency_key``.
+
+        A second create with the same machine and idempotency key returns the first
+        instance unchanged. A caller-chosen ``id`` that exists already raises
+        :class:`~statewf.errors.DuplicateInstance`.
+        """
+        name = machine.name if isinstance(machine, Machine) else machine
+        if isinstance(machine, Machine) and version is None:
+            version = machine.version
+        compiled = self.compiled(name, version)
+        instance_id = check_id(id, "instance id") if id is not None else uuid.uuid4().hex
+        if resource_id is not None:
+            check_id(resource_id, "resource_id")
+        if idempotency_key is not None:
+            check_id(idempotency_key, "idempotency_key")
+            existing = self._existing(name, idempotency_key, resource_id)
+            if existing is not None:
+                return existing
+        decision = start(compiled, instance_id=instance_id, context=context,
+                         now=self.clock.now(), resource_id=resource_id,
+                         idempotency_key=idempotency_key, max_bytes=self.max_payload_bytes)
+        with self.store.transaction() as tx:
+            inserted = tx.insert_instance(decision.snapshot)
+            if inserted:
+                self._write(tx, decision)
+        if not inserted:
+            return self._lost_create_race(name, instance_id, idempotency_key, resource_id)
+        self._after_commit(decision)
+        return decision.snapshot
+
+    def _existing(self, machine: str, key: str, resource_id: str | None) -> Instance | None:
+        with self.store.transaction() as tx:
+            found = tx.find_by_idempotency_key(machine, key)
+        if found is not None and resource_id is not None and found.resource_id != resource_id:
+            raise InvalidInput(
+                f"idempotency key {key!r} of {machine!r} is already used by another resource; "
+                "idempotency keys are unique per machine",
+                machine=machine,
+            )
+        return found
+
+    def _lost_create_race(self, machine: str, instance_id: str, key: str | None,
+                          resource_id: str | None) -> Instance:
+        if key is not None:
+            existing = self._existing(machine, key, resource_id)
+            if existing is not None:
+                return existing
+        raise DuplicateInstance(
+            f"an instance with id {instance_id!r} already exists; choose another id or "
+            "omit id= to get a generated one",
+            instance_id=instance_id,
+        )
+
+    def send(
+        self,
+        instance_id: str,
+        event: str,
+        payload: Mapping[str, Any] | BaseModel | None = None,
+        *,
+        resource_id: str | None = None,
+    ) -> Instance:
+        """Apply ``event`` to an instance in one transaction and return the new snapshot.
+
+        Raises a subclass of :class:`~statewf.errors.EventRejected` (and changes
+        nothing) when the event does not apply.
+        """
+        check_id(instance_id, "instance id")
+        check_event_name(event)
+        with self.store.transaction() as tx:
+            snapshot = self._load(tx, instance_id, resource_id, lock=True)
+            compiled = self._compiled_for(snapshot)
+            decision = decide(compiled, snapshot, event, payload, self.clock.now(),
+                              max_bytes=self.max_payload_bytes)
+            tx.update_instance(decision.snapshot, snapshot.version)
+            self._write(tx, decision)
+        self._after_commit(decision)
+        return decision.snapshot
+
+    def _write(self, tx: Tx, decision: Decision) -> None:
+        tx.append([decision.record])
+        if decision.effects:
+            snap = decision.snapshot
+            args = {
+                "machine": snap.machine,
+                "machine_version": snap.machine_version,
+                "event": decision.record.event,
+                "state": snap.state,
+                "context": snap.context,
+                "payload": decision.record.payload,
+            }
+            tx.add_effects(snap.id, decision.record.seq, decision.effects, args,
+                           decision.record.created_at)
+
+    def _after_commit(self, decision: Decision) -> None:
+        if decision.effects and self.inline_effects:
+            self.dispatch_effects(instance_id=decision.snapshot.id, seq=decision.record.seq)
+
+    def _compiled_for(self, snapshot: Instance) -> CompiledMachine:
+        if snapshot.kind != "machine":
+            raise InvalidInput(
+                f"instance {snapshot.id!r} is a {snapshot.kind} run, not a machine instance; "
+                "drive it through its own engine (durable.WorkflowEngine)",
+                instance_id=snapshot.id,
+            )
+        try:
+            return self.compiled(snapshot.machine, snapshot.machine_version)
+        except MachineNotRegistered as exc:
+            raise MachineNotRegistered(
+                f"instance {snapshot.id!r} was created with machine {snapshot.machine!r} "
+                f"version {snapshot.machine_version!r}, which this engine has not "
+                "registered; register that version too so its instances can go on "
+                f"({exc.message})",
+                instance_id=snapshot.id,
+                machine=snapshot.machine,
+            ) from None
+
+    # ------------------------------------------------------------ reads
+
+    def _load(self, tx: Tx, instance_id: str, resource_id: str | None, *,
+              lock: bool = False) -> Instance:
+        snapshot = tx.get_instance(instance_id, lock=lock)
+        if snapshot is None or (resource_id is not None and snapshot.resource_id != resource_id):
+            scope = f" for resource {resource_id!r}" if resource_id is not None else ""
+            raise InstanceNotFound(
+                f"no instance {instance_id!r}{scope}; check the id (and resource_id)",
+                instance_id=instance_id,
+            )
+        return snapshot
+
+    def get(self, instance_id: str, *, resource_id: str | None = None) -> Instance:
+        """The current snapshot of an instance."""
+        check_id(instance_id, "instance id")
+        with self.store.transaction() as tx:
+            return self._load(tx, instance_id, resource_id)
+
+    def list(
+        self,
+        *,
+        machine: str | None = None,
+        state: str | None = None,
+        status: str | Sequence[str] | None = None,
+        resource_id: str | None = None,
+        kind: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Instance]:
+        """A page of instances, oldest first, filtered; follow ``next_cursor`` for more."""
+        with self.store.transaction() as tx:
+            items, next_cursor = tx.list_instances(
+                machine=machine, state=state, status=status, resource_id=resource_id,
+                kind=kind, created_after=created_after, created_before=created_before,
+                limit=limit, cursor=cursor)
+        return Page[Instance](items=items, next_cursor=next_cursor)
+
+    def history(self, instance_id: str, *, resource_id: str | None = None) -> list[TransitionRecord]:
+        """Every transition of an instance, numbered from 1 (the create record)."""
+        check_id(instance_id, "instance id")
+        with self.store.transaction() as tx:
+            self._load(tx, instance_id, resource_id)
+            return tx.log(instance_id)
+
+    def allowed_events(self, instance_id: str, *, resource_id: str | None = None) -> list[str]:
+        """The events with a transition from the instance's current state."""
+        snapshot = self.get(instance_id, resource_id=resource_id)
+        return allowed_events(self._compiled_for(snapshot), snapshot)
+
+    def state_at(self, instance_id: str, seq: int, *,
+                 resource_id: str | None = None) -> Instance:
+        """Time travel: the snapshot as it was right after transition ``seq``."""
+        check_id(instance_id, "instance id")
+        with self.store.transaction() as tx:
+            current = self._load(tx, instance_id, resource_id)
+            if not isinstance(seq, int) or not 1 <= seq <= current.version:
+                raise InvalidInput(
+                    f"seq must be between 1 and {current.version} for instance "
+                    f"{instance_id!r}, got {seq!r}",
+                    instance_id=instance_id,
+                )
+            return fold(tx.log(instance_id, upto=seq))
+
+    def replay(self, instance_id: str, *, resource_id: str | None = None) -> Instance:
+        """Fold the whole log again: equals :meth:`get` unless the database was edited."""
+        return fold(self.history(instance_id, resource_id=resource_id))
+
+    # ------------------------------------------------------------ outbox
+
+    def dispatch_effects(self, *, limit: int = 100, instance_id: str | None = None,
+                         seq: int | None = None) -> int:
+        """Run due effects from the outbox (at least once each); the number attempted."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            claimed = tx.claim_effects(now, now + self.effect_lease, limit=limit,
+                                       instance_id=instance_id, seq=seq)
+        for effect, args in claimed:
+            self._run_effect(effect, args)
+        return len(claimed)
+
+    def _run_effect(self, effect: EffectRecord, args: dict[str, Any]) -> None:
+        error: str | None = None
+        try:
+            hook = self._effect_hook(args["machine"], args["machine_version"], effect.name)
+            hook.fn(EffectCall(
+                instance_id=effect.instance_id, machine=args["machine"], seq=effect.seq,
+                name=effect.name, event=args.get("event"), state=args["state"],
+                context=args["context"], payload=args.get("payload"),
+                attempt=effect.attempts,
+                idempotency_key=f"{effect.instance_id}:{effect.seq}:{effect.position}",
+            ))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("effect %s of instance %s (seq %s) failed on attempt %s: %s",
+                        effect.name, effect.instance_id, effect.seq, effect.attempts, error)
+        now = self.clock.now()
+        backoff = timedelta(seconds=min(300.0, 2.0 ** min(effect.attempts, 8)))
+        with self.store.transaction() as tx:
+            tx.finish_effect(effect.id, now=now, error=error, retry_at=now + backoff,
+                             give_up=effect.attempts >= self.effect_max_attempts)
+
+    def _effect_hook(self, machine: str, version: str, name: str) -> Hook:
+        spec = self.compiled(machine, version).spec
+        hook = spec.effect_hooks().get(name)
+        if hook is None:
+            raise MachineNotRegistered(
+                f"machine {machine!r} version {version!r} has no effect named {name!r}",
+                machine=machine,
+            )
+        return hook
+
+    def effects(self, *, status: str | None = None, instance_id: str | None = None,
+                limit: int = 100) -> list[EffectRecord]:
+        """Outbox rows (pending, done or dead), oldest first."""
+        with self.store.transaction() as tx:
+            return tx.list_effects(status=status, instance_id=instance_id, limit=limit)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Release the engine's database connections."""
+        self.store.dispose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ async twins
+
+    async def create_async(
+        self,
+        machine: str | Machine,
+        *,
+        context: Mapping[str, Any] | BaseModel | None = None,
+        id: str | None = None,  # noqa: A002
+        resource_id: str | None = None,
+        idempotency_key: str | None = None,
+        version: str | None = None,
+    ) -> Instance:
+        """:meth:`create` without blocking the event loop."""
+        return await asyncio.to_thread(self.create, machine, context=context, id=id,
+                                       resource_id=resource_id,
+                                       idempotency_key=idempotency_key, version=version)
+
+    async def send_async(
+        self,
+        instance_id: str,
+        event: str,
+        payload: Mapping[str, Any] | BaseModel | None = None,
+        *,
+        resource_id: str | None = None,
+    ) -> Instance:
+        """:meth:`send` without blocking the event loop."""
+        return await asyncio.to_thread(self.send, instance_id, event, payload,
+                                       resource_id=resource_id)
+
+    async def get_async(self, instance_id: str, *, resource_id: str | None = None) -> Instance:
+        """:meth:`get` without blocking the event loop."""
+        return await asyncio.to_thread(self.get, instance_id, resource_id=resource_id)
+
+    async def list_async(self, **filters: Any) -> Page[Instance]:
+        """:meth:`list` without blocking the event loop (same keyword filters)."""
+        return await asyncio.to_thread(lambda: self.list(**filters))
+
+    async def history_async(self, instance_id: str, *,
+                            resource_id: str | None = None) -> list[TransitionRecord]:
+        """:meth:`history` without blocking the event loop."""
+        return await asyncio.to_thread(self.history, instance_id, resource_id=resource_id)
+
+    async def allowed_events_async(self, instance_id: str, *,
+                                   resource_id: str | None = None) -> list[str]:
+        """:meth:`allowed_events` without blocking the event loop."""
+        return await asyncio.to_thread(self.allowed_events, instance_id,
+                                       resource_id=resource_id)
+
+    async def state_at_async(self, instance_id: str, seq: int, *,
+                             resource_id: str | None = None) -> Instance:
+        """:meth:`state_at` without blocking the event loop."""
+        return await asyncio.to_thread(self.state_at, instance_id, seq,
+                                       resource_id=resource_id)

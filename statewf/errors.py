@@ -1,0 +1,96 @@
+"""The one exception hierarchy of statewf.
+
+Every error statewf raises on purpose derives from :class:`StatewfError`. Errors carry
+structured attributes (``instance_id``, ``event``, ``state``) so callers can branch on
+them, and their message says what happened and what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StatewfError(Exception):
+    """Root of every error raised by statewf."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        instance_id: str | None = None,
+        event: str | None = None,
+        state: str | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.instance_id = instance_id
+        self.event = event
+        self.state = state
+        self.details = details
+
+
+# ---------------------------------------------------------------- definition time
+
+
+class SpecError(StatewfError):
+    """A machine or workflow definition is malformed; raised when it is built or registered."""
+
+
+class MachineVersionConflict(SpecError):
+    """A changed machine was registered under a name and version already stored."""
+
+
+class MachineNotRegistered(StatewfError):
+    """An operation named a machine (or machine version) the engine does not know."""
+
+
+# ---------------------------------------------------------------- run time
+
+
+class InvalidInput(StatewfError):
+    """An argument is malformed: a bad id, event name, context or cursor."""
+
+
+class InstanceNotFound(StatewfError):
+    """No instance with that id exists (or it belongs to another resource)."""
+
+
+class DuplicateInstance(StatewfError):
+    """An instance with the caller-chosen id already exists."""
+
+
+class EventRejected(StatewfError):
+    """An event could not be applied; nothing was changed."""
+
+
+class UnknownEvent(EventRejected):
+    """The event has no transition from the instance's current state."""
+
+
+class GuardRejected(EventRejected):
+    """Every transition for the event had a guard that returned false."""
+
+
+class InvalidPayload(EventRejected):
+    """The event payload failed validation against its schema, or is too large."""
+
+
+class InstanceFinished(EventRejected):
+    """The instance is in a final state and accepts no more events."""
+
+
+class ActionFailed(EventRejected):
+    """A guard, entry/exit or transition action raised; the event was not applied."""
+
+
+class ConcurrencyConflict(StatewfError):
+    """Another writer changed the instance first; retry the operation."""
+
+
+class StoreError(StatewfError):
+    """The database failed; the original driver error is the ``__cause__``."""
+
+
+class EffectFailed(StatewfError):
+    """An outbox effect raised when dispatched; it stays pending and is retried."""

@@ -1,0 +1,182 @@
+"""Machines from YAML or JSON data files, with hooks and models named in a Registry.
+
+The document shape (validated with pydantic, unknown keys rejected)::
+
+    name: order-lifecycle
+    version: "1"
+    initial: pending
+    context: Order                   # a model registered with registry.model
+    states:
+      pending:
+        on:
+          PAYMENT_RECEIVED:
+            target: processing
+            guard: covers_total      # one name or a list
+            action: mark_paid
+            payload: Payment
+          CANCEL: cancelled          # shorthand: just the target
+      completed: {final: true}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from statewf.errors import SpecError
+from statewf.spec import Machine, Registry, State, Transition, transition
+
+_Names = str | list[str] | None
+
+
+class _TransitionDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str | None = None
+    guard: _Names = None
+    unless: _Names = None
+    action: _Names = None
+    payload: str | None = None
+    internal: bool = False
+    description: str = ""
+
+
+class _StateDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on: dict[str, str | _TransitionDoc | list[_TransitionDoc]] = Field(default_factory=dict)
+    on_enter: _Names = None
+    on_exit: _Names = None
+    final: bool = False
+    description: str = ""
+
+
+class _MachineDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str | int = "1"
+    initial: str
+    description: str = ""
+    context: str | None = None
+    states: dict[str, _StateDoc]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate keys instead of keeping the last."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise SpecError(
+                f"duplicate key {key!r} at line {key_node.start_mark.line + 1}; "
+                "each state and event may be declared once"
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise SpecError(f"duplicate key {key!r}; each state and event may be declared once")
+        result[key] = value
+    return result
+
+
+def parse_document(text: str, *, fmt: str) -> Any:
+    """Parse YAML or JSON text, rejecting duplicate keys; a :class:`SpecError` if malformed."""
+    try:
+        if fmt == "json":
+            return json.loads(text, object_pairs_hook=_json_pairs)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SpecError(f"machine file is not valid {fmt.upper()}: {exc}") from exc
+
+
+def _model(registry: Registry, name: str | None, where: str) -> type[BaseModel] | None:
+    if name is None:
+        return None
+    model = registry.get_model(name)
+    if model is None:
+        known = ", ".join(registry.model_names()) or "none"
+        raise SpecError(
+            f"{where}: no model named {name!r} in the registry (models: {known}); "
+            "register it with registry.model"
+        )
+    return model
+
+
+def _transition(doc: str | _TransitionDoc, registry: Registry, where: str) -> Transition:
+    if isinstance(doc, str):
+        return transition(doc)
+    return transition(
+        doc.target,
+        guard=doc.guard,
+        unless=doc.unless,
+        action=doc.action,
+        payload=_model(registry, doc.payload, where),
+        internal=doc.internal,
+        description=doc.description,
+    )
+
+
+def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine:
+    """Build and validate a :class:`Machine` from parsed YAML/JSON data."""
+    registry = registry or Registry()
+    if not isinstance(data, Mapping):
+        raise SpecError(f"a machine document must be a mapping, got {type(data).__name__}")
+    try:
+        doc = _MachineDoc.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            for e in exc.errors()[:10]
+        )
+        raise SpecError(f"machine document is malformed: {problems}") from exc
+    states: dict[str, State] = {}
+    for name, sdoc in doc.states.items():
+        on: dict[str, Any] = {}
+        for event, tdoc in sdoc.on.items():
+            where = f"state {name!r} event {event!r}"
+            if isinstance(tdoc, list):
+                on[event] = [_transition(t, registry, where) for t in tdoc]
+            else:
+                on[event] = _transition(tdoc, registry, where)
+        states[name] = State(on=on, on_enter=sdoc.on_enter, on_exit=sdoc.on_exit,
+                             final=sdoc.final, description=sdoc.description)
+    return Machine(
+        doc.name,
+        initial=doc.initial,
+        states=states,
+        context=_model(registry, doc.context, "context"),
+        version=str(doc.version),
+        registry=registry,
+        description=doc.description,
+    )
+
+
+def load_machine(source: str | Path | Mapping[str, Any],
+                 registry: Registry | None = None) -> Machine:
+    """Load a machine from a ``.yaml``/``.yml``/``.json`` file path or an already-parsed mapping."""
+    if isinstance(source, Mapping):
+        return machine_from_mapping(source, registry)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read machine file {str(path)!r}: {exc.strerror}") from exc
+    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+    return machine_from_mapping(parse_document(text, fmt=fmt), registry)

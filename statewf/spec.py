@@ -1,0 +1,469 @@
+"""Declarative machine definitions: :class:`Machine`, :class:`State`, :func:`transition`.
+
+A definition is validated when it is built. Guards and actions may be given as
+callables or as names resolved from a :class:`Registry` (the form data files use).
+Every hook is normalized to a :class:`Hook` that keeps its name, so a definition
+can be fingerprinted, stored and drawn without running any of its code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from pydantic import BaseModel
+
+from statewf.errors import SpecError
+
+GuardFn: TypeAlias = Callable[[Any, Any], bool]
+ActionFn: TypeAlias = Callable[[Any, Any], Any]
+HookRef: TypeAlias = "str | Callable[..., Any] | Effect"
+HookRefs: TypeAlias = "HookRef | Sequence[HookRef] | None"
+
+MAX_NAME_LENGTH = 200
+
+
+class Effect:
+    """An outside-world action: recorded in the outbox with the transition, run after commit."""
+
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or _callable_name(fn)
+
+    def __call__(self, call: Any) -> Any:
+        """Call the wrapped function with an :class:`~statewf.records.EffectCall`."""
+        return self.fn(call)
+
+    def __repr__(self) -> str:
+        return f"Effect({self.name!r})"
+
+
+def effect(fn: Callable[[Any], Any] | None = None, *, name: str | None = None) -> Any:
+    """Mark a function as an effect: dispatched after commit from the outbox, at least once."""
+    if fn is None:
+        return lambda f: Effect(f, name)
+    return Effect(fn, name)
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A resolved guard, action or effect: its stable name and the code to run."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_effect: bool = False
+
+
+class Registry:
+    """Named guards, actions and effects that data-file machines refer to by name."""
+
+    def __init__(self) -> None:
+        self._hooks: dict[str, Hook] = {}
+        self._models: dict[str, type[BaseModel]] = {}
+
+    def model(self, cls: type[BaseModel]) -> type[BaseModel]:
+        """Decorator: register a pydantic model (context or payload schema) by class name."""
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            raise SpecError(f"registry.model takes a pydantic BaseModel class, got {cls!r}")
+        if cls.__name__ in self._models:
+            raise SpecError(f"registry already has a model named {cls.__name__!r}")
+        self._models[cls.__name__] = cls
+        return cls
+
+    def get_model(self, name: str) -> type[BaseModel] | None:
+        """The model registered under ``name``, or None."""
+        return self._models.get(name)
+
+    def model_names(self) -> list[str]:
+        """Every registered model name, sorted."""
+        return sorted(self._models)
+
+    def add(self, name: str, fn: Callable[..., Any] | Effect) -> None:
+        """Register ``fn`` under ``name``; a second registration of the name is an error."""
+        if name in self._hooks:
+            raise SpecError(
+                f"registry already has a hook named {name!r}; pick another name",
+                hook=name,
+            )
+        if isinstance(fn, Effect):
+            self._hooks[name] = Hook(name, fn.fn, is_effect=True)
+        else:
+            self._hooks[name] = Hook(name, fn)
+
+    def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: register a guard under its function name."""
+        self.add(fn.__name__, fn)
+        return fn
+
+    def action(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: register a transition/entry/exit action under its function name."""
+        self.add(fn.__name__, fn)
+        return fn
+
+    def effect(self, fn: Callable[..., Any]) -> Effect:
+        """Decorator: register an outbox effect under its function name."""
+        wrapped = Effect(fn)
+        self.add(fn.__name__, wrapped)
+        return wrapped
+
+    def get(self, name: str) -> Hook | None:
+        """The hook registered under ``name``, or None."""
+        return self._hooks.get(name)
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted."""
+        return sorted(self._hooks)
+
+
+def _callable_name(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    return str(name) if name else type(fn).__name__
+
+
+def _as_list(refs: Any) -> list[Any]:
+    if refs is None:
+        return []
+    if isinstance(refs, str | Effect) or callable(refs):
+        return [refs]
+    if isinstance(refs, Sequence):
+        return list(refs)
+    raise SpecError(f"expected a callable, a name or a list of them, got {refs!r}")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One transition for an event: target, guards, actions and payload schema.
+
+    ``target=None`` (or ``internal=True``) makes an internal transition: actions run,
+    the state is not exited or re-entered. A target equal to the source state is an
+    external self-transition: exit and entry actions run.
+    """
+
+    target: str | None
+    guards: tuple[HookRef, ...] = ()
+    unless: tuple[HookRef, ...] = ()
+    actions: tuple[HookRef, ...] = ()
+    payload: type[BaseModel] | None = None
+    internal: bool = False
+    description: str = ""
+
+
+def transition(
+    target: str | None = None,
+    *,
+    guard: HookRefs = None,
+    unless: HookRefs = None,
+    action: HookRefs = None,
+    payload: type[BaseModel] | None = None,
+    internal: bool = False,
+    description: str = "",
+) -> Transition:
+    """Build a :class:`Transition`; ``guard``/``unless``/``action`` take one or a list."""
+    return Transition(
+        target=None if internal else target,
+        guards=tuple(_as_list(guard)),
+        unless=tuple(_as_list(unless)),
+        actions=tuple(_as_list(action)),
+        payload=payload,
+        internal=internal or target is None,
+        description=description,
+    )
+
+
+TransitionLike: TypeAlias = "str | Transition | Sequence[Transition]"
+
+
+@dataclass(frozen=True)
+class State:
+    """A state: its outgoing transitions by event, entry/exit actions, and finality."""
+
+    on: Mapping[str, TransitionLike] = field(default_factory=dict)
+    on_enter: HookRefs = None
+    on_exit: HookRefs = None
+    final: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ResolvedTransition:
+    """A transition with its hooks resolved and its source known."""
+
+    source: str
+    event: str
+    target: str | None
+    guards: tuple[Hook, ...]
+    unless: tuple[Hook, ...]
+    actions: tuple[Hook, ...]
+    payload: type[BaseModel] | None
+    description: str
+
+    @property
+    def internal(self) -> bool:
+        """True when the transition does not exit and re-enter its state."""
+        return self.target is None
+
+    @property
+    def destination(self) -> str:
+        """The state the instance is in after the transition."""
+        return self.target if self.target is not None else self.source
+
+
+@dataclass(frozen=True)
+class ResolvedState:
+    """A state with its hooks resolved."""
+
+    name: str
+    on_enter: tuple[Hook, ...]
+    on_exit: tuple[Hook, ...]
+    final: bool
+    description: str
+
+
+class Machine:
+    """A declarative state machine definition, validated when built.
+
+    Args:
+        name: the machine's name, unique within an engine.
+        initial: the state new instances start in.
+        states: state name to :class:`State`.
+        context: a pydantic model for the instance context (or None for a free dict).
+        version: bump it whenever the definition changes; instances keep theirs.
+        registry: where hook names (strings) are looked up.
+        description: free text shown in diagrams and the CLI.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        initial: str,
+        states: Mapping[str, State],
+        context: type[BaseModel] | None = None,
+        version: str = "1",
+        registry: Registry | None = None,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.version = str(version)
+        self.initial = initial
+        self.context = context
+        self.description = description
+        self.registry = registry
+        problems: list[str] = []
+        _check_name("machine name", name, problems)
+        _check_name("machine version", self.version, problems)
+        if context is not None and not (
+            isinstance(context, type) and issubclass(context, BaseModel)
+        ):
+            problems.append(f"context must be a pydantic BaseModel subclass, got {context!r}")
+        self.states: dict[str, ResolvedState] = {}
+        self.transitions: dict[str, dict[str, tuple[ResolvedTransition, ...]]] = {}
+        if not states:
+            problems.append("a machine needs at least one state")
+        for state_name, state in states.items():
+            self._add_state(state_name, state, problems)
+        if initial not in states:
+            known = ", ".join(sorted(states)) or "none"
+            problems.append(f"initial state {initial!r} is not declared (states: {known})")
+        if not problems:
+            self._check_graph(problems)
+        if problems:
+            listing = "; ".join(problems)
+            raise SpecError(
+                f"machine {name!r} is invalid: {listing}",
+                machine=name,
+                problems=problems,
+            )
+
+    # ------------------------------------------------------------ building
+
+    def _resolve(self, ref: Any, where: str, problems: list[str]) -> Hook | None:
+        if isinstance(ref, Effect):
+            return Hook(ref.name, ref.fn, is_effect=True)
+        if isinstance(ref, str):
+            hook = self.registry.get(ref) if self.registry is not None else None
+            if hook is None:
+                hint = (
+                    "register it in the machine's Registry"
+                    if self.registry is not None
+                    else "pass registry= to the Machine"
+                )
+                problems.append(f"{where}: no hook named {ref!r}; {hint}")
+            return hook
+        if callable(ref):
+            return Hook(_callable_name(ref), ref)
+        problems.append(f"{where}: expected a callable or a hook name, got {ref!r}")
+        return None
+
+    def _hooks(self, refs: Any, where: str, problems: list[str]) -> tuple[Hook, ...]:
+        try:
+            items = _as_list(refs)
+        except SpecError as exc:
+            problems.append(f"{where}: {exc.message}")
+            return ()
+        hooks = (self._resolve(ref, where, problems) for ref in items)
+        return tuple(h for h in hooks if h is not None)
+
+    def _add_state(self, name: str, state: Any, problems: list[str]) -> None:
+        _check_name("state name", name, problems)
+        if isinstance(name, str) and "." in name:
+            problems.append(f"state name {name!r} may not contain '.' (reserved for nesting)")
+        if not isinstance(state, State):
+            problems.append(f"state {name!r} must be a statewf.State, got {type(state).__name__}")
+            return
+        where = f"state {name!r}"
+        self.states[name] = ResolvedState(
+            name=name,
+            on_enter=self._hooks(state.on_enter, f"{where} on_enter", problems),
+            on_exit=self._hooks(state.on_exit, f"{where} on_exit", problems),
+            final=state.final,
+            description=state.description,
+        )
+        by_event: dict[str, tuple[ResolvedTransition, ...]] = {}
+        for event, spec in state.on.items():
+            _check_name("event name", event, problems)
+            options = [spec] if isinstance(spec, str | Transition) else list(spec)
+            resolved = []
+            for option in options:
+                item = transition(option) if isinstance(option, str) else option
+                if not isinstance(item, Transition):
+                    problems.append(
+                        f"{where} event {event!r}: expected a target name or "
+                        f"statewf.transition(...), got {item!r}"
+                    )
+                    continue
+                if item.payload is not None and not (
+                    isinstance(item.payload, type) and issubclass(item.payload, BaseModel)
+                ):
+                    problems.append(f"{where} event {event!r}: payload must be a BaseModel")
+                tw = f"{where} event {event!r}"
+                resolved.append(
+                    ResolvedTransition(
+                        source=name,
+                        event=event,
+                        target=item.target,
+                        guards=self._hooks(item.guards, f"{tw} guard", problems),
+                        unless=self._hooks(item.unless, f"{tw} unless", problems),
+                        actions=self._hooks(item.actions, f"{tw} action", problems),
+                        payload=item.payload,
+                        description=item.description,
+                    )
+                )
+            if not options:
+                problems.append(f"{where} event {event!r} has no transitions")
+            by_event[event] = tuple(resolved)
+        if state.final and by_event:
+            problems.append(f"final state {name!r} cannot have outgoing transitions")
+        self.transitions[name] = by_event
+
+    def _check_graph(self, problems: list[str]) -> None:
+        for t in self.all_transitions():
+            if t.target is not None and t.target not in self.states:
+                problems.append(
+                    f"state {t.source!r} event {t.event!r} targets unknown state {t.target!r}"
+                )
+            payloads = {x.payload for x in self.transitions[t.source][t.event]}
+            if len(payloads) > 1:
+                problems.append(
+                    f"state {t.source!r} event {t.event!r}: alternative transitions "
+                    "must share one payload schema"
+                )
+        if problems:
+            return
+        seen = {self.initial}
+        frontier = [self.initial]
+        while frontier:
+            for t in self.outgoing(frontier.pop()):
+                if t.destination not in seen:
+                    seen.add(t.destination)
+                    frontier.append(t.destination)
+        for unreachable in sorted(set(self.states) - seen):
+            problems.append(
+                f"state {unreachable!r} is unreachable from initial state {self.initial!r}"
+            )
+
+    # ------------------------------------------------------------ queries
+
+    def all_transitions(self) -> Iterator[ResolvedTransition]:
+        """Every transition, in declaration order."""
+        for by_event in self.transitions.values():
+            for options in by_event.values():
+                yield from options
+
+    def outgoing(self, state: str) -> Iterator[ResolvedTransition]:
+        """The transitions leaving ``state``, in declaration order."""
+        for options in self.transitions.get(state, {}).values():
+            yield from options
+
+    def events_from(self, state: str) -> list[str]:
+        """The events with a transition from ``state``, in declaration order."""
+        return list(self.transitions.get(state, {}))
+
+    def effect_hooks(self) -> dict[str, Hook]:
+        """Every effect the machine can record, by name."""
+        hooks = [h for s in self.states.values() for h in (*s.on_enter, *s.on_exit)]
+        hooks += [h for t in self.all_transitions() for h in t.actions]
+        return {h.name: h for h in hooks if h.is_effect}
+
+    @property
+    def events(self) -> list[str]:
+        """Every event name the machine knows, sorted."""
+        return sorted({t.event for t in self.all_transitions()})
+
+    def to_definition(self) -> dict[str, Any]:
+        """A JSON-able description of the machine (hooks by name), stored on register."""
+        states: dict[str, Any] = {}
+        for name, state in self.states.items():
+            on: dict[str, Any] = {}
+            for event, options in self.transitions[name].items():
+                on[event] = [
+                    {
+                        "target": t.target,
+                        "guards": [h.name for h in t.guards],
+                        "unless": [h.name for h in t.unless],
+                        "actions": [_hook_def(h) for h in t.actions],
+                        "payload": t.payload.model_json_schema() if t.payload else None,
+                        "description": t.description,
+                    }
+                    for t in options
+                ]
+            states[name] = {
+                "on": on,
+                "on_enter": [_hook_def(h) for h in state.on_enter],
+                "on_exit": [_hook_def(h) for h in state.on_exit],
+                "final": state.final,
+                "description": state.description,
+            }
+        return {
+            "name": self.name,
+            "version": self.version,
+            "initial": self.initial,
+            "description": self.description,
+            "context": self.context.model_json_schema() if self.context else None,
+            "states": states,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the definition's structure; it changes when the machine changes."""
+        text = json.dumps(self.to_definition(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"Machine({self.name!r}, version={self.version!r}, states={len(self.states)})"
+
+
+def _hook_def(hook: Hook) -> str:
+    return f"effect:{hook.name}" if hook.is_effect else hook.name
+
+
+def _check_name(what: str, value: Any, problems: list[str]) -> None:
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{what} must be a non-empty string, got {value!r}")
+    elif len(value) > MAX_NAME_LENGTH:
+        problems.append(f"{what} {value[:40]!r}... is longer than {MAX_NAME_LENGTH} characters")
+    elif any(ord(c) < 32 for c in value):
+        problems.append(f"{what} {value!r} contains control characters")

@@ -1,0 +1,162 @@
+"""The statewf tables, declared once with SQLAlchemy Core for both dialects.
+
+Tables are built per configuration (table-name prefix and, on PostgreSQL, schema),
+so statewf's tables sit beside an application's own without clashing.
+Postgres-only types are variants: JSONB on PostgreSQL, JSON text on SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+#: The schema version this code declares; migrations bring a database up to it.
+SCHEMA_VERSION = 1
+
+ID_LENGTH = 255
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both dialects (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("statewf stores only timezone-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_type() -> Any:
+    """JSON on SQLite, JSONB on PostgreSQL."""
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The statewf tables for one prefix and schema."""
+
+    metadata: MetaData
+    instances: Table
+    transitions: Table
+    machines: Table
+    effects: Table
+    schema_version: Table
+
+
+def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
+    """Declare the current statewf tables under ``prefix`` (and Postgres ``schema``)."""
+    md = MetaData(schema=schema)
+    instances = Table(
+        f"{prefix}instances",
+        md,
+        Column("id", String(ID_LENGTH), primary_key=True),
+        Column("machine", String(200), nullable=False),
+        Column("machine_version", String(200), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("state", Text, nullable=False),
+        Column("configuration", json_type(), nullable=False),
+        Column("context", json_type(), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("resource_id", String(ID_LENGTH)),
+        Column("idempotency_key", String(ID_LENGTH)),
+        Column("wake_at", UTCDateTime()),
+        Column("queue", String(200), nullable=False, server_default="default"),
+        Column("priority", Integer, nullable=False, server_default="0"),
+        Column("labels", json_type()),
+        Column("lease_owner", String(ID_LENGTH)),
+        Column("lease_expires_at", UTCDateTime()),
+        Column("lease_epoch", Integer, nullable=False, server_default="0"),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        UniqueConstraint("machine", "idempotency_key", name=f"{prefix}instances_idem_key"),
+        Index(f"{prefix}instances_machine_status", "machine", "status", "created_at", "id"),
+        Index(f"{prefix}instances_resource", "resource_id", "created_at", "id"),
+        Index(f"{prefix}instances_created", "created_at", "id"),
+        Index(f"{prefix}instances_wake", "wake_at"),
+    )
+    transitions = Table(
+        f"{prefix}transitions",
+        md,
+        Column("instance_id", String(ID_LENGTH), nullable=False),
+        Column("seq", Integer, nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("event", Text),
+        Column("source", json_type(), nullable=False),
+        Column("target", json_type(), nullable=False),
+        Column("payload", json_type()),
+        Column("context_set", json_type(), nullable=False),
+        Column("context_unset", json_type(), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("wake_at", UTCDateTime()),
+        Column("key", Text),
+        Column("meta", json_type(), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        PrimaryKeyConstraint("instance_id", "seq", name=f"{prefix}transitions_pk"),
+    )
+    machines = Table(
+        f"{prefix}machines",
+        md,
+        Column("name", String(200), nullable=False),
+        Column("version", String(200), nullable=False),
+        Column("fingerprint", String(64), nullable=False),
+        Column("definition", json_type(), nullable=False),
+        Column("registered_at", UTCDateTime(), nullable=False),
+        PrimaryKeyConstraint("name", "version", name=f"{prefix}machines_pk"),
+    )
+    effects = Table(
+        f"{prefix}effects",
+        md,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("instance_id", String(ID_LENGTH), nullable=False),
+        Column("seq", Integer, nullable=False),
+        Column("position", Integer, nullable=False),
+        Column("name", String(200), nullable=False),
+        Column("args", json_type(), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("last_error", Text),
+        Column("available_at", UTCDateTime(), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("done_at", UTCDateTime()),
+        UniqueConstraint("instance_id", "seq", "position", name=f"{prefix}effects_once"),
+        Index(f"{prefix}effects_due", "status", "available_at"),
+    )
+    schema_version = Table(
+        f"{prefix}schema_version",
+        md,
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("description", Text, nullable=False),
+        Column("applied_at", UTCDateTime(), nullable=False),
+    )
+    return Tables(md, instances, transitions, machines, effects, schema_version)

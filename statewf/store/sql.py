@@ -1,0 +1,388 @@
+"""The store: every query statewf runs, as SQLAlchemy Core, for SQLite and PostgreSQL.
+
+:class:`SqlStore` owns the connection pool and hands out :class:`Tx` objects, one per
+database transaction. ``Tx`` is the only code that knows which query to run; the
+engine decides *what* to write, ``Tx`` knows *how*. Driver errors are wrapped here,
+at the edge, into :class:`~statewf.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    and_,
+    create_engine,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
+from statewf.records import EffectRecord, Instance, TransitionRecord
+from statewf.store import migrations, postgres, sqlite
+from statewf.store.schema import Tables, build_tables
+
+MAX_PAGE = 1000
+
+_INSTANCE_FIELDS = (
+    "id", "machine", "machine_version", "kind", "state", "configuration", "context",
+    "status", "version", "resource_id", "idempotency_key", "wake_at", "created_at",
+    "updated_at",
+)
+_RECORD_FIELDS = (
+    "instance_id", "seq", "kind", "event", "source", "target", "payload", "context_set",
+    "context_unset", "status", "wake_at", "key", "meta", "created_at",
+)
+
+
+def instance_from_row(row: Row[Any]) -> Instance:
+    """Build an :class:`Instance` from an instances-table row."""
+    m = row._mapping
+    return Instance(**{f: m[f] for f in _INSTANCE_FIELDS})
+
+
+def record_from_row(row: Row[Any]) -> TransitionRecord:
+    """Build a :class:`TransitionRecord` from a transitions-table row."""
+    m = row._mapping
+    return TransitionRecord(**{f: m[f] for f in _RECORD_FIELDS})
+
+
+def _instance_values(snapshot: Instance) -> dict[str, Any]:
+    values = snapshot.model_dump(include=set(_INSTANCE_FIELDS))
+    values["configuration"] = list(snapshot.configuration)
+    return values
+
+
+def _record_values(record: TransitionRecord) -> dict[str, Any]:
+    values = record.model_dump(include=set(_RECORD_FIELDS))
+    values["source"] = list(record.source)
+    values["target"] = list(record.target)
+    values["context_unset"] = list(record.context_unset)
+    return values
+
+
+def encode_cursor(created_at: datetime, instance_id: str) -> str:
+    """An opaque cursor for keyset pagination on (created_at, id)."""
+    raw = json.dumps([created_at.isoformat(), instance_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor stands for; :class:`InvalidInput` if it is not ours."""
+    try:
+        created, instance_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(instance_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(
+            f"cursor {cursor[:40]!r} is not valid; pass the next_cursor of a previous page"
+        ) from exc
+
+
+class Tx:
+    """One open database transaction and the queries statewf runs in it."""
+
+    def __init__(self, conn: Connection, tables: Tables) -> None:
+        self.conn = conn
+        self.t = tables
+
+    @property
+    def dialect(self) -> str:
+        """``postgresql`` or ``sqlite``."""
+        return self.conn.dialect.name
+
+    # ------------------------------------------------------------ instances
+
+    def get_instance(self, instance_id: str, *, lock: bool = False) -> Instance | None:
+        """The snapshot row, locked FOR UPDATE when ``lock`` (PostgreSQL)."""
+        query = select(self.t.instances).where(self.t.instances.c.id == instance_id)
+        if lock:
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
+        return instance_from_row(row) if row is not None else None
+
+    def find_by_idempotency_key(self, machine: str, key: str) -> Instance | None:
+        """The instance of ``machine`` created with idempotency ``key``, if any."""
+        c = self.t.instances.c
+        row = self.conn.execute(
+            select(self.t.instances).where(c.machine == machine, c.idempotency_key == key)
+        ).first()
+        return instance_from_row(row) if row is not None else None
+
+    def insert_instance(self, snapshot: Instance, **extra: Any) -> bool:
+        """Insert a new snapshot row; False (and nothing written) if the id or key exists."""
+        values = {**_instance_values(snapshot), **extra}
+        insert = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
+        query = insert(self.t.instances).values(values).on_conflict_do_nothing()
+        return self.conn.execute(query.returning(self.t.instances.c.id)).first() is not None
+
+    def update_instance(self, snapshot: Instance, expected_version: int, **extra: Any) -> None:
+        """Replace the snapshot row, only if it is still at ``expected_version``."""
+        c = self.t.instances.c
+        values = _instance_values(snapshot)
+        for fixed in ("id", "machine", "kind", "created_at", "idempotency_key", "resource_id"):
+            values.pop(fixed)
+        values.update(extra)
+        result = self.conn.execute(
+            update(self.t.instances)
+            .where(c.id == snapshot.id, c.version == expected_version)
+            .values(values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrencyConflict(
+                f"instance {snapshot.id!r} changed while this transition was being "
+                f"decided (expected version {expected_version}); retry the operation",
+                instance_id=snapshot.id,
+            )
+
+    def list_instances(
+        self,
+        *,
+        machine: str | None = None,
+        state: str | None = None,
+        status: str | Sequence[str] | None = None,
+        resource_id: str | None = None,
+        kind: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Instance], str | None]:
+        """One page of snapshots, oldest first, and the cursor of the next page."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+        c = self.t.instances.c
+        query = select(self.t.instances)
+        if machine is not None:
+            query = query.where(c.machine == machine)
+        if state is not None:
+            query = query.where(c.state == state)
+        if isinstance(status, str):
+            query = query.where(c.status == status)
+        elif status is not None:
+            query = query.where(c.status.in_(list(status)))
+        if resource_id is not None:
+            query = query.where(c.resource_id == resource_id)
+        if kind is not None:
+            query = query.where(c.kind == kind)
+        if created_after is not None:
+            query = query.where(c.created_at >= created_after)
+        if created_before is not None:
+            query = query.where(c.created_at < created_before)
+        if cursor is not None:
+            after_time, after_id = decode_cursor(cursor)
+            query = query.where(
+                or_(c.created_at > after_time, and_(c.created_at == after_time, c.id > after_id))
+            )
+        rows = self.conn.execute(query.order_by(c.created_at, c.id).limit(limit + 1)).all()
+        items = [instance_from_row(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+        return items, next_cursor
+
+    # ------------------------------------------------------------ the log
+
+    def append(self, records: Sequence[TransitionRecord]) -> None:
+        """Append log rows; a duplicate (instance, seq) means another writer won."""
+        if records:
+            self.conn.execute(self.t.transitions.insert(), [_record_values(r) for r in records])
+
+    def log(self, instance_id: str, *, upto: int | None = None,
+            after: int | None = None) -> list[TransitionRecord]:
+        """An instance's log rows in order, optionally up to / after a sequence number."""
+        c = self.t.transitions.c
+        query = select(self.t.transitions).where(c.instance_id == instance_id)
+        if upto is not None:
+            query = query.where(c.seq <= upto)
+        if after is not None:
+            query = query.where(c.seq > after)
+        return [record_from_row(r) for r in self.conn.execute(query.order_by(c.seq))]
+
+    # ------------------------------------------------------------ machines
+
+    def get_machine(self, name: str, version: str) -> tuple[str, dict[str, Any]] | None:
+        """The stored (fingerprint, definition) of a machine version, if registered."""
+        c = self.t.machines.c
+        row = self.conn.execute(
+            select(c.fingerprint, c.definition).where(c.name == name, c.version == version)
+        ).first()
+        return (row.fingerprint, row.definition) if row is not None else None
+
+    def put_machine(self, name: str, version: str, fingerprint: str,
+                    definition: dict[str, Any], now: datetime) -> None:
+        """Store a machine version's definition (insert only; versions are immutable)."""
+        insert = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
+        self.conn.execute(
+            insert(self.t.machines)
+            .values(name=name, version=version, fingerprint=fingerprint,
+                    definition=definition, registered_at=now)
+            .on_conflict_do_nothing()
+        )
+
+    def machine_definitions(self) -> list[dict[str, Any]]:
+        """Every stored machine definition, by name and version."""
+        c = self.t.machines.c
+        rows = self.conn.execute(select(c.definition).order_by(c.name, c.version))
+        return [r.definition for r in rows]
+
+    # ------------------------------------------------------------ outbox
+
+    def add_effects(self, instance_id: str, seq: int, names: Sequence[str],
+                    args: dict[str, Any], now: datetime) -> None:
+        """Record effects for a transition, in the transition's own database transaction."""
+        if not names:
+            return
+        self.conn.execute(
+            self.t.effects.insert(),
+            [
+                {"instance_id": instance_id, "seq": seq, "position": i, "name": name,
+                 "args": args, "status": "pending", "attempts": 0, "available_at": now,
+                 "created_at": now}
+                for i, name in enumerate(names)
+            ],
+        )
+
+    def claim_effects(self, now: datetime, lease_until: datetime, *, limit: int,
+                      instance_id: str | None = None,
+                      seq: int | None = None) -> list[tuple[EffectRecord, dict[str, Any]]]:
+        """Claim due pending effects (SKIP LOCKED on PostgreSQL) until ``lease_until``."""
+        c = self.t.effects.c
+        query = select(self.t.effects).where(c.status == "pending", c.available_at <= now)
+        if instance_id is not None:
+            query = query.where(c.instance_id == instance_id)
+        if seq is not None:
+            query = query.where(c.seq == seq)
+        query = query.order_by(c.id).limit(limit).with_for_update(skip_locked=True)
+        rows = self.conn.execute(query).all()
+        claimed = []
+        for row in rows:
+            self.conn.execute(
+                update(self.t.effects).where(c.id == row.id)
+                .values(available_at=lease_until, attempts=c.attempts + 1)
+            )
+            m = dict(row._mapping)
+            args = m.pop("args")
+            m["attempts"] += 1
+            m["available_at"] = lease_until
+            claimed.append((EffectRecord(**m), args))
+        return claimed
+
+    def finish_effect(self, effect_id: int, *, now: datetime, error: str | None,
+                      retry_at: datetime | None, give_up: bool) -> None:
+        """Mark a claimed effect done, or failed with a retry time, or dead."""
+        if error is None:
+            values: dict[str, Any] = {"status": "done", "done_at": now, "last_error": None}
+        elif give_up:
+            values = {"status": "dead", "done_at": now, "last_error": error}
+        else:
+            values = {"available_at": retry_at, "last_error": error}
+        self.conn.execute(
+            update(self.t.effects).where(self.t.effects.c.id == effect_id).values(values)
+        )
+
+    def list_effects(self, *, status: str | None = None, instance_id: str | None = None,
+                     limit: int = 100) -> list[EffectRecord]:
+        """Outbox rows, oldest first."""
+        c = self.t.effects.c
+        query = select(*[col for col in self.t.effects.c if col.name != "args"])
+        if status is not None:
+            query = query.where(c.status == status)
+        if instance_id is not None:
+            query = query.where(c.instance_id == instance_id)
+        rows = self.conn.execute(query.order_by(c.id).limit(limit))
+        return [EffectRecord(**dict(r._mapping)) for r in rows]
+
+
+class SqlStore:
+    """A connection pool to one database, with statewf's tables and migrations."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        table_prefix: str = "statewf_",
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        echo: bool = False,
+    ) -> None:
+        try:
+            if url.startswith("sqlite"):
+                if schema is not None:
+                    raise InvalidInput(
+                        "schema= is for PostgreSQL; on SQLite use table_prefix= instead"
+                    )
+                engine = create_engine(url, echo=echo, poolclass=NullPool
+                                       if ":memory:" not in url else None)
+                sqlite.configure(engine)
+            else:
+                if url.startswith("postgresql://") or url.startswith("postgres://"):
+                    url = "postgresql+psycopg://" + url.split("://", 1)[1]
+                engine = create_engine(url, echo=echo, pool_size=pool_size,
+                                       max_overflow=max_overflow, pool_pre_ping=True)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise InvalidInput(
+                f"cannot use database URL {url!r}: {exc}; use sqlite:///path.db or "
+                "postgresql+psycopg://user@host/db"
+            ) from exc
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise InvalidInput(
+                f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name}"
+            )
+        self.engine: Engine = engine
+        self.dialect: str = engine.dialect.name
+        self.tables = build_tables(table_prefix, schema)
+        self.url = engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """A database transaction: committed on success, rolled back on any error."""
+        try:
+            with self.engine.begin() as conn:
+                yield Tx(conn, self.tables)
+        except StatewfError:
+            raise
+        except DBAPIError as exc:
+            if _is_serialization_failure(exc):
+                raise ConcurrencyConflict(
+                    "the database reported a conflicting concurrent write; retry the operation"
+                ) from exc
+            raise StoreError(
+                f"database error on {self.url}: {type(exc.orig).__name__}: "
+                f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error on {self.url}: {exc}") from exc
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; the numbers applied."""
+        with self.transaction() as tx:
+            return migrations.migrate(tx.conn, self.tables)
+
+    def notify(self, tx: Tx, channel: str, payload: str) -> None:
+        """A LISTEN/NOTIFY hint on PostgreSQL (delivered at commit); nothing on SQLite."""
+        if self.dialect == "postgresql":
+            postgres.notify(tx.conn, channel, payload)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _is_serialization_failure(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None)
+    if code in ("40001", "40P01", "23505"):
+        return True
+    return "UNIQUE constraint failed" in str(exc.orig) and "transitions" in str(exc.orig)
