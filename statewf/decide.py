@@ -46,8 +46,9 @@ class Decision:
 class _Runner:
     """Holds one decision's context and payload while ``transitions`` drives the hooks."""
 
-    def __init__(self, where: str, ctx: Any, payload: Any, *, instance_id: str,
-                 event: str | None, state: str) -> None:
+    def __init__(
+        self, where: str, ctx: Any, payload: Any, *, instance_id: str, event: str | None, state: str
+    ) -> None:
         self.where = where
         self.ctx = ctx
         self.payload = payload
@@ -256,19 +257,27 @@ def decide(
                 f"({where}): {_summary(exc)}; nothing changed",
                 **ids,
             ) from exc
-        payload_json = to_json(payload_obj.model_dump(mode="json"), what="payload",
-                               max_bytes=max_bytes)
+        payload_json = to_json(
+            payload_obj.model_dump(mode="json"), what="payload", max_bytes=max_bytes
+        )
     else:
         if isinstance(payload, BaseModel):
             payload = payload.model_dump(mode="json")
         try:
             payload_json = to_json(payload, what="payload", max_bytes=max_bytes)
         except InvalidPayload as exc:
-            raise InvalidPayload(f"event {event!r} rejected ({where}): {exc.message}",
-                                 **ids) from exc
+            raise InvalidPayload(
+                f"event {event!r} rejected ({where}): {exc.message}", **ids
+            ) from exc
         payload_obj = copy.deepcopy(payload_json)
-    runner = _Runner(where + f" handling {event!r}", load_context(compiled, snapshot.context),
-                     payload_obj, instance_id=snapshot.id, event=event, state=snapshot.state)
+    runner = _Runner(
+        where + f" handling {event!r}",
+        load_context(compiled, snapshot.context),
+        payload_obj,
+        instance_id=snapshot.id,
+        event=event,
+        state=snapshot.state,
+    )
     destination = compiled.fire(state, event, runner)
     if destination is None or runner.transition is None:
         names = sorted({h.name for t in options for h in (*t.guards, *t.unless)})
@@ -283,8 +292,7 @@ def decide(
             new_context = _dump_context(compiled, runner.ctx, where, max_bytes)
         except (InvalidInput, InvalidPayload) as exc:
             raise ActionFailed(
-                f"event {event!r} rejected: the actions left an unstorable context: "
-                f"{exc.message}",
+                f"event {event!r} rejected: the actions left an unstorable context: {exc.message}",
                 **ids,
             ) from exc
         changed, removed = context_diff(snapshot.context, new_context)

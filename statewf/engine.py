@@ -8,6 +8,7 @@ the outbox. Reads never lock.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import threading
@@ -94,8 +95,9 @@ class Engine:
         pool_size: int = 10,
     ) -> None:
         self.url = url or os.environ.get("STATEWF_DATABASE_URL") or DEFAULT_URL
-        self.store = SqlStore(self.url, schema=schema, table_prefix=table_prefix,
-                              pool_size=pool_size)
+        self.store = SqlStore(
+            self.url, schema=schema, table_prefix=table_prefix, pool_size=pool_size
+        )
         self.clock: Clock = clock or SystemClock()
         self.max_payload_bytes = max_payload_bytes
         self.inline_effects = dispatch_effects
@@ -125,8 +127,13 @@ class Engine:
                 if stored is not None and stored[0] != fingerprint:
                     raise self._version_conflict(machine, stored[0])
                 if stored is None:
-                    tx.put_machine(machine.name, machine.version, fingerprint,
-                                   machine.to_definition(), self.clock.now())
+                    tx.put_machine(
+                        machine.name,
+                        machine.version,
+                        fingerprint,
+                        machine.to_definition(),
+                        self.clock.now(),
+                    )
             compiled = CompiledMachine(machine)
             with self._lock:
                 self._compiled[key] = compiled
@@ -177,7 +184,7 @@ class Engine:
         machine: str | Machine,
         *,
         context: Mapping[str, Any] | BaseModel | None = None,
-        id: str | None = None,  # noqa: A002 - the natural name in this API
+        id: str | None = None,
         resource_id: str | None = None,
         idempotency_key: str | None = None,
         version: str | None = None,
@@ -200,9 +207,15 @@ class Engine:
             existing = self._existing(name, idempotency_key, resource_id)
             if existing is not None:
                 return existing
-        decision = start(compiled, instance_id=instance_id, context=context,
-                         now=self.clock.now(), resource_id=resource_id,
-                         idempotency_key=idempotency_key, max_bytes=self.max_payload_bytes)
+        decision = start(
+            compiled,
+            instance_id=instance_id,
+            context=context,
+            now=self.clock.now(),
+            resource_id=resource_id,
+            idempotency_key=idempotency_key,
+            max_bytes=self.max_payload_bytes,
+        )
         with self.store.transaction() as tx:
             inserted = tx.insert_instance(decision.snapshot)
             if inserted:
@@ -223,8 +236,9 @@ class Engine:
             )
         return found
 
-    def _lost_create_race(self, machine: str, instance_id: str, key: str | None,
-                          resource_id: str | None) -> Instance:
+    def _lost_create_race(
+        self, machine: str, instance_id: str, key: str | None, resource_id: str | None
+    ) -> Instance:
         if key is not None:
             existing = self._existing(machine, key, resource_id)
             if existing is not None:
@@ -253,8 +267,14 @@ class Engine:
         with self.store.transaction() as tx:
             snapshot = self._load(tx, instance_id, resource_id, lock=True)
             compiled = self._compiled_for(snapshot)
-            decision = decide(compiled, snapshot, event, payload, self.clock.now(),
-                              max_bytes=self.max_payload_bytes)
+            decision = decide(
+                compiled,
+                snapshot,
+                event,
+                payload,
+                self.clock.now(),
+                max_bytes=self.max_payload_bytes,
+            )
             tx.update_instance(decision.snapshot, snapshot.version)
             self._write(tx, decision)
         self._after_commit(decision)
@@ -272,8 +292,9 @@ class Engine:
                 "context": snap.context,
                 "payload": decision.record.payload,
             }
-            tx.add_effects(snap.id, decision.record.seq, decision.effects, args,
-                           decision.record.created_at)
+            tx.add_effects(
+                snap.id, decision.record.seq, decision.effects, args, decision.record.created_at
+            )
 
     def _after_commit(self, decision: Decision) -> None:
         if decision.effects and self.inline_effects:
@@ -300,8 +321,9 @@ class Engine:
 
     # ------------------------------------------------------------ reads
 
-    def _load(self, tx: Tx, instance_id: str, resource_id: str | None, *,
-              lock: bool = False) -> Instance:
+    def _load(
+        self, tx: Tx, instance_id: str, resource_id: str | None, *, lock: bool = False
+    ) -> Instance:
         snapshot = tx.get_instance(instance_id, lock=lock)
         if snapshot is None or (resource_id is not None and snapshot.resource_id != resource_id):
             scope = f" for resource {resource_id!r}" if resource_id is not None else ""
@@ -333,25 +355,35 @@ class Engine:
         """A page of instances, oldest first, filtered; follow ``next_cursor`` for more."""
         with self.store.transaction() as tx:
             items, next_cursor = tx.list_instances(
-                machine=machine, state=state, status=status, resource_id=resource_id,
-                kind=kind, created_after=created_after, created_before=created_before,
-                limit=limit, cursor=cursor)
+                machine=machine,
+                state=state,
+                status=status,
+                resource_id=resource_id,
+                kind=kind,
+                created_after=created_after,
+                created_before=created_before,
+                limit=limit,
+                cursor=cursor,
+            )
         return Page[Instance](items=items, next_cursor=next_cursor)
 
-    def history(self, instance_id: str, *, resource_id: str | None = None) -> list[TransitionRecord]:
+    def history(
+        self, instance_id: str, *, resource_id: str | None = None
+    ) -> builtins.list[TransitionRecord]:
         """Every transition of an instance, numbered from 1 (the create record)."""
         check_id(instance_id, "instance id")
         with self.store.transaction() as tx:
             self._load(tx, instance_id, resource_id)
             return tx.log(instance_id)
 
-    def allowed_events(self, instance_id: str, *, resource_id: str | None = None) -> list[str]:
+    def allowed_events(
+        self, instance_id: str, *, resource_id: str | None = None
+    ) -> builtins.list[str]:
         """The events with a transition from the instance's current state."""
         snapshot = self.get(instance_id, resource_id=resource_id)
         return allowed_events(self._compiled_for(snapshot), snapshot)
 
-    def state_at(self, instance_id: str, seq: int, *,
-                 resource_id: str | None = None) -> Instance:
+    def state_at(self, instance_id: str, seq: int, *, resource_id: str | None = None) -> Instance:
         """Time travel: the snapshot as it was right after transition ``seq``."""
         check_id(instance_id, "instance id")
         with self.store.transaction() as tx:
@@ -370,13 +402,15 @@ class Engine:
 
     # ------------------------------------------------------------ outbox
 
-    def dispatch_effects(self, *, limit: int = 100, instance_id: str | None = None,
-                         seq: int | None = None) -> int:
+    def dispatch_effects(
+        self, *, limit: int = 100, instance_id: str | None = None, seq: int | None = None
+    ) -> int:
         """Run due effects from the outbox (at least once each); the number attempted."""
         now = self.clock.now()
         with self.store.transaction() as tx:
-            claimed = tx.claim_effects(now, now + self.effect_lease, limit=limit,
-                                       instance_id=instance_id, seq=seq)
+            claimed = tx.claim_effects(
+                now, now + self.effect_lease, limit=limit, instance_id=instance_id, seq=seq
+            )
         for effect, args in claimed:
             self._run_effect(effect, args)
         return len(claimed)
@@ -385,22 +419,40 @@ class Engine:
         error: str | None = None
         try:
             hook = self._effect_hook(args["machine"], args["machine_version"], effect.name)
-            hook.fn(EffectCall(
-                instance_id=effect.instance_id, machine=args["machine"], seq=effect.seq,
-                name=effect.name, event=args.get("event"), state=args["state"],
-                context=args["context"], payload=args.get("payload"),
-                attempt=effect.attempts,
-                idempotency_key=f"{effect.instance_id}:{effect.seq}:{effect.position}",
-            ))
+            hook.fn(
+                EffectCall(
+                    instance_id=effect.instance_id,
+                    machine=args["machine"],
+                    seq=effect.seq,
+                    name=effect.name,
+                    event=args.get("event"),
+                    state=args["state"],
+                    context=args["context"],
+                    payload=args.get("payload"),
+                    attempt=effect.attempts,
+                    idempotency_key=f"{effect.instance_id}:{effect.seq}:{effect.position}",
+                )
+            )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            log.warning("effect %s of instance %s (seq %s) failed on attempt %s: %s",
-                        effect.name, effect.instance_id, effect.seq, effect.attempts, error)
+            log.warning(
+                "effect %s of instance %s (seq %s) failed on attempt %s: %s",
+                effect.name,
+                effect.instance_id,
+                effect.seq,
+                effect.attempts,
+                error,
+            )
         now = self.clock.now()
         backoff = timedelta(seconds=min(300.0, 2.0 ** min(effect.attempts, 8)))
         with self.store.transaction() as tx:
-            tx.finish_effect(effect.id, now=now, error=error, retry_at=now + backoff,
-                             give_up=effect.attempts >= self.effect_max_attempts)
+            tx.finish_effect(
+                effect.id,
+                now=now,
+                error=error,
+                retry_at=now + backoff,
+                give_up=effect.attempts >= self.effect_max_attempts,
+            )
 
     def _effect_hook(self, machine: str, version: str, name: str) -> Hook:
         spec = self.compiled(machine, version).spec
@@ -412,8 +464,9 @@ class Engine:
             )
         return hook
 
-    def effects(self, *, status: str | None = None, instance_id: str | None = None,
-                limit: int = 100) -> list[EffectRecord]:
+    def effects(
+        self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100
+    ) -> builtins.list[EffectRecord]:
         """Outbox rows (pending, done or dead), oldest first."""
         with self.store.transaction() as tx:
             return tx.list_effects(status=status, instance_id=instance_id, limit=limit)
@@ -437,15 +490,21 @@ class Engine:
         machine: str | Machine,
         *,
         context: Mapping[str, Any] | BaseModel | None = None,
-        id: str | None = None,  # noqa: A002
+        id: str | None = None,
         resource_id: str | None = None,
         idempotency_key: str | None = None,
         version: str | None = None,
     ) -> Instance:
         """:meth:`create` without blocking the event loop."""
-        return await asyncio.to_thread(self.create, machine, context=context, id=id,
-                                       resource_id=resource_id,
-                                       idempotency_key=idempotency_key, version=version)
+        return await asyncio.to_thread(
+            self.create,
+            machine,
+            context=context,
+            id=id,
+            resource_id=resource_id,
+            idempotency_key=idempotency_key,
+            version=version,
+        )
 
     async def send_async(
         self,
@@ -456,8 +515,9 @@ class Engine:
         resource_id: str | None = None,
     ) -> Instance:
         """:meth:`send` without blocking the event loop."""
-        return await asyncio.to_thread(self.send, instance_id, event, payload,
-                                       resource_id=resource_id)
+        return await asyncio.to_thread(
+            self.send, instance_id, event, payload, resource_id=resource_id
+        )
 
     async def get_async(self, instance_id: str, *, resource_id: str | None = None) -> Instance:
         """:meth:`get` without blocking the event loop."""
@@ -467,19 +527,20 @@ class Engine:
         """:meth:`list` without blocking the event loop (same keyword filters)."""
         return await asyncio.to_thread(lambda: self.list(**filters))
 
-    async def history_async(self, instance_id: str, *,
-                            resource_id: str | None = None) -> list[TransitionRecord]:
+    async def history_async(
+        self, instance_id: str, *, resource_id: str | None = None
+    ) -> builtins.list[TransitionRecord]:
         """:meth:`history` without blocking the event loop."""
         return await asyncio.to_thread(self.history, instance_id, resource_id=resource_id)
 
-    async def allowed_events_async(self, instance_id: str, *,
-                                   resource_id: str | None = None) -> list[str]:
+    async def allowed_events_async(
+        self, instance_id: str, *, resource_id: str | None = None
+    ) -> builtins.list[str]:
         """:meth:`allowed_events` without blocking the event loop."""
-        return await asyncio.to_thread(self.allowed_events, instance_id,
-                                       resource_id=resource_id)
+        return await asyncio.to_thread(self.allowed_events, instance_id, resource_id=resource_id)
 
-    async def state_at_async(self, instance_id: str, seq: int, *,
-                             resource_id: str | None = None) -> Instance:
+    async def state_at_async(
+        self, instance_id: str, seq: int, *, resource_id: str | None = None
+    ) -> Instance:
         """:meth:`state_at` without blocking the event loop."""
-        return await asyncio.to_thread(self.state_at, instance_id, seq,
-                                       resource_id=resource_id)
+        return await asyncio.to_thread(self.state_at, instance_id, seq, resource_id=resource_id)

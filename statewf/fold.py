@@ -72,7 +72,9 @@ def fold(records: Iterable[TransitionRecord]) -> Instance:
     return snapshot
 
 
-def context_diff(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+def context_diff(
+    old: dict[str, Any], new: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The top-level keys set (changed or added) and unset (removed) from ``old`` to ``new``."""
     changed = {k: v for k, v in new.items() if k not in old or not _same(old[k], v)}
     removed = tuple(k for k in old if k not in new)

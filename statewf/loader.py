@@ -101,7 +101,7 @@ def parse_document(text: str, *, fmt: str) -> Any:
     try:
         if fmt == "json":
             return json.loads(text, object_pairs_hook=_json_pairs)
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise SpecError(f"machine file is not valid {fmt.upper()}: {exc}") from exc
 
@@ -155,8 +155,13 @@ def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine
                 on[event] = [_transition(t, registry, where) for t in tdoc]
             else:
                 on[event] = _transition(tdoc, registry, where)
-        states[name] = State(on=on, on_enter=sdoc.on_enter, on_exit=sdoc.on_exit,
-                             final=sdoc.final, description=sdoc.description)
+        states[name] = State(
+            on=on,
+            on_enter=sdoc.on_enter,
+            on_exit=sdoc.on_exit,
+            final=sdoc.final,
+            description=sdoc.description,
+        )
     return Machine(
         doc.name,
         initial=doc.initial,
@@ -168,8 +173,9 @@ def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine
     )
 
 
-def load_machine(source: str | Path | Mapping[str, Any],
-                 registry: Registry | None = None) -> Machine:
+def load_machine(
+    source: str | Path | Mapping[str, Any], registry: Registry | None = None
+) -> Machine:
     """Load a machine from a ``.yaml``/``.yml``/``.json`` file path or an already-parsed mapping."""
     if isinstance(source, Mapping):
         return machine_from_mapping(source, registry)

@@ -32,8 +32,9 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
 
 def current_version(conn: Connection, tables: Tables) -> int:
     """The highest applied migration, 0 for an empty database."""
-    if not conn.dialect.has_table(conn, tables.schema_version.name,
-                                  schema=tables.schema_version.schema):
+    if not conn.dialect.has_table(
+        conn, tables.schema_version.name, schema=tables.schema_version.schema
+    ):
         return 0
     return int(conn.execute(select(func.max(tables.schema_version.c.version))).scalar() or 0)
 

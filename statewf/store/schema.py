@@ -136,8 +136,9 @@ def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
     effects = Table(
         f"{prefix}effects",
         md,
-        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-               autoincrement=True),
+        Column(
+            "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
         Column("instance_id", String(ID_LENGTH), nullable=False),
         Column("seq", Integer, nullable=False),
         Column("position", Integer, nullable=False),

@@ -38,13 +38,36 @@ from statewf.store.schema import Tables, build_tables
 MAX_PAGE = 1000
 
 _INSTANCE_FIELDS = (
-    "id", "machine", "machine_version", "kind", "state", "configuration", "context",
-    "status", "version", "resource_id", "idempotency_key", "wake_at", "created_at",
+    "id",
+    "machine",
+    "machine_version",
+    "kind",
+    "state",
+    "configuration",
+    "context",
+    "status",
+    "version",
+    "resource_id",
+    "idempotency_key",
+    "wake_at",
+    "created_at",
     "updated_at",
 )
 _RECORD_FIELDS = (
-    "instance_id", "seq", "kind", "event", "source", "target", "payload", "context_set",
-    "context_unset", "status", "wake_at", "key", "meta", "created_at",
+    "instance_id",
+    "seq",
+    "kind",
+    "event",
+    "source",
+    "target",
+    "payload",
+    "context_set",
+    "context_unset",
+    "status",
+    "wake_at",
+    "key",
+    "meta",
+    "created_at",
 )
 
 
@@ -124,7 +147,7 @@ class Tx:
     def insert_instance(self, snapshot: Instance, **extra: Any) -> bool:
         """Insert a new snapshot row; False (and nothing written) if the id or key exists."""
         values = {**_instance_values(snapshot), **extra}
-        insert = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
+        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
         query = insert(self.t.instances).values(values).on_conflict_do_nothing()
         return self.conn.execute(query.returning(self.t.instances.c.id)).first() is not None
 
@@ -199,8 +222,9 @@ class Tx:
         if records:
             self.conn.execute(self.t.transitions.insert(), [_record_values(r) for r in records])
 
-    def log(self, instance_id: str, *, upto: int | None = None,
-            after: int | None = None) -> list[TransitionRecord]:
+    def log(
+        self, instance_id: str, *, upto: int | None = None, after: int | None = None
+    ) -> list[TransitionRecord]:
         """An instance's log rows in order, optionally up to / after a sequence number."""
         c = self.t.transitions.c
         query = select(self.t.transitions).where(c.instance_id == instance_id)
@@ -220,14 +244,20 @@ class Tx:
         ).first()
         return (row.fingerprint, row.definition) if row is not None else None
 
-    def put_machine(self, name: str, version: str, fingerprint: str,
-                    definition: dict[str, Any], now: datetime) -> None:
+    def put_machine(
+        self, name: str, version: str, fingerprint: str, definition: dict[str, Any], now: datetime
+    ) -> None:
         """Store a machine version's definition (insert only; versions are immutable)."""
-        insert = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)
+        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
         self.conn.execute(
             insert(self.t.machines)
-            .values(name=name, version=version, fingerprint=fingerprint,
-                    definition=definition, registered_at=now)
+            .values(
+                name=name,
+                version=version,
+                fingerprint=fingerprint,
+                definition=definition,
+                registered_at=now,
+            )
             .on_conflict_do_nothing()
         )
 
@@ -239,24 +269,39 @@ class Tx:
 
     # ------------------------------------------------------------ outbox
 
-    def add_effects(self, instance_id: str, seq: int, names: Sequence[str],
-                    args: dict[str, Any], now: datetime) -> None:
+    def add_effects(
+        self, instance_id: str, seq: int, names: Sequence[str], args: dict[str, Any], now: datetime
+    ) -> None:
         """Record effects for a transition, in the transition's own database transaction."""
         if not names:
             return
         self.conn.execute(
             self.t.effects.insert(),
             [
-                {"instance_id": instance_id, "seq": seq, "position": i, "name": name,
-                 "args": args, "status": "pending", "attempts": 0, "available_at": now,
-                 "created_at": now}
+                {
+                    "instance_id": instance_id,
+                    "seq": seq,
+                    "position": i,
+                    "name": name,
+                    "args": args,
+                    "status": "pending",
+                    "attempts": 0,
+                    "available_at": now,
+                    "created_at": now,
+                }
                 for i, name in enumerate(names)
             ],
         )
 
-    def claim_effects(self, now: datetime, lease_until: datetime, *, limit: int,
-                      instance_id: str | None = None,
-                      seq: int | None = None) -> list[tuple[EffectRecord, dict[str, Any]]]:
+    def claim_effects(
+        self,
+        now: datetime,
+        lease_until: datetime,
+        *,
+        limit: int,
+        instance_id: str | None = None,
+        seq: int | None = None,
+    ) -> list[tuple[EffectRecord, dict[str, Any]]]:
         """Claim due pending effects (SKIP LOCKED on PostgreSQL) until ``lease_until``."""
         c = self.t.effects.c
         query = select(self.t.effects).where(c.status == "pending", c.available_at <= now)
@@ -269,7 +314,8 @@ class Tx:
         claimed = []
         for row in rows:
             self.conn.execute(
-                update(self.t.effects).where(c.id == row.id)
+                update(self.t.effects)
+                .where(c.id == row.id)
                 .values(available_at=lease_until, attempts=c.attempts + 1)
             )
             m = dict(row._mapping)
@@ -279,8 +325,15 @@ class Tx:
             claimed.append((EffectRecord(**m), args))
         return claimed
 
-    def finish_effect(self, effect_id: int, *, now: datetime, error: str | None,
-                      retry_at: datetime | None, give_up: bool) -> None:
+    def finish_effect(
+        self,
+        effect_id: int,
+        *,
+        now: datetime,
+        error: str | None,
+        retry_at: datetime | None,
+        give_up: bool,
+    ) -> None:
         """Mark a claimed effect done, or failed with a retry time, or dead."""
         if error is None:
             values: dict[str, Any] = {"status": "done", "done_at": now, "last_error": None}
@@ -292,8 +345,9 @@ class Tx:
             update(self.t.effects).where(self.t.effects.c.id == effect_id).values(values)
         )
 
-    def list_effects(self, *, status: str | None = None, instance_id: str | None = None,
-                     limit: int = 100) -> list[EffectRecord]:
+    def list_effects(
+        self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100
+    ) -> list[EffectRecord]:
         """Outbox rows, oldest first."""
         c = self.t.effects.c
         query = select(*[col for col in self.t.effects.c if col.name != "args"])
@@ -324,23 +378,27 @@ class SqlStore:
                     raise InvalidInput(
                         "schema= is for PostgreSQL; on SQLite use table_prefix= instead"
                     )
-                engine = create_engine(url, echo=echo, poolclass=NullPool
-                                       if ":memory:" not in url else None)
+                engine = create_engine(
+                    url, echo=echo, poolclass=NullPool if ":memory:" not in url else None
+                )
                 sqlite.configure(engine)
             else:
                 if url.startswith("postgresql://") or url.startswith("postgres://"):
                     url = "postgresql+psycopg://" + url.split("://", 1)[1]
-                engine = create_engine(url, echo=echo, pool_size=pool_size,
-                                       max_overflow=max_overflow, pool_pre_ping=True)
+                engine = create_engine(
+                    url,
+                    echo=echo,
+                    pool_size=pool_size,
+                    max_overflow=max_overflow,
+                    pool_pre_ping=True,
+                )
         except (ArgumentError, NoSuchModuleError) as exc:
             raise InvalidInput(
                 f"cannot use database URL {url!r}: {exc}; use sqlite:///path.db or "
                 "postgresql+psycopg://user@host/db"
             ) from exc
         if engine.dialect.name not in ("sqlite", "postgresql"):
-            raise InvalidInput(
-                f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name}"
-            )
+            raise InvalidInput(f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name}")
         self.engine: Engine = engine
         self.dialect: str = engine.dialect.name
         self.tables = build_tables(table_prefix, schema)

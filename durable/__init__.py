@@ -1,0 +1,1 @@
+"""Code-first durable workflows compiled to the statewf transition log."""

@@ -1,0 +1,1 @@
+"""Diagrams of statewf machines, instances, histories and workflow runs."""
