@@ -124,7 +124,12 @@ def to_json(value: Any, *, what: str, max_bytes: int) -> Any:
         )
     if b"\\u0000" in encoded:
         raise InvalidPayload(f"{what} contains a NUL character, which cannot be stored")
-    return pydantic_core.from_json(encoded)
+    try:
+        return pydantic_core.from_json(encoded, allow_inf_nan=False)
+    except ValueError as exc:
+        raise InvalidPayload(
+            f"{what} contains NaN or Infinity, which JSON cannot store; send a finite number"
+        ) from exc
 
 
 def _summary(exc: ValidationError) -> str:
