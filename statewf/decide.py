@@ -262,9 +262,14 @@ def decide(
                 f"({where}): {_summary(exc)}; nothing changed",
                 **ids,
             ) from exc
-        payload_json = to_json(
-            payload_obj.model_dump(mode="json"), what="payload", max_bytes=max_bytes
-        )
+        try:
+            payload_json = to_json(
+                payload_obj.model_dump(mode="json"), what="payload", max_bytes=max_bytes
+            )
+        except InvalidPayload as exc:
+            raise InvalidPayload(
+                f"event {event!r} rejected ({where}): {exc.message}", **ids
+            ) from exc
     else:
         if isinstance(payload, BaseModel):
             payload = payload.model_dump(mode="json")
