@@ -412,6 +412,11 @@ class SqlStore:
                 yield Tx(conn, self.tables)
         except StatewfError:
             raise
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(
+                f"a string argument cannot be stored: {exc.reason} at position {exc.start} "
+                "(a lone surrogate?); pass valid Unicode text"
+            ) from exc
         except DBAPIError as exc:
             if _is_serialization_failure(exc):
                 raise ConcurrencyConflict(
