@@ -388,7 +388,7 @@ class Engine:
         check_id(instance_id, "instance id")
         with self.store.transaction() as tx:
             current = self._load(tx, instance_id, resource_id)
-            if not isinstance(seq, int) or not 1 <= seq <= current.version:
+            if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= current.version:
                 raise InvalidInput(
                     f"seq must be between 1 and {current.version} for instance "
                     f"{instance_id!r}, got {seq!r}",
