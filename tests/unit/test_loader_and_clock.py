@@ -41,7 +41,8 @@ def test_load_machine_from_a_parsed_mapping_and_str_path(tmp_path: Path) -> None
 def test_yaml_keywords_on_off_yes_no_stay_strings() -> None:
     # YAML 1.1 would read these as booleans; machine files must not.
     doc = parse_document(
-        "name: m\ninitial: off\nstates:\n  off: {on: {yes: on}}\n  on: {on: {no: off}, final: false}\n",
+        "name: m\ninitial: off\nstates:\n"
+        "  off: {on: {yes: on}}\n  on: {on: {no: off}, final: false}\n",
         fmt="yaml",
     )
     assert doc["states"]["off"] == {"on": {"yes": "on"}}
