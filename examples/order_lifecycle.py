@@ -84,7 +84,8 @@ def notify_warehouse(call: statewf.EffectCall) -> None:
 @statewf.effect
 def send_shipping_notification(call: statewf.EffectCall) -> None:
     """Effect: tell the customer the parcel is on its way."""
-    print(f"  [email] order {call.context['order_id']} shipped, tracking {call.context['tracking']}")
+    ctx = call.context
+    print(f"  [email] order {ctx['order_id']} shipped, tracking {ctx['tracking']}")
 
 
 @statewf.effect

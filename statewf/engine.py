@@ -264,6 +264,10 @@ class Engine:
         """
         check_id(instance_id, "instance id")
         check_event_name(event)
+        if self.store.conditional_writes:
+            decision = self._send_optimistic(instance_id, event, payload, resource_id)
+            if decision is not None:
+                return decision.snapshot
         with self.store.transaction() as tx:
             snapshot = self._load(tx, instance_id, resource_id, lock=True)
             compiled = self._compiled_for(snapshot)
@@ -279,6 +283,32 @@ class Engine:
             self._write(tx, decision)
         self._after_commit(decision)
         return decision.snapshot
+
+    def _send_optimistic(
+        self, instance_id: str, event: str, payload: Any, resource_id: str | None
+    ) -> Decision | None:
+        """Read, decide, then write only if nobody moved the instance meanwhile.
+
+        Two round trips instead of a locked transaction's five. Returns None (nothing
+        written) when the instance moved or the transition records effects; the caller
+        then takes the locked path, which always makes progress.
+        """
+        snapshot = self.store.read_instance(instance_id)
+        if snapshot is None or (resource_id is not None and snapshot.resource_id != resource_id):
+            return None  # the locked path raises the proper InstanceNotFound
+        decision = decide(
+            self._compiled_for(snapshot),
+            snapshot,
+            event,
+            payload,
+            self.clock.now(),
+            max_bytes=self.max_payload_bytes,
+        )
+        if decision.effects:
+            return None
+        if not self.store.write_if_version(decision.snapshot, decision.record, snapshot.version):
+            return None
+        return decision
 
     def _write(self, tx: Tx, decision: Decision) -> None:
         tx.append([decision.record])

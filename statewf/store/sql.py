@@ -21,6 +21,7 @@ from sqlalchemy import (
     Row,
     and_,
     create_engine,
+    literal,
     or_,
     select,
     update,
@@ -385,12 +386,10 @@ class SqlStore:
             else:
                 if url.startswith("postgresql://") or url.startswith("postgres://"):
                     url = "postgresql+psycopg://" + url.split("://", 1)[1]
+                # No pre-ping: it costs a round trip per transaction. A dropped
+                # connection surfaces once as StoreError and the pool is refreshed.
                 engine = create_engine(
-                    url,
-                    echo=echo,
-                    pool_size=pool_size,
-                    max_overflow=max_overflow,
-                    pool_pre_ping=True,
+                    url, echo=echo, pool_size=pool_size, max_overflow=max_overflow
                 )
         except (ArgumentError, NoSuchModuleError) as exc:
             raise InvalidInput(
@@ -400,6 +399,7 @@ class SqlStore:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise InvalidInput(f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name}")
         self.engine: Engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.dialect: str = engine.dialect.name
         self.tables = build_tables(table_prefix, schema)
         self.url = engine.url.render_as_string(hide_password=True)
@@ -429,6 +429,66 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"database error on {self.url}: {exc}") from exc
 
+    @property
+    def conditional_writes(self) -> bool:
+        """True where :meth:`read_instance` + :meth:`write_if_version` make a fast path."""
+        return self.dialect == "postgresql"
+
+    def read_instance(self, instance_id: str) -> Instance | None:
+        """One autocommitted read of a snapshot row (no transaction, no lock)."""
+        with self._errors(), self._autocommit.connect() as conn:
+            row = conn.execute(
+                select(self.tables.instances).where(self.tables.instances.c.id == instance_id)
+            ).first()
+        return instance_from_row(row) if row is not None else None
+
+    def write_if_version(
+        self, snapshot: Instance, record: TransitionRecord, expected_version: int
+    ) -> bool:
+        """Update the snapshot and append its log row in one statement, if unchanged.
+
+        PostgreSQL only. The UPDATE matches only while the row is still at
+        ``expected_version``; the INSERT of the log row reads from it, so both happen
+        or neither does. False means another writer got there first.
+        """
+        t = self.tables
+        c = t.instances.c
+        values = _instance_values(snapshot)
+        for fixed in ("id", "machine", "kind", "created_at", "idempotency_key", "resource_id"):
+            values.pop(fixed)
+        moved = (
+            update(t.instances)
+            .where(c.id == snapshot.id, c.version == expected_version)
+            .values(values)
+            .returning(c.id)
+            .cte("moved")
+        )
+        row = _record_values(record)
+        cols = [t.transitions.c[name] for name in row]
+        source = select(*[literal(row[col.name], col.type) for col in cols]).select_from(moved)
+        query = (
+            t.transitions.insert()
+            .from_select(cols, source)
+            .add_cte(moved)
+            .returning(t.transitions.c.seq)
+        )
+        try:
+            with self._errors(), self._autocommit.connect() as conn:
+                return conn.execute(query).first() is not None
+        except ConcurrencyConflict:
+            return False
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except StatewfError:
+            raise
+        except DBAPIError as exc:
+            raise _wrap(exc, self.url) from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error on {self.url}: {exc}") from exc
+
     def migrate(self) -> list[int]:
         """Apply pending migrations; the numbers applied."""
         with self.transaction() as tx:
@@ -442,6 +502,20 @@ class SqlStore:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _wrap(exc: DBAPIError, url: str) -> StatewfError:
+    if _is_serialization_failure(exc):
+        return ConcurrencyConflict(
+            "the database reported a conflicting concurrent write; retry the operation"
+        )
+    first_line = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    lost = (
+        " (connection lost; the pool reconnects on the next call)"
+        if (exc.connection_invalidated)
+        else ""
+    )
+    return StoreError(f"database error on {url}: {type(exc.orig).__name__}: {first_line}{lost}")
 
 
 def _is_serialization_failure(exc: DBAPIError) -> bool:
