@@ -93,6 +93,16 @@ class Registry:
         else:
             self._hooks[name] = Hook(name, fn)
 
+    def add_all(self, *hooks: Callable[..., Any] | Effect | type[BaseModel]) -> None:
+        """Register functions, effects and models under their own names."""
+        for hook in hooks:
+            if isinstance(hook, type) and issubclass(hook, BaseModel):
+                self.model(hook)
+            elif isinstance(hook, Effect):
+                self.add(hook.name, hook)
+            else:
+                self.add(_callable_name(hook), hook)
+
     def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: register a guard under its function name."""
         self.add(fn.__name__, fn)
