@@ -107,7 +107,11 @@ class Engine:
         self._latest: dict[str, str] = {}
         self._lock = threading.Lock()
         if migrate:
-            self.store.migrate()
+            try:
+                self.store.migrate()
+            except BaseException:
+                self.store.dispose()
+                raise
 
     # ------------------------------------------------------------ machines
 
