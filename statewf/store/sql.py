@@ -484,6 +484,11 @@ class SqlStore:
             yield
         except StatewfError:
             raise
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(
+                f"a string argument cannot be stored: {exc.reason} at position {exc.start} "
+                "(a lone surrogate?); pass valid Unicode text"
+            ) from exc
         except DBAPIError as exc:
             raise _wrap(exc, self.url) from exc
         except SQLAlchemyError as exc:
