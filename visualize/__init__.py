@@ -1,1 +1,24 @@
-"""Diagrams of statewf machines, instances, histories and workflow runs."""
+"""Diagrams of statewf machines, instances and histories, as DOT, Mermaid or images.
+
+The pipeline is pure up to the last step: extract a small frozen :class:`Graph`
+from a definition, snapshot or log; write it as DOT or Mermaid text; render an
+image with Graphviz only when asked (``Diagram.render``).
+"""
+
+from visualize.api import history_diagram, instance_diagram, machine_diagram
+from visualize.diagram import Diagram
+from visualize.errors import VisualizeError
+from visualize.graph import Action, Cluster, Edge, Graph, Node
+
+__all__ = [
+    "Action",
+    "Cluster",
+    "Diagram",
+    "Edge",
+    "Graph",
+    "Node",
+    "VisualizeError",
+    "history_diagram",
+    "instance_diagram",
+    "machine_diagram",
+]
