@@ -1,1 +1,75 @@
-"""Code-first durable workflows compiled to the statewf transition log."""
+"""Code-first durable workflows compiled to the statewf transition log.
+
+A workflow is an ``async def`` of a :class:`Context`; each ``await ctx.step.run(...)``
+records its result in the run's log, so a run that is interrupted resumes by
+replaying the log instead of repeating finished steps::
+
+    @durable.workflow("onboard-user", input=Signup, retries=3)
+    async def onboard_user(ctx: durable.Context[Signup]) -> dict[str, str]:
+        user = await ctx.step.run("create-account", create_account, ctx.input.email)
+        return {"user_id": user["id"]}
+
+    async with durable.WorkflowEngine("sqlite:///app.db", workflows=[onboard_user]) as engine:
+        run = await engine.start_workflow("onboard-user", {"email": "a@example.com"})
+        print(await engine.result(run.id))
+"""
+
+from durable.analysis import StepPlan
+from durable.context import Context, StepCall, StepInfo, Steps, current_step
+from durable.definition import Workflow, workflow
+from durable.durations import Duration
+from durable.engine import WorkflowEngine
+from durable.errors import (
+    DuplicateStepKey,
+    NonDeterminismError,
+    NonRetryableError,
+    ResultNotSerializable,
+    RunFinished,
+    RunNotFound,
+    StepFailed,
+    StepTimeout,
+    WorkflowDefinitionError,
+    WorkflowFailed,
+    WorkflowNotRegistered,
+    WorkflowTimeout,
+)
+from durable.pipeline import Pipeline
+from durable.records import Progress, RunError, RunStatus, StepAttempt, StepTimeline, WorkflowRun
+from durable.retry import RetryPolicy
+from statewf.errors import InvalidInput
+from statewf.store.runs import Connection
+
+__all__ = [
+    "Connection",
+    "Context",
+    "DuplicateStepKey",
+    "Duration",
+    "InvalidInput",
+    "NonDeterminismError",
+    "NonRetryableError",
+    "Pipeline",
+    "Progress",
+    "ResultNotSerializable",
+    "RetryPolicy",
+    "RunError",
+    "RunFinished",
+    "RunNotFound",
+    "RunStatus",
+    "StepAttempt",
+    "StepCall",
+    "StepFailed",
+    "StepInfo",
+    "StepPlan",
+    "StepTimeline",
+    "StepTimeout",
+    "Steps",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowEngine",
+    "WorkflowFailed",
+    "WorkflowNotRegistered",
+    "WorkflowRun",
+    "WorkflowTimeout",
+    "current_step",
+    "workflow",
+]

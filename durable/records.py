@@ -1,0 +1,133 @@
+"""What the engine reports about runs: the run, its error, its progress and step timeline.
+
+All of it is read from the run's instance row and transition log, so a process that
+does not have the workflow's code (a CLI, an API service) reads the same answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict
+
+#: The instance ``kind`` of workflow runs in the statewf tables.
+RUN_KIND = "workflow"
+
+#: Every status a run can have.
+RunStatus: TypeAlias = Literal[
+    "pending", "running", "waiting", "paused", "completed", "failed", "cancelled"
+]
+PENDING: RunStatus = "pending"
+RUNNING: RunStatus = "running"
+WAITING: RunStatus = "waiting"
+PAUSED: RunStatus = "paused"
+COMPLETED: RunStatus = "completed"
+FAILED: RunStatus = "failed"
+CANCELLED: RunStatus = "cancelled"
+#: Statuses after which a run never changes again.
+TERMINAL: frozenset[str] = frozenset({COMPLETED, FAILED, CANCELLED})
+#: Statuses of runs an engine should be executing (resumed on start after a crash).
+IN_PROGRESS: frozenset[str] = frozenset({PENDING, RUNNING})
+
+# Log-row kinds of workflow runs.
+KIND_STEP = "step"
+KIND_RETRY = "retry"
+KIND_STEP_FAILED = "step_failed"
+KIND_RECOVER = "recover"
+KIND_CANCEL = "cancel"
+KIND_COMPLETED = "completed"
+KIND_FAILED = "failed"
+
+
+class RunError(BaseModel):
+    """A stored error: its type name, message, and where it happened."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    message: str
+    step: str | None = None
+    details: dict[str, Any] = {}
+
+
+class WorkflowRun(BaseModel):
+    """A workflow run as stored: status, input, output or error, timestamps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    input: Any = None
+    output: Any = None
+    error: RunError | None = None
+    resource_id: str | None = None
+    idempotency_key: str | None = None
+    current_step: str | None = None
+    completed_steps: int = 0
+    created_at: datetime
+    updated_at: datetime
+    deadline: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the run completed, failed or was cancelled."""
+        return self.status in TERMINAL
+
+
+class Progress(BaseModel):
+    """How far a run has got.
+
+    ``total_steps`` comes from static analysis of the workflow function, stored with
+    the run. Loops, branches and computed step keys make it an estimate; then
+    ``approximate`` is True. A completed run is always at 100%.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    status: RunStatus
+    completed_steps: int
+    total_steps: int | None
+    completion_percentage: float
+    approximate: bool
+    current_step: str | None = None
+
+
+class StepAttempt(BaseModel):
+    """One attempt at a step: when it ran, and its error if it failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    started_at: datetime | None
+    ended_at: datetime
+    duration_ms: float | None
+    error: RunError | None = None
+    retry_at: datetime | None = None
+
+
+class StepTimeline(BaseModel):
+    """A step of a run: its attempts, outcome and result."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    position: int
+    status: Literal["completed", "failed", "retrying"]
+    attempts: list[StepAttempt]
+    result: Any = None
+    error: RunError | None = None
+    transactional: bool = False
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the first attempt started."""
+        return self.attempts[0].started_at if self.attempts else None
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When the last attempt ended."""
+        return self.attempts[-1].ended_at if self.attempts else None

@@ -1,0 +1,648 @@
+"""Executing one run: replay the recorded steps, run the new ones, record every outcome.
+
+A :class:`RunExecutor` is built from a run's snapshot and whole log (one query),
+then runs the workflow function. Each ``ctx.step.run`` call gets the next
+*position*; a position the log already holds is answered from memory (after
+checking that the key matches), a new one runs the step and appends one log row in
+one transaction, together with the new snapshot built by :func:`statewf.fold.apply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from durable.codec import decode, encode, return_model
+from durable.context import _CURRENT_STEP, Context, StepCall, StepInfo, Steps
+from durable.definition import Workflow
+from durable.durations import Duration, to_seconds
+from durable.errors import (
+    DuplicateStepKey,
+    NonDeterminismError,
+    ResultNotSerializable,
+    StepFailed,
+    StepTimeout,
+    WorkflowTimeout,
+)
+from durable.records import (
+    COMPLETED,
+    FAILED,
+    KIND_COMPLETED,
+    KIND_FAILED,
+    KIND_RETRY,
+    KIND_STEP,
+    KIND_STEP_FAILED,
+    RUNNING,
+    TERMINAL,
+    RunError,
+)
+from durable.replay import History
+from durable.retry import RetryPolicy, make_policy
+from durable.signals import Abort, Stop, Suspend, WorkflowSignal
+from durable.timing import sleep_until
+from statewf.clock import Clock
+from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError
+from statewf.fold import apply
+from statewf.records import Instance, TransitionRecord
+from statewf.store import SqlStore, Tx
+from statewf.store.runs import set_statement_timeout
+
+log = logging.getLogger("durable")
+T = TypeVar("T")
+
+#: How often a write is retried after another writer appended to the run first.
+_MAX_CONFLICTS = 20
+_MAX_TRACEBACK = 4000
+
+
+@dataclass
+class RunHost:
+    """What an executor needs from its engine: the store, the clock, threads, limits."""
+
+    store: SqlStore
+    clock: Clock
+    max_bytes: int
+    rand: Callable[[], float]
+    executor: Executor | None = None
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking database work in the engine's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an execution of a run ended."""
+
+    kind: Literal["completed", "failed", "suspended", "stopped"]
+    output: Any = None
+    output_model: str | None = None
+    error: RunError | None = None
+
+
+def error_of(exc: BaseException, *, step: str | None = None, trace: bool = False) -> RunError:
+    """The stored form of an exception."""
+    details: dict[str, Any] = {}
+    if isinstance(exc, StatewfError):
+        details.update(
+            {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool)}
+        )
+        message = exc.message
+    else:
+        message = str(exc)
+    if trace:
+        text = "".join(traceback.format_exception(exc))
+        details["traceback"] = text[-_MAX_TRACEBACK:]
+    return RunError(type=type(exc).__name__, message=message, step=step, details=details)
+
+
+class RunExecutor:
+    """Runs one workflow run once, from its log, to completion, failure or suspension."""
+
+    def __init__(
+        self,
+        host: RunHost,
+        workflow: Workflow[Any, Any],
+        snapshot: Instance,
+        records: list[TransitionRecord],
+    ) -> None:
+        self.host = host
+        self.workflow = workflow
+        self.snapshot = snapshot
+        self.history = History.from_log(records)
+        self.next_position = 0
+        self.used_keys: dict[str, int] = {}
+        self.fatal: Abort | None = None
+        self.finished = snapshot.status in TERMINAL
+        self.cancelled = False
+        self._write_lock = asyncio.Lock()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        deadline = snapshot.context.get("deadline")
+        self.deadline = datetime.fromisoformat(deadline) if deadline else None
+        self.ctx: Context[Any] = Context(
+            input=workflow.load_input(snapshot.context.get("input")),
+            run_id=snapshot.id,
+            workflow=workflow.name,
+            resource_id=snapshot.resource_id,
+            steps=Steps(self),
+        )
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self.snapshot.id
+
+    # ------------------------------------------------------------ the run
+
+    async def execute(self) -> Outcome:
+        """Run the workflow function and record how it ended; the outcome."""
+        main = asyncio.ensure_future(self._call_function())
+        watcher = (
+            asyncio.ensure_future(sleep_until(self.host.clock, self.deadline))
+            if self.deadline is not None
+            else None
+        )
+        waiting: set[asyncio.Future[Any]] = {main} if watcher is None else {main, watcher}
+        try:
+            try:
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                main.cancel()
+                await asyncio.wait({main})
+                raise
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+            if main in done:
+                outcome = main.result()
+            else:
+                timeout = WorkflowTimeout(
+                    f"run {self.run_id!r} of workflow {self.workflow.name!r} exceeded its "
+                    f"timeout of {self.workflow.timeout}s (deadline {self.deadline})",
+                    instance_id=self.run_id,
+                )
+                self.fatal = Abort(timeout)
+                main.cancel()
+                await asyncio.wait({main})
+                outcome = Outcome("failed", error=error_of(timeout))
+        finally:
+            await self._settle()
+        await self._finish(outcome)
+        return outcome
+
+    async def _call_function(self) -> Outcome:
+        try:
+            value = await self.workflow.fn(self.ctx)
+        except WorkflowSignal as signal:
+            if self.fatal is not None or isinstance(signal, Abort):
+                return self._aborted(signal)
+            if isinstance(signal, Suspend):
+                return Outcome("suspended")
+            return Outcome("stopped")
+        except StepFailed as exc:
+            if self.fatal is not None:
+                return self._aborted(self.fatal)
+            return Outcome("failed", error=error_of(exc, step=exc.step))
+        except Exception as exc:
+            if self.fatal is not None:
+                return self._aborted(self.fatal)
+            return Outcome("failed", error=error_of(exc, trace=True))
+        if self.fatal is not None:
+            return self._aborted(self.fatal)
+        leftover = sorted(p for p in self.history.steps if p >= self.next_position)
+        if leftover:
+            recorded = self.history.steps[leftover[0]].key
+            error = NonDeterminismError(
+                f"run {self.run_id!r} returned after {self.next_position} step(s), but its "
+                f"log records step {recorded!r} at position {leftover[0]}; the workflow code "
+                "changed since the run started. Keep the old code path for runs in progress.",
+                instance_id=self.run_id,
+                position=leftover[0],
+                recorded=recorded,
+                requested=None,
+            )
+            return Outcome("failed", error=error_of(error))
+        try:
+            output, model = encode(
+                value,
+                what=f"output of workflow {self.workflow.name!r}",
+                max_bytes=self.host.max_bytes,
+            )
+        except ResultNotSerializable as exc:
+            return Outcome("failed", error=error_of(exc))
+        return Outcome("completed", output=output, output_model=model)
+
+    def _aborted(self, signal: BaseException) -> Outcome:
+        abort = self.fatal if self.fatal is not None else signal
+        assert isinstance(abort, Abort)
+        return Outcome("failed", error=error_of(abort.error, step=abort.step))
+
+    async def _settle(self) -> None:
+        """Cancel step tasks still running after the function ended (e.g. after gather failed)."""
+        current = asyncio.current_task()
+        pending = [t for t in self._inflight if t is not current and not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _finish(self, outcome: Outcome) -> None:
+        if outcome.kind == "completed":
+            context_set: dict[str, Any] = {"output": outcome.output}
+            if outcome.output_model is not None:
+                context_set["output_model"] = outcome.output_model
+            status, kind = COMPLETED, KIND_COMPLETED
+        elif outcome.kind == "failed":
+            assert outcome.error is not None
+            context_set = {"error": outcome.error.model_dump(mode="json")}
+            status, kind = FAILED, KIND_FAILED
+        else:
+            return
+
+        def make(_tx: Tx, _snap: Instance) -> dict[str, Any]:
+            return {
+                "kind": kind,
+                "status": status,
+                "target": (status,),
+                "context_set": context_set,
+                "payload": outcome.output if outcome.kind == "completed" else None,
+            }
+
+        with contextlib.suppress(Stop):
+            await self.write(make, final=True)
+
+    # ------------------------------------------------------------ steps
+
+    def call_step(
+        self,
+        key: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        retries: int | None,
+        retry_delay: Duration | None,
+        retry: RetryPolicy | None,
+        timeout: Duration | None,
+        result_type: type[BaseModel] | None,
+        transactional: bool,
+    ) -> StepCall[Any]:
+        """Fix the step's position now; the returned awaitable runs or replays it."""
+        if self.fatal is not None:
+            raise Abort(self.fatal.error, step=self.fatal.step)
+        if not isinstance(key, str) or not key or len(key) > 255:
+            self._abort(
+                InvalidInput(f"step key must be a string of 1-255 characters, got {key!r}"),
+                None,
+            )
+        if not callable(fn):
+            self._abort(InvalidInput(f"step {key!r}: {fn!r} is not callable"), key)
+        position = self.next_position
+        self.next_position += 1
+        if key in self.used_keys:
+            self._abort(
+                DuplicateStepKey(
+                    f"step key {key!r} is used twice in run {self.run_id!r} (positions "
+                    f"{self.used_keys[key]} and {position}); step keys must be unique in a "
+                    "run: derive them from loop data, e.g. f'process-{item}'",
+                    instance_id=self.run_id,
+                ),
+                key,
+            )
+        self.used_keys[key] = position
+        recorded = self.history.steps.get(position)
+        recorded_key = recorded.key if recorded is not None else None
+        if recorded_key is None:
+            elsewhere = self.history.positions.get(key)
+            if elsewhere is not None and elsewhere != position:
+                recorded_key = next(
+                    (k for k, p in self.history.positions.items() if p == position), None
+                )
+                self._nondeterminism(position, recorded_key, key, elsewhere)
+            if position in self.history.retries:
+                retried = next(k for k, p in self.history.positions.items() if p == position)
+                if retried != key:
+                    self._nondeterminism(position, retried, key, None)
+        elif recorded_key != key:
+            self._nondeterminism(position, recorded_key, key, self.history.positions.get(key))
+        self._check_deadline(key)
+        seconds = to_seconds(timeout, what=f"timeout of step {key!r}") if timeout else None
+        policy = make_policy(retry, retries, retry_delay, self.workflow.retry)
+        model = result_type or return_model(fn)
+        return StepCall(
+            lambda: self._step(position, key, fn, args, policy, seconds, model, transactional)
+        )
+
+    def _abort(self, error: StatewfError, step: str | None) -> None:
+        self.fatal = Abort(error, step=step)
+        raise Abort(error, step=step)
+
+    def _nondeterminism(
+        self, position: int, recorded: str | None, requested: str, elsewhere: int | None
+    ) -> None:
+        where = f" (the log has {requested!r} at position {elsewhere})" if elsewhere else ""
+        self._abort(
+            NonDeterminismError(
+                f"run {self.run_id!r} of workflow {self.workflow.name!r} diverged from its "
+                f"log at step position {position}: the log recorded {recorded!r}, the code "
+                f"asked for {requested!r}{where}. The workflow code changed while the run "
+                "was in progress; keep the old code path for runs in progress (or give the "
+                "changed workflow a new version) and start a new run.",
+                instance_id=self.run_id,
+                position=position,
+                recorded=recorded,
+                requested=requested,
+            ),
+            requested,
+        )
+
+    def _check_deadline(self, key: str | None) -> None:
+        if self.deadline is not None and self.host.clock.now() >= self.deadline:
+            self._abort(
+                WorkflowTimeout(
+                    f"run {self.run_id!r} of workflow {self.workflow.name!r} exceeded its "
+                    f"timeout of {self.workflow.timeout}s",
+                    instance_id=self.run_id,
+                ),
+                key,
+            )
+
+    async def _step(
+        self,
+        position: int,
+        key: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        policy: RetryPolicy,
+        timeout: float | None,
+        model: type[BaseModel] | None,
+        transactional: bool,
+    ) -> Any:
+        if self.fatal is not None:
+            raise Abort(self.fatal.error, step=self.fatal.step)
+        recorded = self.history.steps.get(position)
+        if recorded is not None:
+            if recorded.ok:
+                return decode(recorded.result, recorded.model, model)
+            assert recorded.error is not None
+            raise StepFailed(
+                key,
+                recorded.error.type,
+                recorded.error.message,
+                attempts=recorded.attempts,
+                instance_id=self.run_id,
+            )
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            return await self._attempts(
+                position, key, fn, args, policy, timeout, model, transactional
+            )
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _attempts(
+        self,
+        position: int,
+        key: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        policy: RetryPolicy,
+        timeout: float | None,
+        model: type[BaseModel] | None,
+        transactional: bool,
+    ) -> Any:
+        prior = self.history.retries.get(position)
+        attempt = prior.attempts if prior is not None else 0
+        retry_at = prior.retry_at if prior is not None else None
+        clock = self.host.clock
+        while True:
+            if retry_at is not None:
+                await sleep_until(clock, retry_at)
+                self._check_deadline(key)
+            attempt += 1
+            info = StepInfo(self.run_id, self.workflow.name, key, position, attempt)
+            started = clock.now()
+            meta: dict[str, Any] = {"position": position, "attempt": attempt}
+            if transactional:
+                meta["transactional"] = True
+            try:
+                if transactional:
+                    return await self._transactional(info, fn, args, timeout, model, meta, started)
+                value = await self._attempt(info, fn, args, timeout)
+                result, result_model = encode(
+                    value, what=f"result of step {key!r}", max_bytes=self.host.max_bytes
+                )
+            except Exception as exc:
+                ended = clock.now()
+                error = error_of(exc, step=key)
+                meta.update(_timing(started, ended))
+                if (
+                    policy.retryable(exc)
+                    and attempt < policy.max_attempts
+                    and not isinstance(exc, ResultNotSerializable)
+                ):
+                    retry_at = ended + timedelta(
+                        seconds=policy.delay_before(attempt, self.host.rand)
+                    )
+                    meta["retry_at"] = retry_at.isoformat()
+                    log.info(
+                        "run %s step %s attempt %s failed (%s: %s); retry at %s",
+                        self.run_id,
+                        key,
+                        attempt,
+                        error.type,
+                        error.message,
+                        retry_at,
+                    )
+                    await self._record(
+                        KIND_RETRY, key, {"error": error.model_dump(mode="json")}, meta
+                    )
+                    continue
+                await self._record(
+                    KIND_STEP_FAILED, key, {"error": error.model_dump(mode="json")}, meta
+                )
+                raise StepFailed(
+                    key, error.type, error.message, attempts=attempt, instance_id=self.run_id
+                ) from exc
+            meta.update(_timing(started, clock.now()))
+            if result_model is not None:
+                meta["model"] = result_model
+            await self._record(KIND_STEP, key, {"result": result}, meta, completed=True)
+            return decode(result, result_model, model)
+
+    async def _attempt(
+        self,
+        info: StepInfo,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout: float | None,
+    ) -> Any:
+        token = _CURRENT_STEP.set(info)
+        try:
+            if timeout is None:
+                return await _invoke(fn, args)
+            work = asyncio.ensure_future(_invoke(fn, args))
+            timer = asyncio.ensure_future(
+                sleep_until(self.host.clock, self.host.clock.now() + timedelta(seconds=timeout))
+            )
+            try:
+                done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                work.cancel()
+                raise
+            finally:
+                timer.cancel()
+            if work in done:
+                return work.result()
+            work.cancel()
+            work.add_done_callback(_ignore_result)
+            raise StepTimeout(
+                f"step {info.key!r} attempt {info.attempt} did not finish within its "
+                f"timeout of {timeout}s",
+                instance_id=self.run_id,
+            )
+        finally:
+            _CURRENT_STEP.reset(token)
+
+    async def _transactional(
+        self,
+        info: StepInfo,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout: float | None,
+        model: type[BaseModel] | None,
+        meta: dict[str, Any],
+        started: datetime,
+    ) -> Any:
+        encoded: list[tuple[Any, str | None]] = []
+
+        def make(tx: Tx, snap: Instance) -> dict[str, Any]:
+            if timeout is not None:
+                set_statement_timeout(tx, timeout)
+            token = _CURRENT_STEP.set(info)
+            try:
+                value = fn(tx.conn, *args)
+            finally:
+                _CURRENT_STEP.reset(token)
+            if inspect.isawaitable(value):
+                raise InvalidInput(
+                    f"transactional step {info.key!r} returned an awaitable; transactional "
+                    "steps must be plain (sync) functions of a connection"
+                )
+            result, result_model = encode(
+                value, what=f"result of step {info.key!r}", max_bytes=self.host.max_bytes
+            )
+            encoded[:] = [(result, result_model)]
+            row_meta = {**meta, **_timing(started, self.host.clock.now())}
+            if result_model is not None:
+                row_meta["model"] = result_model
+            return self._step_fields(KIND_STEP, info.key, {"result": result}, row_meta, snap, True)
+
+        await self.write(make)
+        result, result_model = encoded[0]
+        return decode(result, result_model, model)
+
+    def _step_fields(
+        self,
+        kind: str,
+        key: str,
+        payload: dict[str, Any],
+        meta: dict[str, Any],
+        snap: Instance,
+        completed: bool,
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "kind": kind,
+            "key": key,
+            "payload": payload,
+            "meta": meta,
+            "status": RUNNING,
+            "target": (key,),
+        }
+        if completed or kind == KIND_STEP_FAILED:
+            fields["context_set"] = {
+                "completed_steps": int(snap.context.get("completed_steps", 0)) + 1
+            }
+        return fields
+
+    async def _record(
+        self,
+        kind: str,
+        key: str,
+        payload: dict[str, Any],
+        meta: dict[str, Any],
+        *,
+        completed: bool = False,
+    ) -> None:
+        await self.write(
+            lambda _tx, snap: self._step_fields(kind, key, payload, meta, snap, completed)
+        )
+
+    # ------------------------------------------------------------ writes
+
+    async def write(
+        self, make: Callable[[Tx, Instance], dict[str, Any]], *, final: bool = False
+    ) -> None:
+        """Append one row built by ``make`` (inside the transaction) and update the snapshot.
+
+        Rows are written one at a time per run. When another writer appended first
+        (a cancel, say), the snapshot is reloaded: a finished run raises :class:`Stop`,
+        otherwise the write is tried again on top of the new rows.
+        """
+        async with self._write_lock:
+            for _ in range(_MAX_CONFLICTS):
+                if self.finished:
+                    raise Stop()
+                try:
+                    self.snapshot = await self.host.db(self._write_sync, make)
+                except ConcurrencyConflict:
+                    await self._reload()
+                    continue
+                if final:
+                    self.finished = True
+                return
+            raise ConcurrencyConflict(
+                f"run {self.run_id!r} kept changing under its executor; giving up this write",
+                instance_id=self.run_id,
+            )
+
+    def _write_sync(self, make: Callable[[Tx, Instance], dict[str, Any]]) -> Instance:
+        snap = self.snapshot
+        with self.host.store.transaction() as tx:
+            fields = make(tx, snap)
+            record = TransitionRecord(
+                instance_id=snap.id,
+                seq=snap.version + 1,
+                source=snap.configuration,
+                created_at=self.host.clock.now(),
+                **fields,
+            )
+            new = apply(snap, record)
+            tx.update_instance(new, snap.version)
+            tx.append([record])
+        return new
+
+    async def _reload(self) -> None:
+        def load() -> Instance | None:
+            with self.host.store.transaction() as tx:
+                return tx.get_instance(self.run_id)
+
+        snap = await self.host.db(load)
+        if snap is None or snap.status in TERMINAL:
+            self.finished = True
+            self.cancelled = snap is not None and snap.status == "cancelled"
+            raise Stop()
+        self.snapshot = snap
+
+
+def _timing(started: datetime, ended: datetime) -> dict[str, Any]:
+    return {
+        "started_at": started.isoformat(),
+        "duration_ms": round((ended - started).total_seconds() * 1000, 3),
+    }
+
+
+async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    result = await asyncio.to_thread(fn, *args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _ignore_result(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
