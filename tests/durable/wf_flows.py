@@ -1,0 +1,153 @@
+"""Workflows shared by the durable tests (and the SIGKILL subprocess, which imports this file).
+
+Step functions count their calls in ``CALLS`` so tests can prove that a recorded
+step never runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+import durable
+import statewf
+
+CALLS: Counter[str] = Counter()
+
+
+class Crash(BaseException):
+    """A simulated process death: no ``except Exception`` catches it, the engine writes nothing."""
+
+
+class Order(BaseModel):
+    """Input of the ``pipeline-5`` workflow."""
+
+    order_id: str
+    items: list[str]
+
+
+class Receipt(BaseModel):
+    """A pydantic step result, round-tripped through the log."""
+
+    order_id: str
+    total: int
+
+
+def counted(name: str, value: Any) -> Callable[..., Any]:
+    """A sync step function that counts its calls and returns ``value``."""
+
+    def step(*_args: Any) -> Any:
+        CALLS[name] += 1
+        return value
+
+    step.__name__ = name
+    return step
+
+
+async def charge(order_id: str, items: list[str]) -> Receipt:
+    """An async step returning a model."""
+    CALLS["charge"] += 1
+    await asyncio.sleep(0)
+    return Receipt(order_id=order_id, total=10 * len(items))
+
+
+@durable.workflow("pipeline-5", input=Order)
+async def pipeline5(ctx: durable.Context[Order]) -> dict[str, Any]:
+    """Five sequential steps, a parallel pair, a model result; 8 steps in all."""
+    checked = await ctx.step.run("validate", counted("validate", {"ok": True}))
+    receipt = await ctx.step.run("charge", charge, ctx.input.order_id, ctx.input.items)
+    packed = []
+    for item in ctx.input.items:
+        packed.append(await ctx.step.run(f"pack-{item}", counted(f"pack-{item}", item.upper())))
+    a, b = await ctx.gather(
+        ctx.step.run("notify-email", counted("notify-email", "sent")),
+        ctx.step.run("notify-sms", counted("notify-sms", "queued")),
+    )
+    done = await ctx.step.run("ship", counted("ship", "shipped"))
+    return {
+        "ok": checked["ok"],
+        "total": receipt.total,
+        "receipt_type": type(receipt).__name__,
+        "packed": packed,
+        "notified": [a, b],
+        "done": done,
+    }
+
+
+ORDER = {"order_id": "o-1", "items": ["a", "b", "c"]}
+EXPECTED_OUTPUT = {
+    "ok": True,
+    "total": 30,
+    "receipt_type": "Receipt",
+    "packed": ["A", "B", "C"],
+    "notified": ["sent", "queued"],
+    "done": "shipped",
+}
+STEP_KEYS = [
+    "validate", "charge", "pack-a", "pack-b", "pack-c", "notify-email", "notify-sms", "ship",
+]
+
+
+@contextlib.contextmanager
+def crash_at_write(n: int, *, after_commit: bool) -> Iterator[list[int]]:
+    """Make the ``n``-th run write (1-based) of any executor raise :class:`Crash`.
+
+    Before the commit (the row is not written) or right after it (the row is).
+    Yields a one-element list with the number of writes seen so far.
+    """
+    from durable import runner
+
+    original = runner.RunExecutor._write_sync
+    seen = [0]
+
+    def write(self: runner.RunExecutor, make: Any) -> statewf.Instance:
+        seen[0] += 1
+        if seen[0] == n and not after_commit:
+            raise Crash(f"crash before write {n}")
+        result = original(self, make)
+        if seen[0] == n and after_commit:
+            raise Crash(f"crash after write {n}")
+        return result
+
+    runner.RunExecutor._write_sync = write  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        runner.RunExecutor._write_sync = original  # type: ignore[method-assign]
+
+
+def ledger_step(path: str, name: str, pause_file: str | None = None) -> Callable[[], str]:
+    """A step that appends its name to a ledger file (and may block while a file exists)."""
+
+    def step() -> str:
+        with open(path, "a") as fh:
+            fh.write(name + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if pause_file is not None:
+            while Path(pause_file).exists():
+                import time
+
+                time.sleep(0.01)
+        return name
+
+    return step
+
+
+@durable.workflow("ledger")
+async def ledger(ctx: durable.Context[dict[str, Any]]) -> list[str]:
+    """Five steps that append to ``ctx.input["ledger"]``; step 3 blocks while a file exists."""
+    out = []
+    for i in range(1, 6):
+        pause = ctx.input["pause"] if i == 3 else None
+        out.append(
+            await ctx.step.run(f"step-{i}", ledger_step(ctx.input["ledger"], f"step-{i}", pause))
+        )
+    return out
