@@ -125,7 +125,7 @@ def test_stored_definition_draws_the_same_diagram(seed: int) -> None:
 
 
 def test_bad_input_gives_visualize_error() -> None:
-    with pytest.raises(visualize.VisualizeError, match="statewf.Machine or a machine definition"):
+    with pytest.raises(visualize.VisualizeError, match=r"statewf\.Machine or a machine definition"):
         visualize.machine_diagram(42)  # type: ignore[arg-type]
     with pytest.raises(visualize.VisualizeError, match="non-empty 'states'"):
         visualize.machine_diagram({"name": "x", "states": {}})
@@ -187,9 +187,7 @@ def test_nested_paths_become_clusters() -> None:
 
 
 def test_twenty_state_machine_renders_left_to_right(tmp_path: Path) -> None:
-    states = {
-        f"step{i:02d}": {"on": {"NEXT": [{"target": f"step{i + 1:02d}"}]}} for i in range(19)
-    }
+    states = {f"step{i:02d}": {"on": {"NEXT": [{"target": f"step{i + 1:02d}"}]}} for i in range(19)}
     states["step19"] = {"final": True}
     for i in range(0, 19, 3):
         states[f"step{i:02d}"]["on"]["SKIP"] = [{"target": "step19", "guards": ["can_skip"]}]
