@@ -82,9 +82,11 @@ class CompiledMachine:
             ignore_invalid_triggers=False,
             queued=False,
         )
-        for t in spec.all_transitions():
+        timers = [(timer.trigger, timer.transition) for timer in spec.all_timers()]
+        events = [(t.event, t) for t in spec.all_transitions()]
+        for trigger, t in [*events, *timers]:
             self._machine.add_transition(
-                trigger=t.event,
+                trigger=trigger,
                 source=t.source,
                 dest=t.target,
                 conditions=[_call_check(h) for h in t.guards],
@@ -93,7 +95,7 @@ class CompiledMachine:
             )
 
     def fire(self, state: str, event: str, runner: HookRunner) -> str | None:
-        """Fire ``event`` from ``state``; the new state, or None if every guard said no.
+        """Fire ``event`` (or a timer's trigger) from ``state``; None if every guard said no.
 
         Callers check that the event exists for the state first; exceptions raised by
         guards and actions propagate unchanged.

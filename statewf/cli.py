@@ -340,6 +340,42 @@ def list_instances(
 
 
 @cli.group()
+def timers() -> None:
+    """Fire delayed transitions (after= / timeout=) of your machines."""
+
+
+@timers.command("run")
+@click.option("--once", is_flag=True, help="Fire what is due now, then exit.")
+@click.option(
+    "--poll", default=1.0, show_default=True, help="Longest sleep between checks, in seconds."
+)
+@click.pass_obj
+def timers_run(obj: CliContext, once: bool, poll: float) -> None:
+    """Fire due timers (needs --app); without --once, keep running until interrupted."""
+    with errors_as_messages():
+        engine = obj.engine()
+        if not engine.machines():
+            raise click.ClickException("no machines registered: pass --app yourapp")
+        if once:
+            click.echo(f"fired {engine.fire_due_timers()} timer(s)")
+            return
+        click.echo("firing timers; Ctrl-C to stop")
+        try:
+            engine.run_timers(poll_interval=poll)
+        except KeyboardInterrupt:
+            click.echo("stopped")
+
+
+@timers.command("next")
+@click.pass_obj
+def timers_next(obj: CliContext) -> None:
+    """When the next timer comes due (needs --app)."""
+    with errors_as_messages():
+        wake = obj.engine().next_wake_at()
+    click.echo(wake.isoformat() if wake else "no timers pending")
+
+
+@cli.group()
 def effects() -> None:
     """Inspect and dispatch the effect outbox."""
 

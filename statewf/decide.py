@@ -27,8 +27,16 @@ from statewf.errors import (
     UnknownEvent,
 )
 from statewf.fold import apply, context_diff
-from statewf.records import ACTIVE, FINAL, KIND_CREATE, KIND_EVENT, Instance, TransitionRecord
-from statewf.spec import Hook, ResolvedTransition
+from statewf.records import (
+    ACTIVE,
+    FINAL,
+    KIND_CREATE,
+    KIND_EVENT,
+    KIND_TIMER,
+    Instance,
+    TransitionRecord,
+)
+from statewf.spec import Hook, Machine, ResolvedTimer, ResolvedTransition
 
 #: Default cap on the JSON size of one event payload or context.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -202,6 +210,7 @@ def start(
         target=(spec.initial,),
         context_set=data,
         status=FINAL if initial.final else ACTIVE,
+        wake_at=first_wake(spec, spec.initial, now),
         meta={
             "machine": spec.name,
             "machine_version": spec.version,
@@ -319,7 +328,123 @@ def decide(
         context_set=changed,
         context_unset=removed,
         status=FINAL if spec.states[destination].final else ACTIVE,
+        wake_at=(
+            snapshot.wake_at if runner.transition.internal else first_wake(spec, destination, now)
+        ),
         meta={"internal": True} if runner.transition.internal else {},
+        created_at=now,
+    )
+    return Decision(record, apply(snapshot, record), tuple(runner.effects))
+
+
+def first_wake(spec: Machine, state: str, entered_at: datetime) -> datetime | None:
+    """When the first delayed transition of ``state`` comes due, entered at ``entered_at``."""
+    timers = spec.timers.get(state, ())
+    return entered_at + timers[0].delay if timers else None
+
+
+def _timer_position(history: list[TransitionRecord]) -> tuple[datetime, int]:
+    """When the current state was entered, and how many of its timers were skipped since."""
+    skipped = 0
+    for record in reversed(history):
+        if record.kind == KIND_TIMER and (
+            record.meta.get("skipped") or record.meta.get("internal")
+        ):
+            skipped += 1  # a timer that fired without leaving the state
+        elif not record.meta.get("internal"):
+            return record.created_at, skipped
+    raise ValueError("a log always starts with its create record")
+
+
+def due_timer(
+    compiled: CompiledMachine, snapshot: Instance, history: list[TransitionRecord]
+) -> tuple[ResolvedTimer, datetime] | None:
+    """The delayed transition the instance waits on and when the state was entered."""
+    timers = compiled.spec.timers.get(snapshot.configuration[0], ())
+    entered_at, skipped = _timer_position(history)
+    if snapshot.status == FINAL or skipped >= len(timers):
+        return None
+    return timers[skipped], entered_at
+
+
+def fire_timer(
+    compiled: CompiledMachine,
+    snapshot: Instance,
+    history: list[TransitionRecord],
+    now: datetime,
+) -> Decision:
+    """Fire the instance's due delayed transition.
+
+    If its guards say no, or a guard or action raises, the timer is *skipped*: a
+    ``timer`` row with ``meta.skipped`` (and the error) is written, nothing else
+    changes, and the state's next delayed transition becomes due.
+    """
+    spec = compiled.spec
+    found = due_timer(compiled, snapshot, history)
+    if found is None or snapshot.wake_at is None or snapshot.wake_at > now:
+        raise InvalidInput(
+            f"instance {snapshot.id!r} has no delayed transition due at {now.isoformat()}",
+            instance_id=snapshot.id,
+            state=snapshot.state,
+        )
+    timer, entered_at = found
+    where = f"instance {snapshot.id!r} of {spec.name!r} in state {snapshot.state!r}"
+    runner = _Runner(
+        f"{where} firing {timer.label!r}",
+        load_context(compiled, snapshot.context),
+        None,
+        instance_id=snapshot.id,
+        event=timer.label,
+        state=snapshot.state,
+    )
+    error: str | None = None
+    try:
+        destination = compiled.fire(snapshot.configuration[0], timer.trigger, runner)
+        new_context = (
+            _dump_context(compiled, runner.ctx, where, DEFAULT_MAX_PAYLOAD_BYTES)
+            if destination is not None and runner.changed
+            else snapshot.context
+        )
+    except (ActionFailed, InvalidInput, InvalidPayload) as exc:
+        destination, error = None, exc.message
+    timers = spec.timers[snapshot.configuration[0]]
+    position = timers.index(timer) + 1
+    next_wake = entered_at + timers[position].delay if position < len(timers) else None
+    if destination is None:
+        meta: dict[str, Any] = {"timer": timer.label, "skipped": True}
+        if error is not None:
+            meta["error"] = error
+        record = TransitionRecord(
+            instance_id=snapshot.id,
+            seq=snapshot.version + 1,
+            kind=KIND_TIMER,
+            event=timer.label,
+            source=snapshot.configuration,
+            target=snapshot.configuration,
+            status=snapshot.status,
+            wake_at=next_wake,
+            meta=meta,
+            created_at=now,
+        )
+        return Decision(record, apply(snapshot, record), ())
+    changed, removed = context_diff(snapshot.context, new_context)
+    internal = timer.transition.internal
+    record = TransitionRecord(
+        instance_id=snapshot.id,
+        seq=snapshot.version + 1,
+        kind=KIND_TIMER,
+        event=timer.label,
+        source=snapshot.configuration,
+        target=(destination,),
+        context_set=changed,
+        context_unset=removed,
+        status=FINAL if spec.states[destination].final else ACTIVE,
+        wake_at=next_wake if internal else first_wake(spec, destination, now),
+        meta={
+            "timer": timer.label,
+            "due_at": snapshot.wake_at.isoformat(),
+            **({"internal": True} if internal else {}),
+        },
         created_at=now,
     )
     return Decision(record, apply(snapshot, record), tuple(runner.effects))

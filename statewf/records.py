@@ -17,6 +17,7 @@ FINAL = "final"
 #: Log-row kinds written by the machine engine; durable runs add their own.
 KIND_CREATE = "create"
 KIND_EVENT = "event"
+KIND_TIMER = "timer"
 
 
 def state_label(configuration: tuple[str, ...]) -> str:

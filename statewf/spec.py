@@ -12,11 +12,13 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeAlias
 
 from pydantic import BaseModel
 
-from statewf.errors import SpecError
+from statewf.durations import format_duration, parse_duration
+from statewf.errors import SpecError, StatewfError
 
 GuardFn: TypeAlias = Callable[[Any, Any], bool]
 ActionFn: TypeAlias = Callable[[Any, Any], Any]
@@ -188,13 +190,24 @@ TransitionLike: TypeAlias = "str | Transition | Sequence[Transition]"
 
 @dataclass(frozen=True)
 class State:
-    """A state: its outgoing transitions by event, entry/exit actions, and finality."""
+    """A state: its transitions by event, delayed transitions, entry/exit actions, finality.
+
+    ``after`` maps a delay (``"7 days"``, ``{"hours": 2}``, a timedelta, seconds) to a
+    target or a :func:`transition`; it fires once that long after the instance entered
+    the state, unless the instance left first. An internal one
+    (``transition(internal=True, action=...)``) runs its actions and leaves the
+    state's other timers running; any other one re-enters, which restarts them.
+    ``timeout`` with ``on_timeout`` is the same thing for the common single case.
+    """
 
     on: Mapping[str, TransitionLike] = field(default_factory=dict)
     on_enter: HookRefs = None
     on_exit: HookRefs = None
     final: bool = False
     description: str = ""
+    after: Mapping[Any, str | Transition] = field(default_factory=dict)
+    timeout: Any = None
+    on_timeout: str | Transition | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +232,21 @@ class ResolvedTransition:
     def destination(self) -> str:
         """The state the instance is in after the transition."""
         return self.target if self.target is not None else self.source
+
+
+#: Prefix of the trigger names timers use inside ``transitions``. Event names may not
+#: contain control characters, so no event a user sends can collide with a timer.
+TIMER_TRIGGER = "\x1ftimer:"
+
+
+@dataclass(frozen=True)
+class ResolvedTimer:
+    """A delayed transition: fires ``delay`` after its state was entered."""
+
+    label: str
+    delay: timedelta
+    transition: ResolvedTransition
+    trigger: str
 
 
 @dataclass(frozen=True)
@@ -271,6 +299,7 @@ class Machine:
             problems.append(f"context must be a pydantic BaseModel subclass, got {context!r}")
         self.states: dict[str, ResolvedState] = {}
         self.transitions: dict[str, dict[str, tuple[ResolvedTransition, ...]]] = {}
+        self.timers: dict[str, tuple[ResolvedTimer, ...]] = {}
         if not states:
             problems.append("a machine needs at least one state")
         for state_name, state in states.items():
@@ -368,8 +397,54 @@ class Machine:
         if state.final and by_event:
             problems.append(f"final state {name!r} cannot have outgoing transitions")
         self.transitions[name] = by_event
+        self._add_timers(name, state, problems)
+
+    def _add_timers(self, name: str, state: State, problems: list[str]) -> None:
+        where = f"state {name!r}"
+        delays: list[tuple[Any, Any, str]] = [(k, v, "after") for k, v in state.after.items()]
+        if state.timeout is not None or state.on_timeout is not None:
+            if state.timeout is None or state.on_timeout is None:
+                problems.append(f"{where}: timeout and on_timeout go together")
+            else:
+                delays.append((state.timeout, state.on_timeout, "timeout"))
+        if delays and state.final:
+            problems.append(f"final state {name!r} cannot have delayed transitions")
+        timers = []
+        for index, (when, spec, kind) in enumerate(delays):
+            try:
+                delay = parse_duration(when)
+            except StatewfError as exc:
+                problems.append(f"{where} {kind} {when!r}: {exc.message}")
+                continue
+            label = when if isinstance(when, str) else format_duration(delay)
+            label = f"timeout {label}" if kind == "timeout" else f"after {label}"
+            item = transition(spec) if isinstance(spec, str) else spec
+            if not isinstance(item, Transition):
+                problems.append(
+                    f"{where} {label}: expected a target name or statewf.transition(...)"
+                )
+                continue
+            tw = f"{where} {label}"
+            resolved = ResolvedTransition(
+                source=name,
+                event=label,
+                target=item.target,
+                guards=self._hooks(item.guards, f"{tw} guard", problems),
+                unless=self._hooks(item.unless, f"{tw} unless", problems),
+                actions=self._hooks(item.actions, f"{tw} action", problems),
+                payload=None,
+                description=item.description,
+            )
+            timers.append(ResolvedTimer(label, delay, resolved, f"{TIMER_TRIGGER}{name}:{index}"))
+        self.timers[name] = tuple(sorted(timers, key=lambda t: t.delay))
 
     def _check_graph(self, problems: list[str]) -> None:
+        for timer in self.all_timers():
+            if timer.transition.destination not in self.states:
+                problems.append(
+                    f"state {timer.transition.source!r} {timer.label} targets unknown "
+                    f"state {timer.transition.target!r}"
+                )
         for t in self.all_transitions():
             if t.target is not None and t.target not in self.states:
                 problems.append(
@@ -398,15 +473,22 @@ class Machine:
     # ------------------------------------------------------------ queries
 
     def all_transitions(self) -> Iterator[ResolvedTransition]:
-        """Every transition, in declaration order."""
+        """Every event transition, in declaration order (timers: :meth:`all_timers`)."""
         for by_event in self.transitions.values():
             for options in by_event.values():
                 yield from options
 
+    def all_timers(self) -> Iterator[ResolvedTimer]:
+        """Every delayed transition, by state, shortest delay first."""
+        for timers in self.timers.values():
+            yield from timers
+
     def outgoing(self, state: str) -> Iterator[ResolvedTransition]:
-        """The transitions leaving ``state``, in declaration order."""
+        """The transitions leaving ``state``: events in declaration order, then timers."""
         for options in self.transitions.get(state, {}).values():
             yield from options
+        for timer in self.timers.get(state, ()):
+            yield timer.transition
 
     def events_from(self, state: str) -> list[str]:
         """The events with a transition from ``state``, in declaration order."""
@@ -416,6 +498,7 @@ class Machine:
         """Every effect the machine can record, by name."""
         hooks = [h for s in self.states.values() for h in (*s.on_enter, *s.on_exit)]
         hooks += [h for t in self.all_transitions() for h in t.actions]
+        hooks += [h for t in self.all_timers() for h in t.transition.actions]
         return {h.name: h for h in hooks if h.is_effect}
 
     @property
@@ -447,6 +530,19 @@ class Machine:
                 "final": state.final,
                 "description": state.description,
             }
+            if self.timers.get(name):
+                states[name]["after"] = [
+                    {
+                        "label": t.label,
+                        "seconds": t.delay.total_seconds(),
+                        "target": t.transition.target,
+                        "guards": [h.name for h in t.transition.guards],
+                        "unless": [h.name for h in t.transition.unless],
+                        "actions": [_hook_def(h) for h in t.transition.actions],
+                        "description": t.transition.description,
+                    }
+                    for t in self.timers[name]
+                ]
         return {
             "name": self.name,
             "version": self.version,

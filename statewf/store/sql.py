@@ -21,6 +21,7 @@ from sqlalchemy import (
     Row,
     and_,
     create_engine,
+    func,
     literal,
     or_,
     select,
@@ -34,7 +35,7 @@ from sqlalchemy.pool import NullPool
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
 from statewf.records import EffectRecord, Instance, TransitionRecord
 from statewf.store import migrations, postgres, sqlite
-from statewf.store.schema import Tables, build_tables
+from statewf.store.schema import Tables, UTCDateTime, build_tables
 
 MAX_PAGE = 1000
 
@@ -170,6 +171,33 @@ class Tx:
                 f"decided (expected version {expected_version}); retry the operation",
                 instance_id=snapshot.id,
             )
+
+    def claim_due(
+        self, now: datetime, *, kind: str, machines: Sequence[str], limit: int
+    ) -> list[Instance]:
+        """Lock instances whose wake-up time has come, earliest first, skipping locked ones.
+
+        On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several schedulers share the
+        work without waiting on each other; on SQLite the write lock serializes them.
+        """
+        c = self.t.instances.c
+        query = (
+            select(self.t.instances)
+            .where(c.wake_at <= now, c.kind == kind, c.machine.in_(list(machines)))
+            .order_by(c.wake_at, c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [instance_from_row(r) for r in self.conn.execute(query)]
+
+    def next_wake_at(self, *, kind: str, machines: Sequence[str]) -> datetime | None:
+        """The earliest pending wake-up time among these machines' instances."""
+        c = self.t.instances.c
+        query = select(func.min(c.wake_at)).where(
+            c.wake_at.is_not(None), c.kind == kind, c.machine.in_(list(machines))
+        )
+        value = self.conn.execute(query).scalar()
+        return UTCDateTime().process_result_value(value, self.conn.dialect)
 
     def list_instances(
         self,
