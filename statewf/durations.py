@@ -17,15 +17,32 @@ DurationLike: TypeAlias = "str | int | float | timedelta | Mapping[str, float]"
 InstantLike: TypeAlias = "str | datetime"
 
 _UNITS = {
-    "ms": "milliseconds", "msec": "milliseconds", "millisecond": "milliseconds",
+    "ms": "milliseconds",
+    "msec": "milliseconds",
+    "millisecond": "milliseconds",
     "milliseconds": "milliseconds",
-    "s": "seconds", "sec": "seconds", "secs": "seconds", "second": "seconds",
+    "s": "seconds",
+    "sec": "seconds",
+    "secs": "seconds",
+    "second": "seconds",
     "seconds": "seconds",
-    "m": "minutes", "min": "minutes", "mins": "minutes", "minute": "minutes",
+    "m": "minutes",
+    "min": "minutes",
+    "mins": "minutes",
+    "minute": "minutes",
     "minutes": "minutes",
-    "h": "hours", "hr": "hours", "hrs": "hours", "hour": "hours", "hours": "hours",
-    "d": "days", "day": "days", "days": "days",
-    "w": "weeks", "wk": "weeks", "week": "weeks", "weeks": "weeks",
+    "h": "hours",
+    "hr": "hours",
+    "hrs": "hours",
+    "hour": "hours",
+    "hours": "hours",
+    "d": "days",
+    "day": "days",
+    "days": "days",
+    "w": "weeks",
+    "wk": "weeks",
+    "week": "weeks",
+    "weeks": "weeks",
 }
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
 _DICT_KEYS = {"weeks", "days", "hours", "minutes", "seconds", "milliseconds"}
@@ -76,8 +93,8 @@ def _parse_text(value: str) -> timedelta:
     pos = 0
     total = timedelta(0)
     for match in _PART.finditer(text):
-        if text[pos:match.start()].strip():
-            raise _bad(value, f"unexpected {text[pos:match.start()].strip()!r}")
+        if text[pos : match.start()].strip():
+            raise _bad(value, f"unexpected {text[pos : match.start()].strip()!r}")
         unit = _UNITS.get(match.group(2))
         if unit is None:
             raise _bad(value, f"unknown unit {match.group(2)!r}")
@@ -97,8 +114,13 @@ def format_duration(span: timedelta) -> str:
         return f"{round(span.total_seconds() * 1000)} ms"
     seconds = int(span.total_seconds())
     parts = []
-    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60),
-                       ("second", 1)):
+    for unit, size in (
+        ("week", 604800),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+        ("second", 1),
+    ):
         count, seconds = divmod(seconds, size)
         if count:
             parts.append(f"{count} {unit}{'s' if count != 1 else ''}")

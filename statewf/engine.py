@@ -21,13 +21,21 @@ from pydantic import BaseModel
 
 from statewf.adapter import CompiledMachine
 from statewf.clock import Clock, SystemClock
-from statewf.decide import DEFAULT_MAX_PAYLOAD_BYTES, Decision, allowed_events, decide, start
+from statewf.decide import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Decision,
+    allowed_events,
+    decide,
+    fire_timer,
+    start,
+)
 from statewf.errors import (
     DuplicateInstance,
     InstanceNotFound,
     InvalidInput,
     MachineNotRegistered,
     MachineVersionConflict,
+    StatewfError,
 )
 from statewf.fold import fold
 from statewf.records import EffectCall, EffectRecord, Instance, Page, TransitionRecord
@@ -443,6 +451,71 @@ class Engine:
     def replay(self, instance_id: str, *, resource_id: str | None = None) -> Instance:
         """Fold the whole log again: equals :meth:`get` unless the database was edited."""
         return fold(self.history(instance_id, resource_id=resource_id))
+
+    # ------------------------------------------------------------ timers
+
+    def fire_due_timers(self, *, limit: int = 100) -> int:
+        """Fire every delayed transition that has come due; the number of log rows written.
+
+        Each due instance is locked (``SKIP LOCKED`` on PostgreSQL), its timer decided
+        and written in one transaction, so a timer fires exactly once even with many
+        schedulers. Only instances of machines registered with this engine are touched.
+        """
+        machines = sorted({name for name, _ in self._compiled})
+        if not machines:
+            return 0
+        now = self.clock.now()
+        fired: list[Decision] = []
+        with self.store.transaction() as tx:
+            for snapshot in tx.claim_due(now, kind="machine", machines=machines, limit=limit):
+                try:
+                    compiled = self._compiled_for(snapshot)
+                    decision = fire_timer(compiled, snapshot, tx.log(snapshot.id), now)
+                except StatewfError as exc:
+                    log.warning("cannot fire the timer of instance %s: %s", snapshot.id, exc)
+                    continue
+                tx.update_instance(decision.snapshot, snapshot.version)
+                self._write(tx, decision)
+                fired.append(decision)
+        for decision in fired:
+            self._after_commit(decision)
+        return len(fired)
+
+    def next_wake_at(self) -> datetime | None:
+        """The earliest wake-up time among instances of the registered machines."""
+        machines = sorted({name for name, _ in self._compiled})
+        if not machines:
+            return None
+        with self.store.transaction() as tx:
+            return tx.next_wake_at(kind="machine", machines=machines)
+
+    def run_timers(
+        self,
+        *,
+        poll_interval: float = 1.0,
+        stop: threading.Event | None = None,
+        max_batches: int | None = None,
+    ) -> None:
+        """Fire due timers until ``stop`` is set (or ``max_batches`` batches have run).
+
+        Sleeps until the next wake-up, at most ``poll_interval`` seconds, so that
+        timers created by other processes are seen; waiting timers cost no queries
+        beyond that poll.
+        """
+        stop = stop or threading.Event()
+        batches = 0
+        while not stop.is_set():
+            fired = self.fire_due_timers()
+            batches += 1
+            if max_batches is not None and batches >= max_batches:
+                return
+            if fired:
+                continue
+            wake = self.next_wake_at()
+            delay = poll_interval
+            if wake is not None:
+                delay = min(poll_interval, max(0.0, (wake - self.clock.now()).total_seconds()))
+            stop.wait(delay)
 
     # ------------------------------------------------------------ outbox
 
