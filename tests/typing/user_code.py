@@ -1,0 +1,82 @@
+"""Ordinary user code against statewf's public API; CI type-checks it with mypy --strict.
+
+It is not run by pytest: it only has to type-check, which keeps the public
+signatures honest (a wrong return type or a missing annotation breaks CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+
+import statewf
+from statewf.testing import ManualClock
+
+
+class Order(BaseModel):
+    order_id: str
+    total: float
+
+
+class Payment(BaseModel):
+    amount: float
+
+
+def covers(ctx: Order, ev: Payment) -> bool:
+    return ev.amount >= ctx.total
+
+
+@statewf.effect
+def notify(call: statewf.EffectCall) -> None:
+    key: str = call.idempotency_key
+    print(key, call.context["order_id"])
+
+
+machine: statewf.Machine = statewf.Machine(
+    "typed-order",
+    initial="pending",
+    context=Order,
+    states={
+        "pending": statewf.State(
+            on={"PAY": statewf.transition("paid", payload=Payment, guard=covers)},
+            after={"7 days": "expired"},
+        ),
+        "paid": statewf.State(on_enter=notify, final=True),
+        "expired": statewf.State(final=True),
+    },
+)
+
+
+def use_engine(engine: statewf.Engine) -> list[str]:
+    engine.register(machine)
+    inst: statewf.Instance = engine.create(machine, context=Order(order_id="1", total=3))
+    inst = engine.send(inst.id, "PAY", Payment(amount=3))
+    state: str = inst.state
+    version: int = inst.version
+    wake: datetime | None = inst.wake_at
+    page: statewf.Page[statewf.Instance] = engine.list(machine="typed-order", limit=10)
+    cursor: str | None = page.next_cursor
+    rows: list[statewf.TransitionRecord] = engine.history(inst.id)
+    then: statewf.Instance = engine.state_at(inst.id, 1)
+    fired: int = engine.fire_due_timers()
+    print(state, version, wake, cursor, len(rows), then.state, fired)
+    try:
+        engine.send(inst.id, "PAY", {"amount": 1})
+    except statewf.EventRejected as exc:
+        print(exc.instance_id, exc.event, exc.state, exc.message)
+    return engine.allowed_events(inst.id)
+
+
+async def use_async(engine: statewf.Engine) -> statewf.Instance:
+    inst = await engine.create_async("typed-order", context={"order_id": "2", "total": 1})
+    return await engine.send_async(inst.id, "PAY", {"amount": 1})
+
+
+def main() -> None:
+    clock = ManualClock()
+    clock.advance(timedelta(days=1))
+    with statewf.Engine("sqlite:///typed.db", clock=clock) as engine:
+        print(use_engine(engine))
+        print(asyncio.run(use_async(engine)).state)
