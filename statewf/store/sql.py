@@ -20,9 +20,9 @@ from sqlalchemy import (
     Engine,
     Row,
     and_,
+    bindparam,
     create_engine,
     func,
-    literal,
     or_,
     select,
     update,
@@ -54,6 +54,11 @@ _INSTANCE_FIELDS = (
     "wake_at",
     "created_at",
     "updated_at",
+)
+#: Snapshot columns a transition may change (the rest are fixed at creation).
+_MUTABLE_FIELDS = (
+    "machine_version", "state", "configuration", "context", "status", "version",
+    "wake_at", "updated_at",
 )
 _RECORD_FIELDS = (
     "instance_id",
@@ -427,9 +432,17 @@ class SqlStore:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise InvalidInput(f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name}")
         self.engine: Engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # The fast path of send runs in autocommit on a pool of its own: switching a
+        # pooled connection's isolation level per use costs round trips.
+        self._autocommit: Engine = (
+            create_engine(engine.url, pool_size=pool_size, max_overflow=max_overflow,
+                          isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         self.dialect: str = engine.dialect.name
         self.tables = build_tables(table_prefix, schema)
+        self._build_fast_path()
         self.url = engine.url.render_as_string(hide_password=True)
 
     @contextmanager
@@ -465,9 +478,7 @@ class SqlStore:
     def read_instance(self, instance_id: str) -> Instance | None:
         """One autocommitted read of a snapshot row (no transaction, no lock)."""
         with self._errors(), self._autocommit.connect() as conn:
-            row = conn.execute(
-                select(self.tables.instances).where(self.tables.instances.c.id == instance_id)
-            ).first()
+            row = conn.execute(self._read_query, {"id": instance_id}).first()
         return instance_from_row(row) if row is not None else None
 
     def write_if_version(
@@ -479,32 +490,36 @@ class SqlStore:
         ``expected_version``; the INSERT of the log row reads from it, so both happen
         or neither does. False means another writer got there first.
         """
+        params = {f"i_{k}": v for k, v in _instance_values(snapshot).items()}
+        params.update({f"t_{k}": v for k, v in _record_values(record).items()})
+        params["expected_version"] = expected_version
+        try:
+            with self._errors(), self._autocommit.connect() as conn:
+                return conn.execute(self._write_query, params).first() is not None
+        except ConcurrencyConflict:
+            return False
+
+    def _build_fast_path(self) -> None:
+        # Built once: a statement with bind parameters is compiled once and then
+        # served from SQLAlchemy's cache (and prepared by psycopg) on every send.
         t = self.tables
         c = t.instances.c
-        values = _instance_values(snapshot)
-        for fixed in ("id", "machine", "kind", "created_at", "idempotency_key", "resource_id"):
-            values.pop(fixed)
+        self._read_query = select(t.instances).where(c.id == bindparam("id"))
         moved = (
             update(t.instances)
-            .where(c.id == snapshot.id, c.version == expected_version)
-            .values(values)
+            .where(c.id == bindparam("i_id"), c.version == bindparam("expected_version"))
+            .values({name: bindparam(f"i_{name}") for name in _MUTABLE_FIELDS})
             .returning(c.id)
             .cte("moved")
         )
-        row = _record_values(record)
-        cols = [t.transitions.c[name] for name in row]
-        source = select(*[literal(row[col.name], col.type) for col in cols]).select_from(moved)
-        query = (
+        cols = [t.transitions.c[name] for name in _RECORD_FIELDS]
+        source = select(*[bindparam(f"t_{col.name}", type_=col.type) for col in cols])
+        self._write_query = (
             t.transitions.insert()
-            .from_select(cols, source)
+            .from_select(cols, source.select_from(moved))
             .add_cte(moved)
             .returning(t.transitions.c.seq)
         )
-        try:
-            with self._errors(), self._autocommit.connect() as conn:
-                return conn.execute(query).first() is not None
-        except ConcurrencyConflict:
-            return False
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -535,6 +550,7 @@ class SqlStore:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        self._autocommit.dispose()
 
 
 def _wrap(exc: DBAPIError, url: str) -> StatewfError:
