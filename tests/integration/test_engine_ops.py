@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sample_machines as sm
 import sqlalchemy as sa
-from conftest import PG_URL
+from tests.conftest import PG_URL
 from db_snapshot import dump_tables, frozen
 from pydantic import BaseModel
 
