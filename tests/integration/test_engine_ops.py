@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import sample_machines as sm
 import sqlalchemy as sa
-from tests.conftest import PG_URL
 from db_snapshot import dump_tables, frozen
 from pydantic import BaseModel
 
@@ -33,6 +32,7 @@ from statewf import (
     transition,
 )
 from statewf.testing import ManualClock
+from tests.conftest import PG_URL
 
 ORDER = {"order_id": "A1", "total": 100}
 
