@@ -48,11 +48,11 @@ def test_run_completes_and_is_stored_as_an_instance_of_the_one_log(make_engine: 
             steps = [r for r in records if r.kind == "step"]
             assert sorted(r.key for r in steps) == sorted(STEP_KEYS)
             assert sorted(r.meta["position"] for r in steps) == list(range(len(STEP_KEYS)))
-            assert [r.kind for r in records][0] == "create"
+            assert next(r.kind for r in records) == "create"
             assert records[-1].kind == "completed"
 
     asyncio.run(main())
-    assert dict(wf_flows.CALLS) == {k: 1 for k in STEP_KEYS}
+    assert dict(wf_flows.CALLS) == dict.fromkeys(STEP_KEYS, 1)
 
 
 def test_invalid_input_creates_nothing(make_engine: Make) -> None:
@@ -121,7 +121,8 @@ def test_idempotent_start_8_engines_in_8_threads(make_engine: Make) -> None:
         t.start()
     for t in threads:
         t.join(60)
-    assert len(ids) == 8 and len(set(ids)) == 1
+    assert len(ids) == 8
+    assert len(set(ids)) == 1
     page = engines[0].engine.list(kind="workflow")
     assert len(page.items) == 1
     assert wf_flows.CALLS["ship"] == 1
@@ -136,7 +137,8 @@ def test_idempotency_key_of_another_resource_is_rejected(make_engine: Make) -> N
             again = await engine.start_workflow(
                 "signup", {"email": "b@example.com"}, resource_id="r1", idempotency_key="k"
             )
-            assert again.id == first.id and again.input == {"email": "a@example.com"}
+            assert again.id == first.id
+            assert again.input == {"email": "a@example.com"}
             with pytest.raises(statewf.InvalidInput, match="another resource"):
                 await engine.start_workflow(
                     "signup", {"email": "a@example.com"}, resource_id="r2", idempotency_key="k"
@@ -164,7 +166,9 @@ def test_resource_scoping_and_caller_chosen_ids(make_engine: Make) -> None:
                     await call
             assert (await engine.get_run(run.id, resource_id="alice")).status == "completed"
             with pytest.raises(statewf.DuplicateInstance, match="run-alice"):
-                await engine.start_workflow("signup", {"email": "x@example.com"}, run_id="run-alice")
+                await engine.start_workflow(
+                    "signup", {"email": "x@example.com"}, run_id="run-alice"
+                )
             with pytest.raises(statewf.InvalidInput):
                 await engine.start_workflow("signup", {"email": "x@example.com"}, run_id="")
 
@@ -178,7 +182,9 @@ def test_get_runs_filters_and_cursor_pagination(make_engine: Make, clock: Any) -
             for i in range(5):
                 clock.advance(1)
                 run = await engine.start_workflow(
-                    "signup", {"email": f"u{i}@example.com"}, resource_id="even" if i % 2 == 0 else "odd"
+                    "signup",
+                    {"email": f"u{i}@example.com"},
+                    resource_id="even" if i % 2 == 0 else "odd",
                 )
                 ids.append(run.id)
                 await engine.wait_for_run(run.id)
@@ -197,7 +203,9 @@ def test_get_runs_filters_and_cursor_pagination(make_engine: Make, clock: Any) -
             assert [r.id for r in even.items] == ids[0::2]
             assert (await engine.get_runs(status="failed")).items == []
             first = (await engine.get_run(ids[0])).created_at
-            later = await engine.get_runs(workflow="signup", created_after=first, created_before=first)
+            later = await engine.get_runs(
+                workflow="signup", created_after=first, created_before=first
+            )
             assert later.items == []
             window = await engine.get_runs(workflow="signup", created_after=first)
             assert len(window.items) == 5
@@ -224,11 +232,13 @@ def test_check_progress_uses_stored_static_analysis(make_engine: Make, db: Any) 
         async with make_engine(workflows=[]) as client:
             progress = await client.check_progress(run.id)
             # validate, charge, pack-{item} (a loop: counted once), 2 notifies, ship
-            assert progress.total_steps == 8 and progress.completed_steps == 8
+            assert progress.total_steps == 8
+            assert progress.completed_steps == 8
             assert progress.approximate is True  # the pack loop
             assert progress.completion_percentage == 100.0
             lp = await client.check_progress(loop_run.id)
-            assert lp.completed_steps == 4 and lp.approximate is True
+            assert lp.completed_steps == 4
+            assert lp.approximate is True
             assert lp.completion_percentage == 100.0
 
     asyncio.run(main())
@@ -257,7 +267,8 @@ def test_progress_of_an_unfinished_run(make_engine: Make) -> None:
                 await asyncio.sleep(0.01)
             assert (p.completed_steps, p.total_steps, p.approximate) == (1, 3, False)
             assert p.completion_percentage == pytest.approx(33.3)
-            assert p.current_step == "one" and p.status == "running"
+            assert p.current_step == "one"
+            assert p.status == "running"
             gate.set()
             assert (await engine.result(run.id)) == "x"
 
@@ -349,9 +360,9 @@ def test_unserializable_results_and_outputs_fail_clearly(make_engine: Make) -> N
         try:
             await ctx.step.run("obj", lambda: object(), retries=3)
         except durable.StepFailed as exc:
-            assert exc.error_type == "ResultNotSerializable"
-            assert exc.attempts == 1  # not retried: another attempt cannot fix it
-        return "caught"
+            # not retried: another attempt cannot fix it
+            return f"caught {exc.error_type} after {exc.attempts}"
+        return "not raised"
 
     @durable.workflow("bad-output")
     async def bad_output(ctx: durable.Context[None]) -> object:
@@ -359,10 +370,12 @@ def test_unserializable_results_and_outputs_fail_clearly(make_engine: Make) -> N
 
     async def main() -> None:
         async with make_engine(workflows=[bad_result, bad_output]) as engine:
-            assert await engine.result((await engine.start_workflow("bad-result")).id) == "caught"
+            result = await engine.result((await engine.start_workflow("bad-result")).id)
+            assert result == "caught ResultNotSerializable after 1"
             run = await engine.wait_for_run((await engine.start_workflow("bad-output")).id)
             assert run.status == "failed"
-            assert run.error is not None and run.error.type == "ResultNotSerializable"
+            assert run.error is not None
+            assert run.error.type == "ResultNotSerializable"
             assert "pydantic model" in run.error.message
 
     asyncio.run(main())
@@ -377,7 +390,8 @@ def test_workflow_exception_fails_the_run_with_the_error_stored(make_engine: Mak
     async def main() -> None:
         async with make_engine(workflows=[boom]) as engine:
             run = await engine.wait_for_run((await engine.start_workflow("boom")).id)
-            assert run.status == "failed" and run.error is not None
+            assert run.status == "failed"
+            assert run.error is not None
             assert (run.error.type, run.error.message) == ("ValueError", "bad thing")
             assert "Traceback" in run.error.details["traceback"]
             with pytest.raises(durable.WorkflowFailed, match="ValueError: bad thing") as info:

@@ -91,7 +91,14 @@ EXPECTED_OUTPUT = {
     "done": "shipped",
 }
 STEP_KEYS = [
-    "validate", "charge", "pack-a", "pack-b", "pack-c", "notify-email", "notify-sms", "ship",
+    "validate",
+    "charge",
+    "pack-a",
+    "pack-b",
+    "pack-c",
+    "notify-email",
+    "notify-sms",
+    "ship",
 ]
 
 
