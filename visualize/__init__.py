@@ -1,4 +1,4 @@
-"""Diagrams of statewf machines, instances and histories, as DOT, Mermaid or images.
+"""Diagrams of statewf machines, instances, histories and workflow runs (DOT, Mermaid, images).
 
 The pipeline is pure up to the last step: extract a small frozen :class:`Graph`
 from a definition, snapshot or log; write it as DOT or Mermaid text; render an
@@ -9,6 +9,7 @@ from visualize.api import history_diagram, instance_diagram, machine_diagram
 from visualize.diagram import Diagram
 from visualize.errors import VisualizeError
 from visualize.graph import Action, Cluster, Edge, Graph, Node
+from visualize.run import run_diagram
 
 __all__ = [
     "Action",
@@ -21,4 +22,5 @@ __all__ = [
     "history_diagram",
     "instance_diagram",
     "machine_diagram",
+    "run_diagram",
 ]

@@ -1,4 +1,4 @@
-"""``statewf diagram``: draw a machine, an instance or a history from the shell.
+"""``statewf diagram``: draw a machine, an instance, a history or a workflow run.
 
 Plugged into the ``statewf`` command through the ``statewf.cli`` entry point.
 Machines come from ``--app`` when given, else from the definitions stored in the
@@ -12,6 +12,7 @@ import click
 from statewf.cli import CliContext, errors_as_messages
 from visualize.api import definition_for, history_diagram, instance_diagram, machine_diagram
 from visualize.diagram import Diagram
+from visualize.run import run_diagram
 
 FORMAT_CHOICES = ("dot", "mermaid", "svg", "png", "pdf")
 
@@ -20,6 +21,7 @@ FORMAT_CHOICES = ("dot", "mermaid", "svg", "png", "pdf")
 @click.argument("machine", required=False)
 @click.option("--instance", "instance_id", help="Draw this instance with its current state.")
 @click.option("--history", "history_id", help="Draw the path this instance took.")
+@click.option("--run", "run_id", help="Draw this workflow run's steps and their status.")
 @click.option("--seq", type=int, help="With --instance/--history: as of transition SEQ.")
 @click.option("--version", "machine_version", help="With MACHINE: this version (default latest).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file.")
@@ -36,19 +38,22 @@ def diagram(
     machine: str | None,
     instance_id: str | None,
     history_id: str | None,
+    run_id: str | None,
     seq: int | None,
     machine_version: str | None,
     output: str | None,
     fmt: str | None,
 ) -> None:
-    """Draw MACHINE, an --instance or a --history as DOT, Mermaid, SVG, PNG or PDF.
+    """Draw MACHINE, an --instance, a --history or a --run as DOT, Mermaid, SVG, PNG or PDF.
 
     Without -o the text (dot, mermaid or svg) goes to stdout.
     """
-    chosen = [x for x in (machine, instance_id, history_id) if x is not None]
+    chosen = [x for x in (machine, instance_id, history_id, run_id) if x is not None]
     if len(chosen) != 1:
-        raise click.UsageError("name exactly one of MACHINE, --instance ID or --history ID")
-    if seq is not None and machine is not None:
+        raise click.UsageError(
+            "name exactly one of MACHINE, --instance ID, --history ID or --run ID"
+        )
+    if seq is not None and (machine is not None or run_id is not None):
         raise click.UsageError("--seq goes with --instance or --history")
     with errors_as_messages():
         engine = obj.engine()
@@ -57,6 +62,8 @@ def diagram(
             result = instance_diagram(engine, instance_id, seq=seq)
         elif history_id is not None:
             result = history_diagram(engine, history_id, seq=seq)
+        elif run_id is not None:
+            result = run_diagram(engine, run_id)
         else:
             result = machine_diagram(definition_for(engine, chosen[0], machine_version))
         emit(result, output, fmt)

@@ -171,18 +171,15 @@ def to_dot(graph: Graph) -> str:
         source, ltail = _endpoint(graph, edge.source, node_ids, cluster_ids)
         target, lhead = _endpoint(graph, edge.target, node_ids, cluster_ids)
         style = EDGE_STYLES[edge.mark]
-        extra: dict[str, str | float] = {}
+        values: dict[str, str | float] = {}
+        if edge.label or edge.traversal or edge.mark == "extra":
+            values["label"] = edge_label(edge)
+        values.update(style=style.style, penwidth=style.penwidth, color=style.color)
         if ltail:
-            extra["ltail"] = ltail
+            values["ltail"] = ltail
         if lhead:
-            extra["lhead"] = lhead
-        attrs = _attrs(
-            label=edge_label(edge),
-            style=style.style,
-            penwidth=style.penwidth,
-            color=style.color,
-            **extra,
-        )
+            values["lhead"] = lhead
+        attrs = _attrs(**values)
         lines.append(f"{INDENT}{source} -> {target} {attrs}")
     lines.append("}")
     return "\n".join(lines) + "\n"

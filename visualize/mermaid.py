@@ -89,10 +89,9 @@ def to_mermaid(graph: Graph) -> str:
         lines.append(f"{INDENT}[*] --> {ids[graph.initial]}")
     for edge in graph.edges:
         if not edge.internal:
-            lines.append(
-                f"{INDENT}{ids[edge.source]} --> {ids[edge.target]} : "
-                f"{mermaid_text(_edge_text(edge))}"
-            )
+            text = _edge_text(edge)
+            label = f" : {mermaid_text(text)}" if text else ""
+            lines.append(f"{INDENT}{ids[edge.source]} --> {ids[edge.target]}{label}")
     for node in graph.nodes:
         if node.final:
             lines.append(f"{INDENT}{ids[node.id]} --> [*]")
