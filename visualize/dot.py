@@ -68,8 +68,13 @@ def node_label(node: Node, internal: list[Edge]) -> str:
 
 
 def edge_label(edge: Edge) -> str:
-    """The HTML label of a transition: ``EVENT [guards]`` over ``/ actions``, on a chip."""
-    head = f"<B>{html_text(edge.trigger)}</B>"
+    """The HTML label of a transition: ``EVENT [guards]`` over ``/ actions``, on a chip.
+
+    An event is bold; a delayed transition's ``after 7 days`` is italic.
+    """
+    # a timer's trigger is set in italics, an event's in bold (and the words differ)
+    tag = "I" if edge.after is not None else "B"
+    head = f"<{tag}>{html_text(edge.trigger)}</{tag}>"
     conditions = [*edge.guards, *(f"!{u}" for u in edge.unless)]
     if conditions:
         head += f" [{html_text(', '.join(conditions))}]"

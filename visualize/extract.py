@@ -7,7 +7,8 @@ process without the application's code equals the one drawn from the ``Machine``
 Order is stable and independent of how the definition's dicts were ordered (a
 PostgreSQL JSONB column does not keep key order): states in breadth-first order
 from the initial state, following each state's events sorted by name and their
-alternatives in declared order; states not reached that way come last, sorted.
+alternatives in declared order, then its delayed transitions (shortest delay
+first); states not reached that way come last, sorted.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _check_definition(definition: Mapping[str, Any]) -> None:
             raise VisualizeError(f"state {name!r}: 'on' must map events to lists of transitions")
 
 
-def _actions(names: Iterable[Any]) -> tuple[Action, ...]:
+def _actions(names: Iterable[Any] | None) -> tuple[Action, ...]:
     result = []
     for raw in names or ():
         name = str(raw)
@@ -97,12 +98,12 @@ def _state_order(definition: Mapping[str, Any]) -> list[str]:
         name = queue.popleft()
         order.append(name)
         on: Mapping[str, Any] = states[name].get("on", {})
-        for event in sorted(on):
-            for option in on[event]:
-                target = option.get("target")
-                if isinstance(target, str) and target in states and target not in seen:
-                    seen.add(target)
-                    queue.append(target)
+        options = [o for event in sorted(on) for o in on[event]]
+        for option in [*options, *(states[name].get("after") or ())]:
+            target = option.get("target")
+            if isinstance(target, str) and target in states and target not in seen:
+                seen.add(target)
+                queue.append(target)
     order.extend(sorted(set(states) - seen))
     return order
 
@@ -144,26 +145,16 @@ def machine_graph(machine: Machine | Mapping[str, Any]) -> Graph:
                 description=str(state.get("description") or ""),
             )
         )
-    edges = []
+    edges: list[Edge] = []
     for name in order:
         on: Mapping[str, Any] = states[name].get("on", {})
         for event in sorted(on):
-            for option in on[event]:
-                target = option.get("target")
-                after = option.get("after")
-                edges.append(
-                    Edge(
-                        source=name,
-                        target=name if target is None else str(target),
-                        event=str(event),
-                        guards=_strings(option.get("guards")),
-                        unless=_strings(option.get("unless")),
-                        actions=_actions(option.get("actions")),
-                        internal=target is None,
-                        after=None if after is None else describe_delay(after),
-                        description=str(option.get("description") or ""),
-                    )
-                )
+            edges.extend(_edge(name, str(event), option, None) for option in on[event])
+        for timer in states[name].get("after") or ():
+            seconds = timer.get("seconds")
+            label = str(timer.get("label") or f"after {describe_delay(seconds)}")
+            delay = describe_delay(seconds) if seconds is not None else label
+            edges.append(_edge(name, label, timer, delay))
     name = str(definition.get("name", "machine"))
     version = definition.get("version")
     title = f"{name} (version {version})" if version is not None else name
@@ -178,6 +169,21 @@ def machine_graph(machine: Machine | Mapping[str, Any]) -> Graph:
         title=title,
     )
     return _ensure_nodes(graph, (e.target for e in edges))
+
+
+def _edge(source: str, event: str, option: Mapping[str, Any], after: str | None) -> Edge:
+    target = option.get("target")
+    return Edge(
+        source=source,
+        target=source if target is None else str(target),
+        event=event,
+        guards=_strings(option.get("guards")),
+        unless=_strings(option.get("unless")),
+        actions=_actions(option.get("actions")),
+        internal=target is None,
+        after=after,
+        description=str(option.get("description") or ""),
+    )
 
 
 def _ensure_nodes(graph: Graph, names: Iterable[str]) -> Graph:
@@ -246,6 +252,8 @@ def history_graph(
     visits: dict[str, int] = {}
     configuration: tuple[str, ...] = ()
     for record in log:
+        if record.meta.get("skipped"):
+            continue  # a timer whose guard said no: nothing moved
         internal = bool(record.meta.get("internal", False))
         if record.target:
             configuration = record.target

@@ -8,7 +8,9 @@ Extension points kept open for statecharts and timers:
 
 * a :class:`Node` whose ``parent`` names a :class:`Cluster` is drawn inside it
   (nested states are paths with ``.``; a cluster marked ``parallel`` holds regions);
-* an :class:`Edge` with ``after`` set is a delayed transition, labelled ``after 7 days``.
+* an :class:`Edge` with ``after`` set is a delayed transition (``after`` holds its
+  delay, ``7 days``); its event is the timer's label, ``after 7 days`` or
+  ``timeout 2 days``, which is also what the log records as the event.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Node:
 class Edge:
     """A transition: event, guards (``unless`` shown negated), actions, and its marks.
 
+    ``after`` is the delay of a delayed transition (None for an event).
     ``internal`` transitions do not exit their state; they are drawn inside the
     state's box, like entry and exit actions. ``taken`` and ``order`` come from a
     history: how many times the edge was followed and the rank of its first use.
@@ -101,8 +104,8 @@ class Edge:
 
     @property
     def trigger(self) -> str:
-        """The event part of the label: the event name, or ``after 7 days``."""
-        return f"after {self.after}" if self.after is not None else self.event
+        """The event part of the label: the event name, or a timer's ``after 7 days``."""
+        return self.event
 
     @property
     def label(self) -> str:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import os
 import random
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from diagram_machines import order_machine
 
+import statewf
 import visualize
+from statewf import Machine, State, transition
+from statewf.testing import ManualClock
 from visualize.extract import describe_delay, machine_graph
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -143,21 +147,64 @@ def test_unknown_target_in_a_stored_definition_still_draws() -> None:
     assert graph.node("gone").notes == ("not in this definition",)
 
 
-def test_delayed_transition_extension_point() -> None:
-    definition = {
-        "name": "reminder",
-        "initial": "waiting",
-        "states": {
-            "waiting": {"on": {"REMIND": [{"target": "reminded", "after": 7 * 86400}]}},
-            "reminded": {"final": True},
+def expiry_machine() -> Machine:
+    """Unpaid orders get a reminder after 3 days and expire after 7; paid ones time out."""
+    return Machine(
+        "order-with-expiry",
+        initial="awaiting_payment",
+        states={
+            "awaiting_payment": State(
+                on={"PAY": "paid"},
+                after={
+                    "3 days": transition(internal=True, action=remind),
+                    "7 days": "expired",
+                },
+            ),
+            "paid": State(on={"SHIP": "shipped"}, timeout="2 days", on_timeout="late"),
+            "late": State(on={"SHIP": "shipped"}),
+            "shipped": State(final=True),
+            "expired": State(final=True),
         },
-    }
-    diagram = visualize.machine_diagram(definition)
-    (edge,) = diagram.graph.edges
-    assert edge.label == "after 7 days"
-    assert "<B>after 7 days</B>" in diagram.source
+    )
+
+
+def remind(ctx: dict[str, Any], payload: None) -> dict[str, Any]:
+    """Count reminders."""
+    return {"reminders": ctx.get("reminders", 0) + 1}
+
+
+def test_delayed_transitions() -> None:
+    diagram = visualize.machine_diagram(expiry_machine())
+    timers = [e for e in diagram.graph.edges if e.after is not None]
+    assert [(e.source, e.label, e.internal, e.after) for e in timers] == [
+        ("awaiting_payment", "after 3 days / remind", True, "3 days"),
+        ("awaiting_payment", "after 7 days", False, "7 days"),
+        ("paid", "timeout 2 days", False, "2 days"),
+    ]
+    assert "<I>after 7 days</I>" in diagram.source
+    assert "<I>timeout 2 days</I>" in diagram.source
+    assert "after 3 days / remind</TD>" in diagram.source  # internal: inside the box
+    assert "    n0 : after 3 days / remind" in diagram.mermaid.splitlines()
     assert describe_delay(9000) == "2 h 30 min"
+    assert describe_delay(86400.0) == "1 day"
     assert describe_delay("P1D") == "P1D"
+    stored = json.loads(json.dumps(expiry_machine().to_definition()))
+    assert visualize.machine_diagram(shuffled(stored, 3)) == diagram
+
+
+def test_history_counts_timer_firings(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with statewf.Engine(f"sqlite:///{tmp_path / 't.db'}", clock=clock) as engine:
+        engine.register(expiry_machine())
+        order = engine.create("order-with-expiry", id="u1")
+        for _ in range(8):
+            clock.advance(timedelta(days=1))
+            engine.fire_due_timers()
+        graph = visualize.history_diagram(engine, order.id).graph
+    taken = {e.label: (e.order, e.taken) for e in graph.edges if e.taken}
+    assert taken == {"after 3 days / remind": (1, 1), "after 7 days": (2, 1)}
+    assert graph.node("expired").mark == "current"
+    assert graph.node("awaiting_payment").notes == ("entered ×1",)
 
 
 def test_nested_paths_become_clusters() -> None:
