@@ -7,19 +7,20 @@ the outbox. Reads never lock.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
+import functools
 import logging
 import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from statewf.adapter import CompiledMachine
+from statewf.aio import off_loop
 from statewf.clock import Clock, SystemClock
 from statewf.decide import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -38,7 +39,8 @@ from statewf.errors import (
     StatewfError,
 )
 from statewf.fold import fold
-from statewf.records import EffectCall, EffectRecord, Instance, Page, TransitionRecord
+from statewf.outbox import Outbox
+from statewf.records import EffectRecord, Instance, Page, TransitionRecord
 from statewf.spec import MAX_NAME_LENGTH, Hook, Machine
 from statewf.store import SqlStore, Tx
 from statewf.store.schema import ID_LENGTH
@@ -71,6 +73,21 @@ def check_event_name(value: Any) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise InvalidInput(f"event name {value[:60]!r} contains control characters")
     return value
+
+
+def _effect_hook(
+    compiled: dict[tuple[str, str], CompiledMachine], machine: str, version: str, name: str
+) -> Hook:
+    """The effect ``name`` of a registered machine version."""
+    found = compiled.get((machine, version))
+    hook = found.spec.effect_hooks().get(name) if found is not None else None
+    if hook is None:
+        raise MachineNotRegistered(
+            f"no effect {name!r} in registered machine {machine!r} version {version!r}; "
+            "register the machine (pass --app on the CLI) before dispatching its effects",
+            machine=machine,
+        )
+    return hook
 
 
 class Engine:
@@ -109,9 +126,15 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self.max_payload_bytes = max_payload_bytes
         self.inline_effects = dispatch_effects
-        self.effect_max_attempts = effect_max_attempts
-        self.effect_lease = timedelta(seconds=60)
         self._compiled: dict[tuple[str, str], CompiledMachine] = {}
+        # The resolver sees the compiled machines, not the engine: no reference
+        # cycle, so an engine nobody closed still frees its pool promptly.
+        self.outbox = Outbox(
+            self.store,
+            self.clock,
+            functools.partial(_effect_hook, self._compiled),
+            max_attempts=effect_max_attempts,
+        )
         self._latest: dict[str, str] = {}
         self._lock = threading.Lock()
         if migrate:
@@ -523,70 +546,13 @@ class Engine:
         self, *, limit: int = 100, instance_id: str | None = None, seq: int | None = None
     ) -> int:
         """Run due effects from the outbox (at least once each); the number attempted."""
-        now = self.clock.now()
-        with self.store.transaction() as tx:
-            claimed = tx.claim_effects(
-                now, now + self.effect_lease, limit=limit, instance_id=instance_id, seq=seq
-            )
-        for effect, args in claimed:
-            self._run_effect(effect, args)
-        return len(claimed)
-
-    def _run_effect(self, effect: EffectRecord, args: dict[str, Any]) -> None:
-        error: str | None = None
-        try:
-            hook = self._effect_hook(args["machine"], args["machine_version"], effect.name)
-            hook.fn(
-                EffectCall(
-                    instance_id=effect.instance_id,
-                    machine=args["machine"],
-                    seq=effect.seq,
-                    name=effect.name,
-                    event=args.get("event"),
-                    state=args["state"],
-                    context=args["context"],
-                    payload=args.get("payload"),
-                    attempt=effect.attempts,
-                    idempotency_key=f"{effect.instance_id}:{effect.seq}:{effect.position}",
-                )
-            )
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "effect %s of instance %s (seq %s) failed on attempt %s: %s",
-                effect.name,
-                effect.instance_id,
-                effect.seq,
-                effect.attempts,
-                error,
-            )
-        now = self.clock.now()
-        backoff = timedelta(seconds=min(300.0, 2.0 ** min(effect.attempts, 8)))
-        with self.store.transaction() as tx:
-            tx.finish_effect(
-                effect.id,
-                now=now,
-                error=error,
-                retry_at=now + backoff,
-                give_up=effect.attempts >= self.effect_max_attempts,
-            )
-
-    def _effect_hook(self, machine: str, version: str, name: str) -> Hook:
-        spec = self.compiled(machine, version).spec
-        hook = spec.effect_hooks().get(name)
-        if hook is None:
-            raise MachineNotRegistered(
-                f"machine {machine!r} version {version!r} has no effect named {name!r}",
-                machine=machine,
-            )
-        return hook
+        return self.outbox.dispatch(limit=limit, instance_id=instance_id, seq=seq)
 
     def effects(
         self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100
     ) -> builtins.list[EffectRecord]:
         """Outbox rows (pending, done or dead), oldest first."""
-        with self.store.transaction() as tx:
-            return tx.list_effects(status=status, instance_id=instance_id, limit=limit)
+        return self.outbox.list(status=status, instance_id=instance_id, limit=limit)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -602,62 +568,12 @@ class Engine:
 
     # ------------------------------------------------------------ async twins
 
-    async def create_async(
-        self,
-        machine: str | Machine,
-        *,
-        context: Mapping[str, Any] | BaseModel | None = None,
-        id: str | None = None,
-        resource_id: str | None = None,
-        idempotency_key: str | None = None,
-        version: str | None = None,
-    ) -> Instance:
-        """:meth:`create` without blocking the event loop."""
-        return await asyncio.to_thread(
-            self.create,
-            machine,
-            context=context,
-            id=id,
-            resource_id=resource_id,
-            idempotency_key=idempotency_key,
-            version=version,
-        )
-
-    async def send_async(
-        self,
-        instance_id: str,
-        event: str,
-        payload: Mapping[str, Any] | BaseModel | None = None,
-        *,
-        resource_id: str | None = None,
-    ) -> Instance:
-        """:meth:`send` without blocking the event loop."""
-        return await asyncio.to_thread(
-            self.send, instance_id, event, payload, resource_id=resource_id
-        )
-
-    async def get_async(self, instance_id: str, *, resource_id: str | None = None) -> Instance:
-        """:meth:`get` without blocking the event loop."""
-        return await asyncio.to_thread(self.get, instance_id, resource_id=resource_id)
-
-    async def list_async(self, **filters: Any) -> Page[Instance]:
-        """:meth:`list` without blocking the event loop (same keyword filters)."""
-        return await asyncio.to_thread(lambda: self.list(**filters))
-
-    async def history_async(
-        self, instance_id: str, *, resource_id: str | None = None
-    ) -> builtins.list[TransitionRecord]:
-        """:meth:`history` without blocking the event loop."""
-        return await asyncio.to_thread(self.history, instance_id, resource_id=resource_id)
-
-    async def allowed_events_async(
-        self, instance_id: str, *, resource_id: str | None = None
-    ) -> builtins.list[str]:
-        """:meth:`allowed_events` without blocking the event loop."""
-        return await asyncio.to_thread(self.allowed_events, instance_id, resource_id=resource_id)
-
-    async def state_at_async(
-        self, instance_id: str, seq: int, *, resource_id: str | None = None
-    ) -> Instance:
-        """:meth:`state_at` without blocking the event loop."""
-        return await asyncio.to_thread(self.state_at, instance_id, seq, resource_id=resource_id)
+    create_async = off_loop(create)
+    send_async = off_loop(send)
+    get_async = off_loop(get)
+    list_async = off_loop(list)
+    history_async = off_loop(history)
+    allowed_events_async = off_loop(allowed_events)
+    state_at_async = off_loop(state_at)
+    fire_due_timers_async = off_loop(fire_due_timers)
+    dispatch_effects_async = off_loop(dispatch_effects)

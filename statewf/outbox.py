@@ -1,0 +1,104 @@
+"""The effect outbox: effects recorded with a transition, dispatched after it commits.
+
+Claiming an effect moves its ``available_at`` forward by a lease, in its own short
+transaction, so two dispatchers never run it at once; the effect then runs with no
+transaction open, and a second transaction marks it done, or failed with a retry
+time (exponential backoff), or dead after ``max_attempts``. A dispatcher that dies
+mid-effect leaves it to run again when the lease runs out: at least once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from statewf.clock import Clock
+from statewf.records import EffectCall, EffectRecord
+from statewf.spec import Hook
+from statewf.store import SqlStore
+
+log = logging.getLogger("statewf.outbox")
+
+#: Longest wait between two attempts of a failing effect.
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+class Outbox:
+    """Dispatches and lists the effects in the outbox table."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        clock: Clock,
+        resolve: Callable[[str, str, str], Hook],
+        *,
+        max_attempts: int = 10,
+        lease: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.resolve = resolve
+        self.max_attempts = max_attempts
+        self.lease = lease
+
+    def dispatch(
+        self, *, limit: int = 100, instance_id: str | None = None, seq: int | None = None
+    ) -> int:
+        """Claim due effects and run them; the number attempted."""
+        now = self.clock.now()
+        with self.store.transaction() as tx:
+            claimed = tx.claim_effects(
+                now, now + self.lease, limit=limit, instance_id=instance_id, seq=seq
+            )
+        for effect, args in claimed:
+            self._run(effect, args)
+        return len(claimed)
+
+    def _run(self, effect: EffectRecord, args: dict[str, Any]) -> None:
+        error: str | None = None
+        try:
+            hook = self.resolve(args["machine"], args["machine_version"], effect.name)
+            hook.fn(
+                EffectCall(
+                    instance_id=effect.instance_id,
+                    machine=args["machine"],
+                    seq=effect.seq,
+                    name=effect.name,
+                    event=args.get("event"),
+                    state=args["state"],
+                    context=args["context"],
+                    payload=args.get("payload"),
+                    attempt=effect.attempts,
+                    idempotency_key=f"{effect.instance_id}:{effect.seq}:{effect.position}",
+                )
+            )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "effect %s of instance %s (seq %s) failed on attempt %s: %s",
+                effect.name,
+                effect.instance_id,
+                effect.seq,
+                effect.attempts,
+                error,
+                extra={"instance_id": effect.instance_id, "effect": effect.name},
+            )
+        now = self.clock.now()
+        backoff = min(MAX_BACKOFF, timedelta(seconds=2.0 ** min(effect.attempts, 10)))
+        with self.store.transaction() as tx:
+            tx.finish_effect(
+                effect.id,
+                now=now,
+                error=error,
+                retry_at=now + backoff,
+                give_up=effect.attempts >= self.max_attempts,
+            )
+
+    def list(
+        self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100
+    ) -> list[EffectRecord]:
+        """Outbox rows, oldest first."""
+        with self.store.transaction() as tx:
+            return tx.list_effects(status=status, instance_id=instance_id, limit=limit)
