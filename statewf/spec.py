@@ -300,12 +300,15 @@ class Machine:
         self.states: dict[str, ResolvedState] = {}
         self.transitions: dict[str, dict[str, tuple[ResolvedTransition, ...]]] = {}
         self.timers: dict[str, tuple[ResolvedTimer, ...]] = {}
+        if not isinstance(states, Mapping):
+            problems.append(f"states must be a mapping of name to State, got {states!r}")
+            states = {}
         if not states:
             problems.append("a machine needs at least one state")
         for state_name, state in states.items():
             self._add_state(state_name, state, problems)
-        if initial not in states:
-            known = ", ".join(sorted(states)) or "none"
+        if not isinstance(initial, str) or initial not in states:
+            known = ", ".join(sorted(map(str, states))) or "none"
             problems.append(f"initial state {initial!r} is not declared (states: {known})")
         if not problems:
             self._check_graph(problems)
@@ -362,9 +365,17 @@ class Machine:
             description=state.description,
         )
         by_event: dict[str, tuple[ResolvedTransition, ...]] = {}
-        for event, spec in state.on.items():
+        if not isinstance(state.on, Mapping):
+            problems.append(f"{where} on= must be a mapping of event to transition")
+        for event, spec in state.on.items() if isinstance(state.on, Mapping) else ():
             _check_name("event name", event, problems)
-            options = [spec] if isinstance(spec, str | Transition) else list(spec)
+            if isinstance(spec, str | Transition):
+                options = [spec]
+            elif isinstance(spec, Sequence):
+                options = list(spec)
+            else:
+                problems.append(f"{where} event {event!r}: expected a target name or transitions")
+                continue
             resolved = []
             for option in options:
                 item = transition(option) if isinstance(option, str) else option
@@ -373,6 +384,9 @@ class Machine:
                         f"{where} event {event!r}: expected a target name or "
                         f"statewf.transition(...), got {item!r}"
                     )
+                    continue
+                if item.target is not None and not isinstance(item.target, str):
+                    problems.append(f"{where} event {event!r}: target must be a state name")
                     continue
                 if item.payload is not None and not (
                     isinstance(item.payload, type) and issubclass(item.payload, BaseModel)
