@@ -1,0 +1,165 @@
+"""``statewf runs``: list, show (with a step timeline) and cancel workflow runs.
+
+Loaded by the ``statewf`` command through the ``statewf.cli`` entry-point group.
+It needs no workflow code: everything it shows is read from the runs' log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from durable.engine import WorkflowEngine
+from durable.records import Progress, StepTimeline, WorkflowRun
+from statewf.cli import CliContext, echo_json, errors_as_messages
+
+T = TypeVar("T")
+
+
+def _call(obj: CliContext, work: Callable[[WorkflowEngine], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = obj.engine()
+        engine = WorkflowEngine(store, recover=False)
+        try:
+            return await work(engine)
+        finally:
+            await engine.close()
+            store.close()  # one command per process: release the pool's connections
+
+    with errors_as_messages():
+        return asyncio.run(main())
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def show_run(run: WorkflowRun, progress: Progress, timeline: list[StepTimeline]) -> None:
+    """Print a run, its progress and its step timeline for a person."""
+    click.echo(f"run       {run.id}")
+    click.echo(f"workflow  {run.workflow} (version {run.version})")
+    total = progress.total_steps if progress.total_steps is not None else "?"
+    approx = " (approximate)" if progress.approximate else ""
+    click.echo(
+        f"status    {run.status}   steps {progress.completed_steps}/{total}{approx}   "
+        f"{progress.completion_percentage:.0f}%"
+    )
+    if run.resource_id:
+        click.echo(f"resource  {run.resource_id}")
+    if run.idempotency_key:
+        click.echo(f"key       {run.idempotency_key}")
+    click.echo(f"created   {run.created_at:%Y-%m-%d %H:%M:%S}   updated {run.updated_at:%H:%M:%S}")
+    click.echo(f"input     {_short(run.input, 80)}")
+    if run.output is not None:
+        click.echo(f"output    {_short(run.output, 80)}")
+    if run.error is not None:
+        where = f" in step {run.error.step!r}" if run.error.step else ""
+        click.echo(f"error     {run.error.type}{where}: {run.error.message}")
+    if not timeline:
+        return
+    click.echo("timeline")
+    for step in timeline:
+        ms = sum(a.duration_ms or 0.0 for a in step.attempts)
+        tx = " [tx]" if step.transactional else ""
+        outcome = _short(step.result, 40) if step.status == "completed" else ""
+        if step.error is not None:
+            outcome = f"{step.error.type}: {step.error.message}"
+        click.echo(
+            f"  {step.position:>3}  {step.key:<24} {step.status:<9} "
+            f"attempts={len(step.attempts)}  {ms:8.1f} ms{tx}  {outcome}"
+        )
+        for attempt in step.attempts:
+            if attempt.error is not None and attempt is not step.attempts[-1]:
+                retry = f", retry at {attempt.retry_at:%H:%M:%S}" if attempt.retry_at else ""
+                click.echo(
+                    f"         attempt {attempt.attempt}: {attempt.error.type}: "
+                    f"{attempt.error.message}{retry}"
+                )
+
+
+@click.group()
+def runs() -> None:
+    """Durable workflow runs: list, show, cancel."""
+
+
+@runs.command("list")
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--status", help="Only runs in this status (running, completed, failed, ...).")
+@click.option("--resource", "resource_id", help="Only runs of this resource.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--cursor", help="The next-page cursor printed by a previous call.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_runs(
+    obj: CliContext,
+    workflow: str | None,
+    status: str | None,
+    resource_id: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List runs, oldest first."""
+    page = _call(
+        obj,
+        lambda e: e.get_runs(
+            workflow=workflow, status=status, resource_id=resource_id, limit=limit, cursor=cursor
+        ),
+    )
+    if as_json:
+        echo_json(page.model_dump(mode="json"))
+        return
+    for run in page.items:
+        click.echo(
+            f"{run.id}  {run.workflow:<20} {run.status:<9} steps={run.completed_steps:<4} "
+            f"{run.created_at:%Y-%m-%d %H:%M:%S}"
+            + (f"  resource={run.resource_id}" if run.resource_id else "")
+        )
+    if not page.items:
+        click.echo("no runs")
+    if page.next_cursor:
+        click.echo(f"next page: --cursor {page.next_cursor}")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(obj: CliContext, run_id: str, resource_id: str | None, as_json: bool) -> None:
+    """Show a run: status, input, output or error, progress and the step timeline."""
+
+    async def fetch(e: WorkflowEngine) -> tuple[WorkflowRun, Progress, list[StepTimeline]]:
+        return (
+            await e.get_run(run_id, resource_id=resource_id),
+            await e.check_progress(run_id, resource_id=resource_id),
+            await e.get_timeline(run_id, resource_id=resource_id),
+        )
+
+    run, progress, timeline = _call(obj, fetch)
+    if as_json:
+        echo_json(
+            {
+                "run": run.model_dump(mode="json"),
+                "progress": progress.model_dump(mode="json"),
+                "timeline": [t.model_dump(mode="json") for t in timeline],
+            }
+        )
+        return
+    show_run(run, progress, timeline)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.option("--reason", help="Recorded with the cancel row.")
+@click.pass_obj
+def cancel(obj: CliContext, run_id: str, resource_id: str | None, reason: str | None) -> None:
+    """Cancel a run (it stops at its next step boundary)."""
+    run = _call(obj, lambda e: e.cancel_workflow(run_id, resource_id=resource_id, reason=reason))
+    click.echo(f"run {run.id} is {run.status}")

@@ -1,0 +1,90 @@
+"""``statewf runs list|show|cancel`` and ``statewf history`` on workflow runs."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+from click.testing import CliRunner
+from wf_flows import ORDER, pipeline5
+
+import durable
+from statewf import cli
+
+Make = Callable[..., durable.WorkflowEngine]
+
+
+def invoke(db: dict[str, str | None], *args: str) -> str:
+    cli._load_plugins()
+    base = ["--database", str(db["url"])]
+    if db["schema"]:
+        base += ["--schema", db["schema"]]
+    result = CliRunner().invoke(cli.cli, [*base, *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def history(db: dict[str, str | None], run_id: str) -> str:
+    """``statewf history`` in a subprocess (the core command leaves its pool open)."""
+    base = ["--database", str(db["url"])] + (["--schema", db["schema"]] if db["schema"] else [])
+    done = subprocess.run(
+        [sys.executable, "-m", "statewf.cli", *base, "history", run_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_runs_list_show_cancel_and_history(make_engine: Make, db: dict[str, str | None]) -> None:
+    release = threading.Event()
+
+    @durable.workflow("blocked")
+    async def blocked(ctx: durable.Context[None]) -> None:
+        await ctx.step.run("wait", lambda: release.wait(10))
+
+    async def main() -> tuple[str, str]:
+        async with make_engine(workflows=[pipeline5, blocked]) as engine:
+            done = await engine.start_workflow("pipeline-5", ORDER, resource_id="acme")
+            await engine.wait_for_run(done.id)
+            stuck = await engine.start_workflow("blocked")
+            listed = await asyncio.to_thread(invoke, db, "runs", "list")
+            assert done.id in listed
+            assert stuck.id in listed
+            assert "completed" in listed
+            only = await asyncio.to_thread(
+                invoke, db, "runs", "list", "--status", "completed", "--resource", "acme"
+            )
+            assert stuck.id not in only
+            cancelled = await asyncio.to_thread(
+                invoke, db, "runs", "cancel", stuck.id, "--reason", "test"
+            )
+            assert "cancelled" in cancelled
+            release.set()
+            await engine.wait_for_run(stuck.id)
+            return done.id, stuck.id
+
+    done_id, stuck_id = asyncio.run(main())
+    shown = invoke(db, "runs", "show", done_id)
+    assert "status    completed   steps 8/8" in shown
+    assert "charge" in shown
+    assert "pack-b" in shown
+    log = history(db, done_id)
+    assert "create" in log
+    assert "pack-b" in log
+    assert "completed" in log
+    assert "cancel" in history(db, stuck_id)
+    as_json = invoke(db, "runs", "show", stuck_id, "--json")
+    assert '"status": "cancelled"' in as_json
+
+
+def test_runs_cli_errors_are_one_line_messages(db: dict[str, str | None]) -> None:
+    cli._load_plugins()
+    base = ["--database", str(db["url"])] + (["--schema", db["schema"]] if db["schema"] else [])
+    result = CliRunner().invoke(cli.cli, [*base, "runs", "show", "nope"])
+    assert result.exit_code == 1
+    assert "RunNotFound: no workflow run 'nope'" in result.output
