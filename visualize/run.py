@@ -130,6 +130,10 @@ def _notes(group: _Group, mark: Mark, run_status: str) -> tuple[str, ...]:
     return tuple(notes)
 
 
+def _reached(node: Node) -> bool:
+    return node.mark != "not-reached"
+
+
 def run_graph(snapshot: Instance, records: Sequence[TransitionRecord]) -> Graph:
     """The step graph of a workflow run: plan order, statuses, attempts, durations."""
     from durable.analysis import StepPlan
@@ -172,12 +176,20 @@ def run_graph(snapshot: Instance, records: Sequence[TransitionRecord]) -> Graph:
         word = nodes[guessed].notes[0]
         nodes[guessed] = replace(nodes[guessed], notes=(f"{word} (next in the plan)",))
     edges = [
-        Edge(a.id, b.id, "", mark="not-taken" if b.mark == "not-reached" else "taken")
+        Edge(a.id, b.id, "", mark="taken" if _reached(a) and _reached(b) else "not-taken")
         for a, b in itertools.pairwise(nodes)
+    ]
+    # the path actually taken around call sites a branch skipped
+    reached_in_order = [n for n in nodes if _reached(n)]
+    neighbours = {(a.id, b.id) for a, b in itertools.pairwise(nodes)}
+    edges += [
+        Edge(a.id, b.id, "", mark="taken")
+        for a, b in itertools.pairwise(reached_in_order)
+        if (a.id, b.id) not in neighbours
     ]
     end_mark = _END_MARKS.get(run.status, "not-reached")
     end = Node(id="end", label=run.status if run.finished else "end", final=True, mark=end_mark)
-    reached_nodes = [n for n in nodes if n.mark != "not-reached"]
+    reached_nodes = [n for n in nodes if _reached(n)]
     if run.finished and reached_nodes:
         edges.append(Edge(reached_nodes[-1].id, end.id, "", mark="taken"))
     elif nodes:

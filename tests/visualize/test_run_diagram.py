@@ -84,6 +84,7 @@ def test_completed_run(engine: statewf.Engine) -> None:
     taken = {(e.source, e.target) for e in graph.edges if e.mark == "taken"}
     assert ("step5", "end") in taken
     assert ("step2", "step3") not in taken
+    assert ("step2", "step5") in taken  # around the call sites the branches skipped
     assert "run run-ok · completed" in graph.title
     assert "    class n0,n1,n2,n5,n6 done" in diagram.mermaid.splitlines()
     text = " ".join(ET.fromstring(diagram.pipe("svg")).itertext())

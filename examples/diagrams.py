@@ -1,0 +1,137 @@
+"""Diagrams of the order lifecycle and of an onboarding workflow run.
+
+Run it with ``python examples/diagrams.py [--out DIR]``. It drives one order through
+the order-lifecycle machine (``examples/order_lifecycle.py``) and one onboarding
+workflow run on a fresh SQLite file in the output directory (``./diagrams-out`` by
+default, ignored by git), then writes, for each:
+
+* ``order-lifecycle.svg/.dot/.mmd``  the machine itself;
+* ``order-now.svg``, ``order-at-3.svg``  the order's current state, and as of transition 3;
+* ``order-history.svg/.mmd``  the path the order took, edges numbered and counted;
+* ``onboarding-run.svg/.mmd``  the workflow's steps and how far the run got.
+
+DOT and Mermaid text need nothing installed; SVG needs Graphviz (``apt-get install
+graphviz``). ``--docs`` also refreshes ``docs/order-lifecycle.svg``, the image the
+README shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import durable
+import statewf
+import visualize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from order_lifecycle import order_machine
+
+DOCS_SVG = Path(__file__).resolve().parent.parent / "docs" / "order-lifecycle.svg"
+
+
+def create_account(email: str) -> dict[str, str]:
+    """Step: create the user."""
+    return {"id": "user-42", "email": email}
+
+
+def send_welcome(email: str, day: int) -> str:
+    """Step: one mail of the welcome series."""
+    return f"welcome mail {day} to {email}"
+
+
+PROVISION_CALLS: list[str] = []
+
+
+def provision_workspace(user_id: str) -> str:
+    """Step: the workspace service fails the first call; the retry succeeds."""
+    PROVISION_CALLS.append(user_id)
+    if len(PROVISION_CALLS) == 1:
+        raise ConnectionError("workspace service unavailable")
+    return f"ws-{user_id}"
+
+
+@durable.workflow("onboard-user", retry=durable.RetryPolicy(retries=2, delay=0.05, jitter=0))
+async def onboard_user(ctx: durable.Context[dict[str, Any]]) -> dict[str, str]:
+    """Create the account, send three welcome mails, provision a workspace."""
+    user = await ctx.step.run("create-account", create_account, ctx.input["email"])
+    for day in (1, 3, 7):
+        await ctx.step.run(f"welcome-mail-{day}", send_welcome, ctx.input["email"], day)
+    workspace = await ctx.step.run("provision-workspace", provision_workspace, user["id"])
+    if ctx.input.get("team"):
+        await ctx.step.run("invite-team", send_welcome, ctx.input["team"], 0)
+    await ctx.step.run("activate", send_welcome, ctx.input["email"], 99)
+    return {"user": user["id"], "workspace": workspace}
+
+
+def write(diagram: visualize.Diagram, out: Path, stem: str, *, text: bool = True) -> None:
+    """Write ``stem.svg`` (when Graphviz is there) and the DOT/Mermaid text."""
+    if text:
+        diagram.render(out / f"{stem}.dot")
+        diagram.render(out / f"{stem}.mmd")
+    try:
+        path = diagram.render(out / f"{stem}.svg")
+    except visualize.VisualizeError as exc:
+        print(f"  {stem}.svg skipped: {exc.message}")
+    else:
+        print(f"  wrote {path}")
+
+
+def drive_order(engine: statewf.Engine) -> str:
+    """One order: a note, a rejected payment, backorder, shipment, delivery; its id."""
+    engine.register(order_machine)
+    order = engine.create(order_machine, id="A1", context={"order_id": "A1", "total": 100})
+    engine.send(order.id, "ADD_NOTE", {"text": "gift wrap, please"})
+    with contextlib.suppress(statewf.GuardRejected):  # rejected: no trace in the log
+        engine.send(order.id, "PAYMENT_RECEIVED", {"amount": 40})
+    engine.send(order.id, "PAYMENT_RECEIVED", {"amount": 100})
+    engine.send(order.id, "OUT_OF_STOCK")
+    engine.send(order.id, "RESTOCKED")
+    engine.send(order.id, "SHIPPED", {"tracking": "1Z999"})
+    engine.send(order.id, "DELIVERED")
+    return order.id
+
+
+async def run_onboarding(engine: statewf.Engine) -> str:
+    """One onboarding run, to completion; its id."""
+    async with durable.WorkflowEngine(engine, workflows=[onboard_user]) as workflows:
+        run = await workflows.start_workflow("onboard-user", {"email": "ada@example.com"})
+        await workflows.wait_for_run(run.id, timeout=60)
+        return run.id
+
+
+def main() -> None:
+    """Drive an order and a workflow run, then draw them."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("diagrams-out"), help="output directory")
+    parser.add_argument("--docs", action="store_true", help=f"also write {DOCS_SVG}")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / ".gitignore").exists():
+        (out / ".gitignore").write_text("*\n")  # generated files stay out of git
+    database = out / "diagrams.db"
+    for stale in out.glob("diagrams.db*"):
+        stale.unlink()
+
+    with statewf.Engine(f"sqlite:///{database}") as engine:
+        order_id = drive_order(engine)
+        run_id = asyncio.run(run_onboarding(engine))
+        print(f"order {order_id} is {engine.get(order_id).state}; drawing into {out}/")
+        machine = visualize.machine_diagram(order_machine)
+        write(machine, out, "order-lifecycle")
+        write(visualize.instance_diagram(engine, order_id), out, "order-now", text=False)
+        write(visualize.instance_diagram(engine, order_id, seq=3), out, "order-at-3", text=False)
+        write(visualize.history_diagram(engine, order_id), out, "order-history")
+        write(visualize.run_diagram(engine, run_id), out, "onboarding-run")
+    if args.docs:
+        DOCS_SVG.write_bytes(machine.pipe("svg"))
+        print(f"  wrote {DOCS_SVG}")
+
+
+if __name__ == "__main__":
+    main()
