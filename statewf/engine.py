@@ -32,6 +32,7 @@ from statewf.decide import (
 )
 from statewf.errors import (
     DuplicateInstance,
+    EventRejected,
     InstanceNotFound,
     InvalidInput,
     MachineNotRegistered,
@@ -41,6 +42,7 @@ from statewf.errors import (
 from statewf.fold import fold
 from statewf.outbox import Outbox
 from statewf.records import EffectRecord, Instance, Page, TransitionRecord
+from statewf.snapshots import SnapshotCache
 from statewf.spec import MAX_NAME_LENGTH, Hook, Machine
 from statewf.store import SqlStore, Tx
 from statewf.store.schema import ID_LENGTH
@@ -104,6 +106,9 @@ class Engine:
             False they wait in the outbox for :meth:`dispatch_effects` or a worker.
         max_payload_bytes: cap on the JSON size of one payload or context.
         effect_max_attempts: dispatch attempts before an effect is marked dead.
+        pool_size: database connections kept per pool.
+        snapshot_cache_size: snapshots remembered for the PostgreSQL fast path of
+            :meth:`send` (0 turns it off); a stale one costs a retry, never a wrong write.
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class Engine:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         effect_max_attempts: int = 10,
         pool_size: int = 10,
+        snapshot_cache_size: int = 10_000,
     ) -> None:
         self.url = url or os.environ.get("STATEWF_DATABASE_URL") or DEFAULT_URL
         self.store = SqlStore(
@@ -135,6 +141,7 @@ class Engine:
             functools.partial(_effect_hook, self._compiled),
             max_attempts=effect_max_attempts,
         )
+        self._snapshots = SnapshotCache(snapshot_cache_size if self.store.conditional_writes else 0)
         self._latest: dict[str, str] = {}
         self._lock = threading.Lock()
         if migrate:
@@ -257,6 +264,7 @@ class Engine:
                 self._write(tx, decision)
         if not inserted:
             return self._lost_create_race(name, instance_id, idempotency_key, resource_id)
+        self._snapshots.put(decision.snapshot)
         self._after_commit(decision)
         return decision.snapshot
 
@@ -316,34 +324,52 @@ class Engine:
             )
             tx.update_instance(decision.snapshot, snapshot.version)
             self._write(tx, decision)
+        self._snapshots.put(decision.snapshot)
         self._after_commit(decision)
         return decision.snapshot
 
     def _send_optimistic(
         self, instance_id: str, event: str, payload: Any, resource_id: str | None
     ) -> Decision | None:
-        """Read, decide, then write only if nobody moved the instance meanwhile.
+        """Decide from a known snapshot, then write only if nobody moved the instance.
 
-        Two round trips instead of a locked transaction's five. Returns None (nothing
-        written) when the instance moved or the transition records effects; the caller
-        then takes the locked path, which always makes progress.
+        The snapshot comes from the cache (one round trip in all) or an autocommitted
+        read (two), instead of a locked transaction's five. Returns None, with nothing
+        written, when the instance moved meanwhile or the transition records effects;
+        the caller then takes the locked path, which always makes progress. A
+        rejection decided on a cached snapshot is not trusted: it is decided again
+        on a fresh read.
         """
-        snapshot = self.store.read_instance(instance_id)
-        if snapshot is None or (resource_id is not None and snapshot.resource_id != resource_id):
-            return None  # the locked path raises the proper InstanceNotFound
-        decision = decide(
-            self._compiled_for(snapshot),
-            snapshot,
-            event,
-            payload,
-            self.clock.now(),
-            max_bytes=self.max_payload_bytes,
-        )
-        if decision.effects:
-            return None
-        if not self.store.write_if_version(decision.snapshot, decision.record, snapshot.version):
-            return None
-        return decision
+        cached = self._snapshots.get(instance_id)
+        for snapshot in (cached, None):
+            if snapshot is None:
+                snapshot = self.store.read_instance(instance_id)
+                if snapshot is None:
+                    return None  # the locked path raises the proper InstanceNotFound
+            if resource_id is not None and snapshot.resource_id != resource_id:
+                return None
+            try:
+                decision = decide(
+                    self._compiled_for(snapshot),
+                    snapshot,
+                    event,
+                    payload,
+                    self.clock.now(),
+                    max_bytes=self.max_payload_bytes,
+                )
+            except EventRejected:
+                if snapshot is cached:
+                    continue
+                raise
+            if decision.effects:
+                return None
+            if self.store.write_if_version(decision.snapshot, decision.record, snapshot.version):
+                self._snapshots.put(decision.snapshot)
+                return decision
+            self._snapshots.drop(instance_id)
+            if snapshot is not cached:
+                return None
+        return None
 
     def _write(self, tx: Tx, decision: Decision) -> None:
         tx.append([decision.record])

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection, Engine, Insert, Select, func, select
 from sqlalchemy.schema import CreateSchema
 
 from statewf.store.schema import Tables
@@ -21,3 +25,48 @@ def lock_for_migration(conn: Connection, tables: Tables) -> None:
 def notify(conn: Connection, channel: str, payload: str) -> None:
     """Send a NOTIFY in the current transaction (delivered at commit)."""
     conn.execute(select(func.pg_notify(channel, payload)))
+
+
+class FastPath:
+    """The two statements of ``send``'s fast path, run directly on psycopg.
+
+    They are SQLAlchemy Core expressions compiled once to PostgreSQL SQL; executing
+    them on the driver connection skips SQLAlchemy's per-call execution machinery,
+    which costs more CPU than the round trip itself. Connections come from (and go
+    back to) the store's autocommit pool; driver errors are left to the caller, which
+    wraps them.
+    """
+
+    def __init__(
+        self, engine: Engine, read: Select[Any], write: Insert, json_columns: set[str]
+    ) -> None:
+        self.engine = engine
+        self.read_sql = str(read.compile(dialect=engine.dialect))
+        self.write_sql = str(write.compile(dialect=engine.dialect))
+        self.json_params = json_columns
+
+    def read(self, instance_id: str) -> dict[str, Any] | None:
+        """The snapshot row as a dict, or None."""
+        raw = self.engine.raw_connection()
+        try:
+            conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(self.read_sql, {"id": instance_id}, prepare=True)
+                row: dict[str, Any] | None = cur.fetchone()
+                return row
+        finally:
+            raw.close()
+
+    def write(self, params: dict[str, Any]) -> bool:
+        """Run the conditional update-and-append; True if it wrote."""
+        adapted = {
+            k: Jsonb(v) if k in self.json_params and v is not None else v for k, v in params.items()
+        }
+        raw = self.engine.raw_connection()
+        try:
+            conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+            with conn.cursor() as cur:
+                cur.execute(self.write_sql, adapted, prepare=True)
+                return cur.fetchone() is not None
+        finally:
+            raw.close()

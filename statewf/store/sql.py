@@ -12,10 +12,12 @@ import base64
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
+    JSON,
     Connection,
     Engine,
     Row,
@@ -57,8 +59,14 @@ _INSTANCE_FIELDS = (
 )
 #: Snapshot columns a transition may change (the rest are fixed at creation).
 _MUTABLE_FIELDS = (
-    "machine_version", "state", "configuration", "context", "status", "version",
-    "wake_at", "updated_at",
+    "machine_version",
+    "state",
+    "configuration",
+    "context",
+    "status",
+    "version",
+    "wake_at",
+    "updated_at",
 )
 _RECORD_FIELDS = (
     "instance_id",
@@ -435,8 +443,12 @@ class SqlStore:
         # The fast path of send runs in autocommit on a pool of its own: switching a
         # pooled connection's isolation level per use costs round trips.
         self._autocommit: Engine = (
-            create_engine(engine.url, pool_size=pool_size, max_overflow=max_overflow,
-                          isolation_level="AUTOCOMMIT")
+            create_engine(
+                engine.url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                isolation_level="AUTOCOMMIT",
+            )
             if engine.dialect.name == "postgresql"
             else engine
         )
@@ -477,9 +489,21 @@ class SqlStore:
 
     def read_instance(self, instance_id: str) -> Instance | None:
         """One autocommitted read of a snapshot row (no transaction, no lock)."""
+        if self._fast is not None:
+            try:
+                with self._errors():
+                    row = self._fast.read(instance_id)
+            except psycopg.Error as exc:
+                raise _wrap_driver(exc, self.url) from exc
+            if row is None:
+                return None
+            for column in ("wake_at", "created_at", "updated_at"):
+                if row[column] is not None:
+                    row[column] = row[column].astimezone(UTC)
+            return Instance(**{f: row[f] for f in _INSTANCE_FIELDS})
         with self._errors(), self._autocommit.connect() as conn:
-            row = conn.execute(self._read_query, {"id": instance_id}).first()
-        return instance_from_row(row) if row is not None else None
+            found = conn.execute(self._read_query, {"id": instance_id}).first()
+        return instance_from_row(found) if found is not None else None
 
     def write_if_version(
         self, snapshot: Instance, record: TransitionRecord, expected_version: int
@@ -493,6 +517,14 @@ class SqlStore:
         params = {f"i_{k}": v for k, v in _instance_values(snapshot).items()}
         params.update({f"t_{k}": v for k, v in _record_values(record).items()})
         params["expected_version"] = expected_version
+        if self._fast is not None:
+            try:
+                with self._errors():
+                    return self._fast.write(params)
+            except psycopg.errors.UniqueViolation:
+                return False  # another writer appended this seq first
+            except psycopg.Error as exc:
+                raise _wrap_driver(exc, self.url) from exc
         try:
             with self._errors(), self._autocommit.connect() as conn:
                 return conn.execute(self._write_query, params).first() is not None
@@ -520,6 +552,13 @@ class SqlStore:
             .add_cte(moved)
             .returning(t.transitions.c.seq)
         )
+        self._fast: postgres.FastPath | None = None
+        if self.dialect == "postgresql":
+            json_params = {f"i_{c.name}" for c in t.instances.c if _is_json(c.type)}
+            json_params |= {f"t_{c.name}" for c in t.transitions.c if _is_json(c.type)}
+            self._fast = postgres.FastPath(
+                self._autocommit, self._read_query, self._write_query, json_params
+            )
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -551,6 +590,19 @@ class SqlStore:
         """Close every pooled connection."""
         self.engine.dispose()
         self._autocommit.dispose()
+
+
+def _is_json(type_: Any) -> bool:
+    return isinstance(type_, JSON)
+
+
+def _wrap_driver(exc: psycopg.Error, url: str) -> StatewfError:
+    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        return ConcurrencyConflict(
+            "the database reported a conflicting concurrent write; retry the operation"
+        )
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StoreError(f"database error on {url}: {type(exc).__name__}: {first_line}")
 
 
 def _wrap(exc: DBAPIError, url: str) -> StatewfError:

@@ -1,0 +1,49 @@
+"""A bounded, thread-safe cache of the snapshots an engine last read or wrote.
+
+Only the PostgreSQL fast path of ``send`` reads it, and only to *decide*: the write
+that follows is conditional on the instance still being at the cached version, so a
+stale entry can cost a retry, never a wrong write. Reads (``get``, ``history``) never
+use it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from statewf.records import Instance
+
+
+class SnapshotCache:
+    """Least-recently-used snapshots by instance id; ``size=0`` disables it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Instance] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, instance_id: str) -> Instance | None:
+        """The cached snapshot, if any."""
+        with self._lock:
+            found = self._items.get(instance_id)
+            if found is not None:
+                self._items.move_to_end(instance_id)
+            return found
+
+    def put(self, snapshot: Instance) -> None:
+        """Remember a snapshot known to be current (just read or just written)."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            known = self._items.get(snapshot.id)
+            if known is not None and known.version > snapshot.version:
+                return
+            self._items[snapshot.id] = snapshot
+            self._items.move_to_end(snapshot.id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def drop(self, instance_id: str) -> None:
+        """Forget an instance (after a lost race)."""
+        with self._lock:
+            self._items.pop(instance_id, None)
