@@ -2,8 +2,8 @@
 
 Run it with ``python examples/diagrams.py [--out DIR]``. It drives one order through
 the order-lifecycle machine (``examples/order_lifecycle.py``) and one onboarding
-workflow run on a fresh SQLite file in the output directory (``./diagrams-out`` by
-default, ignored by git), then writes, for each:
+workflow run (on ``STATEWF_DATABASE_URL`` if set, else a fresh SQLite file in the
+output directory, ``./diagrams-out`` by default, ignored by git), then writes:
 
 * ``order-lifecycle.svg/.dot/.mmd``  the machine itself;
 * ``order-now.svg``, ``order-at-3.svg``  the order's current state, and as of transition 3;
@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +86,8 @@ def write(diagram: visualize.Diagram, out: Path, stem: str, *, text: bool = True
 def drive_order(engine: statewf.Engine) -> str:
     """One order: a note, a rejected payment, backorder, shipment, delivery; its id."""
     engine.register(order_machine)
-    order = engine.create(order_machine, id="A1", context={"order_id": "A1", "total": 100})
+    order_id = f"A1-{uuid.uuid4().hex[:6]}"
+    order = engine.create(order_machine, id=order_id, context={"order_id": order_id, "total": 100})
     engine.send(order.id, "ADD_NOTE", {"text": "gift wrap, please"})
     with contextlib.suppress(statewf.GuardRejected):  # rejected: no trace in the log
         engine.send(order.id, "PAYMENT_RECEIVED", {"amount": 40})
@@ -114,11 +117,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / ".gitignore").exists():
         (out / ".gitignore").write_text("*\n")  # generated files stay out of git
-    database = out / "diagrams.db"
-    for stale in out.glob("diagrams.db*"):
-        stale.unlink()
+    url = os.environ.get("STATEWF_DATABASE_URL")
+    if url is None:  # a fresh SQLite file beside the diagrams
+        for stale in out.glob("diagrams.db*"):
+            stale.unlink()
+        url = f"sqlite:///{out / 'diagrams.db'}"
 
-    with statewf.Engine(f"sqlite:///{database}") as engine:
+    with statewf.Engine(url) as engine:
         order_id = drive_order(engine)
         run_id = asyncio.run(run_onboarding(engine))
         print(f"order {order_id} is {engine.get(order_id).state}; drawing into {out}/")
