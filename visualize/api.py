@@ -47,22 +47,31 @@ def _version_key(version: str) -> tuple[int, int, str]:
     return (1, int(version), "") if version.isdigit() else (0, 0, version)
 
 
-def instance_diagram(engine: Engine, instance_id: str, *, seq: int | None = None) -> Diagram:
+def instance_diagram(
+    engine: Engine, instance_id: str, *, seq: int | None = None, resource_id: str | None = None
+) -> Diagram:
     """The instance's machine with its current state highlighted (as of ``seq`` if given)."""
-    snapshot = engine.get(instance_id) if seq is None else engine.state_at(instance_id, seq)
+    snapshot = (
+        engine.get(instance_id, resource_id=resource_id)
+        if seq is None
+        else engine.state_at(instance_id, seq, resource_id=resource_id)
+    )
     _require_machine(snapshot.kind, instance_id)
     definition = definition_for(engine, snapshot.machine, snapshot.machine_version)
     return Diagram(instance_graph(definition, snapshot, seq=seq))
 
 
-def history_diagram(engine: Engine, instance_id: str, *, seq: int | None = None) -> Diagram:
+def history_diagram(
+    engine: Engine, instance_id: str, *, seq: int | None = None, resource_id: str | None = None
+) -> Diagram:
     """The instance's machine with the path taken: edge counts and order of first use."""
-    snapshot = engine.get(instance_id)
+    snapshot = engine.get(instance_id, resource_id=resource_id)
     _require_machine(snapshot.kind, instance_id)
-    if seq is not None:
-        engine.state_at(instance_id, seq)  # validates seq with the engine's own message
+    if seq is not None:  # validated with the engine's own message
+        engine.state_at(instance_id, seq, resource_id=resource_id)
     definition = definition_for(engine, snapshot.machine, snapshot.machine_version)
-    return Diagram(history_graph(definition, engine.history(instance_id), seq=seq))
+    records = engine.history(instance_id, resource_id=resource_id)
+    return Diagram(history_graph(definition, records, seq=seq))
 
 
 def _require_machine(kind: str, instance_id: str) -> None:

@@ -23,6 +23,7 @@ FORMAT_CHOICES = ("dot", "mermaid", "svg", "png", "pdf")
 @click.option("--history", "history_id", help="Draw the path this instance took.")
 @click.option("--run", "run_id", help="Draw this workflow run's steps and their status.")
 @click.option("--seq", type=int, help="With --instance/--history: as of transition SEQ.")
+@click.option("--resource", "resource_id", help="Only if the instance belongs to this resource.")
 @click.option("--version", "machine_version", help="With MACHINE: this version (default latest).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file.")
 @click.option(
@@ -40,6 +41,7 @@ def diagram(
     history_id: str | None,
     run_id: str | None,
     seq: int | None,
+    resource_id: str | None,
     machine_version: str | None,
     output: str | None,
     fmt: str | None,
@@ -59,9 +61,9 @@ def diagram(
         engine = obj.engine()
         result: Diagram
         if instance_id is not None:
-            result = instance_diagram(engine, instance_id, seq=seq)
+            result = instance_diagram(engine, instance_id, seq=seq, resource_id=resource_id)
         elif history_id is not None:
-            result = history_diagram(engine, history_id, seq=seq)
+            result = history_diagram(engine, history_id, seq=seq, resource_id=resource_id)
         elif run_id is not None:
             result = run_diagram(engine, run_id)
         else:

@@ -113,3 +113,13 @@ def test_unknown_instance(engine: statewf.Engine) -> None:
         visualize.instance_diagram(engine, "missing")
     with pytest.raises(statewf.InstanceNotFound):
         visualize.history_diagram(engine, "missing")
+
+
+def test_resource_scoping(engine: statewf.Engine) -> None:
+    engine.register(order_machine())
+    order = engine.create("order-lifecycle", id="t-1", resource_id="tenant-a")
+    assert visualize.instance_diagram(engine, order.id, resource_id="tenant-a").graph
+    with pytest.raises(statewf.InstanceNotFound):
+        visualize.instance_diagram(engine, order.id, resource_id="tenant-b")
+    with pytest.raises(statewf.InstanceNotFound):
+        visualize.history_diagram(engine, order.id, resource_id="tenant-b")
