@@ -1,9 +1,10 @@
 """Diagrams of the order lifecycle and of an onboarding workflow run.
 
 Run it with ``python examples/diagrams.py [--out DIR]``. It drives one order through
-the order-lifecycle machine (``examples/order_lifecycle.py``) and one onboarding
-workflow run (on ``STATEWF_DATABASE_URL`` if set, else a fresh SQLite file in the
-output directory, ``./diagrams-out`` by default, ignored by git), then writes:
+the order-lifecycle machine (``examples/order_lifecycle.py``) and one run of the
+onboarding workflow (``examples/onboarding.py``), on ``STATEWF_DATABASE_URL`` if set,
+else on a fresh SQLite file in the output directory (``./diagrams-out`` by default,
+ignored by git). Then it writes:
 
 * ``order-lifecycle.svg/.dot/.mmd``  the machine itself;
 * ``order-now.svg``, ``order-at-3.svg``  the order's current state, and as of transition 3;
@@ -24,50 +25,16 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import durable
 import statewf
 import visualize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from onboarding import onboard_user
 from order_lifecycle import order_machine
 
 DOCS_SVG = Path(__file__).resolve().parent.parent / "docs" / "order-lifecycle.svg"
-
-
-def create_account(email: str) -> dict[str, str]:
-    """Step: create the user."""
-    return {"id": "user-42", "email": email}
-
-
-def send_welcome(email: str, day: int) -> str:
-    """Step: one mail of the welcome series."""
-    return f"welcome mail {day} to {email}"
-
-
-PROVISION_CALLS: list[str] = []
-
-
-def provision_workspace(user_id: str) -> str:
-    """Step: the workspace service fails the first call; the retry succeeds."""
-    PROVISION_CALLS.append(user_id)
-    if len(PROVISION_CALLS) == 1:
-        raise ConnectionError("workspace service unavailable")
-    return f"ws-{user_id}"
-
-
-@durable.workflow("onboard-user", retry=durable.RetryPolicy(retries=2, delay=0.05, jitter=0))
-async def onboard_user(ctx: durable.Context[dict[str, Any]]) -> dict[str, str]:
-    """Create the account, send three welcome mails, provision a workspace."""
-    user = await ctx.step.run("create-account", create_account, ctx.input["email"])
-    for day in (1, 3, 7):
-        await ctx.step.run(f"welcome-mail-{day}", send_welcome, ctx.input["email"], day)
-    workspace = await ctx.step.run("provision-workspace", provision_workspace, user["id"])
-    if ctx.input.get("team"):
-        await ctx.step.run("invite-team", send_welcome, ctx.input["team"], 0)
-    await ctx.step.run("activate", send_welcome, ctx.input["email"], 99)
-    return {"user": user["id"], "workspace": workspace}
 
 
 def write(diagram: visualize.Diagram, out: Path, stem: str, *, text: bool = True) -> None:
@@ -102,7 +69,9 @@ def drive_order(engine: statewf.Engine) -> str:
 async def run_onboarding(engine: statewf.Engine) -> str:
     """One onboarding run, to completion; its id."""
     async with durable.WorkflowEngine(engine, workflows=[onboard_user]) as workflows:
-        run = await workflows.start_workflow("onboard-user", {"email": "ada@example.com"})
+        run = await workflows.start_workflow(
+            "onboard-user", {"email": "ada@example.com", "plan": "pro"}
+        )
         await workflows.wait_for_run(run.id, timeout=60)
         return run.id
 
