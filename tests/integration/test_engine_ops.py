@@ -474,7 +474,14 @@ def test_effects_run_after_commit_with_a_stable_key(engine: Engine) -> None:
     assert (row.status, row.attempts, row.seq, row.position) == ("done", 1, 2, 0)
     assert row.done_at is not None
     assert engine.dispatch_effects() == 0  # done effects never run again
+    # reading, time travel and replay restore snapshots: they never run hooks again
+    engine.get(order.id)
+    engine.history(order.id)
+    engine.state_at(order.id, 2)
+    engine.replay(order.id)
+    engine.list()
     assert len(sm.EFFECT_CALLS) == 1
+    assert len(engine.effects()) == 1
 
 
 FAILURES: dict[str, int] = {}
@@ -637,3 +644,74 @@ def test_schema_on_sqlite_is_invalid_input(sqlite_url: str) -> None:
         Engine(sqlite_url, schema="x")
     with pytest.raises(InvalidInput, match="cannot use database URL"):
         Engine("nosuchdriver://x/y")
+
+
+# ------------------------------------------------------------------ several engines, one database
+
+
+def test_two_engines_on_one_database_see_each_others_writes(db: dict[str, Any]) -> None:
+    with Engine(**db) as a, Engine(**db) as b:
+        a.register(sm.order_machine(), sm.counter_machine())
+        b.register(sm.order_machine(), sm.counter_machine())
+        order = new_order(a)
+        assert a.allowed_events(order.id) == ["PAYMENT_RECEIVED", "CANCEL"]
+        b.send(order.id, "PAYMENT_RECEIVED", {"amount": 100})
+        # a must not decide from what it saw before b's write
+        assert a.get(order.id).state == "processing"
+        assert a.send(order.id, "SHIPPED").state == "shipped"
+        with pytest.raises(UnknownEvent):
+            b.send(order.id, "PAYMENT_RECEIVED", {"amount": 100})
+        counter = a.create("counter", context={"n": 0, "moves": 0})
+        for _ in range(3):
+            a.send(counter.id, "INC")
+            b.send(counter.id, "INC")
+        assert a.get(counter.id).context["n"] == 6
+        assert b.send(counter.id, "FLIP").version == 8
+        assert a.send(counter.id, "INC").context == {"n": 7, "moves": 1}
+        assert [r.seq for r in b.history(counter.id)] == list(range(1, 10))
+        assert a.replay(counter.id) == b.get(counter.id)
+        b.send(order.id, "DELIVERED")
+        b.send(order.id, "CONFIRMED")
+        with pytest.raises(InstanceFinished):
+            a.send(order.id, "RETURN_REQUESTED")
+
+
+COMMITTED: list[int] = []
+ENGINES: list[Engine] = []
+
+
+def look_back(call: statewf.EffectCall) -> None:
+    """Effect that reads the instance back through the engine, as an outside system would."""
+    COMMITTED.append(ENGINES[0].get(call.instance_id).version)
+
+
+def test_effects_see_the_committed_transition(db: dict[str, Any]) -> None:
+    COMMITTED.clear()
+    machine = Machine(
+        "looker",
+        initial="a",
+        states={
+            "a": State(on={"GO": transition("b", action=statewf.effect(look_back))}),
+            "b": State(),
+        },
+    )
+    with Engine(**db) as engine:
+        ENGINES[:] = [engine]
+        engine.register(machine)
+        inst = engine.create("looker")
+        engine.send(inst.id, "GO")
+        assert COMMITTED == [2]
+
+
+def test_engine_url_comes_from_the_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "from-env.db"
+    monkeypatch.setenv("STATEWF_DATABASE_URL", f"sqlite:///{path}")
+    with Engine() as engine:
+        engine.register(sm.counter_machine())
+        engine.create("counter", id="env", context={"n": 0, "moves": 0})
+    assert path.exists()
+    with Engine(f"sqlite:///{path}") as again:
+        again.register(sm.counter_machine())
+        assert again.get("env").version == 1
