@@ -188,6 +188,12 @@ def start(
     """The create record for a new instance, after entering the initial state."""
     spec = compiled.spec
     where = f"creating instance {instance_id!r} of {spec.name!r}"
+    if context is not None and not isinstance(context, BaseModel | Mapping):
+        raise InvalidInput(
+            f"context must be a JSON object (a dict or a model) ({where}), "
+            f"got {type(context).__name__}",
+            instance_id=instance_id,
+        )
     raw = context.model_dump() if isinstance(context, BaseModel) else dict(context or {})
     if spec.context is not None:
         try:
