@@ -180,6 +180,7 @@ def test_rejections_are_one_line_and_change_nothing(cli: Cli) -> None:
             "DuplicateInstance: an instance with id 'T-3'",
         ),
         (("create", "no-such-machine"), "MachineNotRegistered: machine 'no-such-machine'"),
+        (("create", "ticket", "--context", "[1, 2]"), "InvalidInput: context must be a JSON"),
         (("state-at", "T-3", "9"), "InvalidInput: seq must be between 1 and 1"),
         (("list", "--cursor", "garbage"), "InvalidInput: cursor 'garbage' is not valid"),
         (("history", "ghost"), "InstanceNotFound: no instance 'ghost'"),

@@ -74,6 +74,14 @@ def test_start_validates_the_context() -> None:
     assert exc.value.instance_id == "i1"
 
 
+@pytest.mark.parametrize("context", [[1, 2], "abc", 5, ("a", "b")])
+def test_start_rejects_contexts_that_are_not_objects(context: Any) -> None:
+    with pytest.raises(InvalidInput, match="context must be a JSON object"):
+        begin(order_machine(), context)
+    with pytest.raises(InvalidInput, match="context must be a JSON object"):
+        begin(counter_machine(), context)
+
+
 def test_start_accepts_a_context_model() -> None:
     d = begin(order_machine(), Order(order_id="B", total=5))
     assert d.snapshot.context["order_id"] == "B"
