@@ -8,6 +8,7 @@ step just ran or was replayed from the log.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import typing
@@ -50,13 +51,15 @@ def decode(data: Any, model: str | None, result_type: type[BaseModel] | None = N
     """The value a step returns for stored ``data`` (rebuilding a model if there was one)."""
     cls = result_type
     if cls is None and model is not None:
-        cls = _import_model(model)
+        cls = import_model(model)
     if cls is None:
         return data
     return cls.model_validate(data)
 
 
-def _import_model(path: str) -> type[BaseModel] | None:
+@functools.lru_cache(maxsize=1024)
+def import_model(path: str) -> type[BaseModel] | None:
+    """The model class at ``module:QualName``, or None if it cannot be imported."""
     module_name, _, qualname = path.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)

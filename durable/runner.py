@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from durable.codec import decode, encode, return_model
+from durable.codec import decode, encode, import_model, return_model
 from durable.context import _CURRENT_STEP, Context, StepCall, StepInfo, Steps
 from durable.definition import Workflow
 from durable.durations import Duration, to_seconds
@@ -249,7 +249,7 @@ class RunExecutor:
         else:
             return
 
-        def make(_tx: Tx, _snap: Instance) -> dict[str, Any]:
+        def make(_tx: Tx | None, _snap: Instance) -> dict[str, Any]:
             return {
                 "kind": kind,
                 "status": status,
@@ -317,9 +317,8 @@ class RunExecutor:
         self._check_deadline(key)
         seconds = to_seconds(timeout, what=f"timeout of step {key!r}") if timeout else None
         policy = make_policy(retry, retries, retry_delay, self.workflow.retry)
-        model = result_type or return_model(fn)
         return StepCall(
-            lambda: self._step(position, key, fn, args, policy, seconds, model, transactional)
+            lambda: self._step(position, key, fn, args, policy, seconds, result_type, transactional)
         )
 
     def _abort(self, error: StatewfError, step: str | None) -> None:
@@ -372,7 +371,7 @@ class RunExecutor:
         recorded = self.history.steps.get(position)
         if recorded is not None:
             if recorded.ok:
-                return decode(recorded.result, recorded.model, model)
+                return _decode(recorded.result, recorded.model, model, fn)
             assert recorded.error is not None
             raise StepFailed(
                 key,
@@ -460,7 +459,7 @@ class RunExecutor:
             if result_model is not None:
                 meta["model"] = result_model
             await self._record(KIND_STEP, key, {"result": result}, meta, completed=True)
-            return decode(result, result_model, model)
+            return _decode(result, result_model, model, fn)
 
     async def _attempt(
         self,
@@ -508,7 +507,8 @@ class RunExecutor:
     ) -> Any:
         encoded: list[tuple[Any, str | None]] = []
 
-        def make(tx: Tx, snap: Instance) -> dict[str, Any]:
+        def make(tx: Tx | None, snap: Instance) -> dict[str, Any]:
+            assert tx is not None  # written with needs_tx=True
             if timeout is not None:
                 set_statement_timeout(tx, timeout)
             token = _CURRENT_STEP.set(info)
@@ -530,9 +530,9 @@ class RunExecutor:
                 row_meta["model"] = result_model
             return self._step_fields(KIND_STEP, info.key, {"result": result}, row_meta, snap, True)
 
-        await self.write(make)
+        await self.write(make, needs_tx=True)
         result, result_model = encoded[0]
-        return decode(result, result_model, model)
+        return _decode(result, result_model, model, fn)
 
     def _step_fields(
         self,
@@ -573,7 +573,11 @@ class RunExecutor:
     # ------------------------------------------------------------ writes
 
     async def write(
-        self, make: Callable[[Tx, Instance], dict[str, Any]], *, final: bool = False
+        self,
+        make: Callable[[Tx | None, Instance], dict[str, Any]],
+        *,
+        final: bool = False,
+        needs_tx: bool = False,
     ) -> None:
         """Append one row built by ``make`` (inside the transaction) and update the snapshot.
 
@@ -586,7 +590,7 @@ class RunExecutor:
                 if self.finished:
                     raise Stop()
                 try:
-                    self.snapshot = await self.host.db(self._write_sync, make)
+                    self.snapshot = await self.host.db(self._write_sync, make, needs_tx)
                 except ConcurrencyConflict:
                     await self._reload()
                     continue
@@ -598,21 +602,35 @@ class RunExecutor:
                 instance_id=self.run_id,
             )
 
-    def _write_sync(self, make: Callable[[Tx, Instance], dict[str, Any]]) -> Instance:
+    def _write_sync(
+        self, make: Callable[[Tx | None, Instance], dict[str, Any]], needs_tx: bool
+    ) -> Instance:
         snap = self.snapshot
-        with self.host.store.transaction() as tx:
-            fields = make(tx, snap)
-            record = TransitionRecord(
-                instance_id=snap.id,
-                seq=snap.version + 1,
-                source=snap.configuration,
-                created_at=self.host.clock.now(),
-                **fields,
-            )
-            new = apply(snap, record)
+        store = self.host.store
+        if not needs_tx and store.conditional_writes:
+            # PostgreSQL: the snapshot update and the log row in one autocommitted
+            # statement that applies only if the run is still at snap.version.
+            record, new = self._next(snap, make(None, snap))
+            if not store.write_if_version(new, record, snap.version):
+                raise ConcurrencyConflict(
+                    f"run {snap.id!r} moved past version {snap.version}", instance_id=snap.id
+                )
+            return new
+        with store.transaction() as tx:
+            record, new = self._next(snap, make(tx, snap))
             tx.update_instance(new, snap.version)
             tx.append([record])
         return new
+
+    def _next(self, snap: Instance, fields: dict[str, Any]) -> tuple[TransitionRecord, Instance]:
+        record = TransitionRecord(
+            instance_id=snap.id,
+            seq=snap.version + 1,
+            source=snap.configuration,
+            created_at=self.host.clock.now(),
+            **fields,
+        )
+        return record, apply(snap, record)
 
     async def _reload(self) -> None:
         def load() -> Instance | None:
@@ -625,6 +643,15 @@ class RunExecutor:
             self.cancelled = snap is not None and snap.status == "cancelled"
             raise Stop()
         self.snapshot = snap
+
+
+def _decode(
+    data: Any, model_path: str | None, explicit: type[BaseModel] | None, fn: Callable[..., Any]
+) -> Any:
+    """A stored result as the step returns it: the same on the first run and on replay."""
+    if explicit is None and model_path is not None and import_model(model_path) is None:
+        explicit = return_model(fn)  # a model that cannot be imported by name
+    return decode(data, model_path, explicit)
 
 
 def _timing(started: datetime, ended: datetime) -> dict[str, Any]:

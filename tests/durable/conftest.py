@@ -35,7 +35,15 @@ def make_engine(
         engine = statewf.Engine(db["url"], schema=db["schema"], clock=clock)
         engines.append(engine)
         kwargs.setdefault("seed", 7)
-        return durable.WorkflowEngine(engine, **kwargs)
+        workflows = durable.WorkflowEngine(engine, **kwargs)
+        close = workflows.close
+
+        async def close_both() -> None:  # release connections as soon as a test is done
+            await close()
+            engine.close()
+
+        workflows.close = close_both  # type: ignore[method-assign]
+        return workflows
 
     yield make
     for engine in engines:

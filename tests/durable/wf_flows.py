@@ -114,11 +114,11 @@ def crash_at_write(n: int, *, after_commit: bool) -> Iterator[list[int]]:
     original = runner.RunExecutor._write_sync
     seen = [0]
 
-    def write(self: runner.RunExecutor, make: Any) -> statewf.Instance:
+    def write(self: runner.RunExecutor, make: Any, needs_tx: bool) -> statewf.Instance:
         seen[0] += 1
         if seen[0] == n and not after_commit:
             raise Crash(f"crash before write {n}")
-        result = original(self, make)
+        result = original(self, make, needs_tx)
         if seen[0] == n and after_commit:
             raise Crash(f"crash after write {n}")
         return result
