@@ -8,6 +8,7 @@ suite at another server.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +28,21 @@ def postgres_unavailable() -> str | None:
     global _pg_checked, _pg_reason
     if not _pg_checked:
         _pg_checked = True
-        try:
-            engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-            with engine.connect() as conn:
-                conn.execute(sa.text("select 1"))
-            engine.dispose()
-        except Exception as exc:  # any failure means: not reachable
-            _pg_reason = f"PostgreSQL at {PG_URL} is not reachable: {exc.__class__.__name__}"
+        # A busy server ("too many clients") is not an absent one: try a few times.
+        for attempt in range(5):
+            try:
+                engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+                with engine.connect() as conn:
+                    conn.execute(sa.text("select 1"))
+                engine.dispose()
+                _pg_reason = None
+                break
+            except Exception as exc:  # any failure means: not reachable (yet)
+                _pg_reason = (
+                    f"PostgreSQL at {PG_URL} is not reachable: {exc.__class__.__name__}: "
+                    f"{str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''}"
+                )
+                time.sleep(0.5 * (attempt + 1))
     return _pg_reason
 
 
