@@ -21,6 +21,7 @@ from durable.durations import Duration
 from durable.engine import WorkflowEngine
 from durable.errors import (
     DuplicateStepKey,
+    EngineClosed,
     NonDeterminismError,
     NonRetryableError,
     ResultNotSerializable,
@@ -44,6 +45,7 @@ __all__ = [
     "Context",
     "DuplicateStepKey",
     "Duration",
+    "EngineClosed",
     "InvalidInput",
     "NonDeterminismError",
     "NonRetryableError",

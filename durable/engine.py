@@ -18,7 +18,13 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from durable.definition import Workflow
-from durable.errors import RunFinished, RunNotFound, WorkflowFailed, WorkflowNotRegistered
+from durable.errors import (
+    EngineClosed,
+    RunFinished,
+    RunNotFound,
+    WorkflowFailed,
+    WorkflowNotRegistered,
+)
 from durable.pipeline import Pipeline
 from durable.records import (
     CANCELLED,
@@ -145,6 +151,10 @@ class WorkflowEngine:
 
     async def start(self) -> None:
         """Start the engine: resume runs left in progress (when ``recover``). Idempotent."""
+        if self._closed:
+            raise EngineClosed(
+                "this WorkflowEngine is closed; create a new one to start or resume runs"
+            )
         if self._started:
             return
         self._started = True

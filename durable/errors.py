@@ -35,6 +35,10 @@ class RunFinished(StatewfError):
     """The run already completed, failed or was cancelled; the operation does not apply."""
 
 
+class EngineClosed(StatewfError):
+    """The :class:`~durable.WorkflowEngine` was closed; make a new one to go on."""
+
+
 class ResultNotSerializable(InvalidInput):
     """A step result or workflow output is neither JSON-serializable nor a pydantic model."""
 

@@ -399,3 +399,13 @@ def test_workflow_exception_fails_the_run_with_the_error_stored(make_engine: Mak
             assert info.value.error_type == "ValueError"
 
     asyncio.run(main())
+
+
+def test_a_closed_engine_refuses_new_work(make_engine: Make) -> None:
+    async def main() -> None:
+        engine = make_engine(workflows=[signup])
+        await engine.close()
+        with pytest.raises(durable.EngineClosed, match="closed"):
+            await engine.start_workflow("signup", {"email": "a@example.com"})
+
+    asyncio.run(main())
