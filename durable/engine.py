@@ -40,7 +40,8 @@ from durable.records import (
     WorkflowRun,
 )
 from durable.report import progress_of, run_of, timeline_of
-from durable.runner import RunExecutor, RunHost
+from durable.runner import RunExecutor
+from durable.writer import RunHost
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
 from statewf.errors import DuplicateInstance, InvalidInput

@@ -15,7 +15,6 @@ import inspect
 import logging
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -43,41 +42,22 @@ from durable.records import (
     KIND_STEP,
     KIND_STEP_FAILED,
     RUNNING,
-    TERMINAL,
     RunError,
 )
 from durable.replay import History
 from durable.retry import RetryPolicy, make_policy
 from durable.signals import Abort, Stop, Suspend, WorkflowSignal
 from durable.timing import sleep_until
-from statewf.clock import Clock
-from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError
-from statewf.fold import apply
+from durable.writer import RunHost, RunWriter
+from statewf.errors import InvalidInput, StatewfError
 from statewf.records import Instance, TransitionRecord
-from statewf.store import SqlStore, Tx
+from statewf.store import Tx
 from statewf.store.runs import set_statement_timeout
 
 log = logging.getLogger("durable")
 T = TypeVar("T")
 
-#: How often a write is retried after another writer appended to the run first.
-_MAX_CONFLICTS = 20
 _MAX_TRACEBACK = 4000
-
-
-@dataclass
-class RunHost:
-    """What an executor needs from its engine: the store, the clock, threads, limits."""
-
-    store: SqlStore
-    clock: Clock
-    max_bytes: int
-    rand: Callable[[], float]
-    executor: Executor | None = None
-
-    async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking database work in the engine's thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
 
 @dataclass(frozen=True)
@@ -106,7 +86,7 @@ def error_of(exc: BaseException, *, step: str | None = None, trace: bool = False
     return RunError(type=type(exc).__name__, message=message, step=step, details=details)
 
 
-class RunExecutor:
+class RunExecutor(RunWriter):
     """Runs one workflow run once, from its log, to completion, failure or suspension."""
 
     def __init__(
@@ -116,16 +96,12 @@ class RunExecutor:
         snapshot: Instance,
         records: list[TransitionRecord],
     ) -> None:
-        self.host = host
+        super().__init__(host, snapshot)
         self.workflow = workflow
-        self.snapshot = snapshot
         self.history = History.from_log(records)
         self.next_position = 0
         self.used_keys: dict[str, int] = {}
         self.fatal: Abort | None = None
-        self.finished = snapshot.status in TERMINAL
-        self.cancelled = False
-        self._write_lock = asyncio.Lock()
         self._inflight: set[asyncio.Task[Any]] = set()
         deadline = snapshot.context.get("deadline")
         self.deadline = datetime.fromisoformat(deadline) if deadline else None
@@ -136,11 +112,6 @@ class RunExecutor:
             resource_id=snapshot.resource_id,
             steps=Steps(self),
         )
-
-    @property
-    def run_id(self) -> str:
-        """The run's id."""
-        return self.snapshot.id
 
     # ------------------------------------------------------------ the run
 
@@ -571,78 +542,6 @@ class RunExecutor:
         )
 
     # ------------------------------------------------------------ writes
-
-    async def write(
-        self,
-        make: Callable[[Tx | None, Instance], dict[str, Any]],
-        *,
-        final: bool = False,
-        needs_tx: bool = False,
-    ) -> None:
-        """Append one row built by ``make`` (inside the transaction) and update the snapshot.
-
-        Rows are written one at a time per run. When another writer appended first
-        (a cancel, say), the snapshot is reloaded: a finished run raises :class:`Stop`,
-        otherwise the write is tried again on top of the new rows.
-        """
-        async with self._write_lock:
-            for _ in range(_MAX_CONFLICTS):
-                if self.finished:
-                    raise Stop()
-                try:
-                    self.snapshot = await self.host.db(self._write_sync, make, needs_tx)
-                except ConcurrencyConflict:
-                    await self._reload()
-                    continue
-                if final:
-                    self.finished = True
-                return
-            raise ConcurrencyConflict(
-                f"run {self.run_id!r} kept changing under its executor; giving up this write",
-                instance_id=self.run_id,
-            )
-
-    def _write_sync(
-        self, make: Callable[[Tx | None, Instance], dict[str, Any]], needs_tx: bool
-    ) -> Instance:
-        snap = self.snapshot
-        store = self.host.store
-        if not needs_tx and store.conditional_writes:
-            # PostgreSQL: the snapshot update and the log row in one autocommitted
-            # statement that applies only if the run is still at snap.version.
-            record, new = self._next(snap, make(None, snap))
-            if not store.write_if_version(new, record, snap.version):
-                raise ConcurrencyConflict(
-                    f"run {snap.id!r} moved past version {snap.version}", instance_id=snap.id
-                )
-            return new
-        with store.transaction() as tx:
-            record, new = self._next(snap, make(tx, snap))
-            tx.update_instance(new, snap.version)
-            tx.append([record])
-        return new
-
-    def _next(self, snap: Instance, fields: dict[str, Any]) -> tuple[TransitionRecord, Instance]:
-        record = TransitionRecord(
-            instance_id=snap.id,
-            seq=snap.version + 1,
-            source=snap.configuration,
-            created_at=self.host.clock.now(),
-            **fields,
-        )
-        return record, apply(snap, record)
-
-    async def _reload(self) -> None:
-        def load() -> Instance | None:
-            with self.host.store.transaction() as tx:
-                return tx.get_instance(self.run_id)
-
-        snap = await self.host.db(load)
-        if snap is None or snap.status in TERMINAL:
-            self.finished = True
-            self.cancelled = snap is not None and snap.status == "cancelled"
-            raise Stop()
-        self.snapshot = snap
 
 
 def _decode(
