@@ -255,3 +255,18 @@ def test_database_and_app_from_the_environment(tmp_path: Path) -> None:
     )
     assert fields(ok(result))["machine"] == "ticket (version 1)"
     assert (tmp_path / "env.db").exists()
+
+
+def test_machines_dispatch_and_show_without_app(cli: Cli) -> None:
+    ok(cli.inproc("create", "ticket", "--id", "M-1", "--context", '{"title": "t"}'))
+    ok(cli.inproc("send", "M-1", "ESCALATE"))
+    machines = ok(cli.inproc("machines")).splitlines()
+    assert machines == ["ticket@1  initial=open  states=3  final=closed"]
+    # the failed effect is backing off: nothing is due yet
+    assert ok(cli.inproc("effects", "dispatch")).strip() == "dispatched 0 effect(s)"
+    assert "pending" in ok(cli.inproc("effects", "list", "--status", "pending"))
+    assert ok(cli.inproc("effects", "list", "--status", "done")) == ""
+    bare = CliRunner().invoke(cli_group, ["--database", cli.url, "show", "M-1"])
+    shown = ok(bare)
+    assert fields(shown)["state"].split()[0] == "escalated"
+    assert "(pass --app to see allowed events)" in shown
