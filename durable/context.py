@@ -10,9 +10,12 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import BaseModel
 
-from durable.durations import Duration
+from durable.durations import Duration, to_seconds
 from durable.retry import RetryPolicy
 from durable.signals import Abort, Stop, Suspend, WorkflowSignal
+from durable.waits import MIN_POLL_INTERVAL, Approval, PollResult, WaitSpec
+from statewf.durations import InstantLike, parse_instant
+from statewf.errors import InvalidInput
 
 InputT = TypeVar("InputT")
 T = TypeVar("T")
@@ -68,6 +71,8 @@ class StepRunner(Protocol):
         result_type: type[BaseModel] | None,
         transactional: bool,
     ) -> StepCall[Any]: ...
+
+    def call_wait(self, key: str, spec: WaitSpec) -> StepCall[Any]: ...
 
 
 class StepCall(Generic[T]):
@@ -197,6 +202,91 @@ class Steps:
             result_type=result_type,
             transactional=True,
         )
+
+    # ------------------------------------------------------------ waiting
+
+    def sleep(self, key: str, duration: Duration, /) -> StepCall[None]:
+        """Wait for ``duration`` (``"30 days"``, ``{"hours": 2}``, seconds, timedelta).
+
+        The run is suspended (status ``waiting``, nothing held in memory) and resumed
+        by the engine's scheduler when the time comes, even after a restart.
+        """
+        seconds = to_seconds(duration, what=f"duration of sleep {key!r}")
+        return self._runner.call_wait(key, WaitSpec("sleep", seconds=seconds))
+
+    def wait_until(self, key: str, when: InstantLike, /) -> StepCall[None]:
+        """Wait until ``when`` (an aware datetime or an ISO 8601 string with an offset).
+
+        A time in the past continues at once. Naive datetimes are rejected.
+        """
+        return self._runner.call_wait(key, WaitSpec("sleep", until=parse_instant(when)))
+
+    def wait_for(
+        self,
+        key: str,
+        /,
+        *,
+        event: str,
+        timeout: Duration | None = None,
+        schema: type[BaseModel] | None = None,
+    ) -> StepCall[Any]:
+        """Wait for an event sent with ``engine.trigger_event(run_id, event, data)``.
+
+        Returns the event's data (validated as ``schema`` when given), or None when
+        ``timeout`` passes first. Events that arrived before the wait are kept and
+        the oldest one not yet consumed is taken.
+        """
+        if not isinstance(event, str) or not event:
+            raise InvalidInput(f"wait_for {key!r}: event must be a non-empty string")
+        seconds = to_seconds(timeout, what=f"timeout of wait {key!r}") if timeout else None
+        spec = WaitSpec("wait", seconds=seconds, event=event, schema=schema)
+        return self._runner.call_wait(key, spec)
+
+    def pause(self, key: str, /) -> StepCall[None]:
+        """Pause the run here until ``engine.resume_workflow(run_id)`` is called."""
+        return self._runner.call_wait(key, WaitSpec("pause"))
+
+    def poll(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        /,
+        *,
+        interval: Duration = 30.0,
+        timeout: Duration | None = None,
+    ) -> StepCall[PollResult]:
+        """Call ``fn`` every ``interval`` until it returns something truthy.
+
+        Returns ``PollResult(timed_out=False, data=value)``, or
+        ``PollResult(timed_out=True)`` once ``timeout`` has passed. Each check is
+        recorded; between checks the run is suspended. The interval is at least
+        one second.
+        """
+        every = to_seconds(interval, what=f"interval of poll {key!r}")
+        if every < MIN_POLL_INTERVAL:
+            raise InvalidInput(
+                f"poll {key!r}: interval must be at least {MIN_POLL_INTERVAL:g}s, got {every:g}s"
+            )
+        seconds = to_seconds(timeout, what=f"timeout of poll {key!r}") if timeout else None
+        spec = WaitSpec("poll", seconds=seconds, fn=fn, interval=every)
+        return self._runner.call_wait(key, spec)
+
+    def approval(self, key: str, /, *, timeout: Duration | None = None) -> StepCall[Approval]:
+        """Wait for ``engine.approve(...)`` or ``engine.reject(...)``; the decision.
+
+        Who decided, and why, is recorded in the log with the event. A rejection is
+        an ``Approval`` with ``approved=False`` (the code decides what to do); a
+        timeout is ``approved=False`` with reason ``"timed out"``.
+        """
+        seconds = to_seconds(timeout, what=f"timeout of approval {key!r}") if timeout else None
+        spec = WaitSpec("wait", seconds=seconds, event=f"approval:{key}", schema=Approval)
+        call = self._runner.call_wait(key, spec)
+
+        async def decided() -> Approval:
+            result = await call
+            return result if result is not None else Approval(approved=False, reason="timed out")
+
+        return StepCall(decided)
 
 
 class Context(Generic[InputT]):

@@ -17,11 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from durable import control
 from durable.definition import Workflow
 from durable.errors import (
     EngineClosed,
-    RunFinished,
-    RunNotFound,
     WorkflowFailed,
     WorkflowNotRegistered,
 )
@@ -30,7 +29,6 @@ from durable.records import (
     CANCELLED,
     FAILED,
     IN_PROGRESS,
-    KIND_CANCEL,
     KIND_RECOVER,
     RUN_KIND,
     RUNNING,
@@ -41,6 +39,7 @@ from durable.records import (
 )
 from durable.report import progress_of, run_of, timeline_of
 from durable.runner import RunExecutor
+from durable.scheduling import WaitControl
 from durable.writer import RunHost
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
@@ -55,7 +54,7 @@ T = TypeVar("T")
 WorkflowLike = Workflow[Any, Any] | Pipeline
 
 
-class WorkflowEngine:
+class WorkflowEngine(WaitControl):
     """Runs durable workflows on a statewf database.
 
     Args:
@@ -67,6 +66,9 @@ class WorkflowEngine:
             :class:`statewf.testing.ManualClock` to drive retries and timeouts in tests.
         recover: on :meth:`start`, resume runs left in progress by a process that died.
             Until multi-process workers exist, let only one engine per database recover.
+        scheduler: run the scheduler that wakes waiting runs (sleeps, events, polls)
+            when they are due; several engines may share this work.
+        poll_interval: longest real time, in seconds, between two looks for due runs.
         db_threads: threads for database work.
         seed: seed of the random jitter of retry delays (for reproducible tests).
 
@@ -84,6 +86,8 @@ class WorkflowEngine:
         recover: bool = True,
         db_threads: int = 8,
         seed: int | None = None,
+        scheduler: bool = True,
+        poll_interval: float = 1.0,
         schema: str | None = None,
         table_prefix: str = "statewf_",
     ) -> None:
@@ -95,6 +99,9 @@ class WorkflowEngine:
             self._owns_engine = True
         self.clock: Clock = clock or self.engine.clock
         self.recover = recover
+        self.run_scheduler = scheduler
+        self.poll_interval = poll_interval
+        self._scheduler: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="durable-db")
         self._random = random.Random(seed)
         self.host = RunHost(
@@ -161,6 +168,8 @@ class WorkflowEngine:
         self._started = True
         if self.recover:
             await self.recover_runs()
+        if self.run_scheduler:
+            self._start_scheduler()
 
     async def recover_runs(self) -> list[str]:
         """Resume every in-progress run of a registered workflow not already executing here."""
@@ -204,6 +213,7 @@ class WorkflowEngine:
         if self._closed:
             return
         self._closed = True
+        await self._stop_scheduler()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -334,6 +344,26 @@ class WorkflowEngine:
 
     # ------------------------------------------------------------ executing runs
 
+    def _workflow_names(self) -> list[str]:
+        return sorted({name for name, _ in self._workflows})
+
+    def _executor_for(
+        self, snapshot: Instance, records: list[TransitionRecord]
+    ) -> RunExecutor | None:
+        wf = self._workflows.get((snapshot.machine, snapshot.machine_version))
+        if wf is None:
+            log.warning(
+                "run %s of %s version %s is due but that version is not registered here",
+                snapshot.id,
+                snapshot.machine,
+                snapshot.machine_version,
+            )
+            return None
+        return RunExecutor(self.host, wf, snapshot, records)
+
+    async def _run_snapshot(self, run_id: str, resource_id: str | None) -> Instance:
+        return await self._snapshot(run_id, resource_id)
+
     def _spawn(self, executor: RunExecutor) -> None:
         run_id = executor.run_id
         self._executors[run_id] = executor
@@ -411,34 +441,9 @@ class WorkflowEngine:
         """
         check_id(run_id, "run id")
 
-        def cancel() -> Instance:
-            with self.engine.store.transaction() as tx:
-                snap = tx.get_instance(run_id, lock=True)
-                if snap is None or snap.kind != RUN_KIND or not _visible(snap, resource_id):
-                    raise _not_found(run_id, resource_id)
-                if snap.status in TERMINAL:
-                    raise RunFinished(
-                        f"run {run_id!r} is already {snap.status}; only unfinished runs can "
-                        "be cancelled",
-                        instance_id=run_id,
-                        state=snap.status,
-                    )
-                record = TransitionRecord(
-                    instance_id=run_id,
-                    seq=snap.version + 1,
-                    kind=KIND_CANCEL,
-                    source=snap.configuration,
-                    target=(CANCELLED,),
-                    status=CANCELLED,
-                    meta={"reason": reason} if reason else {},
-                    created_at=self.clock.now(),
-                )
-                new = apply(snap, record)
-                tx.update_instance(new, snap.version)
-                tx.append([record])
-                return new
-
-        snapshot = await self.host.db(cancel)
+        snapshot = await self.host.db(
+            control.cancel, self.engine.store, run_id, resource_id, reason, self.clock.now()
+        )
         executor = self._executors.get(run_id)
         if executor is not None:
             executor.cancelled = True
@@ -562,9 +567,4 @@ def _visible(snapshot: Instance, resource_id: str | None) -> bool:
     return resource_id is None or snapshot.resource_id == resource_id
 
 
-def _not_found(run_id: str, resource_id: str | None) -> RunNotFound:
-    scope = f" for resource {resource_id!r}" if resource_id is not None else ""
-    return RunNotFound(
-        f"no workflow run {run_id!r}{scope}; check the run id (and resource_id)",
-        instance_id=run_id,
-    )
+_not_found = control.not_found

@@ -38,6 +38,16 @@ KIND_RECOVER = "recover"
 KIND_CANCEL = "cancel"
 KIND_COMPLETED = "completed"
 KIND_FAILED = "failed"
+# Waiting: suspension rows written by workflow code, and rows written from outside.
+KIND_SLEEP = "sleep"
+KIND_WAIT = "wait"
+KIND_PAUSE = "pause"
+KIND_POLL = "poll"
+WAIT_KINDS: frozenset[str] = frozenset({KIND_SLEEP, KIND_WAIT, KIND_PAUSE, KIND_POLL})
+KIND_EVENT = "event"
+KIND_RESUME = "resume"
+KIND_FAST_FORWARD = "fast_forward"
+KIND_WAKE = "wake"
 
 
 class RunError(BaseModel):

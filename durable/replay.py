@@ -5,6 +5,12 @@ A run's log holds one ``step`` (or ``step_failed``) row per finished step and on
 its index in the order the workflow code called steps. Replaying the code asks
 for steps in the same order, so the position is the step's identity in the log, and
 the key recorded there must equal the key the code asks for.
+
+Waits (sleeps, waits for events, pauses, polls) are positional too: a suspension
+row (``sleep``, ``wait``, ``pause``, ``poll``) when the run starts waiting, and an
+ordinary ``step`` row with the outcome when the wait is over. Events sent to the
+run are ``event`` rows; operator actions (``resume``, ``fast_forward``) release
+the wait at the position they name.
 """
 
 from __future__ import annotations
@@ -14,7 +20,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from durable.records import KIND_RETRY, KIND_STEP, KIND_STEP_FAILED, RunError
+from durable.records import (
+    KIND_EVENT,
+    KIND_FAST_FORWARD,
+    KIND_RESUME,
+    KIND_RETRY,
+    KIND_STEP,
+    KIND_STEP_FAILED,
+    WAIT_KINDS,
+    RunError,
+)
 from statewf.records import TransitionRecord
 
 
@@ -45,42 +60,82 @@ class History:
 
     steps: dict[int, RecordedStep] = field(default_factory=dict)
     retries: dict[int, RecordedRetries] = field(default_factory=dict)
+    #: step key -> position, and position -> (key, what kind of call)
     positions: dict[str, int] = field(default_factory=dict)
+    calls: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: the latest suspension row of each unfinished wait
+    waits: dict[int, TransitionRecord] = field(default_factory=dict)
+    #: event rows in arrival order, and the seqs that waits have consumed
+    events: list[TransitionRecord] = field(default_factory=list)
+    consumed: set[int] = field(default_factory=set)
+    #: positions released by an operator (resume, fast-forward) -> the row doing it
+    released: dict[int, TransitionRecord] = field(default_factory=dict)
 
     @classmethod
     def from_log(cls, records: Iterable[TransitionRecord]) -> History:
-        """Index a log's step rows by position."""
+        """Index a log's rows by position."""
         history = cls()
         for record in records:
-            if record.kind not in (KIND_STEP, KIND_STEP_FAILED, KIND_RETRY):
-                continue
-            position = int(record.meta["position"])
-            key = record.key or ""
-            history.positions[key] = position
-            attempt = int(record.meta.get("attempt", 1))
-            if record.kind == KIND_RETRY:
-                retry_at = record.meta.get("retry_at")
-                history.retries[position] = RecordedRetries(
-                    attempt, datetime.fromisoformat(retry_at) if retry_at else None
-                )
-                continue
-            payload = record.payload if isinstance(record.payload, dict) else {}
-            if record.kind == KIND_STEP:
-                history.steps[position] = RecordedStep(
-                    position,
-                    key,
-                    True,
-                    payload.get("result"),
-                    record.meta.get("model"),
-                    attempts=attempt,
-                )
-            else:
-                history.steps[position] = RecordedStep(
-                    position,
-                    key,
-                    False,
-                    error=RunError.model_validate(payload["error"]),
-                    attempts=attempt,
-                )
-            history.retries.pop(position, None)
+            history.add(record)
         return history
+
+    def add(self, record: TransitionRecord) -> None:
+        """Take one more row into account (rows must come in log order)."""
+        kind = record.kind
+        if kind == KIND_EVENT:
+            self.events.append(record)
+            return
+        if kind in (KIND_RESUME, KIND_FAST_FORWARD):
+            if "position" in record.meta:
+                self.released[int(record.meta["position"])] = record
+            return
+        if kind not in (KIND_STEP, KIND_STEP_FAILED, KIND_RETRY, *WAIT_KINDS):
+            return
+        if "position" not in record.meta:
+            return  # a pause from outside, not one the code asked for
+        position = int(record.meta["position"])
+        key = record.key or ""
+        self.positions[key] = position
+        self.calls[position] = (
+            key,
+            str(record.meta.get("wait", kind if kind in WAIT_KINDS else "run")),
+        )
+        if kind in WAIT_KINDS:
+            self.waits[position] = record
+            return
+        attempt = int(record.meta.get("attempt", 1))
+        if kind == KIND_RETRY:
+            retry_at = record.meta.get("retry_at")
+            self.retries[position] = RecordedRetries(
+                attempt, datetime.fromisoformat(retry_at) if retry_at else None
+            )
+            return
+        payload = record.payload if isinstance(record.payload, dict) else {}
+        if kind == KIND_STEP:
+            self.steps[position] = RecordedStep(
+                position,
+                key,
+                True,
+                payload.get("result"),
+                record.meta.get("model"),
+                attempts=attempt,
+            )
+            if "event_seq" in record.meta:
+                self.consumed.add(int(record.meta["event_seq"]))
+        else:
+            self.steps[position] = RecordedStep(
+                position,
+                key,
+                False,
+                error=RunError.model_validate(payload["error"]),
+                attempts=attempt,
+            )
+        self.retries.pop(position, None)
+        self.waits.pop(position, None)
+
+    def next_event(self, name: str) -> TransitionRecord | None:
+        """The oldest event called ``name`` that no wait has consumed yet."""
+        for record in self.events:
+            if record.event == name and record.seq not in self.consumed:
+                return record
+        return None

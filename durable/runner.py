@@ -48,6 +48,7 @@ from durable.replay import History
 from durable.retry import RetryPolicy, make_policy
 from durable.signals import Abort, Stop, Suspend, WorkflowSignal
 from durable.timing import sleep_until
+from durable.waits import WaitSpec, run_wait
 from durable.writer import RunHost, RunWriter
 from statewf.errors import InvalidInput, StatewfError
 from statewf.records import Instance, TransitionRecord
@@ -248,6 +249,44 @@ class RunExecutor(RunWriter):
         transactional: bool,
     ) -> StepCall[Any]:
         """Fix the step's position now; the returned awaitable runs or replays it."""
+        if not callable(fn):
+            self._abort(InvalidInput(f"step {key!r}: {fn!r} is not callable"), key)
+        position = self.claim_position(key, "run")
+        seconds = to_seconds(timeout, what=f"timeout of step {key!r}") if timeout else None
+        policy = make_policy(retry, retries, retry_delay, self.workflow.retry)
+        return StepCall(
+            lambda: self._step(position, key, fn, args, policy, seconds, result_type, transactional)
+        )
+
+    def call_wait(self, key: str, spec: WaitSpec) -> StepCall[Any]:
+        """Fix a wait's position now; the returned awaitable finishes it or suspends."""
+        position = self.claim_position(key, spec.kind)
+        return StepCall(lambda: self._wait(position, key, spec))
+
+    async def _wait(self, position: int, key: str, spec: WaitSpec) -> Any:
+        if self.fatal is not None:
+            raise Abort(self.fatal.error, step=self.fatal.step)
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            return await run_wait(self, position, key, spec)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    def absorb(self, records: list[TransitionRecord]) -> None:
+        """Learn of rows another writer appended: events and releases of waits."""
+        for record in records:
+            self.history.add(record)
+
+    def claim_position(self, key: str, call: str) -> int:
+        """The next position, after checking ``key`` against the log's record of it.
+
+        ``call`` is what kind of step is asked for (``run``, ``sleep``, ``wait``...);
+        a different key, or a different kind of call, at a recorded position is
+        non-determinism.
+        """
         if self.fatal is not None:
             raise Abort(self.fatal.error, step=self.fatal.step)
         if not isinstance(key, str) or not key or len(key) > 255:
@@ -255,8 +294,6 @@ class RunExecutor(RunWriter):
                 InvalidInput(f"step key must be a string of 1-255 characters, got {key!r}"),
                 None,
             )
-        if not callable(fn):
-            self._abort(InvalidInput(f"step {key!r}: {fn!r} is not callable"), key)
         position = self.next_position
         self.next_position += 1
         if key in self.used_keys:
@@ -270,27 +307,17 @@ class RunExecutor(RunWriter):
                 key,
             )
         self.used_keys[key] = position
-        recorded = self.history.steps.get(position)
-        recorded_key = recorded.key if recorded is not None else None
-        if recorded_key is None:
+        recorded = self.history.calls.get(position)
+        if recorded is None:
             elsewhere = self.history.positions.get(key)
             if elsewhere is not None and elsewhere != position:
-                recorded_key = next(
-                    (k for k, p in self.history.positions.items() if p == position), None
-                )
-                self._nondeterminism(position, recorded_key, key, elsewhere)
-            if position in self.history.retries:
-                retried = next(k for k, p in self.history.positions.items() if p == position)
-                if retried != key:
-                    self._nondeterminism(position, retried, key, None)
-        elif recorded_key != key:
-            self._nondeterminism(position, recorded_key, key, self.history.positions.get(key))
+                self._nondeterminism(position, None, key, elsewhere)
+        elif recorded[0] != key:
+            self._nondeterminism(position, recorded[0], key, self.history.positions.get(key))
+        elif recorded[1] != call:
+            self._nondeterminism(position, f"{key} ({recorded[1]})", f"{key} ({call})", None)
         self._check_deadline(key)
-        seconds = to_seconds(timeout, what=f"timeout of step {key!r}") if timeout else None
-        policy = make_policy(retry, retries, retry_delay, self.workflow.retry)
-        return StepCall(
-            lambda: self._step(position, key, fn, args, policy, seconds, result_type, transactional)
-        )
+        return position
 
     def _abort(self, error: StatewfError, step: str | None) -> None:
         self.fatal = Abort(error, step=step)
@@ -522,6 +549,9 @@ class RunExecutor(RunWriter):
             "status": RUNNING,
             "target": (key,),
         }
+        if self.suspending:  # a parallel step finished after a sibling started waiting
+            fields["status"] = snap.status
+            fields["wake_at"] = snap.wake_at
         if completed or kind == KIND_STEP_FAILED:
             fields["context_set"] = {
                 "completed_steps": int(snap.context.get("completed_steps", 0)) + 1

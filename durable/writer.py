@@ -54,6 +54,8 @@ class RunWriter:
         self.cancelled = False
         #: Stop executing when a reload finds the run paused from outside.
         self.stop_when_paused = True
+        #: A suspension row was written: later rows keep the run's waiting status.
+        self.suspending = False
         self._write_lock = asyncio.Lock()
 
     @property
@@ -67,6 +69,7 @@ class RunWriter:
         *,
         final: bool = False,
         needs_tx: bool = False,
+        retry: bool = True,
     ) -> None:
         """Append one row built by ``make`` (inside the transaction) and update the snapshot.
 
@@ -82,6 +85,8 @@ class RunWriter:
                     self.snapshot = await self.host.db(self._write_sync, make, needs_tx)
                 except ConcurrencyConflict:
                     await self._reload()
+                    if not retry:
+                        raise
                     continue
                 if final:
                     self.finished = True

@@ -15,6 +15,7 @@ from sqlalchemy import Connection as _Connection
 from sqlalchemy import func, select
 
 from statewf.records import Instance, TransitionRecord
+from statewf.store.schema import UTCDateTime
 from statewf.store.sql import Tx, instance_from_row
 
 #: The connection a transactional step receives: a SQLAlchemy Core ``Connection``
@@ -50,16 +51,45 @@ def runs_in_status(
     return [instance_from_row(r) for r in rows]
 
 
-def due_runs(tx: Tx, kind: str, status: str, now: datetime, *, limit: int = 100) -> list[str]:
-    """Ids of instances of ``kind`` in ``status`` whose ``wake_at`` has come, earliest first."""
+def claim_due_runs(
+    tx: Tx,
+    kind: str,
+    machines: Sequence[str],
+    statuses: Sequence[str],
+    now: datetime,
+    *,
+    limit: int = 50,
+) -> list[Instance]:
+    """Lock the due instances (``wake_at <= now``) of these machines, earliest first.
+
+    ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: schedulers in several processes each
+    get different instances and never wait on each other. SQLite's write lock
+    (``BEGIN IMMEDIATE``) serializes them instead.
+    """
     c = tx.t.instances.c
     query = (
-        select(c.id)
-        .where(c.kind == kind, c.status == status, c.wake_at <= now)
+        select(tx.t.instances)
+        .where(
+            c.kind == kind,
+            c.machine.in_(list(machines)),
+            c.status.in_(list(statuses)),
+            c.wake_at <= now,
+        )
         .order_by(c.wake_at, c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return [r.id for r in tx.conn.execute(query)]
+    return [instance_from_row(r) for r in tx.conn.execute(query)]
+
+
+def next_wake(tx: Tx, kind: str, machines: Sequence[str]) -> datetime | None:
+    """The earliest ``wake_at`` among instances of these machines (None if none waits)."""
+    c = tx.t.instances.c
+    query = select(func.min(c.wake_at)).where(
+        c.kind == kind, c.machine.in_(list(machines)), c.wake_at.is_not(None)
+    )
+    value = tx.conn.execute(query).scalar()
+    return UTCDateTime().process_result_value(value, tx.conn.dialect)
 
 
 def set_statement_timeout(tx: Tx, seconds: float) -> None:

@@ -1,0 +1,225 @@
+"""Operator actions on runs: cancel, pause, resume, send events, fast-forward, wake.
+
+Each is one log row appended under the run's row lock, in one transaction, with the
+snapshot it implies. None of them runs workflow code: a run that must go on is
+made due (``status="waiting"``, ``wake_at=now``) for the scheduler to claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from durable.codec import encode, import_model
+from durable.errors import RunFinished, RunNotFound
+from durable.records import (
+    CANCELLED,
+    KIND_CANCEL,
+    KIND_EVENT,
+    KIND_FAST_FORWARD,
+    KIND_PAUSE,
+    KIND_RESUME,
+    KIND_WAKE,
+    PAUSED,
+    RUN_KIND,
+    RUNNING,
+    TERMINAL,
+    WAITING,
+)
+from statewf.errors import InvalidPayload
+from statewf.fold import apply
+from statewf.records import Instance, TransitionRecord
+from statewf.store import SqlStore, Tx
+from statewf.store.runs import claim_due_runs
+
+
+def not_found(run_id: str, resource_id: str | None) -> RunNotFound:
+    """The error for a missing run (or one of another resource)."""
+    scope = f" for resource {resource_id!r}" if resource_id is not None else ""
+    return RunNotFound(
+        f"no workflow run {run_id!r}{scope}; check the run id (and resource_id)",
+        instance_id=run_id,
+    )
+
+
+def _locked(tx: Tx, run_id: str, resource_id: str | None, action: str) -> Instance:
+    snap = tx.get_instance(run_id, lock=True)
+    if snap is None or snap.kind != RUN_KIND:
+        raise not_found(run_id, resource_id)
+    if resource_id is not None and snap.resource_id != resource_id:
+        raise not_found(run_id, resource_id)
+    if snap.status in TERMINAL:
+        raise RunFinished(
+            f"run {run_id!r} is already {snap.status}; cannot {action} it",
+            instance_id=run_id,
+            state=snap.status,
+        )
+    return snap
+
+
+def _append(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance:
+    record = TransitionRecord(
+        instance_id=snap.id,
+        seq=snap.version + 1,
+        source=snap.configuration,
+        created_at=now,
+        **fields,
+    )
+    new = apply(snap, record)
+    tx.update_instance(new, snap.version)
+    tx.append([record])
+    return new
+
+
+def cancel(
+    store: SqlStore, run_id: str, resource_id: str | None, reason: str | None, now: datetime
+) -> Instance:
+    """Append a ``cancel`` row: the run is ``cancelled`` for good."""
+    with store.transaction() as tx:
+        snap = _locked(tx, run_id, resource_id, "cancel")
+        return _append(
+            tx,
+            snap,
+            now,
+            kind=KIND_CANCEL,
+            target=(CANCELLED,),
+            status=CANCELLED,
+            meta={"reason": reason} if reason else {},
+        )
+
+
+def pause(store: SqlStore, run_id: str, resource_id: str | None, now: datetime) -> Instance:
+    """Append a ``pause`` row (a no-op for a paused run); it stops at its next step."""
+    with store.transaction() as tx:
+        snap = _locked(tx, run_id, resource_id, "pause")
+        if snap.status == PAUSED:
+            return snap
+        deadline = snap.context.get("deadline")
+        return _append(
+            tx,
+            snap,
+            now,
+            kind=KIND_PAUSE,
+            status=PAUSED,
+            wake_at=datetime.fromisoformat(deadline) if deadline else None,
+            meta={"by": "operator"},
+            context_set={"waiting": {"kind": "pause", "external": True}},
+        )
+
+
+def resume(store: SqlStore, run_id: str, resource_id: str | None, now: datetime) -> Instance:
+    """Append a ``resume`` row to a paused run and make it due; a no-op otherwise."""
+    with store.transaction() as tx:
+        snap = _locked(tx, run_id, resource_id, "resume")
+        if snap.status != PAUSED:
+            return snap
+        waiting = snap.context.get("waiting") or {}
+        meta = {"position": waiting["position"]} if "position" in waiting else {}
+        return _append(
+            tx,
+            snap,
+            now,
+            kind=KIND_RESUME,
+            status=WAITING,
+            wake_at=now,
+            meta=meta,
+            context_unset=("waiting",) if waiting.get("external") else (),
+        )
+
+
+def trigger(
+    store: SqlStore,
+    run_id: str,
+    resource_id: str | None,
+    event: str,
+    data: Any,
+    now: datetime,
+    max_bytes: int,
+) -> Instance:
+    """Append an ``event`` row; if the run waits for this event, make it due."""
+    payload, _ = encode(data, what=f"data of event {event!r}", max_bytes=max_bytes)
+    with store.transaction() as tx:
+        snap = _locked(tx, run_id, resource_id, f"send event {event!r} to")
+        waiting = snap.context.get("waiting") or {}
+        awaited = waiting.get("kind") == "wait" and waiting.get("event") == event
+        if awaited and waiting.get("schema"):
+            model = import_model(waiting["schema"])
+            if model is not None:
+                try:
+                    model.model_validate(payload)
+                except ValidationError as exc:
+                    problems = "; ".join(
+                        f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}"
+                        for e in exc.errors()[:5]
+                    )
+                    raise InvalidPayload(
+                        f"data of event {event!r} does not match {model.__name__} that run "
+                        f"{run_id!r} waits for: {problems}; nothing was recorded",
+                        instance_id=run_id,
+                        event=event,
+                    ) from None
+        due = awaited and snap.status == WAITING
+        return _append(
+            tx,
+            snap,
+            now,
+            kind=KIND_EVENT,
+            event=event,
+            payload=payload,
+            status=snap.status,
+            wake_at=now if due else snap.wake_at,
+        )
+
+
+def fast_forward(
+    store: SqlStore, run_id: str, resource_id: str | None, data: Any, now: datetime
+) -> tuple[Instance, str | None]:
+    """Release whatever the run waits on; the snapshot and the event to send, if any.
+
+    A sleep or poll is released here (a poll gets ``data`` as its result); for a
+    wait for an event the caller sends that event with ``data``; a pause is resumed.
+    """
+    with store.transaction() as tx:
+        snap = _locked(tx, run_id, resource_id, "fast-forward")
+        waiting = snap.context.get("waiting") or {}
+        kind = waiting.get("kind")
+        if snap.status == PAUSED:
+            pass  # the caller resumes it
+        elif kind == "wait" and snap.status == WAITING:
+            return snap, str(waiting["event"])
+        elif kind in ("sleep", "poll") and snap.status == WAITING:
+            meta: dict[str, Any] = {"position": waiting["position"]}
+            if kind == "poll":
+                meta["data"], _ = encode(data, what="fast-forward data", max_bytes=1 << 20)
+            snap = _append(
+                tx, snap, now, kind=KIND_FAST_FORWARD, status=WAITING, wake_at=now, meta=meta
+            )
+        return snap, None
+
+
+def claim_due(
+    store: SqlStore, workflows: Sequence[str], now: datetime, skip: set[str], limit: int = 50
+) -> list[tuple[Instance, list[TransitionRecord]]]:
+    """Claim due waiting runs (SKIP LOCKED on PostgreSQL) with a ``wake`` row each.
+
+    Returns each claimed run's snapshot and whole log, ready to replay. A run is
+    claimed by exactly one caller, however many schedulers poll.
+    """
+    claimed = []
+    with store.transaction() as tx:
+        for snap in claim_due_runs(tx, RUN_KIND, workflows, (WAITING, PAUSED), now, limit=limit):
+            if snap.id in skip:
+                continue
+            new = _append(
+                tx,
+                snap,
+                now,
+                kind=KIND_WAKE,
+                status=RUNNING,
+                meta={"due": snap.wake_at.isoformat() if snap.wake_at else None},
+            )
+            claimed.append((new, tx.log(snap.id)))
+    return claimed

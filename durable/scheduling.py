@@ -1,0 +1,252 @@
+"""The waiting side of the engine: the scheduler and the operations that wake runs.
+
+:class:`WaitControl` is mixed into :class:`~durable.WorkflowEngine`. Its scheduler
+task claims due runs (``wake_at <= now``; ``SKIP LOCKED`` on PostgreSQL, so several
+engines share the work and each wake-up happens once) and replays them. It sleeps
+until the next known wake-up, at most ``poll_interval`` seconds, and is poked at
+once when this engine sends an event, resumes or fast-forwards a run. Other
+processes' events are seen at the next poll (no LISTEN/NOTIFY yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from durable import control
+from durable.records import RUN_KIND, WorkflowRun
+from durable.report import run_of
+from durable.runner import RunExecutor
+from durable.waits import Approval
+from durable.writer import RunHost
+from statewf.clock import SystemClock
+from statewf.engine import check_event_name, check_id
+from statewf.errors import InvalidInput, StatewfError
+from statewf.records import Instance
+from statewf.store.runs import next_wake
+
+log = logging.getLogger("durable")
+
+#: Real seconds between looks at a manual (test) clock.
+_MANUAL_TICK = 0.005
+
+
+class WaitControl:
+    """Scheduler and wait operations of a workflow engine (a mixin)."""
+
+    host: RunHost
+    poll_interval: float
+    _tasks: dict[str, asyncio.Task[None]]
+    _poke: asyncio.Event
+    _scheduler: asyncio.Task[None] | None
+
+    # provided by WorkflowEngine
+    def _spawn(self, executor: RunExecutor) -> None:
+        raise NotImplementedError
+
+    def _workflow_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def _executor_for(self, snapshot: Instance, records: list[Any]) -> RunExecutor | None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ the scheduler
+
+    def _start_scheduler(self) -> None:
+        self._poke = asyncio.Event()
+        self._scheduler = asyncio.get_running_loop().create_task(
+            self._schedule(), name="durable-scheduler"
+        )
+
+    async def _stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
+
+    async def wake_due(self) -> list[str]:
+        """Claim the runs whose wake-up time has come and resume them; their ids."""
+        names = self._workflow_names()
+        if not names:
+            return []
+        now = self.host.clock.now()
+        claimed = await self.host.db(
+            control.claim_due, self.host.store, names, now, set(self._tasks)
+        )
+        woken = []
+        for snapshot, records in claimed:
+            executor = self._executor_for(snapshot, records)
+            if executor is not None:
+                self._spawn(executor)
+                woken.append(snapshot.id)
+        return woken
+
+    async def _next_wake(self) -> datetime | None:
+        names = self._workflow_names()
+        if not names:
+            return None
+
+        def query() -> datetime | None:
+            with self.host.store.transaction() as tx:
+                return next_wake(tx, RUN_KIND, names)
+
+        return await self.host.db(query)
+
+    async def _schedule(self) -> None:
+        realtime = isinstance(self.host.clock, SystemClock)
+        while True:
+            try:
+                await self.wake_due()
+                wake = await self._next_wake()
+            except StatewfError as exc:  # the database is away: try again later
+                log.warning("scheduler: %s", exc)
+                wake = None
+            self._poke.clear()
+            until = time.monotonic() + self.poll_interval
+            while not self._poke.is_set():
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                if wake is not None and self.host.clock.now() >= wake:
+                    break
+                pause = left
+                if wake is not None:
+                    ahead = (wake - self.host.clock.now()).total_seconds()
+                    pause = min(left, ahead) if realtime else min(left, _MANUAL_TICK)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poke.wait(), timeout=max(pause, 0.0))
+
+    def _wake_soon(self) -> None:
+        poke = getattr(self, "_poke", None)
+        if poke is not None:
+            poke.set()
+
+    # ------------------------------------------------------------ operations
+
+    async def trigger_event(
+        self,
+        run_id: str,
+        event: str,
+        data: Any = None,
+        *,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Send ``event`` with ``data`` to a run; the run after.
+
+        The event is recorded in the run's log. If the run waits for it, the run is
+        resumed; otherwise the event is kept for the next ``wait_for`` of that name.
+        Data that does not match the waiting step's ``schema`` raises
+        :class:`~statewf.errors.InvalidPayload` and records nothing. Events to a
+        finished run raise :class:`~durable.RunFinished`.
+        """
+        check_id(run_id, "run id")
+        check_event_name(event)
+        snap = await self.host.db(
+            control.trigger,
+            self.host.store,
+            run_id,
+            resource_id,
+            event,
+            data,
+            self.host.clock.now(),
+            self.host.max_bytes,
+        )
+        self._wake_soon()
+        return run_of(snap)
+
+    async def pause_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        """Pause a run: it stops at its next step boundary until :meth:`resume_workflow`."""
+        check_id(run_id, "run id")
+        snap = await self.host.db(
+            control.pause, self.host.store, run_id, resource_id, self.host.clock.now()
+        )
+        return run_of(snap)
+
+    async def resume_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        """Resume a paused run (paused from outside or by ``ctx.step.pause``)."""
+        check_id(run_id, "run id")
+        snap = await self.host.db(
+            control.resume, self.host.store, run_id, resource_id, self.host.clock.now()
+        )
+        self._wake_soon()
+        return run_of(snap)
+
+    async def fast_forward_workflow(
+        self, run_id: str, data: Any = None, *, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Satisfy whatever the run waits on now: a sleep ends, a wait gets an event
+        with ``data``, a poll gets ``data`` as its result, a pause is resumed.
+
+        A run that waits on nothing is left as it is. Meant for tests and operations.
+        """
+        check_id(run_id, "run id")
+        snap, event = await self.host.db(
+            control.fast_forward, self.host.store, run_id, resource_id, data, self.host.clock.now()
+        )
+        if event is not None:
+            return await self.trigger_event(
+                run_id, event, {} if data is None else data, resource_id=resource_id
+            )
+        if snap.status == "paused":
+            return await self.resume_workflow(run_id, resource_id=resource_id)
+        self._wake_soon()
+        return run_of(snap)
+
+    async def approve(
+        self,
+        run_id: str,
+        *,
+        reviewer: str,
+        comment: str | None = None,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Approve the run's pending ``ctx.step.approval`` (or the one named ``step``)."""
+        return await self._decide(run_id, True, reviewer, comment, step, resource_id)
+
+    async def reject(
+        self,
+        run_id: str,
+        *,
+        reviewer: str,
+        reason: str,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Reject the run's pending approval; the workflow sees ``approved=False``."""
+        return await self._decide(run_id, False, reviewer, reason, step, resource_id)
+
+    async def _decide(
+        self,
+        run_id: str,
+        approved: bool,
+        reviewer: str,
+        reason: str | None,
+        step: str | None,
+        resource_id: str | None,
+    ) -> WorkflowRun:
+        if not isinstance(reviewer, str) or not reviewer:
+            raise InvalidInput("reviewer must be a non-empty string (who decided)")
+        if step is None:
+            run = await self._run_snapshot(run_id, resource_id)
+            waiting = run.context.get("waiting") or {}
+            event = str(waiting.get("event", ""))
+            if not event.startswith("approval:"):
+                raise InvalidInput(
+                    f"run {run_id!r} is not waiting for an approval; name the step= to "
+                    "record a decision in advance",
+                    instance_id=run_id,
+                )
+            step = event.removeprefix("approval:")
+        decision = Approval(approved=approved, reviewer=reviewer, reason=reason)
+        return await self.trigger_event(
+            run_id, f"approval:{step}", decision.model_dump(), resource_id=resource_id
+        )
+
+    async def _run_snapshot(self, run_id: str, resource_id: str | None) -> Instance:
+        raise NotImplementedError
