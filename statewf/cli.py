@@ -63,11 +63,13 @@ def import_app(spec: str) -> Any:
     try:
         if target.endswith(".py"):
             path = Path(target).resolve()
-            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            # a private module name: an app file called json.py must not replace json
+            name = f"statewf_app_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
             if module_spec is None or module_spec.loader is None:
                 raise ImportError(f"cannot load {path}")
             module = importlib.util.module_from_spec(module_spec)
-            sys.modules[path.stem] = module
+            sys.modules[name] = module
             module_spec.loader.exec_module(module)
         else:
             sys.path.insert(0, str(Path.cwd()))

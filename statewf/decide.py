@@ -9,6 +9,8 @@ No database, clock or randomness is touched here.
 from __future__ import annotations
 
 import copy
+import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,7 +82,9 @@ class _Runner:
 
     def check(self, hook: Hook) -> bool:
         try:
-            return bool(hook.fn(self.ctx, self.payload))
+            result = hook.fn(self.ctx, self.payload)
+            _not_awaitable(result, "guard", hook)
+            return bool(result)
         except Exception as exc:
             raise self._failed("guard", hook, exc) from exc
 
@@ -90,19 +94,20 @@ class _Runner:
             return
         try:
             result = hook.fn(self.ctx, self.payload)
+            _not_awaitable(result, "action", hook)
+            self.changed = True
+            if isinstance(result, Mapping):
+                for key, value in result.items():
+                    if isinstance(self.ctx, dict):
+                        self.ctx[key] = value
+                    else:
+                        setattr(self.ctx, key, value)
         except Exception as exc:
             raise self._failed("action", hook, exc) from exc
-        self.changed = True
-        if result is None:
+        if result is None or isinstance(result, Mapping):
             return
         if isinstance(result, BaseModel):
             self.ctx = result
-        elif isinstance(result, Mapping):
-            for key, value in result.items():
-                if isinstance(self.ctx, dict):
-                    self.ctx[key] = value
-                else:
-                    setattr(self.ctx, key, value)
         else:
             raise ActionFailed(
                 f"action {hook.name!r} returned {type(result).__name__} ({self.where}); an "
@@ -118,6 +123,20 @@ class _Runner:
         self.transition = transition
 
 
+def _not_awaitable(result: Any, kind: str, hook: Hook) -> None:
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise TypeError(
+            f"{kind} {hook.name!r} returned an awaitable; guards and actions are plain "
+            "functions (do outside work in an @statewf.effect)"
+        )
+
+
+#: A NUL escape in JSON text: ``\u0000`` preceded by an even number of backslashes.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def to_json(value: Any, *, what: str, max_bytes: int) -> Any:
     """``value`` as plain JSON data, or :class:`InvalidPayload` if it cannot be stored."""
     try:
@@ -130,7 +149,7 @@ def to_json(value: Any, *, what: str, max_bytes: int) -> Any:
             "store large data elsewhere and send a reference",
             size=len(encoded),
         )
-    if b"\\u0000" in encoded:
+    if _NUL_ESCAPE.search(encoded):
         raise InvalidPayload(f"{what} contains a NUL character, which cannot be stored")
     try:
         return pydantic_core.from_json(encoded, allow_inf_nan=False)
@@ -151,9 +170,8 @@ def _summary(exc: ValidationError) -> str:
 def load_context(compiled: CompiledMachine, data: Mapping[str, Any]) -> Any:
     """The context object hooks see: the machine's model, or a private copy of the dict."""
     model = compiled.spec.context
-    if model is None:
-        return copy.deepcopy(dict(data))
-    return model.model_validate(data)
+    data = copy.deepcopy(dict(data))  # hooks must never reach the stored snapshot's objects
+    return data if model is None else model.model_validate(data)
 
 
 def _dump_context(compiled: CompiledMachine, ctx: Any, where: str, max_bytes: int) -> Any:
@@ -378,6 +396,8 @@ def fire_timer(
     snapshot: Instance,
     history: list[TransitionRecord],
     now: datetime,
+    *,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> Decision:
     """Fire the instance's due delayed transition.
 
@@ -407,7 +427,7 @@ def fire_timer(
     try:
         destination = compiled.fire(snapshot.configuration[0], timer.trigger, runner)
         new_context = (
-            _dump_context(compiled, runner.ctx, where, DEFAULT_MAX_PAYLOAD_BYTES)
+            _dump_context(compiled, runner.ctx, where, max_bytes)
             if destination is not None and runner.changed
             else snapshot.context
         )

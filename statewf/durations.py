@@ -66,6 +66,8 @@ def parse_duration(value: Any) -> timedelta:
     elif isinstance(value, int | float):
         if value != value or value in (float("inf"), float("-inf")):
             raise _bad(value, "not a finite number")
+        if abs(value) > MAX_DURATION.total_seconds():
+            raise _bad(value, "longer than 100 years")
         result = timedelta(seconds=value)
     elif isinstance(value, Mapping):
         unknown = set(value) - _DICT_KEYS

@@ -2,7 +2,7 @@
 
 Every write follows one shape: load and lock the snapshot, decide (pure), append the
 log row and update the snapshot, commit, then dispatch the transition's effects from
-the outbox. Reads never lock.
+the outbox. Reads never take a write lock.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from statewf.errors import (
     InvalidInput,
     MachineNotRegistered,
     MachineVersionConflict,
-    StatewfError,
 )
 from statewf.fold import fold
 from statewf.outbox import Outbox
@@ -48,6 +47,9 @@ from statewf.store import SqlStore, Tx
 from statewf.store.schema import ID_LENGTH
 
 log = logging.getLogger("statewf")
+
+#: The shortest sleep of :meth:`Engine.run_timers` after a batch that fired nothing.
+MIN_TIMER_SLEEP = 0.05
 
 #: Used when neither ``url`` nor ``STATEWF_DATABASE_URL`` is given.
 DEFAULT_URL = "sqlite:///statewf.db"
@@ -123,7 +125,7 @@ class Engine:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         effect_max_attempts: int = 10,
         pool_size: int = 10,
-        snapshot_cache_size: int = 10_000,
+        snapshot_cache_size: int = 1_000,
     ) -> None:
         self.url = url or os.environ.get("STATEWF_DATABASE_URL") or DEFAULT_URL
         self.store = SqlStore(
@@ -139,6 +141,7 @@ class Engine:
             self.store,
             self.clock,
             functools.partial(_effect_hook, self._compiled),
+            functools.partial(sorted, self._compiled),
             max_attempts=effect_max_attempts,
         )
         self._snapshots = SnapshotCache(snapshot_cache_size if self.store.conditional_writes else 0)
@@ -166,8 +169,6 @@ class Engine:
                     raise self._version_conflict(machine, known.spec.fingerprint)
             with self.store.transaction() as tx:
                 stored = tx.get_machine(machine.name, machine.version)
-                if stored is not None and stored[0] != fingerprint:
-                    raise self._version_conflict(machine, stored[0])
                 if stored is None:
                     tx.put_machine(
                         machine.name,
@@ -176,6 +177,10 @@ class Engine:
                         machine.to_definition(),
                         self.clock.now(),
                     )
+                    # another process may have registered it between the two statements
+                    stored = tx.get_machine(machine.name, machine.version)
+                if stored is not None and stored[0] != fingerprint:
+                    raise self._version_conflict(machine, stored[0])
             compiled = CompiledMachine(machine)
             with self._lock:
                 self._compiled[key] = compiled
@@ -216,7 +221,7 @@ class Engine:
 
     def stored_definitions(self) -> list[dict[str, Any]]:
         """Every machine definition stored in the database, including other processes'."""
-        with self.store.transaction() as tx:
+        with self.store.transaction(readonly=True) as tx:
             return tx.machine_definitions()
 
     # ------------------------------------------------------------ writes
@@ -314,19 +319,41 @@ class Engine:
         with self.store.transaction() as tx:
             snapshot = self._load(tx, instance_id, resource_id, lock=True)
             compiled = self._compiled_for(snapshot)
+            now = self.clock.now()
+            fired = self._fire_due(tx, compiled, snapshot, now)
+            current = fired[-1].snapshot if fired else snapshot
             decision = decide(
-                compiled,
-                snapshot,
-                event,
-                payload,
-                self.clock.now(),
-                max_bytes=self.max_payload_bytes,
+                compiled, current, event, payload, now, max_bytes=self.max_payload_bytes
             )
+            for step in [*fired, decision]:
+                self._write(tx, step)
             tx.update_instance(decision.snapshot, snapshot.version)
-            self._write(tx, decision)
         self._snapshots.put(decision.snapshot)
-        self._after_commit(decision)
+        for step in [*fired, decision]:
+            self._after_commit(step)
         return decision.snapshot
+
+    def _fire_due(
+        self, tx: Tx, compiled: CompiledMachine, snapshot: Instance, now: datetime
+    ) -> builtins.list[Decision]:
+        """The delayed transitions that came due before an event, fired in order.
+
+        An event is decided on the state the instance would be in had the scheduler
+        run on time: an order whose 7-day expiry has passed is expired, even if no
+        scheduler fired it yet. The timer rows commit with the event; if the event is
+        rejected, nothing is written and the scheduler fires them later.
+        """
+        fired: builtins.list[Decision] = []
+        if snapshot.wake_at is None or snapshot.wake_at > now:
+            return fired
+        history = tx.log(snapshot.id)
+        current = snapshot
+        while current.wake_at is not None and current.wake_at <= now:
+            step = fire_timer(compiled, current, history, now, max_bytes=self.max_payload_bytes)
+            fired.append(step)
+            history.append(step.record)
+            current = step.snapshot
+        return fired
 
     def _send_optimistic(
         self, instance_id: str, event: str, payload: Any, resource_id: str | None
@@ -348,6 +375,8 @@ class Engine:
                     return None  # the locked path raises the proper InstanceNotFound
             if resource_id is not None and snapshot.resource_id != resource_id:
                 return None
+            if snapshot.wake_at is not None and snapshot.wake_at <= self.clock.now():
+                return None  # due timers fire first, on the locked path
             try:
                 decision = decide(
                     self._compiled_for(snapshot),
@@ -388,8 +417,18 @@ class Engine:
             )
 
     def _after_commit(self, decision: Decision) -> None:
+        # The transition is committed: nothing here may make the caller think it was
+        # not. A failed dispatch leaves the effect in the outbox for the next one.
         if decision.effects and self.inline_effects:
-            self.dispatch_effects(instance_id=decision.snapshot.id, seq=decision.record.seq)
+            try:
+                self.dispatch_effects(instance_id=decision.snapshot.id, seq=decision.record.seq)
+            except Exception:
+                log.exception(
+                    "dispatching the effects of instance %s (seq %s) failed after commit; "
+                    "they stay in the outbox",
+                    decision.snapshot.id,
+                    decision.record.seq,
+                )
 
     def _compiled_for(self, snapshot: Instance) -> CompiledMachine:
         if snapshot.kind != "machine":
@@ -427,7 +466,7 @@ class Engine:
     def get(self, instance_id: str, *, resource_id: str | None = None) -> Instance:
         """The current snapshot of an instance."""
         check_id(instance_id, "instance id")
-        with self.store.transaction() as tx:
+        with self.store.transaction(readonly=True) as tx:
             return self._load(tx, instance_id, resource_id)
 
     def list(
@@ -454,7 +493,7 @@ class Engine:
         ]:
             if isinstance(value, str) and "\x00" in value:
                 raise InvalidInput(f"list filter {what}={value[:60]!r} contains a NUL character")
-        with self.store.transaction() as tx:
+        with self.store.transaction(readonly=True) as tx:
             items, next_cursor = tx.list_instances(
                 machine=machine,
                 state=state,
@@ -473,7 +512,7 @@ class Engine:
     ) -> builtins.list[TransitionRecord]:
         """Every transition of an instance, numbered from 1 (the create record)."""
         check_id(instance_id, "instance id")
-        with self.store.transaction() as tx:
+        with self.store.transaction(readonly=True) as tx:
             self._load(tx, instance_id, resource_id)
             return tx.log(instance_id)
 
@@ -487,7 +526,7 @@ class Engine:
     def state_at(self, instance_id: str, seq: int, *, resource_id: str | None = None) -> Instance:
         """Time travel: the snapshot as it was right after transition ``seq``."""
         check_id(instance_id, "instance id")
-        with self.store.transaction() as tx:
+        with self.store.transaction(readonly=True) as tx:
             current = self._load(tx, instance_id, resource_id)
             if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= current.version:
                 raise InvalidInput(
@@ -503,40 +542,53 @@ class Engine:
 
     # ------------------------------------------------------------ timers
 
+    def _registered(self) -> builtins.list[tuple[str, str]]:
+        with self._lock:
+            return sorted(self._compiled)
+
     def fire_due_timers(self, *, limit: int = 100) -> int:
         """Fire every delayed transition that has come due; the number of log rows written.
 
         Each due instance is locked (``SKIP LOCKED`` on PostgreSQL), its timer decided
-        and written in one transaction, so a timer fires exactly once even with many
-        schedulers. Only instances of machines registered with this engine are touched.
+        and written under a savepoint, so a timer fires exactly once even with many
+        schedulers, and one instance that cannot fire never holds up the others.
+        Only instances of machine versions registered with this engine are touched.
         """
-        machines = sorted({name for name, _ in self._compiled})
-        if not machines:
+        versions = self._registered()
+        if not versions:
             return 0
         now = self.clock.now()
-        fired: list[Decision] = []
+        fired: builtins.list[Decision] = []
         with self.store.transaction() as tx:
-            for snapshot in tx.claim_due(now, kind="machine", machines=machines, limit=limit):
+            for snapshot in tx.claim_due(now, kind="machine", versions=versions, limit=limit):
                 try:
-                    compiled = self._compiled_for(snapshot)
-                    decision = fire_timer(compiled, snapshot, tx.log(snapshot.id), now)
-                except StatewfError as exc:
-                    log.warning("cannot fire the timer of instance %s: %s", snapshot.id, exc)
+                    with tx.savepoint():
+                        compiled = self._compiled_for(snapshot)
+                        decision = fire_timer(
+                            compiled,
+                            snapshot,
+                            tx.log(snapshot.id),
+                            now,
+                            max_bytes=self.max_payload_bytes,
+                        )
+                        tx.update_instance(decision.snapshot, snapshot.version)
+                        self._write(tx, decision)
+                except Exception:
+                    log.exception("cannot fire the due timer of instance %s", snapshot.id)
                     continue
-                tx.update_instance(decision.snapshot, snapshot.version)
-                self._write(tx, decision)
                 fired.append(decision)
         for decision in fired:
+            self._snapshots.put(decision.snapshot)
             self._after_commit(decision)
         return len(fired)
 
     def next_wake_at(self) -> datetime | None:
-        """The earliest wake-up time among instances of the registered machines."""
-        machines = sorted({name for name, _ in self._compiled})
-        if not machines:
+        """The earliest wake-up time among instances of the registered machine versions."""
+        versions = self._registered()
+        if not versions:
             return None
-        with self.store.transaction() as tx:
-            return tx.next_wake_at(kind="machine", machines=machines)
+        with self.store.transaction(readonly=True) as tx:
+            return tx.next_wake_at(kind="machine", versions=versions)
 
     def run_timers(
         self,
@@ -547,9 +599,9 @@ class Engine:
     ) -> None:
         """Fire due timers until ``stop`` is set (or ``max_batches`` batches have run).
 
-        Sleeps until the next wake-up, at most ``poll_interval`` seconds, so that
-        timers created by other processes are seen; waiting timers cost no queries
-        beyond that poll.
+        Sleeps until the next wake-up, at most ``poll_interval`` seconds (so timers
+        created by other processes are seen) and at least 50 ms when nothing fired
+        (so an instance that cannot fire does not turn the loop into a busy spin).
         """
         stop = stop or threading.Event()
         batches = 0
@@ -563,8 +615,8 @@ class Engine:
             wake = self.next_wake_at()
             delay = poll_interval
             if wake is not None:
-                delay = min(poll_interval, max(0.0, (wake - self.clock.now()).total_seconds()))
-            stop.wait(delay)
+                delay = min(poll_interval, (wake - self.clock.now()).total_seconds())
+            stop.wait(max(MIN_TIMER_SLEEP, delay))
 
     # ------------------------------------------------------------ outbox
 

@@ -16,6 +16,9 @@ The document shape (validated with pydantic, unknown keys rejected)::
             payload: Payment
           CANCEL: cancelled          # shorthand: just the target
       completed: {final: true}
+
+Delayed transitions use ``after`` (a mapping of delay to target or transition) and
+``timeout`` / ``on_timeout``, with delays written as strings (``"7 days"``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class _StateDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     on: dict[str, str | _TransitionDoc | list[_TransitionDoc]] = Field(default_factory=dict)
+    after: dict[str, str | _TransitionDoc] = Field(default_factory=dict)
+    timeout: str | None = None
+    on_timeout: str | _TransitionDoc | None = None
     on_enter: _Names = None
     on_exit: _Names = None
     final: bool = False
@@ -167,12 +173,24 @@ def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine
                 on[event] = [_transition(t, registry, where) for t in tdoc]
             else:
                 on[event] = _transition(tdoc, registry, where)
+        after = {
+            delay: _transition(tdoc, registry, f"state {name!r} after {delay!r}")
+            for delay, tdoc in sdoc.after.items()
+        }
+        on_timeout = (
+            _transition(sdoc.on_timeout, registry, f"state {name!r} on_timeout")
+            if sdoc.on_timeout is not None
+            else None
+        )
         states[name] = State(
             on=on,
             on_enter=sdoc.on_enter,
             on_exit=sdoc.on_exit,
             final=sdoc.final,
             description=sdoc.description,
+            after=after,
+            timeout=sdoc.timeout,
+            on_timeout=on_timeout,
         )
     return Machine(
         doc.name,

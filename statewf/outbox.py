@@ -9,6 +9,7 @@ mid-effect leaves it to run again when the lease runs out: at least once.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -33,6 +34,7 @@ class Outbox:
         store: SqlStore,
         clock: Clock,
         resolve: Callable[[str, str, str], Hook],
+        versions: Callable[[], list[tuple[str, str]]],
         *,
         max_attempts: int = 10,
         lease: timedelta = timedelta(seconds=60),
@@ -40,27 +42,46 @@ class Outbox:
         self.store = store
         self.clock = clock
         self.resolve = resolve
+        self.versions = versions
         self.max_attempts = max_attempts
         self.lease = lease
 
     def dispatch(
         self, *, limit: int = 100, instance_id: str | None = None, seq: int | None = None
     ) -> int:
-        """Claim due effects and run them; the number attempted."""
-        now = self.clock.now()
-        with self.store.transaction() as tx:
-            claimed = tx.claim_effects(
-                now, now + self.lease, limit=limit, instance_id=instance_id, seq=seq
-            )
-        for effect, args in claimed:
+        """Claim due effects one at a time and run each; the number attempted.
+
+        Each claim takes a fresh lease just before its effect runs, so a long batch
+        never runs an effect whose lease has already expired. Only effects of machine
+        versions registered here are claimed: a process that does not have a
+        version's code leaves its effects to one that does.
+        """
+        versions = self.versions()
+        attempted = 0
+        while attempted < limit and versions:
+            now = self.clock.now()
+            with self.store.transaction() as tx:
+                claimed = tx.claim_effects(
+                    now,
+                    now + self.lease,
+                    limit=1,
+                    versions=versions,
+                    instance_id=instance_id,
+                    seq=seq,
+                    max_attempts=self.max_attempts,
+                )
+            if not claimed:
+                break
+            effect, args = claimed[0]
             self._run(effect, args)
-        return len(claimed)
+            attempted += 1
+        return attempted
 
     def _run(self, effect: EffectRecord, args: dict[str, Any]) -> None:
         error: str | None = None
         try:
             hook = self.resolve(args["machine"], args["machine_version"], effect.name)
-            hook.fn(
+            result = hook.fn(
                 EffectCall(
                     instance_id=effect.instance_id,
                     machine=args["machine"],
@@ -74,6 +95,10 @@ class Outbox:
                     idempotency_key=f"{effect.instance_id}:{effect.seq}:{effect.position}",
                 )
             )
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError("the effect returned an awaitable; effects are plain functions")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning(
@@ -88,12 +113,22 @@ class Outbox:
         now = self.clock.now()
         backoff = min(MAX_BACKOFF, timedelta(seconds=2.0 ** min(effect.attempts, 10)))
         with self.store.transaction() as tx:
-            tx.finish_effect(
+            finished = tx.finish_effect(
                 effect.id,
+                attempt=effect.attempts,
                 now=now,
                 error=error,
                 retry_at=now + backoff,
                 give_up=effect.attempts >= self.max_attempts,
+            )
+        if not finished:
+            log.warning(
+                "effect %s of instance %s (seq %s): attempt %s outlived its lease; "
+                "a later attempt owns the outcome",
+                effect.name,
+                effect.instance_id,
+                effect.seq,
+                effect.attempts,
             )
 
     def list(

@@ -11,19 +11,22 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+import pydantic_core
+
 from statewf.records import Instance
 
 
 class SnapshotCache:
     """Least-recently-used snapshots by instance id; ``size=0`` disables it."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_context_bytes: int = 64 * 1024) -> None:
         self.size = size
+        self.max_context_bytes = max_context_bytes
         self._items: OrderedDict[str, Instance] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, instance_id: str) -> Instance | None:
-        """The cached snapshot, if any."""
+        """The cached snapshot, if any (the engine only reads it, to decide)."""
         with self._lock:
             found = self._items.get(instance_id)
             if found is not None:
@@ -31,9 +34,18 @@ class SnapshotCache:
             return found
 
     def put(self, snapshot: Instance) -> None:
-        """Remember a snapshot known to be current (just read or just written)."""
+        """Remember a private copy of a snapshot known to be current.
+
+        The copy matters: callers get the snapshot itself and may change its context
+        (it is a plain dict); the cache must not see that. Contexts over
+        ``max_context_bytes`` are not cached.
+        """
         if self.size <= 0:
             return
+        if len(pydantic_core.to_json(snapshot.context)) > self.max_context_bytes:
+            self.drop(snapshot.id)
+            return
+        snapshot = snapshot.model_copy(deep=True)
         with self._lock:
             known = self._items.get(snapshot.id)
             if known is not None and known.version > snapshot.version:

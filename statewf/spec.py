@@ -9,6 +9,7 @@ can be fingerprinted, stored and drawn without running any of its code.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,12 @@ class Effect:
 def effect(fn: Callable[[Any], Any] | None = None, *, name: str | None = None) -> Any:
     """Mark a function as an effect: dispatched after commit from the outbox, at least once."""
     if fn is None:
-        return lambda f: Effect(f, name)
+        return lambda f: effect(f, name=name)
+    if inspect.iscoroutinefunction(fn):
+        raise SpecError(
+            f"effect {_callable_name(fn)!r} is an async function; effects are plain functions "
+            "(run async code inside with asyncio.run, or hand it to your own queue)"
+        )
     return Effect(fn, name)
 
 
@@ -312,6 +318,8 @@ class Machine:
             problems.append(f"initial state {initial!r} is not declared (states: {known})")
         if not problems:
             self._check_graph(problems)
+        if not problems:
+            self._check_effect_names(problems)
         if problems:
             listing = "; ".join(problems)
             raise SpecError(
@@ -323,6 +331,13 @@ class Machine:
     # ------------------------------------------------------------ building
 
     def _resolve(self, ref: Any, where: str, problems: list[str]) -> Hook | None:
+        hook = self._resolve_any(ref, where, problems)
+        if hook is not None and hook.is_effect and where.endswith(("guard", "unless")):
+            problems.append(f"{where}: effect {hook.name!r} cannot be a guard")
+            return None
+        return hook
+
+    def _resolve_any(self, ref: Any, where: str, problems: list[str]) -> Hook | None:
         if isinstance(ref, Effect):
             return Hook(ref.name, ref.fn, is_effect=True)
         if isinstance(ref, str):
@@ -336,6 +351,12 @@ class Machine:
                 problems.append(f"{where}: no hook named {ref!r}; {hint}")
             return hook
         if callable(ref):
+            if inspect.iscoroutinefunction(ref):
+                problems.append(
+                    f"{where}: {_callable_name(ref)!r} is an async function; guards and "
+                    "actions are plain functions (do outside work in an @statewf.effect)"
+                )
+                return None
             return Hook(_callable_name(ref), ref)
         problems.append(f"{where}: expected a callable or a hook name, got {ref!r}")
         return None
@@ -415,6 +436,9 @@ class Machine:
 
     def _add_timers(self, name: str, state: State, problems: list[str]) -> None:
         where = f"state {name!r}"
+        if not isinstance(state.after, Mapping):
+            problems.append(f"{where}: after= must be a mapping of delay to target")
+            return
         delays: list[tuple[Any, Any, str]] = [(k, v, "after") for k, v in state.after.items()]
         if state.timeout is not None or state.on_timeout is not None:
             if state.timeout is None or state.on_timeout is None:
@@ -433,7 +457,7 @@ class Machine:
             label = when if isinstance(when, str) else format_duration(delay)
             label = f"timeout {label}" if kind == "timeout" else f"after {label}"
             item = transition(spec) if isinstance(spec, str) else spec
-            if not isinstance(item, Transition):
+            if not isinstance(item, Transition) or not isinstance(item.target, str | None):
                 problems.append(
                     f"{where} {label}: expected a target name or statewf.transition(...)"
                 )
@@ -451,6 +475,31 @@ class Machine:
             )
             timers.append(ResolvedTimer(label, delay, resolved, f"{TIMER_TRIGGER}{name}:{index}"))
         self.timers[name] = tuple(sorted(timers, key=lambda t: t.delay))
+
+    def _check_effect_names(self, problems: list[str]) -> None:
+        # The outbox finds an effect again by name, after a restart: names must be unique.
+        seen: dict[str, Callable[..., Any]] = {}
+        for hook in self._all_hooks():
+            if not hook.is_effect:
+                continue
+            known = seen.setdefault(hook.name, hook.fn)
+            if known is not hook.fn:
+                problems.append(
+                    f"two different effects are named {hook.name!r}; the outbox finds "
+                    "effects by name, so give one another with statewf.effect(name=...)"
+                )
+
+    def _all_hooks(self) -> Iterator[Hook]:
+        for state in self.states.values():
+            yield from (*state.on_enter, *state.on_exit)
+        for t in self.all_transitions():
+            yield from (*t.guards, *t.unless, *t.actions)
+        for timer in self.all_timers():
+            yield from (
+                *timer.transition.guards,
+                *timer.transition.unless,
+                *timer.transition.actions,
+            )
 
     def _check_graph(self, problems: list[str]) -> None:
         for timer in self.all_timers():
@@ -510,10 +559,7 @@ class Machine:
 
     def effect_hooks(self) -> dict[str, Hook]:
         """Every effect the machine can record, by name."""
-        hooks = [h for s in self.states.values() for h in (*s.on_enter, *s.on_exit)]
-        hooks += [h for t in self.all_transitions() for h in t.actions]
-        hooks += [h for t in self.all_timers() for h in t.transition.actions]
-        return {h.name: h for h in hooks if h.is_effect}
+        return {h.name: h for h in self._all_hooks() if h.is_effect}
 
     @property
     def events(self) -> list[str]:

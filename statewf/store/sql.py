@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,12 +28,13 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
 from statewf.records import EffectRecord, Instance, TransitionRecord
@@ -112,6 +114,20 @@ def _record_values(record: TransitionRecord) -> dict[str, Any]:
     return values
 
 
+def _owner_filter(
+    c: Any, versions: Sequence[tuple[str, str]] | None, machines: Sequence[str] | None
+) -> Any:
+    """Rows of these (machine, version) pairs, or of these machine names."""
+    if versions is not None:
+        return _version_filter(c, versions)
+    return c.machine.in_(list(machines or ()))
+
+
+def _version_filter(c: Any, versions: Sequence[tuple[str, str]]) -> Any:
+    """Rows of these (machine, version) pairs only."""
+    return tuple_(c.machine, c.machine_version).in_([tuple(v) for v in versions])
+
+
 def encode_cursor(created_at: datetime, instance_id: str) -> str:
     """An opaque cursor for keyset pagination on (created_at, id)."""
     raw = json.dumps([created_at.isoformat(), instance_id]).encode()
@@ -122,7 +138,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (created_at, id) a cursor stands for; :class:`InvalidInput` if it is not ours."""
     try:
         created, instance_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), str(instance_id)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive time in cursor")
+        return when, str(instance_id)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(
             f"cursor {cursor[:40]!r} is not valid; pass the next_cursor of a previous page"
@@ -140,6 +159,12 @@ class Tx:
     def dialect(self) -> str:
         """``postgresql`` or ``sqlite``."""
         return self.conn.dialect.name
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: an error inside rolls back only what it wrote."""
+        with self.conn.begin_nested():
+            yield
 
     # ------------------------------------------------------------ instances
 
@@ -186,28 +211,41 @@ class Tx:
             )
 
     def claim_due(
-        self, now: datetime, *, kind: str, machines: Sequence[str], limit: int
+        self,
+        now: datetime,
+        *,
+        kind: str,
+        limit: int,
+        versions: Sequence[tuple[str, str]] | None = None,
+        machines: Sequence[str] | None = None,
     ) -> list[Instance]:
         """Lock instances whose wake-up time has come, earliest first, skipping locked ones.
 
         On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several schedulers share the
         work without waiting on each other; on SQLite the write lock serializes them.
+        Only instances of the given (machine, version) pairs, or machine names, count.
         """
         c = self.t.instances.c
         query = (
             select(self.t.instances)
-            .where(c.wake_at <= now, c.kind == kind, c.machine.in_(list(machines)))
+            .where(c.wake_at <= now, c.kind == kind, _owner_filter(c, versions, machines))
             .order_by(c.wake_at, c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         return [instance_from_row(r) for r in self.conn.execute(query)]
 
-    def next_wake_at(self, *, kind: str, machines: Sequence[str]) -> datetime | None:
+    def next_wake_at(
+        self,
+        *,
+        kind: str,
+        versions: Sequence[tuple[str, str]] | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> datetime | None:
         """The earliest pending wake-up time among these machines' instances."""
         c = self.t.instances.c
         query = select(func.min(c.wake_at)).where(
-            c.wake_at.is_not(None), c.kind == kind, c.machine.in_(list(machines))
+            c.wake_at.is_not(None), c.kind == kind, _owner_filter(c, versions, machines)
         )
         value = self.conn.execute(query).scalar()
         return UTCDateTime().process_result_value(value, self.conn.dialect)
@@ -226,8 +264,11 @@ class Tx:
         cursor: str | None = None,
     ) -> tuple[list[Instance], str | None]:
         """One page of snapshots, oldest first, and the cursor of the next page."""
-        if not 1 <= limit <= MAX_PAGE:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+        for name, when in (("created_after", created_after), ("created_before", created_before)):
+            if when is not None and (not isinstance(when, datetime) or when.tzinfo is None):
+                raise InvalidInput(f"{name} must be a timezone-aware datetime, got {when!r}")
         c = self.t.instances.c
         query = select(self.t.instances)
         if machine is not None:
@@ -341,20 +382,41 @@ class Tx:
         lease_until: datetime,
         *,
         limit: int,
+        versions: Sequence[tuple[str, str]],
+        max_attempts: int,
         instance_id: str | None = None,
         seq: int | None = None,
     ) -> list[tuple[EffectRecord, dict[str, Any]]]:
-        """Claim due pending effects (SKIP LOCKED on PostgreSQL) until ``lease_until``."""
+        """Claim due pending effects (SKIP LOCKED on PostgreSQL) until ``lease_until``.
+
+        Only effects of instances of the given (machine, version) pairs are claimed.
+        An effect whose attempts are used up (its last dispatcher died mid-run) is
+        marked dead here instead of being claimed again.
+        """
         c = self.t.effects.c
-        query = select(self.t.effects).where(c.status == "pending", c.available_at <= now)
+        owners = select(self.t.instances.c.id).where(_version_filter(self.t.instances.c, versions))
+        query = select(self.t.effects).where(
+            c.status == "pending", c.available_at <= now, c.instance_id.in_(owners)
+        )
         if instance_id is not None:
             query = query.where(c.instance_id == instance_id)
         if seq is not None:
             query = query.where(c.seq == seq)
         query = query.order_by(c.id).limit(limit).with_for_update(skip_locked=True)
-        rows = self.conn.execute(query).all()
         claimed = []
-        for row in rows:
+        for row in self.conn.execute(query).all():
+            if row.attempts >= max_attempts:
+                self.conn.execute(
+                    update(self.t.effects)
+                    .where(c.id == row.id)
+                    .values(
+                        status="dead",
+                        done_at=now,
+                        last_error=row.last_error
+                        or "attempts used up (a dispatcher died while running it)",
+                    )
+                )
+                continue
             self.conn.execute(
                 update(self.t.effects)
                 .where(c.id == row.id)
@@ -371,21 +433,28 @@ class Tx:
         self,
         effect_id: int,
         *,
+        attempt: int,
         now: datetime,
         error: str | None,
         retry_at: datetime | None,
         give_up: bool,
-    ) -> None:
-        """Mark a claimed effect done, or failed with a retry time, or dead."""
+    ) -> bool:
+        """Record the outcome of attempt ``attempt``; False if a later attempt owns it."""
         if error is None:
             values: dict[str, Any] = {"status": "done", "done_at": now, "last_error": None}
         elif give_up:
             values = {"status": "dead", "done_at": now, "last_error": error}
         else:
             values = {"available_at": retry_at, "last_error": error}
-        self.conn.execute(
-            update(self.t.effects).where(self.t.effects.c.id == effect_id).values(values)
+        c = self.t.effects.c
+        result = self.conn.execute(
+            update(self.t.effects)
+            # a success reported late still wins over a "presumed dead" mark
+            .where(c.id == effect_id, c.attempts == attempt, c.status != "done")
+            .values(values)
+            .returning(c.id)
         )
+        return result.first() is not None
 
     def list_effects(
         self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100
@@ -420,10 +489,7 @@ class SqlStore:
                     raise InvalidInput(
                         "schema= is for PostgreSQL; on SQLite use table_prefix= instead"
                     )
-                engine = create_engine(
-                    url, echo=echo, poolclass=NullPool if ":memory:" not in url else None
-                )
-                sqlite.configure(engine)
+                engine = sqlite.create(url, echo=echo)
             else:
                 if url.startswith("postgresql://") or url.startswith("postgres://"):
                     url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -432,10 +498,10 @@ class SqlStore:
                 engine = create_engine(
                     url, echo=echo, pool_size=pool_size, max_overflow=max_overflow
                 )
-        except (ArgumentError, NoSuchModuleError) as exc:
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise InvalidInput(
-                f"cannot use database URL {url!r}: {exc}; use sqlite:///path.db or "
-                "postgresql+psycopg://user@host/db"
+                f"cannot use database URL {_hide_password(url)!r}: {exc}; use "
+                "sqlite:///path.db or postgresql+psycopg://user@host/db"
             ) from exc
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise InvalidInput(f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name}")
@@ -458,29 +524,17 @@ class SqlStore:
         self.url = engine.url.render_as_string(hide_password=True)
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
-        """A database transaction: committed on success, rolled back on any error."""
-        try:
-            with self.engine.begin() as conn:
+    def transaction(self, *, readonly: bool = False) -> Iterator[Tx]:
+        """A database transaction: committed on success, rolled back on any error.
+
+        ``readonly`` transactions do not take SQLite's write lock (``BEGIN`` rather
+        than ``BEGIN IMMEDIATE``); on PostgreSQL they are ordinary transactions.
+        """
+        with self._errors(), self.engine.connect() as conn:
+            if readonly:
+                conn = conn.execution_options(statewf_readonly=True)
+            with conn.begin():
                 yield Tx(conn, self.tables)
-        except StatewfError:
-            raise
-        except UnicodeEncodeError as exc:
-            raise InvalidInput(
-                f"a string argument cannot be stored: {exc.reason} at position {exc.start} "
-                "(a lone surrogate?); pass valid Unicode text"
-            ) from exc
-        except DBAPIError as exc:
-            if _is_serialization_failure(exc):
-                raise ConcurrencyConflict(
-                    "the database reported a conflicting concurrent write; retry the operation"
-                ) from exc
-            raise StoreError(
-                f"database error on {self.url}: {type(exc.orig).__name__}: "
-                f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
-            ) from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error on {self.url}: {exc}") from exc
 
     @property
     def conditional_writes(self) -> bool:
@@ -590,6 +644,13 @@ class SqlStore:
         """Close every pooled connection."""
         self.engine.dispose()
         self._autocommit.dispose()
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
 
 
 def _is_json(type_: Any) -> bool:

@@ -2,7 +2,8 @@
 
 SQLite has no row locks, no SKIP LOCKED and no LISTEN/NOTIFY. statewf opens every
 transaction with ``BEGIN IMMEDIATE``, which takes the database write lock up front,
-so two writers are serialized instead of failing half-way; workers poll.
+so two writers are serialized instead of failing half-way; read-only transactions
+use a plain ``BEGIN`` and do not wait for writers (WAL). Workers poll.
 """
 
 from __future__ import annotations
@@ -11,7 +12,23 @@ import sqlite3
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool, StaticPool
+
+
+def create(url: str, *, echo: bool = False) -> Engine:
+    """An engine for a SQLite file (no pooling) or an in-memory database (one shared
+    connection, usable from any thread, so the async twins see the same database)."""
+    database = make_url(url).database
+    if database in (None, "", ":memory:"):
+        engine = create_engine(
+            url, echo=echo, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        engine = create_engine(url, echo=echo, poolclass=NullPool)
+    configure(engine)
+    return engine
 
 
 def configure(engine: Engine, busy_timeout_ms: int = 30_000) -> None:
@@ -21,14 +38,15 @@ def configure(engine: Engine, busy_timeout_ms: int = 30_000) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        _enable_wal(cursor, busy_timeout_ms / 1000)
+        _enable_wal(cursor, busy_timeout_ms / 1000)  # ignored (memory) for in-memory databases
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        readonly = conn.get_execution_options().get("statewf_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def _enable_wal(cursor: Any, timeout_s: float) -> None:
