@@ -76,8 +76,12 @@ def rejects(
     return exc.value
 
 
-@pytest.mark.parametrize("value", LEGAL, ids=range(len(LEGAL)))
-def test_legal_hostile_ids_round_trip_exactly(engine: Engine, value: str) -> None:
+def test_legal_hostile_ids_round_trip_exactly(engine: Engine) -> None:
+    for value in LEGAL:
+        check_round_trip(engine, value)
+
+
+def check_round_trip(engine: Engine, value: str) -> None:
     inst = engine.create("counter", id=value, resource_id=value, idempotency_key=value, context=CTX)
     assert inst.id == value
     sent = engine.send(value, "INC", resource_id=value)
@@ -95,9 +99,14 @@ def test_legal_hostile_ids_round_trip_exactly(engine: Engine, value: str) -> Non
     rejects(engine, lambda: engine.send(near_miss, "INC"), InstanceNotFound)
 
 
-@pytest.mark.parametrize(("value", "message"), ILLEGAL, ids=range(len(ILLEGAL)))
-def test_illegal_ids_are_invalid_input_everywhere(engine: Engine, value: Any, message: str) -> None:
+def test_illegal_ids_are_invalid_input_everywhere(engine: Engine) -> None:
     inst = engine.create("counter", context=CTX)
+    for value, message in ILLEGAL:
+        check_rejected_everywhere(engine, value, message)
+    assert engine.get(inst.id).version == 1
+
+
+def check_rejected_everywhere(engine: Engine, value: Any, message: str) -> None:
     calls: list[Callable[[], Any]] = []
     if value is not None:  # None means "not given" to create
         calls += [
@@ -120,7 +129,6 @@ def test_illegal_ids_are_invalid_input_everywhere(engine: Engine, value: Any, me
                 rejects(engine, lambda f=filters: engine.list(**f), InvalidInput)
             else:
                 assert engine.list(**filters).items == []  # type: ignore[arg-type]
-    assert engine.get(inst.id).version == 1
 
 
 HOSTILE_EVENTS = [SQL, "ünïcødé", "😀", " ", "INC ", "inc", "x" * 200]
