@@ -421,7 +421,11 @@ class Engine:
         # not. A failed dispatch leaves the effect in the outbox for the next one.
         if decision.effects and self.inline_effects:
             try:
-                self.dispatch_effects(instance_id=decision.snapshot.id, seq=decision.record.seq)
+                self.dispatch_effects(
+                    instance_id=decision.snapshot.id,
+                    seq=decision.record.seq,
+                    limit=len(decision.effects),
+                )
             except Exception:
                 log.exception(
                     "dispatching the effects of instance %s (seq %s) failed after commit; "
