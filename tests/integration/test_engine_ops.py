@@ -715,3 +715,26 @@ def test_engine_url_comes_from_the_environment(
     with Engine(f"sqlite:///{path}") as again:
         again.register(sm.counter_machine())
         assert again.get("env").version == 1
+
+
+def test_a_failed_transition_records_and_runs_no_effects(db: dict[str, Any]) -> None:
+    calls: list[Any] = []
+    machine = Machine(
+        "half-way",
+        initial="a",
+        states={
+            # the exit effect is recorded first, then entering b raises
+            "a": State(on_exit=statewf.effect(calls.append, name="told_world"), on={"GO": "b"}),
+            "b": State(on_enter=explode),
+        },
+    )
+    with Engine(**db) as engine:
+        engine.register(machine)
+        inst = engine.create("half-way")
+        tables = dump_tables(engine)
+        with pytest.raises(ActionFailed, match="'explode' raised"):
+            engine.send(inst.id, "GO")
+        assert dump_tables(engine) == tables
+        assert engine.effects() == []
+        assert engine.dispatch_effects() == 0
+        assert calls == []
