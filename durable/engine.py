@@ -374,7 +374,9 @@ class WorkflowEngine(WaitControl):
     async def _drive(self, executor: RunExecutor) -> None:
         run_id = executor.run_id
         try:
-            await executor.execute()
+            outcome = await executor.execute()
+            if outcome.kind == "suspended":
+                self._wake_soon()  # the scheduler learns the new wake-up time now
         except asyncio.CancelledError:
             if not executor.cancelled:
                 raise
