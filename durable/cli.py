@@ -1,4 +1,5 @@
-"""``statewf runs``: list, show (with a step timeline) and cancel workflow runs.
+"""``statewf runs`` (list, show with a timeline, cancel, trigger, pause, resume,
+fast-forward) and ``statewf approve`` / ``statewf reject`` for workflow runs.
 
 Loaded by the ``statewf`` command through the ``statewf.cli`` entry-point group.
 It needs no workflow code: everything it shows is read from the runs' log.
@@ -15,7 +16,7 @@ import click
 
 from durable.engine import WorkflowEngine
 from durable.records import Progress, StepTimeline, WorkflowRun
-from statewf.cli import CliContext, echo_json, errors_as_messages
+from statewf.cli import CliContext, echo_json, errors_as_messages, parse_json
 
 T = TypeVar("T")
 
@@ -84,7 +85,7 @@ def show_run(run: WorkflowRun, progress: Progress, timeline: list[StepTimeline])
 
 @click.group()
 def runs() -> None:
-    """Durable workflow runs: list, show, cancel."""
+    """Durable workflow runs: list, show, cancel, trigger, pause, resume, fast-forward."""
 
 
 @runs.command("list")
@@ -163,3 +164,100 @@ def cancel(obj: CliContext, run_id: str, resource_id: str | None, reason: str | 
     """Cancel a run (it stops at its next step boundary)."""
     run = _call(obj, lambda e: e.cancel_workflow(run_id, resource_id=resource_id, reason=reason))
     click.echo(f"run {run.id} is {run.status}")
+
+
+@runs.command("trigger")
+@click.argument("run_id")
+@click.argument("event")
+@click.option("--data", help="Event data as JSON.")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def trigger(
+    obj: CliContext, run_id: str, event: str, data: str | None, resource_id: str | None
+) -> None:
+    """Send EVENT (with --data) to a run; a waiting run is woken by its scheduler."""
+    payload = parse_json(data, "--data")
+    run = _call(obj, lambda e: e.trigger_event(run_id, event, payload, resource_id=resource_id))
+    click.echo(f"run {run.id} got {event!r}; it is {run.status}")
+
+
+@runs.command("pause")
+@click.argument("run_id")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def pause(obj: CliContext, run_id: str, resource_id: str | None) -> None:
+    """Pause a run (it stops at its next step boundary)."""
+    run = _call(obj, lambda e: e.pause_workflow(run_id, resource_id=resource_id))
+    click.echo(f"run {run.id} is {run.status}")
+
+
+@runs.command("resume")
+@click.argument("run_id")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def resume(obj: CliContext, run_id: str, resource_id: str | None) -> None:
+    """Resume a paused run (a scheduler picks it up)."""
+    run = _call(obj, lambda e: e.resume_workflow(run_id, resource_id=resource_id))
+    click.echo(f"run {run.id} is {run.status}")
+
+
+@runs.command("fast-forward")
+@click.argument("run_id")
+@click.option("--data", help="Data for the wait (an event's data, a poll's result), as JSON.")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def fast_forward(obj: CliContext, run_id: str, data: str | None, resource_id: str | None) -> None:
+    """Satisfy whatever the run waits on now (sleep, event, poll, pause)."""
+    payload = parse_json(data, "--data")
+    run = _call(obj, lambda e: e.fast_forward_workflow(run_id, payload, resource_id=resource_id))
+    click.echo(f"run {run.id} is {run.status}")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--reviewer", required=True, help="Who approves (recorded in the log).")
+@click.option("--comment", help="Why (recorded in the log).")
+@click.option("--step", help="The approval step's key (default: the one the run waits on).")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def approve(
+    obj: CliContext,
+    run_id: str,
+    reviewer: str,
+    comment: str | None,
+    step: str | None,
+    resource_id: str | None,
+) -> None:
+    """Approve a run's pending approval step."""
+    run = _call(
+        obj,
+        lambda e: e.approve(
+            run_id, reviewer=reviewer, comment=comment, step=step, resource_id=resource_id
+        ),
+    )
+    click.echo(f"approved run {run.id} as {reviewer}; it is {run.status}")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--reviewer", required=True, help="Who rejects (recorded in the log).")
+@click.option("--reason", required=True, help="Why (recorded in the log; the workflow sees it).")
+@click.option("--step", help="The approval step's key (default: the one the run waits on).")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def reject(
+    obj: CliContext,
+    run_id: str,
+    reviewer: str,
+    reason: str,
+    step: str | None,
+    resource_id: str | None,
+) -> None:
+    """Reject a run's pending approval step."""
+    run = _call(
+        obj,
+        lambda e: e.reject(
+            run_id, reviewer=reviewer, reason=reason, step=step, resource_id=resource_id
+        ),
+    )
+    click.echo(f"rejected run {run.id} as {reviewer}; it is {run.status}")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from click.testing import CliRunner
 from wf_flows import ORDER, pipeline5
@@ -88,3 +89,79 @@ def test_runs_cli_errors_are_one_line_messages(db: dict[str, str | None]) -> Non
     result = CliRunner().invoke(cli.cli, [*base, "runs", "show", "nope"])
     assert result.exit_code == 1
     assert "RunNotFound: no workflow run 'nope'" in result.output
+
+
+def test_waiting_commands(make_engine: Make, db: dict[str, str | None]) -> None:
+    from durable import cli as durable_cli
+
+    @durable.workflow("cli-waits")
+    async def cli_waits(ctx: durable.Context[None]) -> list[Any]:
+        got = await ctx.step.wait_for("order", event="paid")
+        decision = await ctx.step.approval("ship")
+        await ctx.step.pause("hold")
+        return [got, decision.approved, decision.reviewer]
+
+    def run_cli(command: Any, *args: str) -> str:
+        base = ["--database", str(db["url"])] + (["--schema", db["schema"]] if db["schema"] else [])
+        group = cli.cli
+        group.add_command(command)
+        result = CliRunner().invoke(group, [*base, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    async def waiting_on(engine: durable.WorkflowEngine, run_id: str, key: str) -> None:
+        for _ in range(2000):
+            snap = engine.engine.get(run_id)
+            if (snap.context.get("waiting") or {}).get("key") == key and snap.status in (
+                "waiting",
+                "paused",
+            ):
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(
+            f"never waited on {key}: "
+            f"{[(r.kind, r.status, r.wake_at) for r in engine.engine.history(run_id)]}"
+        )
+
+    async def main() -> None:
+        async with make_engine(workflows=[cli_waits], poll_interval=0.05) as engine:
+            run = await engine.start_workflow(cli_waits)
+            await waiting_on(engine, run.id, "order")
+            out = await asyncio.to_thread(
+                run_cli, durable_cli.runs, "runs", "trigger", run.id, "paid", "--data", '{"n": 1}'
+            )
+            assert "got 'paid'" in out
+            await waiting_on(engine, run.id, "ship")
+            out = await asyncio.to_thread(
+                run_cli, durable_cli.approve, "approve", run.id, "--reviewer", "ed"
+            )
+            assert "approved run" in out
+            await waiting_on(engine, run.id, "hold")
+            await asyncio.to_thread(run_cli, durable_cli.runs, "runs", "resume", run.id)
+            assert await engine.result(run.id, timeout=10) == [{"n": 1}, True, "ed"]
+
+            second = await engine.start_workflow(cli_waits)
+            await waiting_on(engine, second.id, "order")
+            await asyncio.to_thread(run_cli, durable_cli.runs, "runs", "pause", second.id)
+            assert engine.engine.get(second.id).status == "paused"
+            await asyncio.to_thread(run_cli, durable_cli.runs, "runs", "resume", second.id)
+            await waiting_on(engine, second.id, "order")  # woken, and waiting again
+            await asyncio.to_thread(
+                run_cli, durable_cli.runs, "runs", "fast-forward", second.id, "--data", '"x"'
+            )
+            await waiting_on(engine, second.id, "ship")
+            await asyncio.to_thread(
+                run_cli,
+                durable_cli.reject,
+                "reject",
+                second.id,
+                "--reviewer",
+                "legal",
+                "--reason",
+                "no",
+            )
+            await waiting_on(engine, second.id, "hold")
+            await asyncio.to_thread(run_cli, durable_cli.runs, "runs", "fast-forward", second.id)
+            assert await engine.result(second.id, timeout=10) == ["x", False, "legal"]
+
+    asyncio.run(main())
