@@ -242,6 +242,14 @@ class WaitControl:
                     "record a decision in advance",
                     instance_id=run_id,
                 )
+            due = run.wake_at is not None and run.wake_at <= self.host.clock.now()
+            if run.status != "waiting" or due:
+                raise InvalidInput(
+                    f"run {run_id!r} is not waiting for a decision right now (a decision for "
+                    f"{event.removeprefix('approval:')!r} may be queued already); try again "
+                    "when it waits, or name the step= to decide in advance",
+                    instance_id=run_id,
+                )
             step = event.removeprefix("approval:")
         decision = Approval(approved=approved, reviewer=reviewer, reason=reason)
         return await self.trigger_event(
