@@ -37,10 +37,12 @@ from durable.errors import (
 from durable.pipeline import Pipeline
 from durable.records import Progress, RunError, RunStatus, StepAttempt, StepTimeline, WorkflowRun
 from durable.retry import RetryPolicy
+from durable.waits import Approval, PollResult
 from statewf.errors import InvalidInput
 from statewf.store.runs import Connection
 
 __all__ = [
+    "Approval",
     "Connection",
     "Context",
     "DuplicateStepKey",
@@ -50,6 +52,7 @@ __all__ = [
     "NonDeterminismError",
     "NonRetryableError",
     "Pipeline",
+    "PollResult",
     "Progress",
     "ResultNotSerializable",
     "RetryPolicy",
