@@ -33,7 +33,7 @@ from statewf.errors import InvalidPayload
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
-from statewf.store.runs import claim_due_runs
+from statewf.store.runs import claim_due_runs, notify_wake
 
 
 def not_found(run_id: str, resource_id: str | None) -> RunNotFound:
@@ -118,6 +118,7 @@ def resume(store: SqlStore, run_id: str, resource_id: str | None, now: datetime)
             return snap
         waiting = snap.context.get("waiting") or {}
         meta = {"position": waiting["position"]} if "position" in waiting else {}
+        notify_wake(store, tx, run_id)
         return _append(
             tx,
             snap,
@@ -162,6 +163,8 @@ def trigger(
                         event=event,
                     ) from None
         due = awaited and snap.status == WAITING
+        if due:
+            notify_wake(store, tx, run_id)
         return _append(
             tx,
             snap,
@@ -197,6 +200,7 @@ def fast_forward(
             snap = _append(
                 tx, snap, now, kind=KIND_FAST_FORWARD, status=WAITING, wake_at=now, meta=meta
             )
+            notify_wake(store, tx, run_id)
         return snap, None
 
 

@@ -4,8 +4,9 @@
 task claims due runs (``wake_at <= now``; ``SKIP LOCKED`` on PostgreSQL, so several
 engines share the work and each wake-up happens once) and replays them. It sleeps
 until the next known wake-up, at most ``poll_interval`` seconds, and is poked at
-once when this engine sends an event, resumes or fast-forwards a run. Other
-processes' events are seen at the next poll (no LISTEN/NOTIFY yet).
+once when this engine sends an event, resumes or fast-forwards a run; on
+PostgreSQL, other processes' events wake it through LISTEN/NOTIFY (a hint only:
+the table is the truth, and the poll catches anything a notification missed).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from statewf.clock import SystemClock
 from statewf.engine import check_event_name, check_id
 from statewf.errors import InvalidInput, StatewfError
 from statewf.records import Instance
-from statewf.store.runs import next_wake
+from statewf.store.runs import WakeListener, next_wake
 
 log = logging.getLogger("durable")
 
@@ -58,11 +59,18 @@ class WaitControl:
 
     def _start_scheduler(self) -> None:
         self._poke = asyncio.Event()
-        self._scheduler = asyncio.get_running_loop().create_task(
-            self._schedule(), name="durable-scheduler"
+        loop = asyncio.get_running_loop()
+        self._scheduler = loop.create_task(self._schedule(), name="durable-scheduler")
+        # PostgreSQL: a NOTIFY from another process wakes the scheduler at once
+        self._listener = WakeListener(
+            self.host.store, lambda: loop.call_soon_threadsafe(self._poke.set)
         )
+        self._listener.start()
 
     async def _stop_scheduler(self) -> None:
+        listener = getattr(self, "_listener", None)
+        if listener is not None:
+            await asyncio.to_thread(listener.stop)
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,15 +8,19 @@ the open connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import zlib
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import psycopg
+import psycopg.sql
 from sqlalchemy import Connection as _Connection
 from sqlalchemy import func, select
 
 from statewf.records import Instance, TransitionRecord
 from statewf.store.schema import UTCDateTime
-from statewf.store.sql import Tx, instance_from_row
+from statewf.store.sql import SqlStore, Tx, instance_from_row
 
 #: The connection a transactional step receives: a SQLAlchemy Core ``Connection``
 #: inside statewf's open transaction. Do not commit or close it.
@@ -97,3 +101,62 @@ def set_statement_timeout(tx: Tx, seconds: float) -> None:
     if tx.dialect == "postgresql":
         millis = max(1, int(seconds * 1000))
         tx.conn.execute(select(func.set_config("statement_timeout", str(millis), True)))
+
+
+def wake_channel(store: SqlStore) -> str:
+    """The LISTEN/NOTIFY channel that announces due runs of this store's tables."""
+    t = store.tables.instances
+    return f"statewf_wake_{zlib.crc32(f'{t.schema}.{t.name}'.encode()):08x}"
+
+
+def notify_wake(store: SqlStore, tx: Tx, run_id: str) -> None:
+    """Tell listening schedulers (on PostgreSQL, at commit) that ``run_id`` is due."""
+    store.notify(tx, wake_channel(store), run_id)
+
+
+class WakeListener:
+    """A thread that LISTENs for due runs on PostgreSQL and calls ``on_wake``.
+
+    Notifications are hints: the instances table stays the truth, and schedulers
+    poll it anyway. On SQLite there is nothing to listen to and this does nothing.
+    A lost connection is retried every few seconds.
+    """
+
+    def __init__(self, store: SqlStore, on_wake: Callable[[], object]) -> None:
+        self._store = store
+        self._on_wake = on_wake
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start listening (PostgreSQL only)."""
+        if self._store.dialect != "postgresql" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="statewf-wake", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening and wait for the thread (a fraction of a second)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        url = self._store.engine.url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        channel = wake_channel(self._store)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(
+                        psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel))
+                    )
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.2, stop_after=1):
+                            try:
+                                self._on_wake()
+                            except RuntimeError:  # the listener's owner is gone
+                                self._stop.set()
+            except psycopg.Error:
+                self._stop.wait(2.0)

@@ -422,3 +422,29 @@ def test_wait_until_accepts_aware_datetimes(make_engine: Make, clock: ManualCloc
             assert await engine.result(run.id, timeout=10) == "go"
 
     asyncio.run(main())
+
+
+def test_an_event_from_another_process_wakes_the_run_at_once_on_postgres(
+    make_engine: Make, db: dict[str, str | None]
+) -> None:
+    if not db["url"] or not db["url"].startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite schedulers poll")
+
+    @durable.workflow("notified")
+    async def notified(ctx: durable.Context[None]) -> Any:
+        return await ctx.step.wait_for("go", event="go")
+
+    async def main() -> None:
+        # the scheduler would poll only every 60 s: a quick wake-up must be the NOTIFY
+        async with make_engine(workflows=[notified], poll_interval=60) as engine:
+            run = await engine.start_workflow(notified)
+            await until(lambda: status(engine, run.id) == "waiting", "the wait")
+            await asyncio.sleep(0.3)  # the listener is connected
+            other = statewf.Engine(db["url"], schema=db["schema"])
+            sender = durable.WorkflowEngine(other, recover=False)
+            await sender.trigger_event(run.id, "go", {"n": 1})
+            await sender.close()
+            other.close()
+            assert await engine.result(run.id, timeout=5) == {"n": 1}
+
+    asyncio.run(main())
