@@ -70,7 +70,7 @@ class WaitControl:
     async def _stop_scheduler(self) -> None:
         listener = getattr(self, "_listener", None)
         if listener is not None:
-            await asyncio.to_thread(listener.stop)
+            listener.stop()
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

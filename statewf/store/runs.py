@@ -136,11 +136,9 @@ class WakeListener:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop listening and wait for the thread (a fraction of a second)."""
+        """Stop listening; the thread closes its connection within a fraction of a second."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._thread = None
 
     def _run(self) -> None:
         url = self._store.engine.url.set(drivername="postgresql")

@@ -28,22 +28,18 @@ def clock() -> ManualClock:
 def make_engine(
     db: dict[str, str | None], clock: ManualClock
 ) -> Iterator[Callable[..., durable.WorkflowEngine]]:
-    """``make_engine(workflows=[...], **kw)``: a WorkflowEngine on a fresh statewf Engine."""
+    """``make_engine(workflows=[...], **kw)``: a WorkflowEngine on the test's database.
+
+    The WorkflowEngines of one test share one statewf Engine (one connection pool):
+    closing a WorkflowEngine, as a crash test does, stops its execution only.
+    """
     engines: list[statewf.Engine] = []
 
     def make(**kwargs: Any) -> durable.WorkflowEngine:
-        engine = statewf.Engine(db["url"], schema=db["schema"], clock=clock)
-        engines.append(engine)
+        if not engines:
+            engines.append(statewf.Engine(db["url"], schema=db["schema"], clock=clock))
         kwargs.setdefault("seed", 7)
-        workflows = durable.WorkflowEngine(engine, **kwargs)
-        close = workflows.close
-
-        async def close_both() -> None:  # release connections as soon as a test is done
-            await close()
-            engine.close()
-
-        workflows.close = close_both  # type: ignore[method-assign]
-        return workflows
+        return durable.WorkflowEngine(engines[0], **kwargs)
 
     yield make
     for engine in engines:

@@ -105,7 +105,7 @@ def test_crash_at_every_step_boundary_resumes_with_the_same_results(
 
 
 @settings(
-    max_examples=8,
+    max_examples=6,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
