@@ -14,6 +14,7 @@ from pathlib import Path
 import wf_flows
 
 import durable
+import statewf
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -77,3 +78,36 @@ def test_sigkill_mid_step_then_recovery_on_start(
         "step-4",
         "step-5",
     ]
+
+
+def test_a_sleeping_run_is_woken_by_a_new_process(db: dict[str, str | None]) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "wf_kill_child.py"),
+            "nap",
+            str(db["url"]),
+            db["schema"] or "-",
+        ],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+
+    async def main() -> None:
+        store = statewf.Engine(db["url"], schema=db["schema"])  # the wall clock
+        try:
+            assert store.get("napping-run").status == "waiting"  # the child left it waiting
+            async with durable.WorkflowEngine(
+                store, workflows=[wf_flows.napper], poll_interval=0.1
+            ) as engine:
+                assert await engine.result("napping-run", timeout=30) == "rested"
+            kinds = [r.kind for r in store.history("napping-run")]
+            assert kinds == ["create", "sleep", "wake", "step", "step", "completed"]
+        finally:
+            store.close()
+
+    asyncio.run(main())
+    assert wf_flows.CALLS["after-nap"] == 1

@@ -158,3 +158,10 @@ async def ledger(ctx: durable.Context[dict[str, Any]]) -> list[str]:
             await ctx.step.run(f"step-{i}", ledger_step(ctx.input["ledger"], f"step-{i}", pause))
         )
     return out
+
+
+@durable.workflow("napper")
+async def napper(ctx: durable.Context[None]) -> str:
+    """Sleeps half a second of wall-clock time, then runs one step."""
+    await ctx.step.sleep("nap", 0.5)
+    return await ctx.step.run("after-nap", counted("after-nap", "rested"))
