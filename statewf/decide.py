@@ -170,7 +170,9 @@ def _summary(exc: ValidationError) -> str:
 def load_context(compiled: CompiledMachine, data: Mapping[str, Any]) -> Any:
     """The context object hooks see: the machine's model, or a private copy of the dict."""
     model = compiled.spec.context
-    data = copy.deepcopy(dict(data))  # hooks must never reach the stored snapshot's objects
+    # A private copy: hooks must never reach the stored snapshot's objects. Contexts
+    # are JSON data, so a JSON round trip copies them exactly, and fast.
+    data = pydantic_core.from_json(pydantic_core.to_json(data))
     return data if model is None else model.model_validate(data)
 
 
@@ -312,7 +314,7 @@ def decide(
             raise InvalidPayload(
                 f"event {event!r} rejected ({where}): {exc.message}", **ids
             ) from exc
-        payload_obj = copy.deepcopy(payload_json)
+        payload_obj = pydantic_core.from_json(pydantic_core.to_json(payload_json))
     runner = _Runner(
         where + f" handling {event!r}",
         load_context(compiled, snapshot.context),

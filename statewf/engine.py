@@ -11,6 +11,7 @@ import builtins
 import functools
 import logging
 import os
+import re
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,8 @@ from statewf.store.schema import ID_LENGTH
 
 log = logging.getLogger("statewf")
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 #: The shortest sleep of :meth:`Engine.run_timers` after a batch that fired nothing.
 MIN_TIMER_SLEEP = 0.05
 
@@ -61,7 +64,7 @@ def check_id(value: Any, what: str) -> str:
         raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
     if len(value) > ID_LENGTH:
         raise InvalidInput(f"{what} {value[:40]!r}... is longer than {ID_LENGTH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise InvalidInput(f"{what} {value[:60]!r} contains control characters")
     return value
 
@@ -74,7 +77,7 @@ def check_event_name(value: Any) -> str:
         raise InvalidInput(
             f"event name {value[:40]!r}... is longer than {MAX_NAME_LENGTH} characters"
         )
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise InvalidInput(f"event name {value[:60]!r} contains control characters")
     return value
 

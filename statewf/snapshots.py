@@ -42,10 +42,12 @@ class SnapshotCache:
         """
         if self.size <= 0:
             return
-        if len(pydantic_core.to_json(snapshot.context)) > self.max_context_bytes:
+        encoded = pydantic_core.to_json(snapshot.context)
+        if len(encoded) > self.max_context_bytes:
             self.drop(snapshot.id)
             return
-        snapshot = snapshot.model_copy(deep=True)
+        # contexts are JSON data: decoding the encoding is an exact, fast deep copy
+        snapshot = snapshot.model_copy(update={"context": pydantic_core.from_json(encoded)})
         with self._lock:
             known = self._items.get(snapshot.id)
             if known is not None and known.version > snapshot.version:

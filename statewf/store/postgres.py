@@ -6,6 +6,7 @@ import zlib
 from typing import Any
 
 import psycopg
+import pydantic_core
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine, Insert, Select, func, select
@@ -60,7 +61,10 @@ class FastPath:
     def write(self, params: dict[str, Any]) -> bool:
         """Run the conditional update-and-append; True if it wrote."""
         adapted = {
-            k: Jsonb(v) if k in self.json_params and v is not None else v for k, v in params.items()
+            k: Jsonb(v, dumps=pydantic_core.to_json)
+            if k in self.json_params and v is not None
+            else v
+            for k, v in params.items()
         }
         raw = self.engine.raw_connection()
         try:
