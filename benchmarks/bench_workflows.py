@@ -159,7 +159,49 @@ async def bench_statewf(schema: str, raw: float, args: argparse.Namespace) -> di
             f"total, {out['replay_1000_engine'] * 1000:.1f} ms engine time, "
             f"{queries} log query"
         )
+    out.update(await bench_wakeups(schema))
     store.close()
+    return out
+
+
+async def bench_wakeups(schema: str, rounds: int = 20) -> dict[str, float]:
+    """From ``trigger_event`` returning to the next step starting: same engine and another."""
+    started: dict[str, float] = {}
+
+    def stamp(run_id: str) -> str:
+        started[run_id] = time.perf_counter()
+        return run_id
+
+    @durable.workflow("wake")
+    async def wake(ctx: durable.Context[Any]) -> str:
+        await ctx.step.wait_for("go", event="go")
+        return await ctx.step.run("next", stamp, ctx.run_id)
+
+    store = statewf.Engine(PG_URL, schema=schema)
+    other = statewf.Engine(PG_URL, schema=schema)
+    out: dict[str, float] = {}
+    async with (
+        durable.WorkflowEngine(store, workflows=[wake], poll_interval=30) as engine,
+        durable.WorkflowEngine(other, recover=False, scheduler=False) as sender,
+    ):
+        for label, via in (("same engine", engine), ("another process (NOTIFY)", sender)):
+            latencies = []
+            for _ in range(rounds):
+                run = await engine.start_workflow("wake")
+                while store.get(run.id).status != "waiting":
+                    await asyncio.sleep(0.001)
+                await via.trigger_event(run.id, "go")
+                sent = time.perf_counter()
+                await engine.wait_for_run(run.id, poll_interval=0.001)
+                latencies.append(started[run.id] - sent)
+            median = statistics.median(latencies)
+            out[f"wake_{'local' if via is engine else 'notify'}"] = median
+            print(
+                f"event to next step, {label + ':':<27}{median * 1000:8.2f} ms (median; "
+                "poll interval 30 s)"
+            )
+    store.close()
+    other.close()
     return out
 
 
