@@ -413,8 +413,11 @@ class WorkflowEngine(WaitControl):
     async def resume(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Execute a run to its end (or its next wait) in the caller's task; the run after.
 
-        A run that is finished is returned as it is; a run already executing in this
-        engine is awaited. Recorded steps are replayed from the log, not re-run.
+        For runs left ``running`` or ``pending`` (after a crash, or on purpose with
+        ``scheduler=False``). A finished, waiting or paused run is returned as it is
+        (waiting runs are woken by the scheduler, paused ones by
+        :meth:`resume_workflow`); a run already executing in this engine is awaited.
+        Recorded steps are replayed from the log, not run again.
         """
         await self.start()
         check_id(run_id, "run id")
@@ -424,7 +427,7 @@ class WorkflowEngine(WaitControl):
             await asyncio.shield(task)
             return await self.get_run(run_id, resource_id=resource_id)
         executor = await self._load_executor(run_id, resource_id)
-        if executor is not None:
+        if executor is not None and executor.snapshot.status in IN_PROGRESS:
             await self._mark_recovered(executor, "resume")
             self._executors[run_id] = executor
             try:
