@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import BaseModel
 
@@ -48,6 +48,9 @@ from statewf.store import SqlStore, Tx
 from statewf.store.schema import ID_LENGTH
 
 log = logging.getLogger("statewf")
+
+#: Effects written already claimed by this process, with what they receive.
+Claimed: TypeAlias = "builtins.list[tuple[EffectRecord, dict[str, Any]]]"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -147,6 +150,7 @@ class Engine:
             functools.partial(sorted, self._compiled),
             max_attempts=effect_max_attempts,
         )
+        # effects written already claimed by this process, run right after the commit
         self._snapshots = SnapshotCache(snapshot_cache_size if self.store.conditional_writes else 0)
         self._latest: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -266,14 +270,15 @@ class Engine:
             idempotency_key=idempotency_key,
             max_bytes=self.max_payload_bytes,
         )
+        claimed: Claimed = []
         with self.store.transaction() as tx:
             inserted = tx.insert_instance(decision.snapshot)
             if inserted:
-                self._write(tx, decision)
+                claimed = self._write(tx, decision)
         if not inserted:
             return self._lost_create_race(name, instance_id, idempotency_key, resource_id)
         self._snapshots.put(decision.snapshot)
-        self._after_commit(decision)
+        self._after_commit(claimed)
         return decision.snapshot
 
     def _existing(self, machine: str, key: str, resource_id: str | None) -> Instance | None:
@@ -328,12 +333,10 @@ class Engine:
             decision = decide(
                 compiled, current, event, payload, now, max_bytes=self.max_payload_bytes
             )
-            for step in [*fired, decision]:
-                self._write(tx, step)
+            claimed = [c for step in [*fired, decision] for c in self._write(tx, step)]
             tx.update_instance(decision.snapshot, snapshot.version)
         self._snapshots.put(decision.snapshot)
-        for step in [*fired, decision]:
-            self._after_commit(step)
+        self._after_commit(claimed)
         return decision.snapshot
 
     def _fire_due(
@@ -403,39 +406,40 @@ class Engine:
                 return None
         return None
 
-    def _write(self, tx: Tx, decision: Decision) -> None:
-        tx.append([decision.record])
-        if decision.effects:
-            snap = decision.snapshot
-            args = {
-                "machine": snap.machine,
-                "machine_version": snap.machine_version,
-                "event": decision.record.event,
-                "state": snap.state,
-                "context": snap.context,
-                "payload": decision.record.payload,
-            }
-            tx.add_effects(
-                snap.id, decision.record.seq, decision.effects, args, decision.record.created_at
-            )
+    def _write(self, tx: Tx, decision: Decision) -> Claimed:
+        """Append the decision's log row and record its effects in the outbox.
 
-    def _after_commit(self, decision: Decision) -> None:
+        When this engine dispatches inline, the effects are written already claimed
+        by it (saving a claim transaction) and returned, to run after the commit.
+        """
+        tx.append([decision.record])
+        if not decision.effects:
+            return []
+        snap = decision.snapshot
+        args = {
+            "machine": snap.machine,
+            "machine_version": snap.machine_version,
+            "event": decision.record.event,
+            "state": snap.state,
+            "context": snap.context,
+            "payload": decision.record.payload,
+        }
+        now = decision.record.created_at
+        lease_until = now + self.outbox.lease if self.inline_effects else None
+        effects = tx.add_effects(
+            snap.id, decision.record.seq, decision.effects, args, now, claimed_until=lease_until
+        )
+        return [(effect, args) for effect in effects] if self.inline_effects else []
+
+    def _after_commit(self, claimed: Claimed) -> None:
         # The transition is committed: nothing here may make the caller think it was
         # not. A failed dispatch leaves the effect in the outbox for the next one.
-        if decision.effects and self.inline_effects:
-            try:
-                self.dispatch_effects(
-                    instance_id=decision.snapshot.id,
-                    seq=decision.record.seq,
-                    limit=len(decision.effects),
-                )
-            except Exception:
-                log.exception(
-                    "dispatching the effects of instance %s (seq %s) failed after commit; "
-                    "they stay in the outbox",
-                    decision.snapshot.id,
-                    decision.record.seq,
-                )
+        if not claimed:
+            return
+        try:
+            self.outbox.run_claimed(claimed)
+        except Exception:
+            log.exception("dispatching effects after commit failed; they stay in the outbox")
 
     def _compiled_for(self, snapshot: Instance) -> CompiledMachine:
         if snapshot.kind != "machine":
@@ -566,6 +570,7 @@ class Engine:
             return 0
         now = self.clock.now()
         fired: builtins.list[Decision] = []
+        claimed: Claimed = []
         with self.store.transaction() as tx:
             for snapshot in tx.claim_due(now, kind="machine", versions=versions, limit=limit):
                 try:
@@ -579,14 +584,15 @@ class Engine:
                             max_bytes=self.max_payload_bytes,
                         )
                         tx.update_instance(decision.snapshot, snapshot.version)
-                        self._write(tx, decision)
+                        mine = self._write(tx, decision)
                 except Exception:
                     log.exception("cannot fire the due timer of instance %s", snapshot.id)
                     continue
                 fired.append(decision)
+                claimed += mine
         for decision in fired:
             self._snapshots.put(decision.snapshot)
-            self._after_commit(decision)
+        self._after_commit(claimed)
         return len(fired)
 
     def next_wake_at(self) -> datetime | None:

@@ -77,6 +77,11 @@ class Outbox:
             attempted += 1
         return attempted
 
+    def run_claimed(self, claimed: list[tuple[EffectRecord, dict[str, Any]]]) -> None:
+        """Run effects this process recorded already claimed, with their transition."""
+        for effect, args in claimed:
+            self._run(effect, args)
+
     def _run(self, effect: EffectRecord, args: dict[str, Any]) -> None:
         error: str | None = None
         try:

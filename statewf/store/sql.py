@@ -353,28 +353,51 @@ class Tx:
     # ------------------------------------------------------------ outbox
 
     def add_effects(
-        self, instance_id: str, seq: int, names: Sequence[str], args: dict[str, Any], now: datetime
-    ) -> None:
-        """Record effects for a transition, in the transition's own database transaction."""
+        self,
+        instance_id: str,
+        seq: int,
+        names: Sequence[str],
+        args: dict[str, Any],
+        now: datetime,
+        *,
+        claimed_until: datetime | None = None,
+    ) -> list[EffectRecord]:
+        """Record effects for a transition, in the transition's own database transaction.
+
+        With ``claimed_until`` the rows are written already claimed (attempt 1, leased
+        until then) by the process that will run them right after the commit, which
+        saves a claim transaction; if that process dies, the lease runs out and any
+        dispatcher takes them.
+        """
         if not names:
-            return
-        self.conn.execute(
-            self.t.effects.insert(),
-            [
-                {
-                    "instance_id": instance_id,
-                    "seq": seq,
-                    "position": i,
-                    "name": name,
-                    "args": args,
-                    "status": "pending",
-                    "attempts": 0,
-                    "available_at": now,
-                    "created_at": now,
-                }
-                for i, name in enumerate(names)
-            ],
-        )
+            return []
+        claimed = claimed_until is not None
+        rows = [
+            {
+                "instance_id": instance_id,
+                "seq": seq,
+                "position": i,
+                "name": name,
+                "args": args,
+                "status": "pending",
+                "attempts": 1 if claimed else 0,
+                "available_at": claimed_until if claimed else now,
+                "created_at": now,
+            }
+            for i, name in enumerate(names)
+        ]
+        c = self.t.effects.c
+        ids = self.conn.execute(self.t.effects.insert().returning(c.id, c.position), rows).all()
+        by_position = {position: effect_id for effect_id, position in ids}
+        return [
+            EffectRecord(
+                id=by_position[row["position"]],
+                last_error=None,
+                done_at=None,
+                **{k: v for k, v in row.items() if k != "args"},
+            )
+            for row in rows
+        ]
 
     def claim_effects(
         self,
