@@ -58,6 +58,13 @@ def show_run(run: WorkflowRun, progress: Progress, timeline: list[StepTimeline])
     click.echo(f"input     {_short(run.input, 80)}")
     if run.output is not None:
         click.echo(f"output    {_short(run.output, 80)}")
+    if run.waiting is not None:
+        on = run.waiting.get("event") or run.waiting.get("kind")
+        until = run.waiting.get("until") or run.waiting.get("timeout_at")
+        click.echo(
+            f"waiting   at {run.waiting.get('key', '(paused)')!s}: {on}"
+            + (f" until {until}" if until else "")
+        )
     if run.error is not None:
         where = f" in step {run.error.step!r}" if run.error.step else ""
         click.echo(f"error     {run.error.type}{where}: {run.error.message}")

@@ -43,7 +43,7 @@ from durable.scheduling import WaitControl
 from durable.writer import RunHost
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
-from statewf.errors import DuplicateInstance, InvalidInput
+from statewf.errors import DuplicateInstance, InvalidInput, StatewfError
 from statewf.fold import apply
 from statewf.records import KIND_CREATE, Instance, Page, TransitionRecord
 from statewf.store.runs import load_run, runs_in_status
@@ -200,10 +200,14 @@ class WorkflowEngine(WaitControl):
                         snap.machine_version,
                     )
                     continue
-                executor = await self._load_executor(snap.id, None)
-                if executor is None or executor.finished:
+                try:
+                    executor = await self._load_executor(snap.id, None)
+                    if executor is None or executor.finished:
+                        continue
+                    await self._mark_recovered(executor, "engine start")
+                except StatewfError as exc:  # e.g. finished or changed meanwhile: go on
+                    log.warning("not resuming run %s: %s", snap.id, exc)
                     continue
-                await self._mark_recovered(executor, "engine start")
                 self._spawn(executor)
                 resumed.append(snap.id)
             after = found[-1].id

@@ -80,6 +80,8 @@ class WorkflowRun(BaseModel):
     created_at: datetime
     updated_at: datetime
     deadline: datetime | None = None
+    waiting: dict[str, Any] | None = None
+    wake_at: datetime | None = None
 
     @property
     def finished(self) -> bool:

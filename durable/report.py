@@ -47,6 +47,8 @@ def run_of(snapshot: Instance) -> WorkflowRun:
         created_at=snapshot.created_at,
         updated_at=snapshot.updated_at,
         deadline=datetime.fromisoformat(deadline) if deadline else None,
+        waiting=ctx.get("waiting"),
+        wake_at=snapshot.wake_at,
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from durable.codec import decode, encode, import_model, return_model
 from durable.context import _CURRENT_STEP, Context, StepCall, StepInfo, Steps
@@ -106,8 +106,21 @@ class RunExecutor(RunWriter):
         self._inflight: set[asyncio.Task[Any]] = set()
         deadline = snapshot.context.get("deadline")
         self.deadline = datetime.fromisoformat(deadline) if deadline else None
+        try:
+            value = workflow.load_input(snapshot.context.get("input"))
+        except ValidationError as exc:  # the input type changed under a stored run
+            value = None
+            self.fatal = Abort(
+                InvalidInput(
+                    f"the stored input of run {snapshot.id!r} no longer validates against "
+                    f"{workflow.input_type!r} of workflow {workflow.name!r} version "
+                    f"{workflow.version!r}: {exc.errors()[0]['msg']}; keep input types "
+                    "compatible, or register the changed workflow under a new version",
+                    instance_id=snapshot.id,
+                )
+            )
         self.ctx: Context[Any] = Context(
-            input=workflow.load_input(snapshot.context.get("input")),
+            input=value,
             run_id=snapshot.id,
             workflow=workflow.name,
             resource_id=snapshot.resource_id,
@@ -153,6 +166,8 @@ class RunExecutor(RunWriter):
         return outcome
 
     async def _call_function(self) -> Outcome:
+        if self.fatal is not None:  # nothing to run: the run cannot go on with this code
+            return self._aborted(self.fatal)
         try:
             value = await self.workflow.fn(self.ctx)
         except WorkflowSignal as signal:

@@ -26,7 +26,7 @@ from durable.waits import Approval
 from durable.writer import RunHost
 from statewf.clock import SystemClock
 from statewf.engine import check_event_name, check_id
-from statewf.errors import InvalidInput, StatewfError
+from statewf.errors import InvalidInput
 from statewf.records import Instance
 from statewf.store.runs import WakeListener, next_wake
 
@@ -111,8 +111,8 @@ class WaitControl:
             try:
                 await self.wake_due()
                 wake = await self._next_wake()
-            except StatewfError as exc:  # the database is away: try again later
-                log.warning("scheduler: %s", exc)
+            except Exception as exc:  # the database is away, say: try again at the next poll
+                log.warning("scheduler: %s: %s", type(exc).__name__, exc)
                 wake = None
             self._poke.clear()
             until = time.monotonic() + self.poll_interval

@@ -409,3 +409,36 @@ def test_a_closed_engine_refuses_new_work(make_engine: Make) -> None:
             await engine.start_workflow("signup", {"email": "a@example.com"})
 
     asyncio.run(main())
+
+
+def test_a_stored_input_that_no_longer_validates_fails_the_run_clearly(make_engine: Make) -> None:
+    class Old(BaseModel):
+        x: int
+
+    class New(BaseModel):
+        y: str
+
+    @durable.workflow("evolving", input=Old)
+    async def old(ctx: durable.Context[Old]) -> int:
+        await ctx.step.run("a", lambda: 1)
+        return ctx.input.x
+
+    @durable.workflow("evolving", input=New)
+    async def new(ctx: durable.Context[New]) -> str:
+        await ctx.step.run("a", lambda: 1)
+        return ctx.input.y
+
+    async def main() -> None:
+        with wf_flows.crash_at_write(1, after_commit=False):
+            async with make_engine(workflows=[old]) as engine:
+                run = await engine.start_workflow(old, {"x": 1})
+                with pytest.raises(wf_flows.Crash):
+                    await engine.wait_for_run(run.id)
+        async with make_engine(workflows=[new]) as engine:  # recovery must not choke on it
+            done = await engine.wait_for_run(run.id, timeout=10)
+        assert done.status == "failed"
+        assert done.error is not None
+        assert done.error.type == "InvalidInput"
+        assert "no longer validates" in done.error.message
+
+    asyncio.run(main())
