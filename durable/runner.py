@@ -13,15 +13,13 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from durable.codec import decode, encode, import_model, return_model
+from durable.codec import encode
 from durable.context import _CURRENT_STEP, Context, StepCall, StepInfo, Steps
 from durable.definition import Workflow
 from durable.durations import Duration, to_seconds
@@ -33,6 +31,7 @@ from durable.errors import (
     StepTimeout,
     WorkflowTimeout,
 )
+from durable.outcomes import Outcome, decode_result, error_of, ignore_result, invoke, timing
 from durable.records import (
     COMPLETED,
     FAILED,
@@ -42,7 +41,6 @@ from durable.records import (
     KIND_STEP,
     KIND_STEP_FAILED,
     RUNNING,
-    RunError,
 )
 from durable.replay import History
 from durable.retry import RetryPolicy, make_policy
@@ -57,34 +55,6 @@ from statewf.store.runs import set_statement_timeout
 
 log = logging.getLogger("durable")
 T = TypeVar("T")
-
-_MAX_TRACEBACK = 4000
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an execution of a run ended."""
-
-    kind: Literal["completed", "failed", "suspended", "stopped"]
-    output: Any = None
-    output_model: str | None = None
-    error: RunError | None = None
-
-
-def error_of(exc: BaseException, *, step: str | None = None, trace: bool = False) -> RunError:
-    """The stored form of an exception."""
-    details: dict[str, Any] = {}
-    if isinstance(exc, StatewfError):
-        details.update(
-            {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool)}
-        )
-        message = exc.message
-    else:
-        message = str(exc)
-    if trace:
-        text = "".join(traceback.format_exception(exc))
-        details["traceback"] = text[-_MAX_TRACEBACK:]
-    return RunError(type=type(exc).__name__, message=message, step=step, details=details)
 
 
 class RunExecutor(RunWriter):
@@ -384,7 +354,7 @@ class RunExecutor(RunWriter):
         recorded = self.history.steps.get(position)
         if recorded is not None:
             if recorded.ok:
-                return _decode(recorded.result, recorded.model, model, fn)
+                return decode_result(recorded.result, recorded.model, model, fn)
             assert recorded.error is not None
             raise StepFailed(
                 key,
@@ -439,7 +409,7 @@ class RunExecutor(RunWriter):
             except Exception as exc:
                 ended = clock.now()
                 error = error_of(exc, step=key)
-                meta.update(_timing(started, ended))
+                meta.update(timing(started, ended))
                 if (
                     policy.retryable(exc)
                     and attempt < policy.max_attempts
@@ -468,11 +438,11 @@ class RunExecutor(RunWriter):
                 raise StepFailed(
                     key, error.type, error.message, attempts=attempt, instance_id=self.run_id
                 ) from exc
-            meta.update(_timing(started, clock.now()))
+            meta.update(timing(started, clock.now()))
             if result_model is not None:
                 meta["model"] = result_model
             await self._record(KIND_STEP, key, {"result": result}, meta, completed=True)
-            return _decode(result, result_model, model, fn)
+            return decode_result(result, result_model, model, fn)
 
     async def _attempt(
         self,
@@ -484,8 +454,8 @@ class RunExecutor(RunWriter):
         token = _CURRENT_STEP.set(info)
         try:
             if timeout is None:
-                return await _invoke(fn, args)
-            work = asyncio.ensure_future(_invoke(fn, args))
+                return await invoke(fn, args)
+            work = asyncio.ensure_future(invoke(fn, args))
             timer = asyncio.ensure_future(
                 sleep_until(self.host.clock, self.host.clock.now() + timedelta(seconds=timeout))
             )
@@ -499,7 +469,7 @@ class RunExecutor(RunWriter):
             if work in done:
                 return work.result()
             work.cancel()
-            work.add_done_callback(_ignore_result)
+            work.add_done_callback(ignore_result)
             raise StepTimeout(
                 f"step {info.key!r} attempt {info.attempt} did not finish within its "
                 f"timeout of {timeout}s",
@@ -538,14 +508,14 @@ class RunExecutor(RunWriter):
                 value, what=f"result of step {info.key!r}", max_bytes=self.host.max_bytes
             )
             encoded[:] = [(result, result_model)]
-            row_meta = {**meta, **_timing(started, self.host.clock.now())}
+            row_meta = {**meta, **timing(started, self.host.clock.now())}
             if result_model is not None:
                 row_meta["model"] = result_model
             return self._step_fields(KIND_STEP, info.key, {"result": result}, row_meta, snap, True)
 
         await self.write(make, needs_tx=True)
         result, result_model = encoded[0]
-        return _decode(result, result_model, model, fn)
+        return decode_result(result, result_model, model, fn)
 
     def _step_fields(
         self,
@@ -587,33 +557,3 @@ class RunExecutor(RunWriter):
         )
 
     # ------------------------------------------------------------ writes
-
-
-def _decode(
-    data: Any, model_path: str | None, explicit: type[BaseModel] | None, fn: Callable[..., Any]
-) -> Any:
-    """A stored result as the step returns it: the same on the first run and on replay."""
-    if explicit is None and model_path is not None and import_model(model_path) is None:
-        explicit = return_model(fn)  # a model that cannot be imported by name
-    return decode(data, model_path, explicit)
-
-
-def _timing(started: datetime, ended: datetime) -> dict[str, Any]:
-    return {
-        "started_at": started.isoformat(),
-        "duration_ms": round((ended - started).total_seconds() * 1000, 3),
-    }
-
-
-async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args)
-    result = await asyncio.to_thread(fn, *args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _ignore_result(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

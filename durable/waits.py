@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from durable.codec import encode, model_path
 from durable.errors import StepFailed
+from durable.outcomes import error_of, invoke
 from durable.records import (
     KIND_PAUSE,
     KIND_POLL,
@@ -169,10 +170,8 @@ def _until(row: Any, name: str) -> datetime | None:
 
 
 async def _check(ex: RunExecutor, fn: Callable[..., Any]) -> tuple[Any, RunError | None]:
-    from durable.runner import _invoke, error_of
-
     try:
-        return await _invoke(fn, ()), None
+        return await invoke(fn, ()), None
     except Exception as exc:  # a failing check counts as "not yet"; its error is recorded
         return None, error_of(exc)
 
