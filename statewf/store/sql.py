@@ -265,7 +265,22 @@ class Tx:
     ) -> tuple[list[Instance], str | None]:
         """One page of snapshots, oldest first, and the cursor of the next page."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE} (an int), got {limit!r}")
+        statuses = [status] if isinstance(status, str) else status
+        if statuses is not None and not isinstance(statuses, Sequence):
+            raise InvalidInput(f"list filter status must be a string or strings, got {status!r}")
+        filters = [
+            ("machine", machine),
+            ("state", state),
+            ("resource_id", resource_id),
+            ("kind", kind),
+            *(("status", s) for s in statuses or ()),
+        ]
+        for name, text in filters:
+            if text is not None and not isinstance(text, str):
+                raise InvalidInput(f"list filter {name} must be a string, got {text!r}")
+            if text is not None and "\x00" in text:
+                raise InvalidInput(f"list filter {name}={text[:60]!r} contains a NUL character")
         for name, when in (("created_after", created_after), ("created_before", created_before)):
             if when is not None and (not isinstance(when, datetime) or when.tzinfo is None):
                 raise InvalidInput(f"{name} must be a timezone-aware datetime, got {when!r}")
