@@ -438,31 +438,30 @@ def fire_timer(
     timers = spec.timers[snapshot.configuration[0]]
     position = timers.index(timer) + 1
     next_wake = entered_at + timers[position].delay if position < len(timers) else None
+    common = {
+        "instance_id": snapshot.id,
+        "seq": snapshot.version + 1,
+        "kind": KIND_TIMER,
+        "event": timer.label,
+        "source": snapshot.configuration,
+        "created_at": now,
+    }
     if destination is None:
         meta: dict[str, Any] = {"timer": timer.label, "skipped": True}
         if error is not None:
             meta["error"] = error
         record = TransitionRecord(
-            instance_id=snapshot.id,
-            seq=snapshot.version + 1,
-            kind=KIND_TIMER,
-            event=timer.label,
-            source=snapshot.configuration,
+            **common,
             target=snapshot.configuration,
             status=snapshot.status,
             wake_at=next_wake,
             meta=meta,
-            created_at=now,
         )
         return Decision(record, apply(snapshot, record), ())
     changed, removed = context_diff(snapshot.context, new_context)
     internal = timer.transition.internal
     record = TransitionRecord(
-        instance_id=snapshot.id,
-        seq=snapshot.version + 1,
-        kind=KIND_TIMER,
-        event=timer.label,
-        source=snapshot.configuration,
+        **common,
         target=(destination,),
         context_set=changed,
         context_unset=removed,
@@ -473,6 +472,5 @@ def fire_timer(
             "due_at": snapshot.wake_at.isoformat(),
             **({"internal": True} if internal else {}),
         },
-        created_at=now,
     )
     return Decision(record, apply(snapshot, record), tuple(runner.effects))

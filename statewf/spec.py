@@ -413,17 +413,9 @@ class Machine:
                     isinstance(item.payload, type) and issubclass(item.payload, BaseModel)
                 ):
                     problems.append(f"{where} event {event!r}: payload must be a BaseModel")
-                tw = f"{where} event {event!r}"
                 resolved.append(
-                    ResolvedTransition(
-                        source=name,
-                        event=event,
-                        target=item.target,
-                        guards=self._hooks(item.guards, f"{tw} guard", problems),
-                        unless=self._hooks(item.unless, f"{tw} unless", problems),
-                        actions=self._hooks(item.actions, f"{tw} action", problems),
-                        payload=item.payload,
-                        description=item.description,
+                    self._resolve_transition(
+                        name, event, item, f"{where} event {event!r}", problems
                     )
                 )
             if not options:
@@ -433,6 +425,20 @@ class Machine:
             problems.append(f"final state {name!r} cannot have outgoing transitions")
         self.transitions[name] = by_event
         self._add_timers(name, state, problems)
+
+    def _resolve_transition(
+        self, source: str, event: str, item: Transition, where: str, problems: list[str]
+    ) -> ResolvedTransition:
+        return ResolvedTransition(
+            source=source,
+            event=event,
+            target=item.target,
+            guards=self._hooks(item.guards, f"{where} guard", problems),
+            unless=self._hooks(item.unless, f"{where} unless", problems),
+            actions=self._hooks(item.actions, f"{where} action", problems),
+            payload=item.payload,
+            description=item.description,
+        )
 
     def _add_timers(self, name: str, state: State, problems: list[str]) -> None:
         where = f"state {name!r}"
@@ -462,17 +468,9 @@ class Machine:
                     f"{where} {label}: expected a target name or statewf.transition(...)"
                 )
                 continue
-            tw = f"{where} {label}"
-            resolved = ResolvedTransition(
-                source=name,
-                event=label,
-                target=item.target,
-                guards=self._hooks(item.guards, f"{tw} guard", problems),
-                unless=self._hooks(item.unless, f"{tw} unless", problems),
-                actions=self._hooks(item.actions, f"{tw} action", problems),
-                payload=None,
-                description=item.description,
-            )
+            if item.payload is not None:
+                problems.append(f"{where} {label}: a delayed transition takes no payload")
+            resolved = self._resolve_transition(name, label, item, f"{where} {label}", problems)
             timers.append(ResolvedTimer(label, delay, resolved, f"{TIMER_TRIGGER}{name}:{index}"))
         self.timers[name] = tuple(sorted(timers, key=lambda t: t.delay))
 

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -89,3 +90,19 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
     engine.dispose()
+
+
+_tracked: list[Any] = []
+
+
+def tracked(engine: Any) -> Any:
+    """Close ``engine`` (a statewf Engine) when the current test ends; returns it."""
+    _tracked.append(engine)
+    return engine
+
+
+@pytest.fixture(autouse=True)
+def _close_tracked_engines() -> Iterator[None]:
+    yield
+    while _tracked:
+        _tracked.pop().close()

@@ -13,20 +13,12 @@ from pydantic import BaseModel
 
 import statewf
 from statewf.testing import ManualClock
-
-_open: list[statewf.Engine] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_engines() -> Any:
-    yield
-    while _open:
-        _open.pop().close()
+from tests.conftest import tracked
 
 
 def engine_for(db: dict[str, Any], *machines: statewf.Machine, **kw: Any) -> statewf.Engine:
     engine = statewf.Engine(**db, **kw)
-    _open.append(engine)
+    tracked(engine)
     engine.register(*machines)
     return engine
 

@@ -13,7 +13,7 @@ import pytest
 
 import statewf
 from statewf.testing import ManualClock
-from tests.conftest import require_postgres
+from tests.conftest import require_postgres, tracked
 from tests.integration.timer_machines import START, expiring, skipping
 
 HERE = Path(__file__).resolve().parent
@@ -21,19 +21,9 @@ ROOT = HERE.parents[1]
 TICK = timedelta(microseconds=1)
 
 
-_open: list[statewf.Engine] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_engines() -> Any:
-    yield
-    while _open:
-        _open.pop().close()
-
-
 def make(db: dict[str, Any], clock: ManualClock) -> statewf.Engine:
     engine = statewf.Engine(**db, clock=clock)
-    _open.append(engine)
+    tracked(engine)
     engine.register(expiring, skipping)
     return engine
 
@@ -154,7 +144,7 @@ def test_two_schedulers_fire_every_timer_exactly_once(pg_schema: str) -> None:
     totals = [int(p.communicate(timeout=120)[0]) for p in procs]
     assert sum(totals) == 80          # two timers for each of 40 instances, no more
     engine = statewf.Engine(PG_URL, schema=pg_schema, clock=ManualClock(START))
-    _open.append(engine)
+    tracked(engine)
     engine.register(expiring)
     for instance_id in ids:
         events = [r.event for r in engine.history(instance_id)]
