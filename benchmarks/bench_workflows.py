@@ -32,6 +32,7 @@ import sqlalchemy as sa
 import durable
 import statewf
 from durable.runner import RunExecutor
+from statewf.store.runs import load_run
 
 PG_URL = os.environ.get("STATEWF_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -129,11 +130,12 @@ async def bench_statewf(schema: str, raw: float, args: argparse.Namespace) -> di
 
         run = await engine.start_workflow("thousand")
         await engine.wait_for_run(run.id, timeout=300)
-        snap = store.get(run.id)
 
         def load() -> tuple[statewf.Instance, list[statewf.TransitionRecord]]:
             with store.store.transaction() as tx:
-                return tx.get_instance(run.id) or snap, tx.log(run.id)
+                loaded = load_run(tx, run.id)
+            assert loaded is not None
+            return loaded
 
         times, engine_times, queries = [], [], 0
         for _ in range(5):

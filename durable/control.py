@@ -33,7 +33,7 @@ from statewf.errors import InvalidPayload
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
-from statewf.store.runs import claim_due_runs, notify_wake
+from statewf.store.runs import claim_due_runs, notify_wake, run_log
 
 
 def not_found(run_id: str, resource_id: str | None) -> RunNotFound:
@@ -225,5 +225,5 @@ def claim_due(
                 status=RUNNING,
                 meta={"due": snap.wake_at.isoformat() if snap.wake_at else None},
             )
-            claimed.append((new, tx.log(snap.id)))
+            claimed.append((new, run_log(tx, snap.id)))
     return claimed
