@@ -96,7 +96,7 @@ class WorkflowTimeout(StatewfError):
     """The run exceeded the workflow's ``timeout``; the run is failed."""
 
 
-class NonRetryableError(Exception):
+class NonRetryableError(StatewfError):
     """Raise this (or a subclass) from a step to fail it at once, without retries.
 
     Use it for errors that another attempt cannot fix (bad request, invalid card).
