@@ -47,6 +47,12 @@ class CliContext:
         self._app_module = import_app(self.app)
         return self._app_module
 
+    def close(self) -> None:
+        """Close the engine, if one was built (called when the command ends)."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
     def engine(self) -> Engine:
         """An engine on the chosen database with the app's machines registered."""
         if self._engine is None:
@@ -188,6 +194,7 @@ def cli(
 ) -> None:
     """statewf: durable state machines and workflows on PostgreSQL or SQLite."""
     ctx.obj = CliContext(database, schema, prefix, app)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @cli.command()
@@ -196,7 +203,10 @@ def migrate(obj: CliContext) -> None:
     """Create or upgrade statewf's tables."""
     with errors_as_messages():
         engine = Engine(obj.database, schema=obj.schema, table_prefix=obj.prefix, migrate=False)
-        applied = engine.store.migrate()
+        try:
+            applied = engine.store.migrate()
+        finally:
+            engine.close()
     click.echo(f"applied migrations {applied}" if applied else "schema is up to date")
 
 
