@@ -80,3 +80,35 @@ def main() -> None:
     with statewf.Engine("sqlite:///typed.db", clock=clock) as engine:
         print(use_engine(engine))
         print(asyncio.run(use_async(engine)).state)
+
+
+# ---------------------------------------------------------------- durable workflows
+
+import durable  # noqa: E402  (kept next to the code that uses it)
+
+
+class Signup(BaseModel):
+    email: str
+
+
+def create_account(email: str) -> dict[str, str]:
+    return {"id": "u1", "email": email}
+
+
+@durable.workflow("typed-onboard", input=Signup, retries=2, timeout="1h")
+async def onboard(ctx: durable.Context[Signup]) -> dict[str, str]:
+    email: str = ctx.input.email
+    user = await ctx.step.run("create-account", create_account, email)
+    await ctx.step.sleep("cool-off", {"minutes": 5})
+    return {"user_id": user["id"]}
+
+
+async def use_workflows() -> None:
+    async with durable.WorkflowEngine("sqlite:///typed.db", workflows=[onboard]) as engine:
+        run: durable.WorkflowRun = await engine.start_workflow(
+            "typed-onboard", {"email": "a@example.com"}, resource_id="user-1"
+        )
+        progress: durable.Progress = await engine.check_progress(run.id)
+        print(progress.completed_steps, progress.total_steps)
+        await engine.trigger_event(run.id, "confirmed", {"ok": True})
+        await engine.cancel_workflow(run.id)
