@@ -205,7 +205,11 @@ def fast_forward(
 
 
 def claim_due(
-    store: SqlStore, workflows: Sequence[str], now: datetime, skip: set[str], limit: int = 50
+    store: SqlStore,
+    workflows: Sequence[tuple[str, str]],
+    now: datetime,
+    skip: set[str],
+    limit: int = 50,
 ) -> list[tuple[Instance, list[TransitionRecord]]]:
     """Claim due waiting runs (SKIP LOCKED on PostgreSQL) with a ``wake`` row each.
 

@@ -40,6 +40,7 @@ from durable.records import (
 from durable.report import progress_of, run_of, timeline_of
 from durable.runner import RunExecutor
 from durable.scheduling import WaitControl
+from durable.signals import Stop
 from durable.writer import RunHost
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
@@ -117,6 +118,7 @@ class WorkflowEngine(WaitControl):
         self._executors: dict[str, RunExecutor] = {}
         self._crashes: dict[str, BaseException] = {}
         self._started = False
+        self._start_lock = asyncio.Lock()
         self._closed = False
         self.register(*workflows)
 
@@ -165,11 +167,15 @@ class WorkflowEngine(WaitControl):
             )
         if self._started:
             return
-        self._started = True
-        if self.recover:
-            await self.recover_runs()
-        if self.run_scheduler:
-            self._start_scheduler()
+        async with self._start_lock:
+            if self._started:
+                return
+            if self.recover:
+                await self.recover_runs()
+            if self.run_scheduler:
+                self._start_scheduler()
+            # only now: a start that failed half-way can be tried again
+            self._started = True
 
     async def recover_runs(self) -> list[str]:
         """Resume every in-progress run of a registered workflow not already executing here."""
@@ -204,7 +210,8 @@ class WorkflowEngine(WaitControl):
                     executor = await self._load_executor(snap.id, None)
                     if executor is None or executor.finished:
                         continue
-                    await self._mark_recovered(executor, "engine start")
+                    if not await self._mark_recovered(executor, "engine start"):
+                        continue
                 except StatewfError as exc:  # e.g. finished or changed meanwhile: go on
                     log.warning("not resuming run %s: %s", snap.id, exc)
                     continue
@@ -351,6 +358,9 @@ class WorkflowEngine(WaitControl):
     def _workflow_names(self) -> list[str]:
         return sorted({name for name, _ in self._workflows})
 
+    def _workflow_versions(self) -> list[tuple[str, str]]:
+        return sorted(self._workflows)
+
     def _executor_for(
         self, snapshot: Instance, records: list[TransitionRecord]
     ) -> RunExecutor | None:
@@ -409,10 +419,26 @@ class WorkflowEngine(WaitControl):
         wf = self._definition(snapshot.machine, snapshot.machine_version)
         return RunExecutor(self.host, wf, snapshot, records)
 
-    async def _mark_recovered(self, executor: RunExecutor, reason: str) -> None:
-        await executor.write(
-            lambda _tx, _snap: {"kind": KIND_RECOVER, "status": RUNNING, "meta": {"reason": reason}}
-        )
+    async def _mark_recovered(self, executor: RunExecutor, reason: str) -> bool:
+        """Record that this engine takes the run up again; False if it was stopped meanwhile.
+
+        A run cancelled or paused between loading it and this write raises the
+        engine's ``Stop`` signal inside the write: it must not escape to the caller.
+        """
+        try:
+            await executor.write(
+                lambda _tx, _snap: {
+                    "kind": KIND_RECOVER,
+                    "status": RUNNING,
+                    "meta": {"reason": reason},
+                }
+            )
+        except Stop:
+            log.info(
+                "run %s was stopped before it could be resumed (%s)", executor.snapshot.id, reason
+            )
+            return False
+        return True
 
     async def resume(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Execute a run to its end (or its next wait) in the caller's task; the run after.
@@ -432,7 +458,8 @@ class WorkflowEngine(WaitControl):
             return await self.get_run(run_id, resource_id=resource_id)
         executor = await self._load_executor(run_id, resource_id)
         if executor is not None and executor.snapshot.status in IN_PROGRESS:
-            await self._mark_recovered(executor, "resume")
+            if not await self._mark_recovered(executor, "resume"):
+                return await self.get_run(run_id, resource_id=resource_id)
             self._executors[run_id] = executor
             try:
                 await executor.execute()

@@ -120,8 +120,6 @@ class History:
                 record.meta.get("model"),
                 attempts=attempt,
             )
-            if "event_seq" in record.meta:
-                self.consumed.add(int(record.meta["event_seq"]))
         else:
             self.steps[position] = RecordedStep(
                 position,
@@ -130,6 +128,9 @@ class History:
                 error=RunError.model_validate(payload["error"]),
                 attempts=attempt,
             )
+        if "event_seq" in record.meta:
+            # a wait took this event, whether it passed the wait's schema or failed it
+            self.consumed.add(int(record.meta["event_seq"]))
         self.retries.pop(position, None)
         self.waits.pop(position, None)
 

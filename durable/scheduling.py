@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from durable import control
-from durable.records import RUN_KIND, WorkflowRun
+from durable.records import PAUSED, RUN_KIND, WAITING, WorkflowRun
 from durable.report import run_of
 from durable.runner import RunExecutor
 from durable.waits import Approval
@@ -34,6 +34,8 @@ log = logging.getLogger("durable")
 
 #: Real seconds between looks at a manual (test) clock.
 _MANUAL_TICK = 0.005
+#: The shortest wait between two scheduler passes (no busy loop, whatever happens).
+_MIN_PAUSE = 0.005
 
 
 class WaitControl:
@@ -42,6 +44,7 @@ class WaitControl:
     host: RunHost
     poll_interval: float
     _tasks: dict[str, asyncio.Task[None]]
+    _executors: dict[str, RunExecutor]
     _poke: asyncio.Event
     _scheduler: asyncio.Task[None] | None
 
@@ -51,6 +54,13 @@ class WaitControl:
 
     def _workflow_names(self) -> list[str]:
         raise NotImplementedError
+
+    def _workflow_versions(self) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def _executing(self) -> set[str]:
+        """Runs this engine is executing: scheduled tasks and ``resume()`` callers alike."""
+        return set(self._tasks) | set(self._executors)
 
     def _executor_for(self, snapshot: Instance, records: list[Any]) -> RunExecutor | None:
         raise NotImplementedError
@@ -79,12 +89,12 @@ class WaitControl:
 
     async def wake_due(self) -> list[str]:
         """Claim the runs whose wake-up time has come and resume them; their ids."""
-        names = self._workflow_names()
-        if not names:
+        versions = self._workflow_versions()
+        if not versions:
             return []
         now = self.host.clock.now()
         claimed = await self.host.db(
-            control.claim_due, self.host.store, names, now, set(self._tasks)
+            control.claim_due, self.host.store, versions, now, self._executing()
         )
         woken = []
         for snapshot, records in claimed:
@@ -95,13 +105,14 @@ class WaitControl:
         return woken
 
     async def _next_wake(self) -> datetime | None:
-        names = self._workflow_names()
-        if not names:
+        versions = self._workflow_versions()
+        if not versions:
             return None
+        executing = self._executing()
 
         def query() -> datetime | None:
             with self.host.store.transaction() as tx:
-                return next_wake(tx, RUN_KIND, names)
+                return next_wake(tx, RUN_KIND, versions, (WAITING, PAUSED), exclude=executing)
 
         return await self.host.db(query)
 
@@ -127,7 +138,8 @@ class WaitControl:
                     ahead = (wake - self.host.clock.now()).total_seconds()
                     pause = min(left, ahead) if realtime else min(left, _MANUAL_TICK)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), timeout=max(pause, 0.0))
+                    # never a busy spin, whatever the clock and the database say
+                    await asyncio.wait_for(self._poke.wait(), timeout=max(pause, _MIN_PAUSE))
 
     def _wake_soon(self) -> None:
         poke = getattr(self, "_poke", None)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 import psycopg
 import psycopg.sql
 from sqlalchemy import Connection as _Connection
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 
 from statewf.records import Instance, TransitionRecord
 from statewf.store.schema import UTCDateTime
@@ -91,13 +91,16 @@ def runs_in_status(
 def claim_due_runs(
     tx: Tx,
     kind: str,
-    machines: Sequence[str],
+    versions: Sequence[tuple[str, str]],
     statuses: Sequence[str],
     now: datetime,
     *,
     limit: int = 50,
 ) -> list[Instance]:
-    """Lock the due instances (``wake_at <= now``) of these machines, earliest first.
+    """Lock the due instances (``wake_at <= now``) of these (name, version) pairs, earliest first.
+
+    Only versions whose code the caller has: in a rolling deploy, a run of another
+    version is left for an engine that registered it.
 
     ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: schedulers in several processes each
     get different instances and never wait on each other. SQLite's write lock
@@ -108,7 +111,7 @@ def claim_due_runs(
         select(tx.t.instances)
         .where(
             c.kind == kind,
-            c.machine.in_(list(machines)),
+            tuple_(c.machine, c.machine_version).in_([tuple(v) for v in versions]),
             c.status.in_(list(statuses)),
             c.wake_at <= now,
         )
@@ -119,12 +122,28 @@ def claim_due_runs(
     return [instance_from_row(r) for r in tx.conn.execute(query)]
 
 
-def next_wake(tx: Tx, kind: str, machines: Sequence[str]) -> datetime | None:
-    """The earliest ``wake_at`` among instances of these machines (None if none waits)."""
+def next_wake(
+    tx: Tx,
+    kind: str,
+    versions: Sequence[tuple[str, str]],
+    statuses: Sequence[str],
+    *,
+    exclude: Collection[str] = (),
+) -> datetime | None:
+    """The earliest ``wake_at`` among these versions' instances in ``statuses``.
+
+    ``exclude`` names runs the caller is executing already: their wake-up time is not
+    the caller's to wait for (counting it made the scheduler spin).
+    """
     c = tx.t.instances.c
     query = select(func.min(c.wake_at)).where(
-        c.kind == kind, c.machine.in_(list(machines)), c.wake_at.is_not(None)
+        c.kind == kind,
+        tuple_(c.machine, c.machine_version).in_([tuple(v) for v in versions]),
+        c.status.in_(list(statuses)),
+        c.wake_at.is_not(None),
     )
+    if exclude:
+        query = query.where(c.id.not_in(list(exclude)))
     value = tx.conn.execute(query).scalar()
     return UTCDateTime().process_result_value(value, tx.conn.dialect)
 

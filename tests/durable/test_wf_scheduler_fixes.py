@@ -1,0 +1,132 @@
+"""Regression tests from the durable review (scheduler and recovery side); each fails
+on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+import durable
+from durable import control
+from statewf.testing import ManualClock
+
+Make = Callable[..., durable.WorkflowEngine]
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Count(BaseModel):
+    n: int
+
+
+@durable.workflow("redeliver")
+async def redeliver(ctx: durable.Context[Any]) -> list[str]:
+    out = []
+    try:
+        await ctx.step.wait_for("w0", event="x", schema=Count)
+        out.append("w0 ok")
+    except durable.StepFailed:
+        out.append("w0 failed")
+    await ctx.step.sleep("nap", 10)  # the rest runs after a replay
+    got = await ctx.step.wait_for("w1", event="x", schema=Count, timeout=5)
+    out.append(f"w1 got {got}")
+    return out
+
+
+def test_an_event_a_wait_rejected_is_not_delivered_again_after_replay(
+    make_engine: Make, clock: ManualClock
+) -> None:
+    async def scenario() -> None:
+        async with make_engine(workflows=[redeliver], poll_interval=0.02) as engine:
+            run = await engine.start_workflow(redeliver)
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the wait")
+            await engine.pause_workflow(run.id)
+            await engine.trigger_event(run.id, "x", {"n": "not-an-int"})
+            await engine.resume_workflow(run.id)
+            await until(lambda: any(r.kind == "sleep" for r in engine.engine.history(run.id)),
+                        "the sleep")
+            clock.advance(20)  # wake: the run replays, then reaches w1
+            await until(lambda: any(r.key == "w1" and r.kind == "wait"
+                                    for r in engine.engine.history(run.id)), "w1 waiting")
+            clock.advance(10)  # w1 times out: it must not take the rejected event again
+            assert await engine.result(run.id, timeout=10) == ["w0 failed", "w1 got None"]
+            takers = [r.key for r in engine.engine.history(run.id) if r.meta.get("event_seq")]
+            assert takers == ["w0"]
+
+    asyncio.run(scenario())
+
+
+async def one_step() -> int:
+    return 1
+
+
+@durable.workflow("stopped-before-recovery")
+async def short(ctx: durable.Context[Any]) -> int:
+    return int(await ctx.step.run("a", one_step))
+
+
+def test_a_run_cancelled_during_recovery_does_not_break_the_engine(make_engine: Make) -> None:
+    async def scenario(via: str) -> None:
+        crashed = make_engine(workflows=[short], recover=False, scheduler=False)
+        await crashed.start()
+        crashed._spawn = lambda executor: None  # type: ignore[method-assign]  # "crashes"
+        run = await crashed.start_workflow(short)
+        await crashed.close()
+        engine = make_engine(workflows=[short], recover=(via == "start"), scheduler=False)
+        load = engine._load_executor
+
+        async def cancelled_meanwhile(run_id: str, resource_id: str | None) -> Any:
+            executor = await load(run_id, resource_id)
+            control.cancel(engine.engine.store, run_id, None, "operator", engine.clock.now())
+            return executor
+
+        engine._load_executor = cancelled_meanwhile  # type: ignore[method-assign]
+        if via == "start":
+            await engine.start()      # must neither raise nor leave the engine half-started
+            assert engine._started
+        else:
+            await engine.resume(run.id)
+        assert (await engine.get_run(run.id)).status == "cancelled"
+        await engine.close()
+
+    asyncio.run(scenario("start"))
+    asyncio.run(scenario("resume"))
+
+
+@durable.workflow("versioned-wf", version="1")
+async def old_version(ctx: durable.Context[Any]) -> str:
+    await ctx.step.sleep("nap", 10)
+    return "v1"
+
+
+@durable.workflow("versioned-wf", version="2")
+async def new_version(ctx: durable.Context[Any]) -> str:
+    await ctx.step.sleep("nap", 10)
+    return "v2"
+
+
+def test_runs_of_a_version_this_engine_lacks_are_left_waiting(
+    make_engine: Make, clock: ManualClock
+) -> None:
+    async def scenario() -> None:
+        async with make_engine(workflows=[old_version], poll_interval=0.02) as engine:
+            run = await engine.start_workflow(old_version)
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the sleep")
+        clock.advance(20)
+        async with make_engine(workflows=[new_version], poll_interval=0.02) as engine:
+            await asyncio.sleep(0.3)
+            assert engine.engine.get(run.id).status == "waiting"   # not taken, not stuck
+        async with make_engine(workflows=[old_version, new_version],
+                               poll_interval=0.02) as engine:
+            assert await engine.result(run.id, timeout=10) == "v1"
+
+    asyncio.run(scenario())
