@@ -40,6 +40,7 @@ from durable.records import (
     KIND_RETRY,
     KIND_STEP,
     KIND_STEP_FAILED,
+    PAUSED,
     RUNNING,
 )
 from durable.replay import History
@@ -47,7 +48,7 @@ from durable.retry import RetryPolicy, make_policy
 from durable.signals import Abort, Stop, Suspend, WorkflowSignal
 from durable.timing import sleep_until
 from durable.waits import WaitSpec, run_wait
-from durable.writer import RunHost, RunWriter
+from durable.writer import LogWriteFailed, RunHost, RunWriter
 from statewf.errors import InvalidInput, StatewfError
 from statewf.records import Instance, TransitionRecord
 from statewf.store import Tx
@@ -101,6 +102,7 @@ class RunExecutor(RunWriter):
 
     async def execute(self) -> Outcome:
         """Run the workflow function and record how it ended; the outcome."""
+        self.executing = True
         main = asyncio.ensure_future(self._call_function())
         watcher = (
             asyncio.ensure_future(sleep_until(self.host.clock, self.deadline))
@@ -136,6 +138,14 @@ class RunExecutor(RunWriter):
         return outcome
 
     async def _call_function(self) -> Outcome:
+        outcome = await self._run_function()
+        if self.write_failed is not None:
+            # the engine could not write the log: not the run's failure; it stays in
+            # progress (whatever the code did with the signal) for recovery to resume
+            return Outcome("stopped")
+        return outcome
+
+    async def _run_function(self) -> Outcome:
         if self.fatal is not None:  # nothing to run: the run cannot go on with this code
             return self._aborted(self.fatal)
         try:
@@ -215,7 +225,7 @@ class RunExecutor(RunWriter):
                 "payload": outcome.output if outcome.kind == "completed" else None,
             }
 
-        with contextlib.suppress(Stop):
+        with contextlib.suppress(Stop, LogWriteFailed):  # LogWriteFailed is logged
             await self.write(make, final=True)
 
     # ------------------------------------------------------------ steps
@@ -264,6 +274,15 @@ class RunExecutor(RunWriter):
         """Learn of rows another writer appended: events and releases of waits."""
         for record in records:
             self.history.add(record)
+
+    def recorded(self, position: int) -> bool:
+        """Whether the log (as last read) holds the outcome of the step at ``position``.
+
+        The executor's own rows never enter :attr:`history` after it was loaded, so
+        a position found here while this execution is running the step was
+        recorded by another execution of the run.
+        """
+        return position in self.history.steps
 
     def claim_position(self, key: str, call: str) -> int:
         """The next position, after checking ``key`` against the log's record of it.
@@ -393,6 +412,8 @@ class RunExecutor(RunWriter):
             if retry_at is not None:
                 await sleep_until(clock, retry_at)
                 self._check_deadline(key)
+            if self.pausing:
+                raise Stop()  # paused from outside: no new attempt before the resume
             attempt += 1
             info = StepInfo(self.run_id, self.workflow.name, key, position, attempt)
             started = clock.now()
@@ -429,11 +450,11 @@ class RunExecutor(RunWriter):
                         retry_at,
                     )
                     await self._record(
-                        KIND_RETRY, key, {"error": error.model_dump(mode="json")}, meta
+                        KIND_RETRY, key, {"error": error.model_dump(mode="json")}, meta, position
                     )
                     continue
                 await self._record(
-                    KIND_STEP_FAILED, key, {"error": error.model_dump(mode="json")}, meta
+                    KIND_STEP_FAILED, key, {"error": error.model_dump(mode="json")}, meta, position
                 )
                 raise StepFailed(
                     key, error.type, error.message, attempts=attempt, instance_id=self.run_id
@@ -441,7 +462,7 @@ class RunExecutor(RunWriter):
             meta.update(timing(started, clock.now()))
             if result_model is not None:
                 meta["model"] = result_model
-            await self._record(KIND_STEP, key, {"result": result}, meta, completed=True)
+            await self._record(KIND_STEP, key, {"result": result}, meta, position, completed=True)
             return decode_result(result, result_model, model, fn)
 
     async def _attempt(
@@ -513,7 +534,7 @@ class RunExecutor(RunWriter):
                 row_meta["model"] = result_model
             return self._step_fields(KIND_STEP, info.key, {"result": result}, row_meta, snap, True)
 
-        await self.write(make, needs_tx=True)
+        await self.write(make, needs_tx=True, position=info.position)
         result, result_model = encoded[0]
         return decode_result(result, result_model, model, fn)
 
@@ -534,7 +555,9 @@ class RunExecutor(RunWriter):
             "status": RUNNING,
             "target": (key,),
         }
-        if self.suspending:  # a parallel step finished after a sibling started waiting
+        if self.suspending or snap.status == PAUSED:
+            # a parallel step finished after a sibling started waiting, or a step
+            # finished after an operator paused the run: the run keeps its status
             fields["status"] = snap.status
             fields["wake_at"] = snap.wake_at
         if completed or kind == KIND_STEP_FAILED:
@@ -549,11 +572,13 @@ class RunExecutor(RunWriter):
         key: str,
         payload: dict[str, Any],
         meta: dict[str, Any],
+        position: int,
         *,
         completed: bool = False,
     ) -> None:
         await self.write(
-            lambda _tx, snap: self._step_fields(kind, key, payload, meta, snap, completed)
+            lambda _tx, snap: self._step_fields(kind, key, payload, meta, snap, completed),
+            position=position,
         )
 
     # ------------------------------------------------------------ writes

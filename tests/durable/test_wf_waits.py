@@ -195,7 +195,7 @@ def test_pause_from_outside_stops_at_the_next_step_and_resume_continues(
             await asyncio.sleep(0.05)
             paused = await engine.pause_workflow(run.id)
             assert paused.status == "paused"
-            gate.set()  # step one finishes, but the run is paused: its result is discarded
+            gate.set()  # step one finishes while paused: its result is kept, the run stops
             await until(lambda: run.id not in engine._tasks, "the executor to stop")
             assert wf_flows.CALLS["two"] == 0
             await engine.resume_workflow(run.id)
@@ -207,9 +207,9 @@ def test_pause_from_outside_stops_at_the_next_step_and_resume_continues(
             assert kinds(engine, run.id) == [
                 "create",
                 "pause",
+                "step",
                 "resume",
                 "wake",
-                "step",
                 "step",
                 "pause",
                 "resume",
