@@ -119,6 +119,7 @@ class WorkflowEngine(WaitControl):
         self._crashes: dict[str, BaseException] = {}
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._redrives: set[asyncio.Task[None]] = set()
         self._closed = False
         self.register(*workflows)
 
@@ -225,7 +226,7 @@ class WorkflowEngine(WaitControl):
             return
         self._closed = True
         await self._stop_scheduler()
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._redrives]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -391,6 +392,8 @@ class WorkflowEngine(WaitControl):
             outcome = await executor.execute()
             if outcome.kind == "suspended":
                 self._wake_soon()  # the scheduler learns the new wake-up time now
+            if executor.write_failed is not None:
+                self._redrive_later(run_id, attempt=1)
         except asyncio.CancelledError:
             if not executor.cancelled:
                 raise
@@ -402,6 +405,35 @@ class WorkflowEngine(WaitControl):
         finally:
             self._tasks.pop(run_id, None)
             self._executors.pop(run_id, None)
+
+    def _redrive_later(self, run_id: str, *, attempt: int) -> None:
+        """Take up again, after a back-off, a run whose log writes kept failing.
+
+        The run was left in progress (nothing wrong was recorded); without this only
+        the next engine start would resume it. Real time, like the scheduler's own
+        retries after database errors.
+        """
+        if self._closed:
+            return
+        delay = min(60.0, self.poll_interval * 2**attempt)
+
+        async def redrive() -> None:
+            await asyncio.sleep(delay)
+            if self._closed or run_id in self._tasks or run_id in self._executors:
+                return
+            try:
+                executor = await self._load_executor(run_id, None)
+                if executor is None or executor.snapshot.status not in IN_PROGRESS:
+                    return
+                if await self._mark_recovered(executor, "after failed log writes"):
+                    self._spawn(executor)
+            except StatewfError as exc:  # the database is still away: later
+                log.warning("run %s: cannot take it up again yet: %s", run_id, exc)
+                self._redrive_later(run_id, attempt=attempt + 1)
+
+        task = asyncio.get_running_loop().create_task(redrive(), name=f"durable-redrive-{run_id}")
+        self._redrives.add(task)
+        task.add_done_callback(self._redrives.discard)
 
     async def _load_executor(self, run_id: str, resource_id: str | None) -> RunExecutor | None:
         def load() -> tuple[Instance, list[TransitionRecord]] | None:

@@ -130,3 +130,24 @@ def test_runs_of_a_version_this_engine_lacks_are_left_waiting(
             assert await engine.result(run.id, timeout=10) == "v1"
 
     asyncio.run(scenario())
+
+
+def test_a_live_engine_takes_a_run_up_again_after_its_log_writes_failed(
+    make_engine: Make, monkeypatch: Any
+) -> None:
+    from test_wf_review_fixes import blip, failing_step_writes
+
+    import durable.writer
+
+    monkeypatch.setattr(durable.writer, "_STORE_BACKOFF", (0.01, 0.02))
+
+    async def scenario() -> None:
+        async with make_engine(workflows=[blip], poll_interval=0.02) as engine:
+            with failing_step_writes(engine, 1000):
+                run = await engine.start_workflow(blip)
+                await until(lambda: run.id not in engine._tasks, "the failed execution")
+                assert engine.engine.get(run.id).status == "running"
+            # the database is back: no restart, no resume() call
+            assert await engine.result(run.id, timeout=10) == "done"
+
+    asyncio.run(scenario())
