@@ -21,9 +21,10 @@ from statewf.errors import (
     StoreError,
     UnknownEvent,
 )
+from statewf.hooks import Effect, Registry, effect
 from statewf.loader import load_machine
 from statewf.records import EffectCall, Instance, Page, TransitionRecord
-from statewf.spec import Effect, Machine, Registry, State, Transition, effect, transition
+from statewf.spec import Machine, State, Transition, transition
 
 try:
     __version__ = version("statewf")

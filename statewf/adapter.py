@@ -17,7 +17,8 @@ from transitions import Machine as _TMachine
 from transitions import MachineError
 from transitions import State as _TState
 
-from statewf.spec import Hook, Machine, ResolvedTransition
+from statewf.hooks import Hook
+from statewf.spec import Machine, ResolvedTransition
 
 
 class HookRunner(Protocol):

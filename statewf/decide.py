@@ -29,6 +29,7 @@ from statewf.errors import (
     UnknownEvent,
 )
 from statewf.fold import apply, context_diff
+from statewf.hooks import Hook
 from statewf.records import (
     ACTIVE,
     FINAL,
@@ -38,7 +39,7 @@ from statewf.records import (
     Instance,
     TransitionRecord,
 )
-from statewf.spec import Hook, Machine, ResolvedTimer, ResolvedTransition
+from statewf.spec import Machine, ResolvedTimer, ResolvedTransition
 
 #: Default cap on the JSON size of one event payload or context.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024

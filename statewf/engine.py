@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -28,7 +28,6 @@ from statewf.decide import (
     Decision,
     allowed_events,
     decide,
-    fire_timer,
     start,
 )
 from statewf.errors import (
@@ -40,22 +39,19 @@ from statewf.errors import (
     MachineVersionConflict,
 )
 from statewf.fold import fold
+from statewf.hooks import Hook
 from statewf.outbox import Outbox
 from statewf.records import EffectRecord, Instance, Page, TransitionRecord
 from statewf.snapshots import SnapshotCache
-from statewf.spec import MAX_NAME_LENGTH, Hook, Machine
+from statewf.spec import MAX_NAME_LENGTH, Machine
 from statewf.store import SqlStore, Tx
 from statewf.store.schema import ID_LENGTH
+from statewf.timers import Claimed, TimerOperations
 
 log = logging.getLogger("statewf")
 
-#: Effects written already claimed by this process, with what they receive.
-Claimed: TypeAlias = "builtins.list[tuple[EffectRecord, dict[str, Any]]]"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-#: The shortest sleep of :meth:`Engine.run_timers` after a batch that fired nothing.
-MIN_TIMER_SLEEP = 0.05
 
 #: Used when neither ``url`` nor ``STATEWF_DATABASE_URL`` is given.
 DEFAULT_URL = "sqlite:///statewf.db"
@@ -100,7 +96,7 @@ def _effect_hook(
     return hook
 
 
-class Engine:
+class Engine(TimerOperations):
     """Machines, instances and their transition log on one database.
 
     Args:
@@ -339,28 +335,6 @@ class Engine:
         self._after_commit(claimed)
         return decision.snapshot
 
-    def _fire_due(
-        self, tx: Tx, compiled: CompiledMachine, snapshot: Instance, now: datetime
-    ) -> builtins.list[Decision]:
-        """The delayed transitions that came due before an event, fired in order.
-
-        An event is decided on the state the instance would be in had the scheduler
-        run on time: an order whose 7-day expiry has passed is expired, even if no
-        scheduler fired it yet. The timer rows commit with the event; if the event is
-        rejected, nothing is written and the scheduler fires them later.
-        """
-        fired: builtins.list[Decision] = []
-        if snapshot.wake_at is None or snapshot.wake_at > now:
-            return fired
-        history = tx.log(snapshot.id)
-        current = snapshot
-        while current.wake_at is not None and current.wake_at <= now:
-            step = fire_timer(compiled, current, history, now, max_bytes=self.max_payload_bytes)
-            fired.append(step)
-            history.append(step.record)
-            current = step.snapshot
-        return fired
-
     def _send_optimistic(
         self, instance_id: str, event: str, payload: Any, resource_id: str | None
     ) -> Decision | None:
@@ -541,86 +515,6 @@ class Engine:
         """Fold the whole log again: equals :meth:`get` unless the database was edited."""
         return fold(self.history(instance_id, resource_id=resource_id))
 
-    # ------------------------------------------------------------ timers
-
-    def _registered(self) -> builtins.list[tuple[str, str]]:
-        with self._lock:
-            return sorted(self._compiled)
-
-    def fire_due_timers(self, *, limit: int = 100) -> int:
-        """Fire every delayed transition that has come due; the number of log rows written.
-
-        Each due instance is locked (``SKIP LOCKED`` on PostgreSQL), its timer decided
-        and written under a savepoint, so a timer fires exactly once even with many
-        schedulers, and one instance that cannot fire never holds up the others.
-        Only instances of machine versions registered with this engine are touched.
-        """
-        versions = self._registered()
-        if not versions:
-            return 0
-        now = self.clock.now()
-        fired: builtins.list[Decision] = []
-        claimed: Claimed = []
-        with self.store.transaction() as tx:
-            for snapshot in tx.claim_due(now, kind="machine", versions=versions, limit=limit):
-                try:
-                    with tx.savepoint():
-                        compiled = self._compiled_for(snapshot)
-                        decision = fire_timer(
-                            compiled,
-                            snapshot,
-                            tx.log(snapshot.id),
-                            now,
-                            max_bytes=self.max_payload_bytes,
-                        )
-                        tx.update_instance(decision.snapshot, snapshot.version)
-                        mine = self._write(tx, decision)
-                except Exception:
-                    log.exception("cannot fire the due timer of instance %s", snapshot.id)
-                    continue
-                fired.append(decision)
-                claimed += mine
-        for decision in fired:
-            self._snapshots.put(decision.snapshot)
-        self._after_commit(claimed)
-        return len(fired)
-
-    def next_wake_at(self) -> datetime | None:
-        """The earliest wake-up time among instances of the registered machine versions."""
-        versions = self._registered()
-        if not versions:
-            return None
-        with self.store.transaction(readonly=True) as tx:
-            return tx.next_wake_at(kind="machine", versions=versions)
-
-    def run_timers(
-        self,
-        *,
-        poll_interval: float = 1.0,
-        stop: threading.Event | None = None,
-        max_batches: int | None = None,
-    ) -> None:
-        """Fire due timers until ``stop`` is set (or ``max_batches`` batches have run).
-
-        Sleeps until the next wake-up, at most ``poll_interval`` seconds (so timers
-        created by other processes are seen) and at least 50 ms when nothing fired
-        (so an instance that cannot fire does not turn the loop into a busy spin).
-        """
-        stop = stop or threading.Event()
-        batches = 0
-        while not stop.is_set():
-            fired = self.fire_due_timers()
-            batches += 1
-            if max_batches is not None and batches >= max_batches:
-                return
-            if fired:
-                continue
-            wake = self.next_wake_at()
-            delay = poll_interval
-            if wake is not None:
-                delay = min(poll_interval, (wake - self.clock.now()).total_seconds())
-            stop.wait(max(MIN_TIMER_SLEEP, delay))
-
     # ------------------------------------------------------------ outbox
 
     def dispatch_effects(
@@ -656,5 +550,5 @@ class Engine:
     history_async = off_loop(history)
     allowed_events_async = off_loop(allowed_events)
     state_at_async = off_loop(state_at)
-    fire_due_timers_async = off_loop(fire_due_timers)
+    fire_due_timers_async = off_loop(TimerOperations.fire_due_timers)
     dispatch_effects_async = off_loop(dispatch_effects)

@@ -33,7 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from statewf.errors import SpecError
-from statewf.spec import Machine, Registry, State, Transition, transition
+from statewf.hooks import Registry
+from statewf.spec import Machine, State, Transition, transition
 
 _Names = str | list[str] | None
 

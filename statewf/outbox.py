@@ -16,8 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 from statewf.clock import Clock
+from statewf.hooks import Hook
 from statewf.records import EffectCall, EffectRecord
-from statewf.spec import Hook
 from statewf.store import SqlStore
 
 log = logging.getLogger("statewf.outbox")

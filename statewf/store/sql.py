@@ -28,7 +28,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -37,8 +36,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
-from statewf.records import EffectRecord, Instance, TransitionRecord
+from statewf.records import Instance, TransitionRecord
 from statewf.store import migrations, postgres, sqlite
+from statewf.store.effects import OutboxQueries, version_filter
 from statewf.store.schema import Tables, UTCDateTime, build_tables
 
 MAX_PAGE = 1000
@@ -119,13 +119,8 @@ def _owner_filter(
 ) -> Any:
     """Rows of these (machine, version) pairs, or of these machine names."""
     if versions is not None:
-        return _version_filter(c, versions)
+        return version_filter(c, versions)
     return c.machine.in_(list(machines or ()))
-
-
-def _version_filter(c: Any, versions: Sequence[tuple[str, str]]) -> Any:
-    """Rows of these (machine, version) pairs only."""
-    return tuple_(c.machine, c.machine_version).in_([tuple(v) for v in versions])
 
 
 def encode_cursor(created_at: datetime, instance_id: str) -> str:
@@ -148,7 +143,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from exc
 
 
-class Tx:
+class Tx(OutboxQueries):
     """One open database transaction and the queries statewf runs in it."""
 
     def __init__(self, conn: Connection, tables: Tables) -> None:
@@ -364,148 +359,6 @@ class Tx:
         c = self.t.machines.c
         rows = self.conn.execute(select(c.definition).order_by(c.name, c.version))
         return [r.definition for r in rows]
-
-    # ------------------------------------------------------------ outbox
-
-    def add_effects(
-        self,
-        instance_id: str,
-        seq: int,
-        names: Sequence[str],
-        args: dict[str, Any],
-        now: datetime,
-        *,
-        claimed_until: datetime | None = None,
-    ) -> list[EffectRecord]:
-        """Record effects for a transition, in the transition's own database transaction.
-
-        With ``claimed_until`` the rows are written already claimed (attempt 1, leased
-        until then) by the process that will run them right after the commit, which
-        saves a claim transaction; if that process dies, the lease runs out and any
-        dispatcher takes them.
-        """
-        if not names:
-            return []
-        claimed = claimed_until is not None
-        rows = [
-            {
-                "instance_id": instance_id,
-                "seq": seq,
-                "position": i,
-                "name": name,
-                "args": args,
-                "status": "pending",
-                "attempts": 1 if claimed else 0,
-                "available_at": claimed_until if claimed else now,
-                "created_at": now,
-            }
-            for i, name in enumerate(names)
-        ]
-        c = self.t.effects.c
-        ids = self.conn.execute(self.t.effects.insert().returning(c.id, c.position), rows).all()
-        by_position = {position: effect_id for effect_id, position in ids}
-        return [
-            EffectRecord(
-                id=by_position[row["position"]],
-                last_error=None,
-                done_at=None,
-                **{k: v for k, v in row.items() if k != "args"},
-            )
-            for row in rows
-        ]
-
-    def claim_effects(
-        self,
-        now: datetime,
-        lease_until: datetime,
-        *,
-        limit: int,
-        versions: Sequence[tuple[str, str]],
-        max_attempts: int,
-        instance_id: str | None = None,
-        seq: int | None = None,
-    ) -> list[tuple[EffectRecord, dict[str, Any]]]:
-        """Claim due pending effects (SKIP LOCKED on PostgreSQL) until ``lease_until``.
-
-        Only effects of instances of the given (machine, version) pairs are claimed.
-        An effect whose attempts are used up (its last dispatcher died mid-run) is
-        marked dead here instead of being claimed again.
-        """
-        c = self.t.effects.c
-        owners = select(self.t.instances.c.id).where(_version_filter(self.t.instances.c, versions))
-        query = select(self.t.effects).where(
-            c.status == "pending", c.available_at <= now, c.instance_id.in_(owners)
-        )
-        if instance_id is not None:
-            query = query.where(c.instance_id == instance_id)
-        if seq is not None:
-            query = query.where(c.seq == seq)
-        query = query.order_by(c.id).limit(limit).with_for_update(skip_locked=True)
-        claimed = []
-        for row in self.conn.execute(query).all():
-            if row.attempts >= max_attempts:
-                self.conn.execute(
-                    update(self.t.effects)
-                    .where(c.id == row.id)
-                    .values(
-                        status="dead",
-                        done_at=now,
-                        last_error=row.last_error
-                        or "attempts used up (a dispatcher died while running it)",
-                    )
-                )
-                continue
-            self.conn.execute(
-                update(self.t.effects)
-                .where(c.id == row.id)
-                .values(available_at=lease_until, attempts=c.attempts + 1)
-            )
-            m = dict(row._mapping)
-            args = m.pop("args")
-            m["attempts"] += 1
-            m["available_at"] = lease_until
-            claimed.append((EffectRecord(**m), args))
-        return claimed
-
-    def finish_effect(
-        self,
-        effect_id: int,
-        *,
-        attempt: int,
-        now: datetime,
-        error: str | None,
-        retry_at: datetime | None,
-        give_up: bool,
-    ) -> bool:
-        """Record the outcome of attempt ``attempt``; False if a later attempt owns it."""
-        if error is None:
-            values: dict[str, Any] = {"status": "done", "done_at": now, "last_error": None}
-        elif give_up:
-            values = {"status": "dead", "done_at": now, "last_error": error}
-        else:
-            values = {"available_at": retry_at, "last_error": error}
-        c = self.t.effects.c
-        result = self.conn.execute(
-            update(self.t.effects)
-            # a success reported late still wins over a "presumed dead" mark
-            .where(c.id == effect_id, c.attempts == attempt, c.status != "done")
-            .values(values)
-            .returning(c.id)
-        )
-        return result.first() is not None
-
-    def list_effects(
-        self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100
-    ) -> list[EffectRecord]:
-        """Outbox rows, oldest first."""
-        c = self.t.effects.c
-        query = select(*[col for col in self.t.effects.c if col.name != "args"])
-        if status is not None:
-            query = query.where(c.status == status)
-        if instance_id is not None:
-            query = query.where(c.instance_id == instance_id)
-        rows = self.conn.execute(query.order_by(c.id).limit(limit))
-        return [EffectRecord(**dict(r._mapping)) for r in rows]
 
 
 class SqlStore:
