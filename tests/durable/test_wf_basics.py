@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import wf_flows
 from db_snapshot import dump_tables
 from pydantic import BaseModel, EmailStr
-from wf_flows import EXPECTED_OUTPUT, ORDER, STEP_KEYS, pipeline5
+from wf_flows import EXPECTED_OUTPUT, ORDER, STEP_KEYS, Make, pipeline5
 
 import durable
 import statewf
 from statewf.fold import fold
-
-Make = Callable[..., durable.WorkflowEngine]
 
 
 class Signup(BaseModel):

@@ -6,16 +6,13 @@ import asyncio
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from click.testing import CliRunner
-from wf_flows import ORDER, pipeline5
+from wf_flows import ORDER, Make, pipeline5
 
 import durable
 from statewf import cli
-
-Make = Callable[..., durable.WorkflowEngine]
 
 
 def invoke(db: dict[str, str | None], *args: str) -> str:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import wf_flows
-from wf_flows import Crash, crash_at_write
+from wf_flows import Crash, Make, crash_at_write
 
 import durable
 import statewf
-
-Make = Callable[..., durable.WorkflowEngine]
 
 
 @pytest.fixture

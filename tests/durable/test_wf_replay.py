@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import wf_flows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wf_flows import EXPECTED_OUTPUT, ORDER, STEP_KEYS, Crash, crash_at_write, pipeline5
+from wf_flows import EXPECTED_OUTPUT, ORDER, STEP_KEYS, Crash, Make, crash_at_write, pipeline5
 
 import durable
 from durable.runner import RunExecutor
 from statewf.fold import fold
-
-Make = Callable[..., durable.WorkflowEngine]
 
 #: Writes of an uninterrupted pipeline-5 run: one per step, plus the completed row.
 WRITES = len(STEP_KEYS) + 1

@@ -10,24 +10,10 @@ from typing import Any
 
 import pytest
 import wf_flows
+from wf_flows import Make, kinds, until
 
 import durable
 from statewf.testing import ManualClock
-
-Make = Callable[..., durable.WorkflowEngine]
-
-
-async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    """Poll (in real time) until ``condition()`` holds."""
-    for _ in range(int(seconds / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def kinds(engine: durable.WorkflowEngine, run_id: str) -> list[str]:
-    return [r.kind for r in engine.engine.history(run_id)]
 
 
 def flaky(name: str, failures: int, exc: type[Exception] = ConnectionError) -> Callable[[], str]:

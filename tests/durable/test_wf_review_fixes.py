@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import wf_flows
+from wf_flows import Make, until
 
 import durable
 from durable.replay import History
 from durable.runner import RunExecutor
 from statewf.errors import StoreError
 from statewf.records import TransitionRecord
-
-Make = Callable[..., durable.WorkflowEngine]
-
-
-async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def step_rows(engine: durable.WorkflowEngine, run_id: str) -> list[TransitionRecord]:

@@ -4,24 +4,14 @@ on the code before its fix."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
+from wf_flows import Make, until
 
 import durable
 from durable import control
 from statewf.testing import ManualClock
-
-Make = Callable[..., durable.WorkflowEngine]
-
-
-async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Count(BaseModel):
@@ -52,11 +42,16 @@ def test_an_event_a_wait_rejected_is_not_delivered_again_after_replay(
             await engine.pause_workflow(run.id)
             await engine.trigger_event(run.id, "x", {"n": "not-an-int"})
             await engine.resume_workflow(run.id)
-            await until(lambda: any(r.kind == "sleep" for r in engine.engine.history(run.id)),
-                        "the sleep")
+            await until(
+                lambda: any(r.kind == "sleep" for r in engine.engine.history(run.id)), "the sleep"
+            )
             clock.advance(20)  # wake: the run replays, then reaches w1
-            await until(lambda: any(r.key == "w1" and r.kind == "wait"
-                                    for r in engine.engine.history(run.id)), "w1 waiting")
+            await until(
+                lambda: any(
+                    r.key == "w1" and r.kind == "wait" for r in engine.engine.history(run.id)
+                ),
+                "w1 waiting",
+            )
             clock.advance(10)  # w1 times out: it must not take the rejected event again
             assert await engine.result(run.id, timeout=10) == ["w0 failed", "w1 got None"]
             takers = [r.key for r in engine.engine.history(run.id) if r.meta.get("event_seq")]
@@ -91,7 +86,7 @@ def test_a_run_cancelled_during_recovery_does_not_break_the_engine(make_engine: 
 
         engine._load_executor = cancelled_meanwhile  # type: ignore[method-assign]
         if via == "start":
-            await engine.start()      # must neither raise nor leave the engine half-started
+            await engine.start()  # must neither raise nor leave the engine half-started
             assert engine._started
         else:
             await engine.resume(run.id)
@@ -124,9 +119,8 @@ def test_runs_of_a_version_this_engine_lacks_are_left_waiting(
         clock.advance(20)
         async with make_engine(workflows=[new_version], poll_interval=0.02) as engine:
             await asyncio.sleep(0.3)
-            assert engine.engine.get(run.id).status == "waiting"   # not taken, not stuck
-        async with make_engine(workflows=[old_version, new_version],
-                               poll_interval=0.02) as engine:
+            assert engine.engine.get(run.id).status == "waiting"  # not taken, not stuck
+        async with make_engine(workflows=[old_version, new_version], poll_interval=0.02) as engine:
             assert await engine.result(run.id, timeout=10) == "v1"
 
     asyncio.run(scenario())

@@ -3,36 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import wf_flows
 from pydantic import BaseModel
+from wf_flows import Make, kinds, until
 
 import durable
 import statewf
 from statewf.fold import fold
 from statewf.testing import ManualClock
 
-Make = Callable[..., durable.WorkflowEngine]
-
-
-async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def status(engine: durable.WorkflowEngine, run_id: str) -> str:
     return engine.engine.get(run_id).status
 
 
-def kinds(engine: durable.WorkflowEngine, run_id: str) -> list[str]:
-    return [r.kind for r in engine.engine.history(run_id)]
 
 
 class Renewal(BaseModel):

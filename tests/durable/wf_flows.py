@@ -165,3 +165,22 @@ async def napper(ctx: durable.Context[None]) -> str:
     """Sleeps half a second of wall-clock time, then runs one step."""
     await ctx.step.sleep("nap", 0.5)
     return await ctx.step.run("after-nap", counted("after-nap", "rested"))
+
+
+# ------------------------------------------------------------ helpers shared by the tests
+
+Make = Callable[..., durable.WorkflowEngine]
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Wait (a few ms at a time) until ``condition()`` holds; fail naming ``what``."""
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kinds(engine: durable.WorkflowEngine, run_id: str) -> list[str]:
+    """The kinds of a run's log rows, in order."""
+    return [r.kind for r in engine.engine.history(run_id)]
