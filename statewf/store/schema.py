@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 #: The schema version this code declares; migrations bring a database up to it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ID_LENGTH = 255
 
@@ -70,6 +70,7 @@ class Tables:
     machines: Table
     effects: Table
     schema_version: Table
+    workers: Table
 
 
 def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
@@ -160,4 +161,20 @@ def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
         Column("description", Text, nullable=False),
         Column("applied_at", UTCDateTime(), nullable=False),
     )
-    return Tables(md, instances, transitions, machines, effects, schema_version)
+    # schema version 2: the live workers (durable.Worker) and their heartbeats
+    workers = Table(
+        f"{prefix}workers",
+        md,
+        Column("id", String(ID_LENGTH), primary_key=True),
+        Column("host", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("queues", json_type(), nullable=False),
+        Column("labels", json_type(), nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("held", Integer, nullable=False, server_default="0"),
+        Column("started_at", UTCDateTime(), nullable=False),
+        Column("heartbeat_at", UTCDateTime(), nullable=False),
+        Column("stopped_at", UTCDateTime()),
+        Index(f"{prefix}workers_heartbeat", "heartbeat_at"),
+    )
+    return Tables(md, instances, transitions, machines, effects, schema_version, workers)

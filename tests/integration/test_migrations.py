@@ -69,6 +69,7 @@ def test_migrating_an_empty_database_gives_exactly_the_declared_tables(
                 "mig_machines",
                 "mig_effects",
                 "mig_schema_version",
+                "mig_workers",
             }
         )
         for name in expected:
