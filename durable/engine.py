@@ -24,6 +24,7 @@ from durable.errors import (
     WorkflowNotRegistered,
 )
 from durable.inspection import RunInspection, _not_found, _visible
+from durable.operations import RunOperations
 from durable.pipeline import Pipeline
 from durable.records import (
     IN_PROGRESS,
@@ -51,7 +52,7 @@ T = TypeVar("T")
 WorkflowLike = Workflow[Any, Any] | Pipeline
 
 
-class WorkflowEngine(RunInspection, WaitControl):
+class WorkflowEngine(RunInspection, WaitControl, RunOperations):
     """Runs durable workflows on a statewf database.
 
     Args:
