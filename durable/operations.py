@@ -1,11 +1,416 @@
-"""Operations on finished runs: dead letters, retry from the failed step, discard, fork."""
+"""Operations on finished runs: dead letters, retry from the failed step, discard, fork.
+
+Each operation appends log rows under the run's row lock, in one transaction, and
+never runs workflow code: a run that must go on is made due (``status="waiting"``,
+``wake_at=now``) for a scheduler or worker that has the code to claim. So a
+:class:`~durable.Client` or the CLI, without the code, repairs runs too.
+
+* ``retry_run`` appends one ``retry_run`` row whose ``meta["voided"]`` lists the
+  step positions whose outcome replay forgets (see
+  :meth:`durable.replay.History.to_void_on_retry`); the steps before them are
+  replayed from the log, never executed again.
+* ``discard_run`` appends one ``discard`` row: the run is ``cancelled`` for good.
+* ``fork_run`` creates a new run whose log copies the original's recorded steps
+  before the named one; the original is not changed.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from durable.control import not_found
+from durable.errors import RunFinished
+from durable.records import (
+    CANCELLED,
+    COMPLETED,
+    DEAD,
+    FAILED,
+    KIND_DISCARD,
+    KIND_EVENT,
+    KIND_FORK,
+    KIND_RETRY,
+    KIND_RETRY_RUN,
+    KIND_STEP,
+    KIND_STEP_FAILED,
+    PENDING,
+    RUN_KIND,
+    WAIT_KINDS,
+    WAITING,
+    WorkflowRun,
+)
+from durable.replay import History
+from durable.report import run_of
 from durable.writer import RunHost
+from statewf.engine import check_id
+from statewf.errors import DuplicateInstance, InvalidInput
+from statewf.fold import apply
+from statewf.records import KIND_CREATE, Instance, Page, TransitionRecord
+from statewf.store import SqlStore, Tx
+from statewf.store.runs import notify_wake, run_log
+
+#: Statuses an operator can retry or discard.
+REPAIRABLE: frozenset[str] = frozenset({FAILED, DEAD})
+#: Context keys of a finished run that a retry clears.
+_FINISHED_KEYS = ("error", "output", "output_model", "waiting")
+#: Log-row kinds that record a step position (copied by a fork).
+_STEP_KINDS = frozenset({KIND_STEP, KIND_STEP_FAILED, KIND_RETRY, *WAIT_KINDS})
 
 
 class RunOperations:
     """Dead-letter and repair operations of an engine or client (a mixin)."""
 
     host: RunHost
+
+    if TYPE_CHECKING:  # provided by the scheduler of a WorkflowEngine (absent in a Client)
+
+        def _wake_soon(self) -> None: ...
+
+    def _wake_scheduler(self) -> None:
+        wake = getattr(self, "_wake_soon", None)
+        if wake is not None:
+            wake()
+
+    async def dead_letters(
+        self,
+        *,
+        workflow: str | None = None,
+        include_failed: bool = True,
+        resource_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[WorkflowRun]:
+        """A page of dead (and, by default, failed) runs, oldest first; follow ``next_cursor``."""
+        statuses = [DEAD, FAILED] if include_failed else [DEAD]
+        found = await self.host.db(
+            list_runs, self.host.store, statuses, workflow, resource_id, limit, cursor
+        )
+        return Page[WorkflowRun](
+            items=[run_of(i) for i in found.items], next_cursor=found.next_cursor
+        )
+
+    async def retry_run(
+        self, run_id: str, *, reason: str | None = None, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Make a failed or dead run go on from its failed step; earlier steps are replayed."""
+        check_id(run_id, "run id")
+        now = self.host.clock.now()
+        snap = await self.host.db(retry, self.host.store, run_id, resource_id, reason, now)
+        self._wake_scheduler()
+        return run_of(snap)
+
+    async def discard_run(
+        self, run_id: str, *, reason: str, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Give up a failed or dead run: it is ``cancelled``, with ``reason`` in the log."""
+        check_id(run_id, "run id")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInput(f"discarding run {run_id!r} needs a reason (a non-empty string)")
+        now = self.host.clock.now()
+        snap = await self.host.db(discard, self.host.store, run_id, resource_id, reason, now)
+        return run_of(snap)
+
+    async def fork_run(
+        self,
+        run_id: str,
+        *,
+        from_step: str,
+        new_run_id: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """A new run of the same workflow and input that replays the steps before ``from_step``."""
+        check_id(run_id, "run id")
+        new_id = check_id(new_run_id, "new run id") if new_run_id is not None else None
+        now = self.host.clock.now()
+        snap = await self.host.db(
+            fork,
+            self.host.store,
+            run_id,
+            resource_id,
+            from_step,
+            new_id or uuid.uuid4().hex,
+            now,
+        )
+        self._wake_scheduler()
+        return run_of(snap)
+
+
+# ------------------------------------------------------------ the transactions
+
+
+def list_runs(
+    store: SqlStore,
+    statuses: Sequence[str],
+    workflow: str | None,
+    resource_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Instance]:
+    """One page of runs in ``statuses``, oldest first."""
+    with store.transaction(readonly=True) as tx:
+        items, next_cursor = tx.list_instances(
+            machine=workflow,
+            status=statuses,
+            resource_id=resource_id,
+            kind=RUN_KIND,
+            limit=limit,
+            cursor=cursor,
+        )
+    return Page[Instance](items=items, next_cursor=next_cursor)
+
+
+def retry(
+    store: SqlStore, run_id: str, resource_id: str | None, reason: str | None, now: datetime
+) -> Instance:
+    """Append a ``retry_run`` row to a failed or dead run and make it due."""
+    with store.transaction() as tx:
+        snap = _locked(tx, run_id, resource_id)
+        _check_repairable(snap, "retried", "fork it (fork_run) to run its steps again")
+        history = History.from_log(run_log(tx, run_id))
+        error = snap.context.get("error")
+        failed_step = error.get("step") if isinstance(error, dict) else None
+        voided = history.to_void_on_retry(failed_step)
+        finished = sum(1 for p in voided if p in history.steps)
+        meta: dict[str, Any] = {"voided": voided, "from_status": snap.status}
+        if reason:
+            meta["reason"] = reason
+        if isinstance(error, dict):
+            meta["error"] = error
+        context_set: dict[str, Any] = {
+            "completed_steps": max(0, int(snap.context.get("completed_steps", 0)) - finished)
+        }
+        deadline = _deadline_again(snap, now)
+        if deadline is not None:
+            context_set["deadline"] = deadline
+        kept = [s for s in history.steps.values() if s.position not in voided and s.ok]
+        last = max(kept, key=lambda s: s.position).key if kept else "start"
+        notify_wake(store, tx, run_id)
+        return _append(
+            tx,
+            snap,
+            now,
+            kind=KIND_RETRY_RUN,
+            target=(last,),
+            status=WAITING,
+            wake_at=now,
+            meta=meta,
+            context_set=context_set,
+            context_unset=tuple(k for k in _FINISHED_KEYS if k in snap.context),
+        )
+
+
+def discard(
+    store: SqlStore, run_id: str, resource_id: str | None, reason: str, now: datetime
+) -> Instance:
+    """Append a ``discard`` row to a failed or dead run: it is ``cancelled``."""
+    with store.transaction() as tx:
+        snap = _locked(tx, run_id, resource_id)
+        _check_repairable(snap, "discarded", "there is nothing to discard")
+        return _append(
+            tx,
+            snap,
+            now,
+            kind=KIND_DISCARD,
+            target=(CANCELLED,),
+            status=CANCELLED,
+            meta={"reason": reason, "from_status": snap.status},
+        )
+
+
+def fork(
+    store: SqlStore,
+    run_id: str,
+    resource_id: str | None,
+    from_step: str,
+    new_id: str,
+    now: datetime,
+) -> Instance:
+    """Create run ``new_id`` from run ``run_id``'s steps before ``from_step``, due now."""
+    with store.transaction() as tx:
+        original = _locked(tx, run_id, resource_id)
+        records = run_log(tx, run_id)
+        history = History.from_log(records)
+        position = history.positions.get(from_step) if isinstance(from_step, str) else None
+        if position is None:
+            known = [history.calls[p][0] for p in sorted(history.calls)]
+            raise InvalidInput(
+                f"run {run_id!r} has no step {from_step!r} to fork from; its steps are "
+                f"{', '.join(repr(k) for k in known) or '(none)'}",
+                instance_id=run_id,
+                step=from_step,
+                known_steps=known,
+            )
+        if tx.get_instance(new_id) is not None:
+            raise DuplicateInstance(
+                f"a run or instance with id {new_id!r} already exists; choose another id "
+                "for the fork, or omit it to get a generated one",
+                instance_id=new_id,
+            )
+        rows = fork_log(original, records, history, from_step, position, new_id, now)
+        snap: Instance | None = None
+        for record in rows:
+            snap = apply(snap, record)
+        assert snap is not None
+        if not tx.insert_instance(snap):
+            raise DuplicateInstance(
+                f"a run or instance with id {new_id!r} already exists; choose another id",
+                instance_id=new_id,
+            )
+        tx.append(rows)
+        notify_wake(store, tx, new_id)
+        return snap
+
+
+# ------------------------------------------------------------ deciding (pure)
+
+
+def fork_log(
+    original: Instance,
+    records: Sequence[TransitionRecord],
+    history: History,
+    from_step: str,
+    position: int,
+    new_id: str,
+    now: datetime,
+) -> list[TransitionRecord]:
+    """The whole log of a fork of ``original`` at ``from_step`` (at ``position``). Pure.
+
+    A create row; copies of the rows of each step before ``position`` whose outcome
+    the log holds (after the last retry that voided it), with the events their waits
+    took; and a ``fork`` row that makes the run due. Unfinished steps are not copied.
+    """
+    ctx = original.context
+    context: dict[str, Any] = {"input": ctx.get("input"), "completed_steps": 0}
+    if "plan" in ctx:
+        context["plan"] = ctx["plan"]
+    deadline = _deadline_again(original, now)
+    if deadline is not None:
+        context["deadline"] = deadline
+    origin = {"run": original.id, "step": from_step, "position": position}
+    rows = [
+        TransitionRecord(
+            instance_id=new_id,
+            seq=1,
+            kind=KIND_CREATE,
+            target=("start",),
+            context_set=context,
+            status=PENDING,
+            meta={
+                "machine": original.machine,
+                "machine_version": original.machine_version,
+                "kind": RUN_KIND,
+                "resource_id": original.resource_id,
+                "idempotency_key": None,
+                "forked_from": origin,
+            },
+            created_at=now,
+        )
+    ]
+    by_position: dict[int, list[TransitionRecord]] = {}
+    for record in records:
+        if record.kind == KIND_RETRY_RUN:
+            for voided in record.meta.get("voided", ()):
+                by_position.pop(int(voided), None)
+        elif record.kind in _STEP_KINDS and "position" in record.meta:
+            by_position.setdefault(int(record.meta["position"]), []).append(record)
+    kept = [p for p in by_position if p < position and p in history.steps]
+    copied = sorted((r for p in kept for r in by_position[p]), key=lambda r: r.seq)
+    taken = {int(r.meta["event_seq"]) for r in copied if "event_seq" in r.meta}
+    events = [r for r in records if r.kind == KIND_EVENT and r.seq in taken]
+    new_seq: dict[int, int] = {}
+    done = 0
+    config: tuple[str, ...] = ("start",)
+    for record in sorted([*copied, *events], key=lambda r: r.seq):
+        seq = len(rows) + 1
+        new_seq[record.seq] = seq
+        meta = {**record.meta, "forked_from": {"run": original.id, "seq": record.seq}}
+        if "event_seq" in meta:
+            meta["event_seq"] = new_seq[int(meta["event_seq"])]
+        context_set: dict[str, Any] = {}
+        target: tuple[str, ...] = ()
+        if record.kind in (KIND_STEP, KIND_STEP_FAILED):
+            done += 1
+            context_set["completed_steps"] = done
+            target = (record.key or "start",)
+        rows.append(
+            TransitionRecord(
+                instance_id=new_id,
+                seq=seq,
+                kind=record.kind,
+                event=record.event,
+                source=config,
+                target=target,
+                payload=record.payload,
+                context_set=context_set,
+                status=PENDING,
+                key=record.key,
+                meta=meta,
+                created_at=now,
+            )
+        )
+        config = target or config
+    rows.append(
+        TransitionRecord(
+            instance_id=new_id,
+            seq=len(rows) + 1,
+            kind=KIND_FORK,
+            source=config,
+            status=WAITING,
+            wake_at=now,
+            meta={**origin, "copied": len(rows) - 1},
+            created_at=now,
+        )
+    )
+    return rows
+
+
+def _deadline_again(snap: Instance, now: datetime) -> str | None:
+    """A new deadline, as far from ``now`` as the run's was from its start (None: none)."""
+    deadline = snap.context.get("deadline")
+    if not deadline:
+        return None
+    timeout = datetime.fromisoformat(deadline) - snap.created_at
+    return (now + max(timeout, timedelta(0))).isoformat()
+
+
+def _locked(tx: Tx, run_id: str, resource_id: str | None) -> Instance:
+    snap = tx.get_instance(run_id, lock=True)
+    if snap is None or snap.kind != RUN_KIND:
+        raise not_found(run_id, resource_id)
+    if resource_id is not None and snap.resource_id != resource_id:
+        raise not_found(run_id, resource_id)
+    return snap
+
+
+def _check_repairable(snap: Instance, action: str, otherwise: str) -> None:
+    if snap.status in REPAIRABLE:
+        return
+    if snap.status in (COMPLETED, CANCELLED):
+        raise RunFinished(
+            f"run {snap.id!r} is {snap.status}; only failed or dead runs can be "
+            f"{action} ({otherwise})",
+            instance_id=snap.id,
+            state=snap.status,
+        )
+    raise InvalidInput(
+        f"run {snap.id!r} is {snap.status}, not failed or dead; only failed or dead runs "
+        f"can be {action}: wait for it to finish, or cancel it",
+        instance_id=snap.id,
+        state=snap.status,
+    )
+
+
+def _append(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance:
+    record = TransitionRecord(
+        instance_id=snap.id,
+        seq=snap.version + 1,
+        source=snap.configuration,
+        created_at=now,
+        **fields,
+    )
+    new = apply(snap, record)
+    tx.update_instance(new, snap.version)
+    tx.append([record])
+    return new

@@ -11,6 +11,10 @@ row (``sleep``, ``wait``, ``pause``, ``poll``) when the run starts waiting, and 
 ordinary ``step`` row with the outcome when the wait is over. Events sent to the
 run are ``event`` rows; operator actions (``resume``, ``fast_forward``) release
 the wait at the position they name.
+
+An operator's ``retry_run`` row (see :mod:`durable.operations`) names in its
+``meta["voided"]`` the positions whose recorded outcome it voids: replay forgets
+them, so those steps run again, while every other recorded step is replayed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from durable.records import (
     KIND_FAST_FORWARD,
     KIND_RESUME,
     KIND_RETRY,
+    KIND_RETRY_RUN,
     KIND_STEP,
     KIND_STEP_FAILED,
     WAIT_KINDS,
@@ -89,6 +94,10 @@ class History:
             if "position" in record.meta:
                 self.released[int(record.meta["position"])] = record
             return
+        if kind == KIND_RETRY_RUN:
+            for position in record.meta.get("voided", ()):
+                self.void(int(position))
+            return
         if kind not in (KIND_STEP, KIND_STEP_FAILED, KIND_RETRY, *WAIT_KINDS):
             return
         if "position" not in record.meta:
@@ -133,6 +142,37 @@ class History:
             self.consumed.add(int(record.meta["event_seq"]))
         self.retries.pop(position, None)
         self.waits.pop(position, None)
+
+    def void(self, position: int) -> None:
+        """Forget everything recorded at ``position``: replay runs that step afresh."""
+        self.steps.pop(position, None)
+        self.retries.pop(position, None)
+        self.waits.pop(position, None)
+        self.released.pop(position, None)
+        key, _ = self.calls.pop(position, ("", ""))
+        if self.positions.get(key) == position:
+            del self.positions[key]
+
+    def to_void_on_retry(self, failed_step: str | None) -> list[int]:
+        """The positions an operator's retry voids, given the step named in the run's error.
+
+        After the last successful step: every failed step (a failed compensation as
+        well as the failure it compensated), and the failed attempts of steps left
+        unfinished, so they get all their attempts again. Before it, only the failed
+        outcome of ``failed_step`` (a sibling of a later successful step in
+        ``gather``). Successful steps and unfinished waits (a sleep keeps its time)
+        are kept.
+        """
+        last_ok = max((p for p, s in self.steps.items() if s.ok), default=-1)
+        voided = []
+        for position in sorted(self.calls):
+            step = self.steps.get(position)
+            if step is None:
+                if position > last_ok and position in self.retries:
+                    voided.append(position)
+            elif not step.ok and (position > last_ok or step.key == failed_step):
+                voided.append(position)
+        return voided
 
     def next_event(self, name: str) -> TransitionRecord | None:
         """The oldest event called ``name`` that no wait has consumed yet."""
