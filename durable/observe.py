@@ -37,6 +37,7 @@ __all__ = [
     "bind",
     "configure_logging",
     "current_fields",
+    "record_outcome",
     "run_span",
     "step_span",
 ]
@@ -249,10 +250,11 @@ def configure_logging(
 class _Otel:
     """The parts of ``opentelemetry-api`` the spans use (typed ``Any``: it is optional)."""
 
-    __slots__ = ("context", "error", "set_in_context", "status", "tracer")
+    __slots__ = ("context", "current_span", "error", "set_in_context", "status", "tracer")
 
     def __init__(self, trace: Any, context: Any) -> None:
         self.context = context
+        self.current_span = trace.get_current_span
         self.set_in_context = trace.set_span_in_context
         self.status = trace.Status
         self.error = trace.StatusCode.ERROR
@@ -365,3 +367,20 @@ def step_span(run_id: str, key: str, position: int, attempt: int) -> AbstractCon
     }
     fields = {"run_id": run_id, "step": key, "position": position, "attempt": attempt}
     return _SpanScope(f"step {key}", attributes, fields)
+
+
+def record_outcome(kind: str, error: str | None = None) -> None:
+    """Note how a run ended on the current span: ``statewf.outcome``, error status.
+
+    The engine turns a failed run into an outcome instead of an exception, so call
+    this inside :func:`run_span` with the outcome's kind (``completed``, ``failed``,
+    ``suspended``, ``stopped``) and, for a failure, a description such as
+    ``"StepFailed: step 'pay' failed"``. Does nothing without OpenTelemetry.
+    """
+    otel = _otel()
+    if otel is None:
+        return
+    span = otel.current_span()
+    span.set_attribute("statewf.outcome", kind)
+    if error is not None:
+        span.set_status(otel.status(otel.error, error))

@@ -23,6 +23,7 @@ from durable.observe import (
     bind,
     configure_logging,
     current_fields,
+    record_outcome,
     run_span,
     step_span,
 )
@@ -286,6 +287,21 @@ def test_an_engine_signal_ends_the_span_without_error(spans: Any, signal: BaseEx
         assert span.attributes["statewf.signal"] == type(signal).__name__
 
 
+def test_record_outcome_sets_the_outcome_and_error_of_the_run_span(spans: Any) -> None:
+    from opentelemetry.trace import StatusCode
+
+    with run_span("r1", "ok", "1"):
+        record_outcome("suspended")
+    with run_span("r2", "bad", "1"):
+        record_outcome("failed", "StepFailed: step 'pay' failed")
+    got = by_name(spans)
+    assert got["workflow ok"].attributes["statewf.outcome"] == "suspended"
+    assert got["workflow ok"].status.status_code == StatusCode.UNSET
+    assert got["workflow bad"].attributes["statewf.outcome"] == "failed"
+    assert got["workflow bad"].status.status_code == StatusCode.ERROR
+    assert got["workflow bad"].status.description == "StepFailed: step 'pay' failed"
+
+
 def test_spans_around_await_and_in_child_tasks(spans: Any) -> None:
     from opentelemetry import trace
 
@@ -312,11 +328,12 @@ def test_without_opentelemetry_spans_are_no_ops_and_logging_works() -> None:
         """
         import io, json, logging, sys
         sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
-        from durable.observe import configure_logging, run_span, step_span
+        from durable.observe import configure_logging, record_outcome, run_span, step_span
         buffer = io.StringIO()
         configure_logging(stream=buffer)
         with run_span("r1", "wf", "1"), step_span("r1", "k", 0, 1):
             logging.getLogger("durable").info("inside")
+            record_outcome("failed", "ValueError: x")
         try:
             with run_span("r1", "wf", "1"):
                 raise ValueError("x")
