@@ -1,5 +1,6 @@
 """``statewf runs`` (list, show with a timeline, cancel, trigger, pause, resume,
-fast-forward) and ``statewf approve`` / ``statewf reject`` for workflow runs.
+fast-forward, fork, and ``dlq`` for dead letters) and ``statewf approve`` /
+``statewf reject`` for workflow runs.
 
 Loaded by the ``statewf`` command through the ``statewf.cli`` entry-point group.
 It needs no workflow code: everything it shows is read from the runs' log.
@@ -17,6 +18,7 @@ import click
 from durable.engine import WorkflowEngine
 from durable.records import Progress, StepTimeline, WorkflowRun
 from statewf.cli import CliContext, echo_json, errors_as_messages, parse_json
+from statewf.records import TransitionRecord
 
 T = TypeVar("T")
 
@@ -92,7 +94,7 @@ def show_run(run: WorkflowRun, progress: Progress, timeline: list[StepTimeline])
 
 @click.group()
 def runs() -> None:
-    """Durable workflow runs: list, show, cancel, trigger, pause, resume, fast-forward."""
+    """Workflow runs: list, show, cancel, trigger, pause, resume, fast-forward, fork, dlq."""
 
 
 @runs.command("list")
@@ -218,6 +220,150 @@ def fast_forward(obj: CliContext, run_id: str, data: str | None, resource_id: st
     payload = parse_json(data, "--data")
     run = _call(obj, lambda e: e.fast_forward_workflow(run_id, payload, resource_id=resource_id))
     click.echo(f"run {run.id} is {run.status}")
+
+
+@runs.command("fork")
+@click.argument("run_id")
+@click.option("--from-step", "from_step", required=True, help="The first step the fork executes.")
+@click.option("--new-id", "new_id", help="The new run's id (default: a generated one).")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def fork(
+    obj: CliContext, run_id: str, from_step: str, new_id: str | None, resource_id: str | None
+) -> None:
+    """Start a new run of RUN_ID's workflow and input that replays the steps before --from-step."""
+    run = _call(
+        obj,
+        lambda e: e.fork_run(
+            run_id, from_step=from_step, new_run_id=new_id, resource_id=resource_id
+        ),
+    )
+    click.echo(
+        f"forked run {run_id} from step {from_step!r} as {run.id}; it is {run.status} "
+        f"with {run.completed_steps} step(s) copied, for an engine or worker of "
+        f"{run.workflow!r} to execute"
+    )
+
+
+@runs.group("dlq")
+def dlq() -> None:
+    """Dead letters: list, show, retry or discard dead (and failed) runs."""
+
+
+@dlq.command("list")
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--no-failed", "no_failed", is_flag=True, help="Only dead runs, not failed ones.")
+@click.option("--resource", "resource_id", help="Only runs of this resource.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--cursor", help="The next-page cursor printed by a previous call.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def dlq_list(
+    obj: CliContext,
+    workflow: str | None,
+    no_failed: bool,
+    resource_id: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List dead and failed runs, oldest first, with their errors."""
+    page = _call(
+        obj,
+        lambda e: e.dead_letters(
+            workflow=workflow,
+            include_failed=not no_failed,
+            resource_id=resource_id,
+            limit=limit,
+            cursor=cursor,
+        ),
+    )
+    if as_json:
+        echo_json(page.model_dump(mode="json"))
+        return
+    for run in page.items:
+        what = ""
+        if run.error is not None:
+            error = run.error
+            where = f" in {error.step!r}" if error.step else ""
+            message = error.message if len(error.message) <= 60 else error.message[:57] + "..."
+            what = f"{error.type}{where}: {message}"
+        click.echo(
+            f"{run.id}  {run.workflow:<20} {run.status:<6} {run.updated_at:%Y-%m-%d %H:%M:%S}  "
+            + what
+        )
+    if not page.items:
+        click.echo("no dead runs" if no_failed else "no dead or failed runs")
+    if page.next_cursor:
+        click.echo(f"next page: --cursor {page.next_cursor}")
+
+
+@dlq.command("show")
+@click.argument("run_id")
+@click.option("--rows", default=10, show_default=True, help="How many of the last log rows.")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def dlq_show(
+    obj: CliContext, run_id: str, rows: int, resource_id: str | None, as_json: bool
+) -> None:
+    """Show a dead or failed run: status, error, step timeline and its last log rows."""
+
+    async def fetch(
+        e: WorkflowEngine,
+    ) -> tuple[WorkflowRun, Progress, list[StepTimeline], list[TransitionRecord]]:
+        run = await e.get_run(run_id, resource_id=resource_id)
+        records = await e.host.db(e.engine.history, run_id)
+        return (
+            run,
+            await e.check_progress(run_id, resource_id=resource_id),
+            await e.get_timeline(run_id, resource_id=resource_id),
+            records[-rows:] if rows > 0 else [],
+        )
+
+    run, progress, timeline, last = _call(obj, fetch)
+    if as_json:
+        echo_json(
+            {
+                "run": run.model_dump(mode="json"),
+                "timeline": [t.model_dump(mode="json") for t in timeline],
+                "last_rows": [r.model_dump(mode="json") for r in last],
+            }
+        )
+        return
+    show_run(run, progress, timeline)
+    click.echo(f"last {len(last)} log rows")
+    for record in last:
+        what = record.key or record.event or ""
+        click.echo(
+            f"  {record.seq:>4}  {record.created_at:%H:%M:%S}  {record.kind:<12} "
+            f"{record.status:<9} {what:<20} {_short(record.meta, 70)}"
+        )
+
+
+@dlq.command("retry")
+@click.argument("run_id")
+@click.option("--reason", help="Recorded with the retry_run row.")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def dlq_retry(obj: CliContext, run_id: str, reason: str | None, resource_id: str | None) -> None:
+    """Retry a dead or failed run from its failed step (earlier steps are not executed again)."""
+    run = _call(obj, lambda e: e.retry_run(run_id, reason=reason, resource_id=resource_id))
+    click.echo(
+        f"run {run.id} is {run.status}: an engine or worker of {run.workflow!r} "
+        "will go on from its failed step"
+    )
+
+
+@dlq.command("discard")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why (recorded with the discard row).")
+@click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.pass_obj
+def dlq_discard(obj: CliContext, run_id: str, reason: str, resource_id: str | None) -> None:
+    """Discard a dead or failed run: it becomes cancelled, for good."""
+    run = _call(obj, lambda e: e.discard_run(run_id, reason=reason, resource_id=resource_id))
+    click.echo(f"run {run.id} is {run.status} (discarded: {reason})")
 
 
 @click.command()

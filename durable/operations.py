@@ -232,9 +232,10 @@ def fork(
         original = _locked(tx, run_id, resource_id)
         records = run_log(tx, run_id)
         history = History.from_log(records)
-        position = history.positions.get(from_step) if isinstance(from_step, str) else None
+        recorded = step_positions(records)
+        position = recorded.get(from_step) if isinstance(from_step, str) else None
         if position is None:
-            known = [history.calls[p][0] for p in sorted(history.calls)]
+            known = sorted(recorded, key=lambda k: recorded[k])
             raise InvalidInput(
                 f"run {run_id!r} has no step {from_step!r} to fork from; its steps are "
                 f"{', '.join(repr(k) for k in known) or '(none)'}",
@@ -364,6 +365,15 @@ def fork_log(
         )
     )
     return rows
+
+
+def step_positions(records: Sequence[TransitionRecord]) -> dict[str, int]:
+    """Each step key the log records (a voided outcome too) -> its latest position. Pure."""
+    positions: dict[str, int] = {}
+    for record in records:
+        if record.kind in _STEP_KINDS and "position" in record.meta and record.key:
+            positions[record.key] = int(record.meta["position"])
+    return positions
 
 
 def _deadline_again(snap: Instance, now: datetime) -> str | None:
