@@ -69,6 +69,7 @@ class RunOperations:
         def _wake_soon(self) -> None: ...
 
     def _wake_scheduler(self) -> None:
+        """Poke this engine's scheduler, if it has one, to claim a run made due now."""
         wake = getattr(self, "_wake_soon", None)
         if wake is not None:
             wake()

@@ -69,6 +69,18 @@ async def ops_fan(ctx: durable.Context[None]) -> list[Any]:
     return [first, *pair]
 
 
+@durable.workflow("ops-compensate")
+async def ops_compensate(ctx: durable.Context[None]) -> str:
+    """A failed charge is compensated by a refund; then the body fails while broken."""
+    try:
+        await ctx.step.run("charge", breakable("charge", "c"), retries=0)
+    except durable.StepFailed:
+        await ctx.step.run("refund", counted("refund", "refunded"))
+    if BROKEN.get("body"):
+        raise ValueError("could not tell the customer")
+    return "told"
+
+
 @durable.workflow("ops-nap")
 async def ops_nap(ctx: durable.Context[None]) -> str:
     """A step, a one-minute sleep, a step."""
@@ -189,6 +201,23 @@ def test_retry_voids_a_failed_parallel_step_but_keeps_its_successful_sibling(
             await engine.retry_run(run.id)
             assert await engine.result(run.id, timeout=10) == [1, "L", "R"]
             assert (CALLS["first"], CALLS["left"], CALLS["right"]) == (1, 2, 1)
+
+    asyncio.run(main())
+
+
+def test_retry_keeps_a_compensated_failure_when_a_later_step_succeeded(
+    make_engine: Make,
+) -> None:
+    async def main() -> None:
+        async with make_engine(workflows=[ops_compensate]) as engine:
+            BROKEN.update(charge=True, body=True)
+            run = await engine.start_workflow(ops_compensate)
+            assert (await engine.wait_for_run(run.id, timeout=10)).status == "failed"
+            BROKEN.update(charge=False, body=False)
+            await engine.retry_run(run.id)
+            assert await engine.result(run.id, timeout=10) == "told"
+            # the compensated failure stays in the log: charge is not tried again
+            assert (CALLS["charge"], CALLS["refund"]) == (1, 1)
 
     asyncio.run(main())
 
@@ -364,6 +393,14 @@ def test_fork_of_a_failed_run_from_its_failed_step(make_engine: Make) -> None:
             assert await engine.result(fork.id, timeout=10) == ["r", "c", "s"]
             assert (CALLS["reserve"], CALLS["charge"]) == (1, 2)
             assert (await engine.get_run(run.id)).status == "failed"
+            BROKEN["charge"] = True
+            second = await engine.start_workflow(ops_order)
+            await engine.wait_for_run(second.id, timeout=10)
+            BROKEN["charge"] = False
+            await engine.retry_run(second.id)
+            again = await engine.fork_run(second.id, from_step="charge")  # a voided step
+            assert again.completed_steps == 1
+            assert await engine.result(again.id, timeout=10) == ["r", "c", "s"]
 
     asyncio.run(main())
 
