@@ -60,7 +60,8 @@ def _locked(tx: Tx, run_id: str, resource_id: str | None, action: str) -> Instan
     return snap
 
 
-def _append(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance:
+def append_row(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance:
+    """Append one row built from ``fields`` on top of ``snap`` (locked); the new snapshot."""
     record = TransitionRecord(
         instance_id=snap.id,
         seq=snap.version + 1,
@@ -80,7 +81,7 @@ def cancel(
     """Append a ``cancel`` row: the run is ``cancelled`` for good."""
     with store.transaction() as tx:
         snap = _locked(tx, run_id, resource_id, "cancel")
-        return _append(
+        return append_row(
             tx,
             snap,
             now,
@@ -98,7 +99,7 @@ def pause(store: SqlStore, run_id: str, resource_id: str | None, now: datetime) 
         if snap.status == PAUSED:
             return snap
         deadline = snap.context.get("deadline")
-        return _append(
+        return append_row(
             tx,
             snap,
             now,
@@ -119,7 +120,7 @@ def resume(store: SqlStore, run_id: str, resource_id: str | None, now: datetime)
         waiting = snap.context.get("waiting") or {}
         meta = {"position": waiting["position"]} if "position" in waiting else {}
         notify_wake(store, tx, run_id)
-        return _append(
+        return append_row(
             tx,
             snap,
             now,
@@ -165,7 +166,7 @@ def trigger(
         due = awaited and snap.status == WAITING
         if due:
             notify_wake(store, tx, run_id)
-        return _append(
+        return append_row(
             tx,
             snap,
             now,
@@ -197,7 +198,7 @@ def fast_forward(
             meta: dict[str, Any] = {"position": waiting["position"]}
             if kind == "poll":
                 meta["data"], _ = encode(data, what="fast-forward data", max_bytes=1 << 20)
-            snap = _append(
+            snap = append_row(
                 tx, snap, now, kind=KIND_FAST_FORWARD, status=WAITING, wake_at=now, meta=meta
             )
             notify_wake(store, tx, run_id)
@@ -221,7 +222,7 @@ def claim_due(
         for snap in claim_due_runs(tx, RUN_KIND, workflows, (WAITING, PAUSED), now, limit=limit):
             if snap.id in skip:
                 continue
-            new = _append(
+            new = append_row(
                 tx,
                 snap,
                 now,

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -23,28 +23,25 @@ from durable.errors import (
     EngineClosed,
     WorkflowNotRegistered,
 )
-from durable.inspection import RunInspection, _not_found, _visible
+from durable.holding import LeaseHolder, new_worker_id
+from durable.inspection import RunInspection
+from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, ClaimedRun, Limits
 from durable.operations import RunOperations
 from durable.pipeline import Pipeline
 from durable.records import (
-    IN_PROGRESS,
-    KIND_RECOVER,
-    RUN_KIND,
-    RUNNING,
-    TERMINAL,
     WorkflowRun,
 )
 from durable.report import run_of
 from durable.runner import RunExecutor
 from durable.scheduling import WaitControl
-from durable.signals import Stop
+from durable.starting import RunSpec, create_record, insert_run, route_columns
 from durable.writer import RunHost
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
-from statewf.errors import DuplicateInstance, InvalidInput, StatewfError
+from statewf.errors import InvalidInput, StatewfError
 from statewf.fold import apply
-from statewf.records import KIND_CREATE, Instance, TransitionRecord
-from statewf.store.runs import load_run, runs_in_status
+from statewf.records import Instance, TransitionRecord
+from statewf.store.leases import Lease
 
 log = logging.getLogger("durable")
 T = TypeVar("T")
@@ -52,7 +49,7 @@ T = TypeVar("T")
 WorkflowLike = Workflow[Any, Any] | Pipeline
 
 
-class WorkflowEngine(RunInspection, WaitControl, RunOperations):
+class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
     """Runs durable workflows on a statewf database.
 
     Args:
@@ -62,13 +59,24 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
         workflows: workflows (or pipelines) this engine can execute.
         clock: the time source (default: the statewf engine's clock); pass a
             :class:`statewf.testing.ManualClock` to drive retries and timeouts in tests.
-        recover: on :meth:`start`, resume runs left in progress by a process that died.
-            Until multi-process workers exist, let only one engine per database recover.
+        recover: take up runs in progress that nobody holds: runs another engine
+            released (on close) and runs whose holder died (its lease ran out). Many
+            engines and workers may recover on one database; each run is held by one.
         scheduler: run the scheduler that wakes waiting runs (sleeps, events, polls)
             when they are due; several engines may share this work.
         poll_interval: longest real time, in seconds, between two looks for due runs.
         db_threads: threads for database work.
         seed: seed of the random jitter of retry delays (for reproducible tests).
+        lease: seconds a run stays held by this engine without a heartbeat; another
+            engine takes over a run whose holder died after this long (heartbeats
+            every third of it). Leases use the wall clock, whatever ``clock`` is.
+        crash_limit: a run whose executions died this many times at the same step
+            is moved to the dead letters instead of being executed again.
+        concurrency: most runs this engine executes at once (None: no limit). Runs
+            started here with :meth:`start_workflow` always execute here.
+        queues: the queues this engine claims runs from (None: every queue).
+        labels: what this engine offers; a run started with labels only goes to an
+            engine (or worker) that offers all of them.
 
     Use it as ``async with WorkflowEngine(url, workflows=[...]) as engine: ...``, or
     call :meth:`start` and :meth:`close` yourself. Methods that start or resume runs
@@ -88,7 +96,18 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
         poll_interval: float = 1.0,
         schema: str | None = None,
         table_prefix: str = "statewf_",
+        lease: float = DEFAULT_LEASE,
+        crash_limit: int = DEFAULT_CRASH_LIMIT,
+        concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        worker_id: str | None = None,
     ) -> None:
+        if lease <= 0 or crash_limit < 1 or (concurrency is not None and concurrency < 1):
+            raise InvalidInput(
+                "lease must be positive, crash_limit at least 1 and concurrency at least 1 "
+                f"(got lease={lease}, crash_limit={crash_limit}, concurrency={concurrency})"
+            )
         if isinstance(engine, Engine):
             self.engine = engine
             self._owns_engine = False
@@ -118,6 +137,16 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
         self._start_lock = asyncio.Lock()
         self._redrives: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.worker_id = worker_id or new_worker_id()
+        self.lease_seconds = float(lease)
+        self.crash_limit = crash_limit
+        self.concurrency = concurrency
+        self.queues = list(queues) if queues is not None else None
+        self.labels = dict(labels or {})
+        self.limits = Limits()
+        self._heartbeat: asyncio.Task[None] | None = None
+        #: runs whose execution here crashed: still held (a dead process would hold them)
+        self._crashed: set[str] = set()
         self.register(*workflows)
 
     # ------------------------------------------------------------ set-up
@@ -168,6 +197,7 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
         async with self._start_lock:
             if self._started:
                 return
+            self._start_heartbeat()
             if self.recover:
                 await self.recover_runs()
             if self.run_scheduler:
@@ -176,46 +206,34 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
             self._started = True
 
     async def recover_runs(self) -> list[str]:
-        """Resume every in-progress run of a registered workflow not already executing here."""
-        names = sorted({name for name, _ in self._workflows})
-        if not names:
-            return []
+        """Take up every run in progress that nobody holds (within ``concurrency``); their ids."""
         resumed: list[str] = []
-        after: str | None = None
         while True:
-
-            def page(after_id: str | None = after) -> list[Instance]:
-                with self.engine.store.transaction() as tx:
-                    return runs_in_status(
-                        tx, RUN_KIND, sorted(IN_PROGRESS), machines=names, after_id=after_id
-                    )
-
-            found = await self.host.db(page)
-            if not found:
+            claimed = await self._claim(executing=True, due=False, limit=self.capacity())
+            for item in claimed:
+                self._spawn(self._executor_of(item))
+                resumed.append(item.snapshot.id)
+            if not claimed:
                 return resumed
-            for snap in found:
-                if snap.id in self._tasks:
-                    continue
-                if (snap.machine, snap.machine_version) not in self._workflows:
-                    log.warning(
-                        "not resuming run %s: workflow %s version %s is not registered",
-                        snap.id,
-                        snap.machine,
-                        snap.machine_version,
-                    )
-                    continue
-                try:
-                    executor = await self._load_executor(snap.id, None)
-                    if executor is None or executor.finished:
-                        continue
-                    if not await self._mark_recovered(executor, "engine start"):
-                        continue
-                except StatewfError as exc:  # e.g. finished or changed meanwhile: go on
-                    log.warning("not resuming run %s: %s", snap.id, exc)
-                    continue
-                self._spawn(executor)
-                resumed.append(snap.id)
-            after = found[-1].id
+
+    def _executor_of(self, item: ClaimedRun) -> RunExecutor:
+        wf = self._definition(item.snapshot.machine, item.snapshot.machine_version)
+        executor = RunExecutor(self.host, wf, item.snapshot, item.records)
+        executor.lease = item.lease
+        return executor
+
+    def _prepare(self, snapshot: Instance) -> dict[str, Any]:
+        """Context a claim row adds to a run started by a client without the code."""
+        wf = self._workflows.get((snapshot.machine, snapshot.machine_version))
+        if wf is None:
+            return {}
+        fields: dict[str, Any] = {}
+        if "plan" not in snapshot.context:
+            fields["plan"] = wf.plan.to_json()
+        if wf.timeout is not None and "deadline" not in snapshot.context:
+            deadline = snapshot.created_at + timedelta(seconds=wf.timeout)
+            fields["deadline"] = deadline.isoformat()
+        return fields
 
     async def close(self) -> None:
         """Stop executing (runs stay in progress, resumed on the next start); free resources."""
@@ -223,12 +241,16 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
             return
         self._closed = True
         await self._stop_scheduler()
+        await self._stop_heartbeat()
         tasks = [*self._tasks.values(), *self._redrives]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        # no database call is in flight after this (a claim cancelled mid-way may
+        # still have committed): then hand back everything this engine holds
         self._pool.shutdown(wait=True)
+        await asyncio.to_thread(self._release_everything)
         if self._owns_engine:
             self.engine.close()
 
@@ -249,6 +271,9 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
         run_id: str | None = None,
         resource_id: str | None = None,
         idempotency_key: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        labels: Mapping[str, str] | None = None,
     ) -> WorkflowRun:
         """Create a run and start executing it in this process; the new run.
 
@@ -261,6 +286,8 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
             resource_id: the owner/tenant; every later call may pass it to scope access.
             idempotency_key: a second start with the same workflow and key returns the
                 first run and starts nothing (even when both race).
+            queue, priority, labels: where the run goes if this engine releases it
+                (on close) and another engine or worker takes it up.
         """
         await self.start()
         if isinstance(workflow, str):
@@ -275,81 +302,28 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
         if idempotency_key is not None:
             check_id(idempotency_key, "idempotency_key")
         stored_input = wf.validate_input(input, max_bytes=self.engine.max_payload_bytes)
-        record = self._create_record(
-            wf, run_id or uuid.uuid4().hex, stored_input, resource_id, idempotency_key
+        record = create_record(
+            RunSpec(wf.name, wf.version, wf.plan.to_json(), wf.timeout),
+            run_id or uuid.uuid4().hex,
+            stored_input,
+            resource_id,
+            idempotency_key,
+            self.clock.now(),
         )
         snapshot = apply(None, record)
-        created, existing = await self.host.db(self._insert, snapshot, record)
+        until = self.lease_until()
+        route = route_columns(queue, priority, labels)
+        lease = {"lease_owner": self.worker_id, "lease_expires_at": until, "lease_epoch": 1}
+        created, existing = await self.host.db(
+            insert_run, self.engine.store, snapshot, record, {**route, **lease}
+        )
         if not created:
             assert existing is not None
             return run_of(existing)
         executor = RunExecutor(self.host, wf, snapshot, [record])
+        executor.lease = Lease(owner=self.worker_id, epoch=1, expires_at=until)
         self._spawn(executor)
         return run_of(snapshot)
-
-    def _create_record(
-        self,
-        wf: Workflow[Any, Any],
-        run_id: str,
-        stored_input: Any,
-        resource_id: str | None,
-        idempotency_key: str | None,
-    ) -> TransitionRecord:
-        now = self.clock.now()
-        context: dict[str, Any] = {
-            "input": stored_input,
-            "plan": wf.plan.to_json(),
-            "completed_steps": 0,
-        }
-        if wf.timeout is not None:
-            context["deadline"] = (now + timedelta(seconds=wf.timeout)).isoformat()
-        return TransitionRecord(
-            instance_id=run_id,
-            seq=1,
-            kind=KIND_CREATE,
-            target=("start",),
-            context_set=context,
-            status=RUNNING,
-            meta={
-                "machine": wf.name,
-                "machine_version": wf.version,
-                "kind": RUN_KIND,
-                "resource_id": resource_id,
-                "idempotency_key": idempotency_key,
-            },
-            created_at=now,
-        )
-
-    def _insert(self, snapshot: Instance, record: TransitionRecord) -> tuple[bool, Instance | None]:
-        key, resource = snapshot.idempotency_key, snapshot.resource_id
-        with self.engine.store.transaction() as tx:
-            if key is not None:
-                existing = tx.find_by_idempotency_key(snapshot.machine, key)
-                if existing is not None:
-                    return False, self._same_owner(existing, key, resource)
-            if tx.insert_instance(snapshot):
-                tx.append([record])
-                return True, None
-        if key is not None:
-            with self.engine.store.transaction() as tx:
-                existing = tx.find_by_idempotency_key(snapshot.machine, key)
-            if existing is not None:
-                return False, self._same_owner(existing, key, resource)
-        raise DuplicateInstance(
-            f"a run or instance with id {snapshot.id!r} already exists; choose another "
-            "run_id or omit it to get a generated one",
-            instance_id=snapshot.id,
-        )
-
-    @staticmethod
-    def _same_owner(existing: Instance, key: str, resource_id: str | None) -> Instance:
-        if existing.resource_id != resource_id:
-            raise InvalidInput(
-                f"idempotency key {key!r} of workflow {existing.machine!r} is already used "
-                "by a run of another resource; idempotency keys are unique per workflow",
-                instance_id=existing.id,
-            )
-        return existing
 
     # ------------------------------------------------------------ executing runs
 
@@ -398,8 +372,12 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
             raise
         except BaseException as exc:  # a crash: leave the run in progress, as a dead process would
             self._crashes[run_id] = exc
+            self._crashed.add(run_id)  # still held: released on close, or taken over
             log.error("run %s stopped unexpectedly and stays in progress: %r", run_id, exc)
         finally:
+            done = executor.write_failed is None and run_id not in self._crashed
+            if done and executor.lease is not None and not self._closed:
+                await self._release([run_id])
             self._tasks.pop(run_id, None)
             self._executors.pop(run_id, None)
 
@@ -419,11 +397,11 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
             if self._closed or run_id in self._tasks or run_id in self._executors:
                 return
             try:
-                executor = await self._load_executor(run_id, None)
-                if executor is None or executor.snapshot.status not in IN_PROGRESS:
-                    return
-                if await self._mark_recovered(executor, "after failed log writes"):
-                    self._spawn(executor)
+                claimed = await self._claim(
+                    executing=True, due=False, limit=1, only=run_id, own=[run_id]
+                )
+                for item in claimed:
+                    self._spawn(self._executor_of(item))
             except StatewfError as exc:  # the database is still away: later
                 log.warning("run %s: cannot take it up again yet: %s", run_id, exc)
                 self._redrive_later(run_id, attempt=attempt + 1)
@@ -432,50 +410,14 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
         self._redrives.add(task)
         task.add_done_callback(self._redrives.discard)
 
-    async def _load_executor(self, run_id: str, resource_id: str | None) -> RunExecutor | None:
-        def load() -> tuple[Instance, list[TransitionRecord]] | None:
-            with self.engine.store.transaction() as tx:
-                return load_run(tx, run_id)
-
-        loaded = await self.host.db(load)
-        if loaded is None or not _visible(loaded[0], resource_id):
-            raise _not_found(run_id, resource_id)
-        snapshot, records = loaded
-        if snapshot.kind != RUN_KIND:
-            raise _not_found(run_id, resource_id)
-        if snapshot.status in TERMINAL:
-            return None
-        wf = self._definition(snapshot.machine, snapshot.machine_version)
-        return RunExecutor(self.host, wf, snapshot, records)
-
-    async def _mark_recovered(self, executor: RunExecutor, reason: str) -> bool:
-        """Record that this engine takes the run up again; False if it was stopped meanwhile.
-
-        A run cancelled or paused between loading it and this write raises the
-        engine's ``Stop`` signal inside the write: it must not escape to the caller.
-        """
-        try:
-            await executor.write(
-                lambda _tx, _snap: {
-                    "kind": KIND_RECOVER,
-                    "status": RUNNING,
-                    "meta": {"reason": reason},
-                }
-            )
-        except Stop:
-            log.info(
-                "run %s was stopped before it could be resumed (%s)", executor.snapshot.id, reason
-            )
-            return False
-        return True
-
     async def resume(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Execute a run to its end (or its next wait) in the caller's task; the run after.
 
         For runs left ``running`` or ``pending`` (after a crash, or on purpose with
         ``scheduler=False``). A finished, waiting or paused run is returned as it is
         (waiting runs are woken by the scheduler, paused ones by
-        :meth:`resume_workflow`); a run already executing in this engine is awaited.
+        :meth:`resume_workflow`), and so is a run another live engine or worker
+        holds; a run already executing in this engine is awaited.
         Recorded steps are replayed from the log, not run again.
         """
         await self.start()
@@ -485,15 +427,17 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations):
             await self.get_run(run_id, resource_id=resource_id)  # scope check
             await asyncio.shield(task)
             return await self.get_run(run_id, resource_id=resource_id)
-        executor = await self._load_executor(run_id, resource_id)
-        if executor is not None and executor.snapshot.status in IN_PROGRESS:
-            if not await self._mark_recovered(executor, "resume"):
-                return await self.get_run(run_id, resource_id=resource_id)
+        await self.get_run(run_id, resource_id=resource_id)  # scope check
+        # a run this engine holds but stopped executing (after failed writes) is its own
+        claimed = await self._claim(executing=True, due=False, limit=1, only=run_id, own=[run_id])
+        if claimed:
+            executor = self._executor_of(claimed[0])
             self._executors[run_id] = executor
             try:
                 await executor.execute()
             finally:
                 self._executors.pop(run_id, None)
+                await self._release([run_id])
         return await self.get_run(run_id, resource_id=resource_id)
 
     async def cancel_workflow(

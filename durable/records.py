@@ -52,7 +52,7 @@ KIND_RESUME = "resume"
 KIND_FAST_FORWARD = "fast_forward"
 KIND_WAKE = "wake"
 # Workers and operations (durable.Worker, dead letters, retry, fork).
-KIND_CLAIM = "claim"  # a worker took the run (meta: worker, epoch, reason)
+KIND_CLAIM = "claim"  # a worker took a new run (meta: worker, epoch, reason)
 KIND_DEAD = "dead_letter"  # moved to the dead letters (meta: reason, takeovers)
 KIND_RETRY_RUN = "retry_run"  # an operator retries a failed or dead run
 KIND_DISCARD = "discard"  # an operator discards a failed or dead run (-> cancelled)

@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durable import control
+from durable.leases import ClaimedRun
 from durable.records import PAUSED, RUN_KIND, WAITING, WorkflowRun
 from durable.report import run_of
 from durable.runner import RunExecutor
@@ -62,8 +64,23 @@ class WaitControl:
         """Runs this engine is executing: scheduled tasks and ``resume()`` callers alike."""
         return set(self._tasks) | set(self._executors)
 
-    def _executor_for(self, snapshot: Instance, records: list[Any]) -> RunExecutor | None:
-        raise NotImplementedError
+    recover: bool
+
+    if TYPE_CHECKING:  # provided by LeaseHolder and WorkflowEngine (later in the MRO)
+
+        def _executor_of(self, item: ClaimedRun) -> RunExecutor: ...
+
+        async def _claim(
+            self,
+            *,
+            executing: bool,
+            due: bool,
+            limit: int,
+            only: str | None = None,
+            own: Collection[str] = (),
+        ) -> list[ClaimedRun]: ...
+
+        def capacity(self) -> int: ...
 
     # ------------------------------------------------------------ the scheduler
 
@@ -88,21 +105,15 @@ class WaitControl:
             self._scheduler = None
 
     async def wake_due(self) -> list[str]:
-        """Claim the runs whose wake-up time has come and resume them; their ids."""
-        versions = self._workflow_versions()
-        if not versions:
-            return []
-        now = self.host.clock.now()
-        claimed = await self.host.db(
-            control.claim_due, self.host.store, versions, now, self._executing()
-        )
-        woken = []
-        for snapshot, records in claimed:
-            executor = self._executor_for(snapshot, records)
-            if executor is not None:
-                self._spawn(executor)
-                woken.append(snapshot.id)
-        return woken
+        """Claim the runs this engine may take now and execute them; their ids.
+
+        Due waiting runs, and (with ``recover``) runs in progress that nobody holds,
+        within this engine's ``concurrency``, queues and labels.
+        """
+        claimed = await self._claim(executing=self.recover, due=True, limit=self.capacity())
+        for item in claimed:
+            self._spawn(self._executor_of(item))
+        return [item.snapshot.id for item in claimed]
 
     async def _next_wake(self) -> datetime | None:
         versions = self._workflow_versions()

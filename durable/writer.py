@@ -36,6 +36,7 @@ from statewf.errors import ConcurrencyConflict, StoreError
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
+from statewf.store.leases import Lease, lease_of
 
 log = logging.getLogger("durable")
 T = TypeVar("T")
@@ -108,6 +109,9 @@ class RunWriter:
         self.write_failed: LogWriteFailed | None = None
         #: A suspension row was written: later rows keep the run's waiting status.
         self.suspending = False
+        #: The lease this execution holds (from a claim), or None for an unleased
+        #: execution. A reload that finds another lease stops it: fencing.
+        self.lease: Lease | None = None
         self._write_lock = asyncio.Lock()
         self._tried: dict[str, Any] | None = None
         self._in_make = False
@@ -304,11 +308,17 @@ class RunWriter:
     async def _reload(self) -> None:
         known = self.snapshot.version
 
-        def load() -> tuple[Instance | None, list[TransitionRecord]]:
+        def load() -> tuple[Instance | None, list[TransitionRecord], Lease | None]:
             with self.host.store.transaction() as tx:
-                return tx.get_instance(self.run_id), tx.log(self.run_id, after=known)
+                snap = tx.get_instance(self.run_id)
+                return snap, tx.log(self.run_id, after=known), lease_of(tx, self.run_id)
 
-        snap, tail = await self.host.db(load)
+        snap, tail, lease = await self.host.db(load)
+        if self.lease is not None and (
+            lease is None or (lease.owner, lease.epoch) != (self.lease.owner, self.lease.epoch)
+        ):
+            self.lose_lease(lease)
+            raise Stop()
         if snap is None or snap.status in TERMINAL:
             self.finished = True
             self.cancelled = snap is not None and snap.status == "cancelled"
@@ -318,6 +328,22 @@ class RunWriter:
         self.absorb(tail)
         if snap.status == PAUSED and self.stop_when_paused:
             self.pausing = True
+
+    def lose_lease(self, current: Lease | None = None) -> None:
+        """Mark this execution stopped for good: its lease ended or another worker took the run.
+
+        Every later write raises :class:`Stop`; the caller stops the task if it must.
+        """
+        self.stopped = True
+        holder = f"worker {current.owner} (epoch {current.epoch})" if current else "nobody"
+        mine = self.lease
+        log.warning(
+            "run %s: this execution lost its lease (epoch %s); the run is now held by %s, "
+            "so nothing more is written here",
+            self.run_id,
+            mine.epoch if mine else None,
+            holder,
+        )
 
     def absorb(self, records: list[TransitionRecord]) -> None:
         """Learn of rows another writer appended (events, operator actions)."""

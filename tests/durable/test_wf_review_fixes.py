@@ -18,6 +18,7 @@ from durable.replay import History
 from durable.runner import RunExecutor
 from statewf.errors import StoreError
 from statewf.records import TransitionRecord
+from statewf.store.runs import load_run
 
 
 def step_rows(engine: durable.WorkflowEngine, run_id: str) -> list[TransitionRecord]:
@@ -60,8 +61,8 @@ def test_two_executors_of_one_run_record_each_position_once(make_engine: Make) -
         await engine.start()
         engine._spawn = lambda _executor: None  # type: ignore[method-assign,assignment]
         run = await engine.start_workflow(double)  # left running, as after a crash
-        first = await engine._load_executor(run.id, None)
-        second = await engine._load_executor(run.id, None)
+        first = await load_executor(engine, run.id)
+        second = await load_executor(engine, run.id)
         assert isinstance(first, RunExecutor)
         assert isinstance(second, RunExecutor)
         outcomes = await asyncio.gather(first.execute(), second.execute())
@@ -177,6 +178,18 @@ def test_write_that_failed_after_committing_is_not_written_again(
             assert wf_flows.CALLS["a"] == 1
 
     asyncio.run(main())
+
+
+async def load_executor(engine: durable.WorkflowEngine, run_id: str) -> RunExecutor:
+    """An executor of the run built straight from its log, holding no lease."""
+
+    def load() -> Any:
+        with engine.engine.store.transaction() as tx:
+            return load_run(tx, run_id)
+
+    snapshot, records = await engine.host.db(load)
+    wf = engine._definition(snapshot.machine, snapshot.machine_version)
+    return RunExecutor(engine.host, wf, snapshot, records)
 
 
 def test_lasting_write_failure_leaves_the_run_in_progress_for_recovery(

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 from wf_flows import Make, until
 
 import durable
-from durable import control
+from durable import control, holding
 from statewf.testing import ManualClock
 
 
@@ -69,28 +70,38 @@ async def short(ctx: durable.Context[Any]) -> int:
     return int(await ctx.step.run("a", one_step))
 
 
-def test_a_run_cancelled_during_recovery_does_not_break_the_engine(make_engine: Make) -> None:
+def test_a_run_cancelled_during_recovery_does_not_break_the_engine(
+    make_engine: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that lands right after a claim: the executor stops, the engine goes on."""
+    claim_sync = holding._claim_sync
+
+    def claim_then_cancel(host: Any, *args: Any) -> Any:
+        claimed, dead = claim_sync(host, *args)
+        for item in claimed:
+            control.cancel(host.store, item.snapshot.id, None, "operator", host.clock.now())
+        return claimed, dead
+
     async def scenario(via: str) -> None:
         crashed = make_engine(workflows=[short], recover=False, scheduler=False)
         await crashed.start()
         crashed._spawn = lambda executor: None  # type: ignore[method-assign]  # "crashes"
         run = await crashed.start_workflow(short)
-        await crashed.close()
+        await crashed.close()  # hands the run back
         engine = make_engine(workflows=[short], recover=(via == "start"), scheduler=False)
-        load = engine._load_executor
-
-        async def cancelled_meanwhile(run_id: str, resource_id: str | None) -> Any:
-            executor = await load(run_id, resource_id)
-            control.cancel(engine.engine.store, run_id, None, "operator", engine.clock.now())
-            return executor
-
-        engine._load_executor = cancelled_meanwhile  # type: ignore[method-assign]
-        if via == "start":
-            await engine.start()  # must neither raise nor leave the engine half-started
-            assert engine._started
-        else:
-            await engine.resume(run.id)
-        assert (await engine.get_run(run.id)).status == "cancelled"
+        monkeypatch.setattr(holding, "_claim_sync", claim_then_cancel)
+        try:
+            if via == "start":
+                await engine.start()  # must neither raise nor leave the engine half-started
+                assert engine._started
+                await until(lambda: not engine._tasks, "the stopped execution")
+            else:
+                await engine.resume(run.id)
+        finally:
+            monkeypatch.setattr(holding, "_claim_sync", claim_sync)
+        done = await engine.get_run(run.id)
+        assert done.status == "cancelled"
+        assert [r.kind for r in engine.engine.history(run.id)][-1] == "cancel"
         await engine.close()
 
     asyncio.run(scenario("start"))

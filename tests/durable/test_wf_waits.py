@@ -21,8 +21,6 @@ def status(engine: durable.WorkflowEngine, run_id: str) -> str:
     return engine.engine.get(run_id).status
 
 
-
-
 class Renewal(BaseModel):
     plan: str
 

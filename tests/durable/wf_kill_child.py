@@ -30,7 +30,8 @@ async def nap(url: str, schema: str | None) -> None:
 
 async def main(url: str, schema: str | None, ledger: str, pause: str) -> None:
     engine = statewf.Engine(url, schema=schema)
-    async with durable.WorkflowEngine(engine, workflows=[wf_flows.ledger]) as workflows:
+    # a short lease: the test's next engine takes the run over soon after the kill
+    async with durable.WorkflowEngine(engine, workflows=[wf_flows.ledger], lease=1.5) as workflows:
         run = await workflows.start_workflow(
             "ledger", {"ledger": ledger, "pause": pause}, run_id="killed-run"
         )
