@@ -37,6 +37,28 @@ def check_name(name: Any, what: str = "workflow name") -> str:
     return name
 
 
+def validate_input(name: str, adapter: TypeAdapter[Any] | None, data: Any, max_bytes: int) -> Any:
+    """The JSON form of the input ``data`` of workflow ``name``, validated by ``adapter``."""
+    if adapter is not None:
+        try:
+            value = adapter.validate_python(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+            raise InvalidInput(
+                f"input of workflow {name!r} is invalid: {problems}; no run was created",
+                workflow=name,
+            ) from None
+        data = adapter.dump_python(value, mode="json")
+    try:
+        stored, _ = encode(data, what=f"input of workflow {name!r}", max_bytes=max_bytes)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message + "; no run was created", workflow=name) from None
+    return stored
+
+
 class Workflow(Generic[InputT, R]):
     """A registered-able workflow: a name, an async function of a :class:`Context`, options.
 
@@ -50,6 +72,7 @@ class Workflow(Generic[InputT, R]):
         retry: the default retry policy of the workflow's steps.
         timeout: seconds the whole run may take (None: no limit).
         plan: the steps found in the function's source, for progress reports.
+        queue: the queue its runs go to by default.
     """
 
     def __init__(
@@ -62,6 +85,7 @@ class Workflow(Generic[InputT, R]):
         timeout: Duration | None = None,
         version: str = "1",
         plan: StepPlan | None = None,
+        queue: str = "default",
     ) -> None:
         self.name = check_name(name)
         if not inspect.iscoroutinefunction(fn):
@@ -78,30 +102,15 @@ class Workflow(Generic[InputT, R]):
         except InvalidInput as exc:
             raise WorkflowDefinitionError(exc.message) from None
         self.plan = plan if plan is not None else analyze(fn)
+        #: the queue runs started in-process go to (a ref's queue when implemented from one)
+        self.queue = check_name(queue, "queue name")
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name!r} version {self.version!r}>"
 
     def validate_input(self, data: Any, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Any:
         """The JSON form of ``data`` to store; :class:`InvalidInput` if it does not validate."""
-        if self._adapter is not None:
-            try:
-                value = self._adapter.validate_python(data)
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
-                    for e in exc.errors()[:5]
-                )
-                raise InvalidInput(
-                    f"input of workflow {self.name!r} is invalid: {problems}; no run was created",
-                    workflow=self.name,
-                ) from None
-            data = self._adapter.dump_python(value, mode="json")
-        try:
-            stored, _ = encode(data, what=f"input of workflow {self.name!r}", max_bytes=max_bytes)
-        except InvalidInput as exc:
-            raise InvalidInput(exc.message + "; no run was created", workflow=self.name) from None
-        return stored
+        return validate_input(self.name, self._adapter, data, max_bytes)
 
     def load_input(self, stored: Any) -> InputT:
         """The input value the workflow function sees, from its stored JSON."""

@@ -271,7 +271,7 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
         run_id: str | None = None,
         resource_id: str | None = None,
         idempotency_key: str | None = None,
-        queue: str = "default",
+        queue: str | None = None,
         priority: int = 0,
         labels: Mapping[str, str] | None = None,
     ) -> WorkflowRun:
@@ -312,7 +312,7 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
         )
         snapshot = apply(None, record)
         until = self.lease_until()
-        route = route_columns(queue, priority, labels)
+        route = route_columns(wf.queue if queue is None else queue, priority, labels)
         lease = {"lease_owner": self.worker_id, "lease_expires_at": until, "lease_epoch": 1}
         created, existing = await self.host.db(
             insert_run, self.engine.store, snapshot, record, {**route, **lease}

@@ -13,7 +13,15 @@ from typing import Any
 import statewf
 from durable import control
 from durable.errors import WorkflowFailed
-from durable.records import CANCELLED, FAILED, RUN_KIND, Progress, StepTimeline, WorkflowRun
+from durable.records import (
+    CANCELLED,
+    DEAD,
+    FAILED,
+    RUN_KIND,
+    Progress,
+    StepTimeline,
+    WorkflowRun,
+)
 from durable.report import progress_of, run_of, timeline_of
 from durable.writer import RunHost
 from statewf.engine import check_id
@@ -121,7 +129,7 @@ class RunInspection:
     ) -> Any:
         """Wait for a run and return its output; :class:`WorkflowFailed` if it did not complete."""
         run = await self.wait_for_run(run_id, resource_id=resource_id, timeout=timeout)
-        if run.status in (FAILED, CANCELLED):
+        if run.status in (FAILED, CANCELLED, DEAD):
             error = run.error
             raise WorkflowFailed(
                 f"run {run_id!r} of workflow {run.workflow!r} {run.status}"

@@ -94,7 +94,7 @@ class WorkflowRun(BaseModel):
 
     @property
     def finished(self) -> bool:
-        """True once the run completed, failed or was cancelled."""
+        """True once the run completed, failed, was cancelled or dead-lettered."""
         return self.status in TERMINAL
 
 

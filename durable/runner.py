@@ -31,6 +31,7 @@ from durable.errors import (
     StepTimeout,
     WorkflowTimeout,
 )
+from durable.observe import record_outcome, run_span, step_span
 from durable.outcomes import Outcome, decode_result, error_of, ignore_result, invoke, timing
 from durable.records import (
     COMPLETED,
@@ -102,6 +103,14 @@ class RunExecutor(RunWriter):
 
     async def execute(self) -> Outcome:
         """Run the workflow function and record how it ended; the outcome."""
+        worker = self.lease.owner if self.lease is not None else None
+        with run_span(self.run_id, self.workflow.name, self.workflow.version, worker=worker):
+            outcome = await self._execute()
+            error = outcome.error
+            record_outcome(outcome.kind, f"{error.type}: {error.message}" if error else None)
+            return outcome
+
+    async def _execute(self) -> Outcome:
         self.executing = True
         main = asyncio.ensure_future(self._call_function())
         watcher = (
@@ -412,53 +421,65 @@ class RunExecutor(RunWriter):
             if retry_at is not None:
                 await sleep_until(clock, retry_at)
                 self._check_deadline(key)
-            if self.pausing:
-                raise Stop()  # paused from outside: no new attempt before the resume
+            if self.pausing or self.draining:
+                raise Stop()  # paused from outside, or the worker stops: no new attempt
             attempt += 1
             info = StepInfo(self.run_id, self.workflow.name, key, position, attempt)
             started = clock.now()
             meta: dict[str, Any] = {"position": position, "attempt": attempt}
             if transactional:
                 meta["transactional"] = True
-            try:
-                if transactional:
-                    return await self._transactional(info, fn, args, timeout, model, meta, started)
-                value = await self._attempt(info, fn, args, timeout)
-                result, result_model = encode(
-                    value, what=f"result of step {key!r}", max_bytes=self.host.max_bytes
-                )
-            except Exception as exc:
-                ended = clock.now()
-                error = error_of(exc, step=key)
-                meta.update(timing(started, ended))
-                if (
-                    policy.retryable(exc)
-                    and attempt < policy.max_attempts
-                    and not isinstance(exc, ResultNotSerializable)
-                ):
-                    retry_at = ended + timedelta(
-                        seconds=policy.delay_before(attempt, self.host.rand)
+            with step_span(self.run_id, key, position, attempt):
+                try:
+                    if transactional:
+                        return await self._transactional(
+                            info, fn, args, timeout, model, meta, started
+                        )
+                    value = await self._attempt(info, fn, args, timeout)
+                    result, result_model = encode(
+                        value, what=f"result of step {key!r}", max_bytes=self.host.max_bytes
                     )
-                    meta["retry_at"] = retry_at.isoformat()
-                    log.info(
-                        "run %s step %s attempt %s failed (%s: %s); retry at %s",
-                        self.run_id,
-                        key,
-                        attempt,
-                        error.type,
-                        error.message,
-                        retry_at,
-                    )
+                except Exception as exc:
+                    ended = clock.now()
+                    error = error_of(exc, step=key)
+                    meta.update(timing(started, ended))
+                    if (
+                        policy.retryable(exc)
+                        and attempt < policy.max_attempts
+                        and not isinstance(exc, ResultNotSerializable)
+                    ):
+                        retry_at = ended + timedelta(
+                            seconds=policy.delay_before(attempt, self.host.rand)
+                        )
+                        meta["retry_at"] = retry_at.isoformat()
+                        log.info(
+                            "run %s step %s attempt %s failed (%s: %s); retry at %s",
+                            self.run_id,
+                            key,
+                            attempt,
+                            error.type,
+                            error.message,
+                            retry_at,
+                        )
+                        await self._record(
+                            KIND_RETRY,
+                            key,
+                            {"error": error.model_dump(mode="json")},
+                            meta,
+                            position,
+                        )
+                        record_outcome("retrying", f"{error.type}: {error.message}")
+                        continue
                     await self._record(
-                        KIND_RETRY, key, {"error": error.model_dump(mode="json")}, meta, position
+                        KIND_STEP_FAILED,
+                        key,
+                        {"error": error.model_dump(mode="json")},
+                        meta,
+                        position,
                     )
-                    continue
-                await self._record(
-                    KIND_STEP_FAILED, key, {"error": error.model_dump(mode="json")}, meta, position
-                )
-                raise StepFailed(
-                    key, error.type, error.message, attempts=attempt, instance_id=self.run_id
-                ) from exc
+                    raise StepFailed(
+                        key, error.type, error.message, attempts=attempt, instance_id=self.run_id
+                    ) from exc
             meta.update(timing(started, clock.now()))
             if result_model is not None:
                 meta["model"] = result_model

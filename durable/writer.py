@@ -112,6 +112,9 @@ class RunWriter:
         #: The lease this execution holds (from a claim), or None for an unleased
         #: execution. A reload that finds another lease stops it: fencing.
         self.lease: Lease | None = None
+        #: The worker is shutting down: no new step attempt starts (recorded ones still
+        #: go in); the run is left in progress for another worker.
+        self.draining = False
         self._write_lock = asyncio.Lock()
         self._tried: dict[str, Any] | None = None
         self._in_make = False
