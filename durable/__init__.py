@@ -15,6 +15,7 @@ replaying the log instead of repeating finished steps::
 """
 
 from durable.analysis import StepPlan
+from durable.client import Client
 from durable.context import Context, StepCall, StepInfo, Steps, current_step
 from durable.definition import Workflow, workflow
 from durable.durations import Duration
@@ -36,13 +37,16 @@ from durable.errors import (
 )
 from durable.pipeline import Pipeline
 from durable.records import Progress, RunError, RunStatus, StepAttempt, StepTimeline, WorkflowRun
+from durable.refs import WorkflowRef, ref
 from durable.retry import RetryPolicy
 from durable.waits import Approval, PollResult
+from durable.worker import Queue, Worker
 from statewf.errors import InvalidInput
 from statewf.store.runs import Connection
 
 __all__ = [
     "Approval",
+    "Client",
     "Connection",
     "Context",
     "DuplicateStepKey",
@@ -54,6 +58,7 @@ __all__ = [
     "Pipeline",
     "PollResult",
     "Progress",
+    "Queue",
     "ResultNotSerializable",
     "RetryPolicy",
     "RunError",
@@ -68,13 +73,16 @@ __all__ = [
     "StepTimeline",
     "StepTimeout",
     "Steps",
+    "Worker",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowEngine",
     "WorkflowFailed",
     "WorkflowNotRegistered",
+    "WorkflowRef",
     "WorkflowRun",
     "WorkflowTimeout",
     "current_step",
+    "ref",
     "workflow",
 ]
