@@ -380,6 +380,8 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
                 await self._release([run_id])
             self._tasks.pop(run_id, None)
             self._executors.pop(run_id, None)
+            if self._more_work:
+                self._wake_soon()
 
     def _redrive_later(self, run_id: str, *, attempt: int) -> None:
         """Take up again, after a back-off, a run whose log writes kept failing.

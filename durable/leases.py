@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -152,22 +152,11 @@ def _open_queues(tx: Tx, scope: ClaimScope, limits: Limits, now: datetime) -> Cl
     """The scope without the queues whose global limit is reached (None if none is left)."""
     if not limits.queues:
         return scope
-    counts = active_counts(tx, now, by="queue")
-    if scope.queues is None:
-        # unrestricted claimers leave limited queues alone only when they are full
-        full = [q for q, n in limits.queues.items() if counts.get(q, 0) >= n]
-        if not full:
-            return scope
-        known = set(counts) | set(limits.queues)
-        open_queues = sorted(q for q in known if q not in full)
-        # runs of queues nobody has used yet are still claimable via an explicit list
-        return ClaimScope(**{**scope.__dict__, "queues": open_queues}) if open_queues else None
-    open_queues = [
-        q for q in scope.queues if q not in limits.queues or counts.get(q, 0) < limits.queues[q]
-    ]
-    if not open_queues:
+    counts = active_counts(tx, now, by="queue", among=list(limits.queues))
+    full = sorted(q for q, n in limits.queues.items() if counts.get(q, 0) >= n)
+    if scope.queues is not None and not set(scope.queues) - set(full):
         return None
-    return ClaimScope(**{**scope.__dict__, "queues": open_queues})
+    return replace(scope, closed_queues=full) if full else scope
 
 
 def _within_limits(

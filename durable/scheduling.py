@@ -65,6 +65,7 @@ class WaitControl:
         return set(self._tasks) | set(self._executors)
 
     recover: bool
+    _more_work: bool = False
 
     if TYPE_CHECKING:  # provided by LeaseHolder and WorkflowEngine (later in the MRO)
 
@@ -110,7 +111,11 @@ class WaitControl:
         Due waiting runs, and (with ``recover``) runs in progress that nobody holds,
         within this engine's ``concurrency``, queues and labels.
         """
-        claimed = await self._claim(executing=self.recover, due=True, limit=self.capacity())
+        limit = self.capacity()
+        claimed = await self._claim(executing=self.recover, due=True, limit=limit)
+        # a full claim (or none for want of a free slot) may have left work behind:
+        # look again as soon as a run here ends, rather than at the next poll
+        self._more_work = len(claimed) >= limit
         for item in claimed:
             self._spawn(self._executor_of(item))
         return [item.snapshot.id for item in claimed]

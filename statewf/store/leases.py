@@ -74,6 +74,8 @@ class ClaimScope:
     #: the claimer's id, and runs it holds but stopped executing (they count as free)
     owner: str | None = None
     own: Collection[str] = ()
+    #: queues whose global limit is reached right now
+    closed_queues: Collection[str] = ()
 
 
 def encode_labels(labels: Mapping[str, str] | None) -> list[str] | None:
@@ -147,6 +149,8 @@ def claimable(
     )
     if scope.queues is not None:
         query = query.where(c.queue.in_(list(scope.queues)))
+    if scope.closed_queues:
+        query = query.where(c.queue.not_in(list(scope.closed_queues)))
     if exclude:
         query = query.where(c.id.not_in(list(exclude)))
     if only is not None:
