@@ -13,7 +13,6 @@ without waiting for the leases to run out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from durable.leases import ClaimedRun, Claimer, Limits, claim
 from durable.runner import RunExecutor
+from durable.scheduling import stop_task
 from durable.writer import RunHost
 from statewf.errors import StatewfError
 from statewf.store.leases import ClaimScope, extend, release, release_all
@@ -137,9 +137,7 @@ class LeaseHolder:
 
     async def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+            await stop_task(self._heartbeat)
             self._heartbeat = None
 
     async def _beat_forever(self) -> None:

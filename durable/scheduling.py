@@ -40,6 +40,18 @@ _MANUAL_TICK = 0.005
 _MIN_PAUSE = 0.005
 
 
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it is done.
+
+    Cancelled again until it ends: ``asyncio.wait_for`` (Python 3.11) can drop a
+    cancellation that arrives as its inner wait completes (a poke, say). Waiting
+    with ``asyncio.wait`` leaves a cancellation of the caller itself alone.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+
+
 class WaitControl:
     """Scheduler and wait operations of a workflow engine (a mixin)."""
 
@@ -100,9 +112,7 @@ class WaitControl:
         if listener is not None:
             listener.stop()
         if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
+            await stop_task(self._scheduler)
             self._scheduler = None
 
     async def wake_due(self) -> list[str]:

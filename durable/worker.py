@@ -33,6 +33,7 @@ from durable.engine import WorkflowEngine, WorkflowLike
 from durable.holding import wall_now
 from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits
 from durable.observe import bind
+from durable.scheduling import stop_task
 from statewf.clock import Clock
 from statewf.engine import Engine
 from statewf.errors import InvalidInput, StatewfError
@@ -170,9 +171,7 @@ class Worker(WorkflowEngine):
         log.info("worker %s stopping: %s run(s) executing", self.worker_id, len(self._tasks))
         await self._stop_scheduler()  # no new claims from here on
         if self._timer_task is not None:
-            self._timer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer_task
+            await stop_task(self._timer_task)
         for executor in list(self._executors.values()):
             executor.draining = True  # finish the step under way, start no other
         tasks = list(self._tasks.values())
