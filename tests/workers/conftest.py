@@ -59,22 +59,55 @@ def wait_until(
         time.sleep(interval)
 
 
-@dataclass(frozen=True)
 class PgTarget:
-    """Where a worker test's tables are: a database URL and a schema of its own."""
+    """Where a worker test's tables are: a database URL and a schema of its own.
 
-    url: str
-    schema: str
+    Its readers share one connection (the server's slots are shared with other test
+    runs: one held connection beats competing for a new one on every poll).
+    """
+
+    def __init__(self, url: str, schema: str) -> None:
+        self.url = url
+        self.schema = schema
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"PgTarget(url={self.url!r}, schema={self.schema!r})"
 
     def connect(self) -> psycopg.Connection[Any]:
-        """A new autocommit psycopg connection (close it, or use it as a context manager)."""
-        return psycopg.connect(libpq_url(self.url), autocommit=True, connect_timeout=5)
+        """A new autocommit psycopg connection (close it, or use it as a context manager).
+
+        When the shared server is momentarily full ("too many clients"), it tries again
+        for up to 30 s rather than fail the test.
+        """
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return psycopg.connect(libpq_url(self.url), autocommit=True, connect_timeout=5)
+            except psycopg.OperationalError as exc:
+                if "too many clients" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """Rows of one query; ``{s}`` in ``sql`` is replaced with the quoted schema."""
-        with self.connect() as conn:
-            cur = conn.execute(sql.replace("{s}", f'"{self.schema}"'), params)
-            return list(cur.fetchall()) if cur.description is not None else []
+        sql = sql.replace("{s}", f'"{self.schema}"')
+        for attempt in range(2):
+            if self._conn is None or self._conn.closed:
+                self._conn = self.connect()
+            try:
+                cur = self._conn.execute(sql, params)
+                return list(cur.fetchall()) if cur.description is not None else []
+            except psycopg.OperationalError:
+                self._conn.close()  # the server restarted: one new connection, one more try
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     # ------------------------------------------------------------ readers
 
@@ -130,6 +163,7 @@ def pg() -> Iterator[PgTarget]:
     )
     yield target
     target.query(f'drop schema if exists "{target.schema}" cascade')
+    target.close()
 
 
 @dataclass

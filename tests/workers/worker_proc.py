@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 import durable
+import statewf
 
 
 class StepsInput(BaseModel):
@@ -149,9 +150,10 @@ def _queues(text: str) -> list[str | durable.Queue]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    # a small pool: the test server's connections are shared with other test runs
+    engine = statewf.Engine(args.url, schema=args.schema, pool_size=4)
     worker = durable.Worker(
-        args.url,
-        schema=args.schema,
+        engine,
         workflows=WORKFLOWS,
         queues=_queues(args.queues),
         concurrency=args.concurrency,
@@ -161,7 +163,10 @@ async def main(args: argparse.Namespace) -> None:
         shutdown_timeout=args.shutdown_timeout,
         worker_id=f"{args.name}:{os.getpid()}",
     )
-    await worker.run()  # closes the engine it made from the URL
+    try:
+        await worker.run()
+    finally:
+        engine.close()
 
 
 if __name__ == "__main__":
