@@ -110,9 +110,14 @@ def test_sigkill_mid_run_another_worker_finishes_its_runs(
     c = workers.spawn("c", concurrency=4, lease=LEASE, poll=POLL)  # a replacement
     runs = wait_finished(pg, run_ids, timeout=60)
     assert {runs[r]["status"] for r in run_ids} == {"completed"}
-    # finished runs are released, except those A finished but died before releasing
-    assert {r for r in run_ids if runs[r]["lease_owner"]} <= finished_unreleased
-    assert all(runs[r]["lease_owner"] == a.worker_id for r in finished_unreleased)
+    # finished runs are released (just after their final row), except those A finished
+    # but died before releasing
+    wait_until(
+        lambda: {r for r, v in pg.runs().items() if v["lease_owner"]} <= finished_unreleased,
+        timeout=10,
+        what="the finished runs to be released",
+    )
+    assert all(pg.runs()[r]["lease_owner"] == a.worker_id for r in finished_unreleased)
     assert b.alive()
     assert c.alive()
 

@@ -87,9 +87,13 @@ def test_a_worker_survives_a_postgres_restart(pg: PgTarget, workers: WorkerPool)
         runs = pg.runs()
         return runs if all(runs[r]["status"] == "completed" for r in run_ids) else None
 
-    runs = wait_until(finished, timeout=90, what="every run to complete", interval=0.2)
+    wait_until(finished, timeout=90, what="every run to complete", interval=0.2)
     assert a.alive(), a.output()[-3000:]
-    assert not any(runs[r]["lease_owner"] for r in run_ids)
+    wait_until(
+        lambda: not any(v["lease_owner"] for v in pg.runs().values()),
+        timeout=10,
+        what="the finished runs to be released",
+    )
 
     # Each step recorded once, in order. Each step's effect happened once, except when
     # the server went away between a plain step's effect and its row for longer than the
