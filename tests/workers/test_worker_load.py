@@ -36,7 +36,7 @@ WORKERS = 4
 RUNS = 500
 RESOURCES = 6  # 12 runs at once at most: the limit binds with 24 worker slots
 PER_RESOURCE = 2
-CONCURRENCY = 6  # 4 processes stay well within the server's 100 connections
+CONCURRENCY = 6  # and 4 db threads each: 4 processes use about 25 connections
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -53,31 +53,38 @@ def schema() -> Iterator[str]:
     engine.dispose()
 
 
+WORKER_SCRIPT = """
+import asyncio, sys
+import durable, statewf, flow_app
+url, schema = sys.argv[1], sys.argv[2]
+concurrency, per_resource = int(sys.argv[3]), int(sys.argv[4])
+engine = statewf.Engine(url, schema=schema, pool_size=2)
+worker = durable.Worker(
+    engine, workflows=[flow_app.three_impl], queues=["q"], concurrency=concurrency,
+    resource_concurrency=per_resource, poll_interval=0.2, db_threads=4,
+)
+asyncio.run(worker.run())  # SIGTERM: a graceful stop
+engine.close()
+"""
+
+
 def spawn(schema: str, ledger: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    code = "from statewf.cli import main; main()"
+    """A worker process (the CLI's is tested in test_worker_cli; this one keeps to a few
+    database connections: the server's 100 are shared with other tests)."""
     args = [
         sys.executable,
         "-c",
-        code,
-        "--database",
+        WORKER_SCRIPT,
         PG_URL,
-        "--schema",
         schema,
-        "worker",
-        "--app",
-        "tests/workers/flow_app.py",
-        "--queue",
-        "q",
-        "--concurrency",
         str(CONCURRENCY),
-        "--resource-concurrency",
         str(PER_RESOURCE),
-        "--poll",
-        "0.2",
-        "--log-level",
-        "WARNING",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FLOW_LEDGER": str(ledger)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+        "FLOW_LEDGER": str(ledger),
+    }
     with log_path.open("wb") as out:
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
