@@ -14,6 +14,7 @@ PostgreSQL only: they skip when no server answers, and fail under ``CI=true``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -21,21 +22,25 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
+import durable
 import statewf
+from statewf.errors import StoreError
 from tests.conftest import PG_URL, require_postgres
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WORKER_PROC = HERE / "worker_proc.py"
+
+T = TypeVar("T")
 
 
 def libpq_url(url: str) -> str:
@@ -148,6 +153,27 @@ class PgTarget:
         rows = self.query("select id, pid, heartbeat_at, stopped_at, held from {s}.statewf_workers")
         names = ("pid", "heartbeat_at", "stopped_at", "held")
         return {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
+
+
+def run_client(target: PgTarget, fn: Callable[[durable.Client], Awaitable[T]]) -> T:
+    """``await fn(client)`` with a ``durable.Client`` on ``target`` (closed after); sync.
+
+    When the shared server is full ("too many clients"), the whole call is tried again
+    (for up to 30 s): make ``fn`` safe to repeat (idempotency keys, reads).
+    """
+
+    async def once() -> T:
+        async with durable.Client(target.url, schema=target.schema) as client:
+            return await fn(client)
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return asyncio.run(once())
+        except StoreError as exc:
+            if "too many clients" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
 
 
 @pytest.fixture

@@ -12,16 +12,16 @@ Real ``durable.Worker`` subprocesses (``worker_proc.py``) on PostgreSQL, short l
 
 from __future__ import annotations
 
-import asyncio
 import random
 import signal
 import time
+import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
 import worker_proc
-from conftest import PgTarget, WorkerPool, wait_until
+from conftest import PgTarget, WorkerPool, run_client, wait_until
 
 import durable
 
@@ -32,15 +32,19 @@ POLL = 0.3
 
 
 def start_runs(
-    pg: PgTarget, ref: durable.WorkflowRef[Any], inputs: list[dict[str, Any]]
+    pg: PgTarget, ref: durable.WorkflowRef[Any], inputs: list[dict[str, Any] | None]
 ) -> list[str]:
-    """Start one run per input through a ``durable.Client``; their ids."""
+    """Start one run per input through a ``durable.Client``; their ids (safe to repeat)."""
+    keys = [uuid.uuid4().hex for _ in inputs]
 
-    async def main() -> list[str]:
-        async with durable.Client(pg.url, schema=pg.schema) as client:
-            return [(await client.start_workflow(ref, data)).id for data in inputs]
+    async def start(client: durable.Client) -> list[str]:
+        runs = [
+            await client.start_workflow(ref, data, idempotency_key=key)
+            for data, key in zip(inputs, keys, strict=True)
+        ]
+        return [run.id for run in runs]
 
-    return asyncio.run(main())
+    return run_client(pg, start)
 
 
 def wait_finished(pg: PgTarget, run_ids: list[str], *, timeout: float) -> dict[str, dict[str, Any]]:
@@ -233,11 +237,10 @@ def test_a_stalled_worker_whose_lease_was_taken_over_cannot_write(
     a_effects = [(key, kind) for r, key, pid, kind in ledger_before if pid == a.pid]
     assert a_effects == [("s0", "plain"), ("s1", "plain")]
 
-    async def output() -> Any:
-        async with durable.Client(pg.url, schema=pg.schema) as client:
-            return (await client.get_run(rid)).output
+    async def output(client: durable.Client) -> Any:
+        return (await client.get_run(rid)).output
 
-    assert asyncio.run(output()) == [a.pid] + [b.pid] * 4  # the taker's result
+    assert run_client(pg, output) == [a.pid] + [b.pid] * 4  # the taker's result
 
     # A carries on healthy: with B gone, it executes a new run to the end
     b.signal(signal.SIGTERM)
@@ -334,17 +337,24 @@ def test_a_run_that_keeps_killing_its_worker_is_dead_lettered(
         time.sleep(0.05)
     survivor = spawned[-1]
     # the first execution and crash_limit - 1 takeovers died; the next claim dead-lettered it
-    assert len(spawned) == crash_limit + 1
-    assert [w.proc.poll() for w in spawned[:-1]] == [-signal.SIGKILL] * crash_limit
+    # (a worker that could not even connect to a full shared server is not one of them)
+    killed = [w for w in spawned[:-1] if w.proc.poll() == -signal.SIGKILL]
+    assert len(killed) == crash_limit
+    for w in spawned[:-1]:
+        if w not in killed:
+            assert "too many clients" in w.output(), w.output()[-3000:]
     log = pg.log(rid)
     kinds = [r["kind"] for r in log]
     assert kinds == ["create", "claim", "step"] + ["recover"] * (crash_limit - 1) + ["dead_letter"]
     dead = log[-1]
     assert "died 2 times" in dead["meta"]["reason"]
     assert dead["meta"]["crashes"] == crash_limit
-    assert dead["meta"]["worker"] == spawned[-2].worker_id
+    assert dead["meta"]["worker"] == killed[-1].worker_id
     assert [r["meta"]["previous_worker"] for r in log if r["kind"] == "recover"] == [
-        w.worker_id for w in spawned[: crash_limit - 1]
+        w.worker_id for w in killed[:-1]
+    ]
+    assert [r["meta"]["worker"] for r in log if r["kind"] in ("claim", "recover")] == [
+        w.worker_id for w in killed
     ]
 
     # nobody executes it again: the survivor stays up, the run stays dead and untouched
@@ -356,9 +366,7 @@ def test_a_run_that_keeps_killing_its_worker_is_dead_lettered(
     assert pg.log(rid) == log
     assert Counter(key for _, key, _, _ in pg.ledger()) == {"before": 1, "boom": crash_limit}
 
-    async def inspect() -> Any:
-        async with durable.Client(pg.url, schema=pg.schema) as client:
-            return await client.get_run(rid)
+    async def inspect(client: durable.Client) -> Any:
+        return await client.get_run(rid)
 
-    run = asyncio.run(inspect())
-    assert run.status == "dead"
+    assert run_client(pg, inspect).status == "dead"

@@ -6,18 +6,18 @@ other session on it; it runs only under ``CI=true`` or with ``STATEWF_PG_RESTART
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import worker_proc
-from conftest import PgTarget, WorkerPool, wait_until
+from conftest import PgTarget, WorkerPool, run_client, wait_until
 
 import durable
 
@@ -65,16 +65,16 @@ def test_a_worker_survives_a_postgres_restart(pg: PgTarget, workers: WorkerPool)
     a = workers.spawn("a", concurrency=4, lease=2.0, poll=0.3)
     n_runs, n_steps = 20, 10
 
-    async def start() -> list[str]:
-        async with durable.Client(pg.url, schema=pg.schema) as client:
-            return [
-                (
-                    await client.start_workflow(worker_proc.steps, {"steps": n_steps, "pause": 0.1})
-                ).id
-                for _ in range(n_runs)
-            ]
+    keys = [uuid.uuid4().hex for _ in range(n_runs)]
 
-    run_ids = asyncio.run(start())
+    async def start(client: durable.Client) -> list[str]:
+        data = {"steps": n_steps, "pause": 0.1}
+        return [
+            (await client.start_workflow(worker_proc.steps, data, idempotency_key=k)).id
+            for k in keys
+        ]
+
+    run_ids = run_client(pg, start)
     # restart while runs are under way: some finished, some in progress, some not started
     wait_until(lambda: len(pg.ledger()) >= 40, timeout=30, what="40 steps to run")
     pg.close()  # the test's own connection dies with the server too

@@ -149,24 +149,44 @@ def _queues(text: str) -> list[str | durable.Queue]:
     return out
 
 
+def _server_full(exc: BaseException) -> bool:
+    return isinstance(exc, statewf.StoreError) and "too many clients" in str(exc)
+
+
 async def main(args: argparse.Namespace) -> None:
-    # a small pool: the test server's connections are shared with other test runs
-    engine = statewf.Engine(args.url, schema=args.schema, pool_size=4)
-    worker = durable.Worker(
-        engine,
-        workflows=WORKFLOWS,
-        queues=_queues(args.queues),
-        concurrency=args.concurrency,
-        lease=args.lease,
-        poll_interval=args.poll,
-        crash_limit=args.crash_limit,
-        shutdown_timeout=args.shutdown_timeout,
-        worker_id=f"{args.name}:{os.getpid()}",
-    )
-    try:
-        await worker.run()
-    finally:
-        engine.close()
+    # The test server is shared with other test runs: when it is momentarily full at
+    # start-up, wait and start again instead of exiting (a supervisor would restart us).
+    deadline = time.monotonic() + 30
+    while True:
+        engine: statewf.Engine | None = None
+        worker: durable.Worker | None = None
+        try:
+            # a small pool: the server's connections are shared
+            engine = statewf.Engine(args.url, schema=args.schema, pool_size=4)
+            worker = durable.Worker(
+                engine,
+                workflows=WORKFLOWS,
+                queues=_queues(args.queues),
+                concurrency=args.concurrency,
+                lease=args.lease,
+                poll_interval=args.poll,
+                crash_limit=args.crash_limit,
+                shutdown_timeout=args.shutdown_timeout,
+                worker_id=f"{args.name}:{os.getpid()}",
+            )
+            await worker.run()
+            return
+        except Exception as exc:
+            started = worker is not None and worker._registered
+            if started or not _server_full(exc) or time.monotonic() > deadline:
+                raise
+            logging.getLogger("worker_proc").warning("server full at start-up; again soon")
+            if worker is not None:
+                await worker.close()
+            await asyncio.sleep(0.5)
+        finally:
+            if engine is not None:
+                engine.close()
 
 
 if __name__ == "__main__":
