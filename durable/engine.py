@@ -251,8 +251,12 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
         # still have committed): then hand back everything this engine holds
         self._pool.shutdown(wait=True)
         await asyncio.to_thread(self._release_everything)
+        await self._closing()
         if self._owns_engine:
             self.engine.close()
+
+    async def _closing(self) -> None:
+        """Last words before the database engine closes (a worker records its stop)."""
 
     async def __aenter__(self) -> WorkflowEngine:
         await self.start()

@@ -18,10 +18,10 @@ import os
 import socket
 import uuid
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from durable.leases import ClaimedRun, Claimer, Limits, claim
+from durable.leases import ClaimedRun, Claimer, Limits, claim, wall_now
 from durable.runner import RunExecutor
 from durable.scheduling import stop_task
 from durable.writer import RunHost
@@ -37,11 +37,6 @@ _CLAIM_BATCH = 100
 def new_worker_id() -> str:
     """A unique id for one engine or worker process: host, pid and a random part."""
     return f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def wall_now() -> datetime:
-    """The wall clock leases are measured on (UTC), whatever the engine's clock is."""
-    return datetime.now(UTC)
 
 
 class LeaseHolder:
@@ -119,7 +114,6 @@ class LeaseHolder:
             _claim_sync,
             self.host,
             claimer,
-            self.host.clock.now(),
             limit,
             self._executing(),
             only,
@@ -206,17 +200,8 @@ class LeaseHolder:
 def _claim_sync(
     host: RunHost,
     claimer: Claimer,
-    now: datetime,
     limit: int,
     exclude: set[str],
     only: str | None,
 ) -> tuple[list[ClaimedRun], list[str]]:
-    return claim(
-        host.store,
-        claimer,
-        now,
-        lease_now=wall_now(),
-        limit=limit,
-        exclude=exclude,
-        only=only,
-    )
+    return claim(host.store, claimer, host.clock, limit=limit, exclude=exclude, only=only)

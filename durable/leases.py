@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from durable.control import append_row
 from durable.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
+from statewf.clock import Clock
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
 from statewf.store.leases import (
@@ -41,6 +42,12 @@ from statewf.store.leases import (
 from statewf.store.runs import run_log
 
 log = logging.getLogger("durable")
+
+
+def wall_now() -> datetime:
+    """The wall clock leases are measured on (UTC), whatever the engine's clock is."""
+    return datetime.now(UTC)
+
 
 #: Default lease: a worker that stops heart-beating loses its runs after this long.
 DEFAULT_LEASE = 30.0
@@ -90,25 +97,27 @@ class Claimer:
 def claim(
     store: SqlStore,
     claimer: Claimer,
-    now: datetime,
+    clock: Clock,
     *,
-    lease_now: datetime,
     limit: int,
     exclude: Collection[str] = (),
     only: str | None = None,
 ) -> tuple[list[ClaimedRun], list[str]]:
     """Claim up to ``limit`` runs; the claimed runs and the ids dead-lettered on the way.
 
-    ``now`` is the engine's clock (due waits, row times); ``lease_now`` the wall
-    clock that leases are measured on.
+    Times are read inside the transaction, once its locks are held: ``clock`` (the
+    engine's) decides which waits are due and stamps the rows; leases are measured
+    on the wall clock.
     """
     if limit <= 0:
         return [], []
     limits = claimer.limits
     with store.transaction() as tx:
-        scope: ClaimScope | None = claimer.scope
         if limits.any:
             lock_claims(tx, "limits")
+        now, lease_now = clock.now(), wall_now()
+        scope: ClaimScope | None = claimer.scope
+        if limits.any:
             scope = _open_queues(tx, claimer.scope, limits, lease_now)
         if scope is None:
             return [], []

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from durable import control
-from durable.leases import ClaimedRun
+from durable.leases import ClaimedRun, Limits
 from durable.records import PAUSED, RUN_KIND, WAITING, WorkflowRun
 from durable.report import run_of
 from durable.runner import RunExecutor
@@ -77,6 +77,7 @@ class WaitControl:
         return set(self._tasks) | set(self._executors)
 
     recover: bool
+    limits: Limits
     _more_work: bool = False
 
     if TYPE_CHECKING:  # provided by LeaseHolder and WorkflowEngine (later in the MRO)
@@ -125,7 +126,9 @@ class WaitControl:
         claimed = await self._claim(executing=self.recover, due=True, limit=limit)
         # a full claim (or none for want of a free slot) may have left work behind:
         # look again as soon as a run here ends, rather than at the next poll
-        self._more_work = len(claimed) >= limit
+        # (under flow-control limits, a run that ends may free a queue's or a
+        # resource's slot for a run the claim had to leave)
+        self._more_work = len(claimed) >= limit or self.limits.any
         for item in claimed:
             self._spawn(self._executor_of(item))
         return [item.snapshot.id for item in claimed]

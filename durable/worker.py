@@ -30,8 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from durable.engine import WorkflowEngine, WorkflowLike
-from durable.holding import wall_now
-from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits
+from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits, wall_now
 from durable.observe import bind
 from durable.scheduling import stop_task
 from statewf.clock import Clock
@@ -185,8 +184,7 @@ class Worker(WorkflowEngine):
                     len(pending),
                     self.shutdown_timeout,
                 )
-        await self.close()  # cancels what is left and releases every lease
-        await self._unregister()
+        await self.close()  # cancels what is left, releases every lease, records the stop
         log.info("worker %s stopped", self.worker_id)
 
     def _install_signal_handlers(self) -> None:
@@ -220,6 +218,9 @@ class Worker(WorkflowEngine):
 
         await self.host.db(insert)
         self._registered = True
+
+    async def _closing(self) -> None:
+        await self._unregister()
 
     async def _unregister(self) -> None:
         if not self._registered:

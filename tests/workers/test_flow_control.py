@@ -178,12 +178,6 @@ def test_workers_only_take_runs_of_their_queues(db: Db) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Worker.shutdown() closes its own engine (close() disposes the "
-    "pool) and only then calls _unregister(), which opens a new connection in the "
-    "disposed engine's fresh pool that nothing ever closes (durable/worker.py shutdown)",
-)
 def test_a_worker_given_a_url_leaves_no_connection_open_after_it_stops() -> None:
     require_postgres()
     import uuid
@@ -220,14 +214,6 @@ def test_a_worker_given_a_url_leaves_no_connection_open_after_it_stops() -> None
         engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: with resource_concurrency, a claim that took fewer runs than "
-    "the worker's free slots because the runs left belong to saturated resources sets "
-    "_more_work False (durable/scheduling.py wake_due: len(claimed) >= limit), so when "
-    "a run of that resource ends nobody claims its successor until the next poll "
-    "(default 5 s): one run per resource per poll interval",
-)
 def test_a_freed_resource_slot_is_reused_without_waiting_for_the_next_poll(db: Db) -> None:
     async def main() -> None:
         async with durable.Client(db["url"], schema=db["schema"]) as client:
@@ -248,15 +234,6 @@ def test_a_freed_resource_slot_is_reused_without_waiting_for_the_next_poll(db: D
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a claim row's time is the clock read before the claim transaction "
-    "(durable/holding.py _claim passes self.host.clock.now() into host.db, so the wait "
-    "for a db thread and for the claim lock - SQLite's write lock, PostgreSQL's advisory "
-    "lock under limits - comes after it); the log then shows a claim before the "
-    "moment the run could be claimed and claim-to-final-row intervals overlap beyond "
-    "the limits that were in fact kept",
-)
 def test_a_claim_row_is_stamped_when_the_claim_is_made(sqlite_url: str) -> None:
     db: Db = {"url": sqlite_url, "schema": None}
 
