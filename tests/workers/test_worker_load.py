@@ -61,7 +61,7 @@ concurrency, per_resource = int(sys.argv[3]), int(sys.argv[4])
 engine = statewf.Engine(url, schema=schema, pool_size=2)
 worker = durable.Worker(
     engine, workflows=[flow_app.three_impl], queues=["q"], concurrency=concurrency,
-    resource_concurrency=per_resource, poll_interval=0.2, db_threads=4,
+    resource_concurrency=per_resource, poll_interval=0.1, db_threads=4,
 )
 asyncio.run(worker.run())  # SIGTERM: a graceful stop
 engine.close()
