@@ -380,7 +380,7 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
             log.error("run %s stopped unexpectedly and stays in progress: %r", run_id, exc)
         finally:
             done = executor.write_failed is None and run_id not in self._crashed
-            if done and executor.lease is not None and not self._closed:
+            if done and executor.lease is not None and not executor.released and not self._closed:
                 await self._release([run_id])
             self._tasks.pop(run_id, None)
             self._executors.pop(run_id, None)

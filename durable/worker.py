@@ -299,7 +299,7 @@ def live_workers(engine: Engine, *, within: float = 120.0) -> list[dict[str, Any
     since = wall_now() - timedelta(seconds=within)
     with engine.store.transaction(readonly=True) as tx:
         rows = list_workers(tx, since=since)
-        counts = held_by(tx, [r["id"] for r in rows])
+        counts = held_by(tx, [r["id"] for r in rows], wall_now())
     for row in rows:
         row["held"] = counts.get(row["id"], 0)
     return rows

@@ -115,6 +115,9 @@ class RunWriter:
         #: The worker is shutting down: no new step attempt starts (recorded ones still
         #: go in); the run is left in progress for another worker.
         self.draining = False
+        #: The final row gave up the lease (nothing left to release).
+        self.released = False
+        self._releasing = False
         self._write_lock = asyncio.Lock()
         self._tried: dict[str, Any] | None = None
         self._in_make = False
@@ -169,6 +172,8 @@ class RunWriter:
                             self._after_write(final)
                             return
                         self._check_may_write(position)
+                    # a final row also gives up the lease, in the same statement
+                    self._releasing = final and self.lease is not None
                     self.snapshot = await self.host.db(self._write_sync, make, needs_tx)
                 except ConcurrencyConflict:
                     conflicts += 1
@@ -246,6 +251,7 @@ class RunWriter:
     def _after_write(self, final: bool) -> None:
         if final:
             self.finished = True
+            self.released = self._releasing
 
     def _landed(self, fields: dict[str, Any]) -> bool:
         """Whether the rows read by the last reload include the row built as ``fields``."""
@@ -269,14 +275,17 @@ class RunWriter:
             # PostgreSQL: the snapshot update and the log row in one autocommitted
             # statement that applies only if the run is still at snap.version.
             record, new = self._build(make, None, snap)
-            if not store.write_if_version(new, record, snap.version):
+            if not store.write_if_version(new, record, snap.version, release=self._releasing):
                 raise ConcurrencyConflict(
                     f"run {snap.id!r} moved past version {snap.version}", instance_id=snap.id
                 )
             return new
         with store.transaction() as tx:
             record, new = self._build(make, tx, snap)
-            tx.update_instance(new, snap.version)
+            if self._releasing:
+                tx.update_instance(new, snap.version, lease_owner=None, lease_expires_at=None)
+            else:
+                tx.update_instance(new, snap.version)
             tx.append([record])
         return new
 

@@ -179,17 +179,22 @@ def claimable(
     return found
 
 
+def _live(c: Any, now: datetime) -> Any:
+    """Held under a lease that has not run out, by a run still in progress."""
+    return and_(
+        c.lease_owner.is_not(None),
+        c.lease_expires_at >= now,
+        c.status.in_([*EXECUTING, *WAITING]),
+    )
+
+
 def active_counts(
     tx: Tx, now: datetime, *, by: str, among: Collection[str] | None = None
 ) -> dict[str, int]:
     """Live leases per ``queue`` or per ``resource_id`` (only ``among`` these, if given)."""
     c = tx.t.instances.c
     column = c.queue if by == "queue" else c.resource_id
-    query = (
-        select(column, func.count())
-        .where(c.lease_owner.is_not(None), c.lease_expires_at >= now, column.is_not(None))
-        .group_by(column)
-    )
+    query = select(column, func.count()).where(_live(c, now), column.is_not(None)).group_by(column)
     if among is not None:
         if not among:
             return {}
@@ -202,7 +207,7 @@ def saturated(tx: Tx, now: datetime, limit: int) -> list[str]:
     c = tx.t.instances.c
     query = (
         select(c.resource_id)
-        .where(c.lease_owner.is_not(None), c.lease_expires_at >= now, c.resource_id.is_not(None))
+        .where(_live(c, now), c.resource_id.is_not(None))
         .group_by(c.resource_id)
         .having(func.count() >= limit)
     )
@@ -273,14 +278,14 @@ def lease_of(tx: Tx, instance_id: str) -> Lease | None:
     return Lease(owner=str(row[0]), epoch=int(row[1]), expires_at=expires)
 
 
-def held_by(tx: Tx, owners: Collection[str]) -> dict[str, int]:
-    """How many instances each of these owners holds a lease on."""
+def held_by(tx: Tx, owners: Collection[str], now: datetime) -> dict[str, int]:
+    """How many live leases each of these owners holds on instances in progress."""
     if not owners:
         return {}
     c = tx.t.instances.c
     query = (
         select(c.lease_owner, func.count())
-        .where(c.lease_owner.in_(list(owners)))
+        .where(c.lease_owner.in_(list(owners)), _live(c, now))
         .group_by(c.lease_owner)
     )
     return {str(o): int(n) for o, n in tx.conn.execute(query)}

@@ -19,13 +19,16 @@ from typing import Any
 import psycopg
 from sqlalchemy import (
     JSON,
+    Boolean,
     Connection,
     Engine,
     Row,
     and_,
     bindparam,
+    case,
     create_engine,
     func,
+    null,
     or_,
     select,
     update,
@@ -451,17 +454,24 @@ class SqlStore:
         return instance_from_row(found) if found is not None else None
 
     def write_if_version(
-        self, snapshot: Instance, record: TransitionRecord, expected_version: int
+        self,
+        snapshot: Instance,
+        record: TransitionRecord,
+        expected_version: int,
+        *,
+        release: bool = False,
     ) -> bool:
         """Update the snapshot and append its log row in one statement, if unchanged.
 
         PostgreSQL only. The UPDATE matches only while the row is still at
         ``expected_version``; the INSERT of the log row reads from it, so both happen
-        or neither does. False means another writer got there first.
+        or neither does. False means another writer got there first. ``release``
+        also clears the instance's lease (a run's final row).
         """
         params = {f"i_{k}": v for k, v in _instance_values(snapshot).items()}
         params.update({f"t_{k}": v for k, v in _record_values(record).items()})
         params["expected_version"] = expected_version
+        params["release"] = release
         if self._fast is not None:
             try:
                 with self._errors():
@@ -482,10 +492,18 @@ class SqlStore:
         t = self.tables
         c = t.instances.c
         self._read_query = select(t.instances).where(c.id == bindparam("id"))
+        release = bindparam("release", type_=Boolean)
         moved = (
             update(t.instances)
             .where(c.id == bindparam("i_id"), c.version == bindparam("expected_version"))
-            .values({name: bindparam(f"i_{name}") for name in _MUTABLE_FIELDS})
+            .values(
+                {
+                    **{name: bindparam(f"i_{name}") for name in _MUTABLE_FIELDS},
+                    # a run's final row gives up its lease in the same statement
+                    "lease_owner": case((release, null()), else_=c.lease_owner),
+                    "lease_expires_at": case((release, null()), else_=c.lease_expires_at),
+                }
+            )
             .returning(c.id)
             .cte("moved")
         )

@@ -95,14 +95,14 @@ def failing_step_writes(
     write_if_version = store.write_if_version
     transaction = store.transaction
 
-    def flaky_write(snapshot: Any, record: TransitionRecord, version: int) -> bool:
+    def flaky_write(snapshot: Any, record: TransitionRecord, version: int, **kw: Any) -> bool:
         if record.kind == "step" and state["left"] > 0:
             state["left"] -= 1
             state["raised"] += 1
             if after_commit:
-                write_if_version(snapshot, record, version)
+                write_if_version(snapshot, record, version, **kw)
             raise StoreError("simulated connection lost")
-        return write_if_version(snapshot, record, version)
+        return write_if_version(snapshot, record, version, **kw)
 
     @contextlib.contextmanager
     def flaky_transaction(*args: Any, **kwargs: Any) -> Iterator[Any]:
