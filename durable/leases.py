@@ -25,6 +25,7 @@ from typing import Any
 from durable.control import append_row
 from durable.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
 from statewf.clock import Clock
+from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
 from statewf.store.leases import (
@@ -37,9 +38,8 @@ from statewf.store.leases import (
     lock_claims,
     release,
     saturated,
-    take,
 )
-from statewf.store.runs import run_log
+from statewf.store.runs import run_logs
 
 log = logging.getLogger("durable")
 
@@ -134,8 +134,10 @@ def claim(
             only=only,
         )
         taken = _within_limits(tx, candidates, limits, lease_now, limit)
-        claimed: list[ClaimedRun] = []
         dead: list[str] = []
+        rows: list[TransitionRecord] = []
+        held: list[tuple[Instance, Lease]] = []
+        until = lease_now + claimer.lease_for
         for item in taken:
             snap = item.instance
             takeover = (
@@ -148,12 +150,30 @@ def claim(
                 _dead_letter(tx, snap, item.previous_owner, crashes, now)
                 dead.append(snap.id)
                 continue
-            until = lease_now + claimer.lease_for
-            epoch = take(tx, snap.id, claimer.owner, until)
+            # the row is locked: its next epoch is known, and the lease goes in with
+            # the snapshot the claim row implies (one UPDATE per run)
+            epoch = item.previous_epoch + 1
             fields = _claim_fields(claimer, item, epoch, takeover, crashes)
-            new = append_row(tx, snap, now, **fields)
-            lease = Lease(owner=claimer.owner, epoch=epoch, expires_at=until)
-            claimed.append(ClaimedRun(new, run_log(tx, snap.id), lease))
+            record = TransitionRecord(
+                instance_id=snap.id,
+                seq=snap.version + 1,
+                source=snap.configuration,
+                created_at=now,
+                **fields,
+            )
+            new = apply(snap, record)
+            tx.update_instance(
+                new,
+                snap.version,
+                lease_owner=claimer.owner,
+                lease_expires_at=until,
+                lease_epoch=epoch,
+            )
+            rows.append(record)
+            held.append((new, Lease(owner=claimer.owner, epoch=epoch, expires_at=until)))
+        tx.append(rows)  # every claim row in one statement
+        logs = run_logs(tx, [snap.id for snap, _ in held])
+        claimed = [ClaimedRun(snap, logs[snap.id], lease) for snap, lease in held]
     return claimed, dead
 
 

@@ -49,6 +49,7 @@ from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.fold import apply
 from statewf.records import KIND_CREATE, Instance, Page, TransitionRecord
 from statewf.store import SqlStore, Tx
+from statewf.store.leases import route_of
 from statewf.store.runs import notify_wake, run_log
 
 #: Statuses an operator can retry or discard.
@@ -255,7 +256,7 @@ def fork(
         for record in rows:
             snap = apply(snap, record)
         assert snap is not None
-        if not tx.insert_instance(snap):
+        if not tx.insert_instance(snap, **route_of(tx, run_id)):  # same queue, priority, labels
             raise DuplicateInstance(
                 f"a run or instance with id {new_id!r} already exists; choose another id",
                 instance_id=new_id,

@@ -214,18 +214,6 @@ def saturated(tx: Tx, now: datetime, limit: int) -> list[str]:
     return [str(r) for r in tx.conn.execute(query).scalars()]
 
 
-def take(tx: Tx, instance_id: str, owner: str, until: datetime) -> int:
-    """Give the (locked) instance to ``owner`` until ``until``; the new fencing epoch."""
-    c = tx.t.instances.c
-    epoch = tx.conn.execute(
-        update(tx.t.instances)
-        .where(c.id == instance_id)
-        .values(lease_owner=owner, lease_expires_at=until, lease_epoch=c.lease_epoch + 1)
-        .returning(c.lease_epoch)
-    ).scalar_one()
-    return int(epoch)
-
-
 def extend(tx: Tx, owner: str, instance_ids: Collection[str], until: datetime) -> set[str]:
     """Extend ``owner``'s leases on these instances; the ids it still holds."""
     if not instance_ids:
@@ -291,16 +279,13 @@ def held_by(tx: Tx, owners: Collection[str], now: datetime) -> dict[str, int]:
     return {str(o): int(n) for o, n in tx.conn.execute(query)}
 
 
-def set_route(
-    tx: Tx, instance_id: str, *, queue: str, priority: int, labels: list[str] | None
-) -> None:
-    """Set where an instance runs: its queue, priority and required labels."""
+def route_of(tx: Tx, instance_id: str) -> dict[str, Any]:
+    """Where an instance runs: its ``queue``, ``priority`` and stored ``labels``."""
     c = tx.t.instances.c
-    tx.conn.execute(
-        update(tx.t.instances)
-        .where(c.id == instance_id)
-        .values(queue=queue, priority=priority, labels=labels)
-    )
+    row = tx.conn.execute(select(c.queue, c.priority, c.labels).where(c.id == instance_id)).first()
+    if row is None:
+        return {}
+    return {"queue": row[0], "priority": row[1], "labels": row[2]}
 
 
 # ------------------------------------------------------------------ workers

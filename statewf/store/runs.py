@@ -41,13 +41,23 @@ def run_log(tx: Tx, run_id: str) -> list[TransitionRecord]:
     The rows were validated when they were written; replaying a long run should
     cost the query and the JSON decoding, not a pydantic validation per row.
     """
+    return run_logs(tx, [run_id]).get(run_id, [])
+
+
+def run_logs(tx: Tx, run_ids: Sequence[str]) -> dict[str, list[TransitionRecord]]:
+    """The whole logs of several runs in one query, by run id (see :func:`run_log`)."""
+    if not run_ids:
+        return {}
     c = tx.t.transitions.c
-    query = select(tx.t.transitions).where(c.instance_id == run_id).order_by(c.seq)
-    rows = tx.conn.execute(query).all()
-    records = []
-    for row in rows:
+    query = (
+        select(tx.t.transitions)
+        .where(c.instance_id.in_(list(run_ids)))
+        .order_by(c.instance_id, c.seq)
+    )
+    logs: dict[str, list[TransitionRecord]] = {}
+    for row in tx.conn.execute(query):
         m = row._mapping
-        records.append(
+        logs.setdefault(m["instance_id"], []).append(
             TransitionRecord.model_construct(
                 instance_id=m["instance_id"],
                 seq=m["seq"],
@@ -65,7 +75,7 @@ def run_log(tx: Tx, run_id: str) -> list[TransitionRecord]:
                 created_at=m["created_at"],
             )
         )
-    return records
+    return logs
 
 
 def runs_in_status(
