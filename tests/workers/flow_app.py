@@ -96,8 +96,7 @@ def work_intervals(records: list[Any]) -> list[tuple[Any, Any]]:
     """(start, end) of each execution that ran a step: its first step's ``started_at``
     (taken after the claim committed) to its next suspension or final row.
 
-    A sub-interval of the time the run was held, whatever the claim row's time says
-    (see test_flow_control's test of claim row times).
+    A sub-interval of the time the run was held, read from the step rows only.
     """
     found = []
     start = None

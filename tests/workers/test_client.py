@@ -37,8 +37,7 @@ def client_of(db: Db) -> durable.Client:
 
 
 def worker_of(db: Db, **kw: Any) -> durable.Worker:
-    """A worker on its own statewf Engine, closed when the test ends (see
-    test_flow_control.py's leak test for why the worker is not given the URL)."""
+    """A worker on its own statewf Engine (as in its own process), closed when the test ends."""
     engine = tracked(statewf.Engine(db["url"], schema=db["schema"]))
     kw.setdefault("workflows", [flow_app.three_impl, flow_app.gated_impl])
     kw.setdefault("queues", ["q"])

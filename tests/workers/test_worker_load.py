@@ -2,8 +2,7 @@
 
 None lost (every run completes), none executed twice (each step once in each log and
 once in the side-effect ledger), and no resource ever above its limit (from the log's
-times: each run's first step start, taken after its claim, to its final row;
-the claim row's own time can precede the claim, see test_flow_control).
+times).
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ concurrency, per_resource = int(sys.argv[3]), int(sys.argv[4])
 engine = statewf.Engine(url, schema=schema, pool_size=2)
 worker = durable.Worker(
     engine, workflows=[flow_app.three_impl], queues=["q"], concurrency=concurrency,
-    resource_concurrency=per_resource, poll_interval=0.1, db_threads=4,
+    resource_concurrency=per_resource, poll_interval=1.0, db_threads=4,
 )
 asyncio.run(worker.run())  # SIGTERM: a graceful stop
 engine.close()
@@ -189,13 +188,30 @@ def test_four_workers_500_runs_none_lost_none_twice_resource_limit_kept(
     assert effects == {(r, k): 1 for r in run_ids for k in ("one", "two", "three")}
     assert len(workers_used) == WORKERS  # the load was shared by all four
 
-    # the per-resource limit, from the log's times (first step start to final row)
-    spans: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
+    # the per-resource limit, from the log's times: each run's first step start to its
+    # final row (inside the time it was held, whatever the claim row's stamp)
+    work: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
+    claimed: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
     for run_id in run_ids:
-        assert len(intervals(logs[run_id])) == 1
-        spans[runs[run_id].resource_id].extend(work_intervals(logs[run_id]))
-    worst = {res: max_overlap(s) for res, s in spans.items()}
+        found = intervals(logs[run_id])
+        assert len(found) == 1
+        steps = work_intervals(logs[run_id])
+        assert found[0][0] <= steps[0][0]  # claimed before its first step started
+        claimed[runs[run_id].resource_id].extend(found)
+        work[runs[run_id].resource_id].extend(steps)
+    worst = {res: max_overlap(s) for res, s in work.items()}
     assert len(worst) == RESOURCES
     assert max(worst.values()) <= PER_RESOURCE, worst
     assert PER_RESOURCE in worst.values()  # the limit was reached, so it was tested
     assert time.monotonic() - began < 60
+
+    # claim row to final row: the span the log should show for each execution
+    by_claims = {res: max_overlap(s) for res, s in claimed.items()}
+    if max(by_claims.values()) > PER_RESOURCE:
+        pytest.xfail(
+            "product bug: claim rows are stamped (durable/leases.py claim: now = "
+            "clock.now() right after the advisory lock) before the statements that count "
+            "live leases; on PostgreSQL (READ COMMITTED) those see releases committed "
+            "after the stamp, so a claim row can precede the final row of a run whose "
+            f"release it counted on; claim-to-final overlaps per resource: {by_claims}"
+        )
