@@ -134,6 +134,9 @@ def claim(
             only=only,
         )
         taken = _within_limits(tx, candidates, limits, lease_now, limit)
+        # the rows' time comes after every count read above (PostgreSQL reads each
+        # statement's own snapshot): a release those counts saw happened before it
+        now = max(now, clock.now())
         dead: list[str] = []
         rows: list[TransitionRecord] = []
         held: list[tuple[Instance, Lease]] = []
