@@ -60,8 +60,8 @@ def _locked(tx: Tx, run_id: str, resource_id: str | None, action: str) -> Instan
     return snap
 
 
-def append_row(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance:
-    """Append one row built from ``fields`` on top of ``snap`` (locked); the new snapshot."""
+def next_row(snap: Instance, now: datetime, **fields: Any) -> tuple[TransitionRecord, Instance]:
+    """The row built from ``fields`` on top of ``snap``, and the snapshot it implies."""
     record = TransitionRecord(
         instance_id=snap.id,
         seq=snap.version + 1,
@@ -69,7 +69,12 @@ def append_row(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance
         created_at=now,
         **fields,
     )
-    new = apply(snap, record)
+    return record, apply(snap, record)
+
+
+def append_row(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance:
+    """Append one row built from ``fields`` on top of ``snap`` (locked); the new snapshot."""
+    record, new = next_row(snap, now, **fields)
     tx.update_instance(new, snap.version)
     tx.append([record])
     return new

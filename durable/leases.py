@@ -22,10 +22,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from durable.control import append_row
+from durable.control import append_row, next_row
 from durable.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
 from statewf.clock import Clock
-from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
 from statewf.store.leases import (
@@ -157,14 +156,7 @@ def claim(
             # the snapshot the claim row implies (one UPDATE per run)
             epoch = item.previous_epoch + 1
             fields = _claim_fields(claimer, item, epoch, takeover, crashes)
-            record = TransitionRecord(
-                instance_id=snap.id,
-                seq=snap.version + 1,
-                source=snap.configuration,
-                created_at=now,
-                **fields,
-            )
-            new = apply(snap, record)
+            record, new = next_row(snap, now, **fields)
             tx.update_instance(
                 new,
                 snap.version,

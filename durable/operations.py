@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from durable.control import not_found
+from durable.control import append_row, not_found
 from durable.errors import RunFinished
 from durable.records import (
     CANCELLED,
@@ -189,7 +189,7 @@ def retry(
         kept = [s for s in history.steps.values() if s.position not in voided and s.ok]
         last = max(kept, key=lambda s: s.position).key if kept else "start"
         notify_wake(store, tx, run_id)
-        return _append(
+        return append_row(
             tx,
             snap,
             now,
@@ -210,7 +210,7 @@ def discard(
     with store.transaction() as tx:
         snap = _locked(tx, run_id, resource_id)
         _check_repairable(snap, "discarded", "there is nothing to discard")
-        return _append(
+        return append_row(
             tx,
             snap,
             now,
@@ -412,17 +412,3 @@ def _check_repairable(snap: Instance, action: str, otherwise: str) -> None:
         instance_id=snap.id,
         state=snap.status,
     )
-
-
-def _append(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance:
-    record = TransitionRecord(
-        instance_id=snap.id,
-        seq=snap.version + 1,
-        source=snap.configuration,
-        created_at=now,
-        **fields,
-    )
-    new = apply(snap, record)
-    tx.update_instance(new, snap.version)
-    tx.append([record])
-    return new
