@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import durable
 from durable.observe import (
     FIELDS,
     JsonFormatter,
@@ -351,3 +352,61 @@ def test_without_opentelemetry_spans_are_no_ops_and_logging_works() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
+
+
+# ------------------------------------------------------------------ wired into the engine
+
+
+def test_an_executed_run_emits_a_run_span_with_its_step_spans_and_log_fields(
+    spans: Any, make_engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.trace import StatusCode
+
+    calls = {"flaky": 0}
+
+    def flaky() -> str:
+        calls["flaky"] += 1
+        if calls["flaky"] == 1:
+            logging.getLogger("durable.test").warning("first attempt fails")
+            raise ConnectionError("try again")
+        return "ok"
+
+    @durable.workflow("observed", retries=2, retry_delay=0)
+    async def observed(ctx: durable.Context[None]) -> str:
+        await ctx.step.run("first", lambda: 1)
+        return str(await ctx.step.run("flaky", flaky))
+
+    async def main() -> tuple[str, str]:
+        async with make_engine(workflows=[observed]) as engine:
+            run = await engine.start_workflow(observed)
+            return str(await engine.result(run.id, timeout=10)), run.id
+
+    caplog.set_level(logging.INFO)
+    handler_filter = RunContextFilter()
+    caplog.handler.addFilter(handler_filter)
+    try:
+        output, run_id = asyncio.run(main())
+    finally:
+        caplog.handler.removeFilter(handler_filter)
+    assert output == "ok"
+    finished = spans.get_finished_spans()
+    run_spans = [s for s in finished if s.name == "workflow observed"]
+    assert len(run_spans) == 1
+    run_span_ = run_spans[0]
+    assert run_span_.attributes["statewf.run_id"] == run_id
+    assert run_span_.attributes["statewf.outcome"] == "completed"
+    steps = [s for s in finished if s.name.startswith("step ")]
+    # one span per attempt that ran: first, flaky (failed, retried), flaky (ok)
+    assert [(s.name, s.attributes["statewf.step.attempt"]) for s in steps] == [
+        ("step first", 1),
+        ("step flaky", 1),
+        ("step flaky", 2),
+    ]
+    assert all(
+        s.parent is not None and s.parent.span_id == run_span_.context.span_id for s in steps
+    )
+    assert steps[1].status.status_code == StatusCode.ERROR
+    assert steps[2].status.status_code != StatusCode.ERROR
+    # a log line written inside a step carries the run and the step
+    inside = [r for r in caplog.records if r.getMessage() == "first attempt fails"]
+    assert [(r.run_id, r.step) for r in inside] == [(run_id, "flaky")]  # type: ignore[attr-defined]
