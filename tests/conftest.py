@@ -12,10 +12,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
+from tests.tracking import close_tracked, tracked
+
+__all__ = ["tracked"]  # test modules import it from here
 
 PG_URL = os.environ.get("STATEWF_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -92,17 +95,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str
     engine.dispose()
 
 
-_tracked: list[Any] = []
-
-
-def tracked(engine: Any) -> Any:
-    """Close ``engine`` (a statewf Engine) when the current test ends; returns it."""
-    _tracked.append(engine)
-    return engine
-
-
 @pytest.fixture(autouse=True)
 def _close_tracked_engines() -> Iterator[None]:
     yield
-    while _tracked:
-        _tracked.pop().close()
+    close_tracked()
