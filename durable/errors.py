@@ -169,3 +169,26 @@ class WorkflowFailed(StatewfError):
         self.status = status
         self.error_type = error_type
         self.error_message = error_message
+
+
+def diverged(
+    run_id: str,
+    workflow: str,
+    position: int,
+    recorded: str | None,
+    requested: str,
+    elsewhere: int | None,
+) -> NonDeterminismError:
+    """The error for a run whose code asked for another step than its log recorded."""
+    where = f" (the log has {requested!r} at position {elsewhere})" if elsewhere else ""
+    return NonDeterminismError(
+        f"run {run_id!r} of workflow {workflow!r} diverged from its log at step position "
+        f"{position}: the log recorded {recorded!r}, the code asked for {requested!r}{where}. "
+        "The workflow code changed while the run was in progress; keep the old code path "
+        "for runs in progress (or give the changed workflow a new version) and start a new "
+        "run.",
+        instance_id=run_id,
+        position=position,
+        recorded=recorded,
+        requested=requested,
+    )

@@ -30,6 +30,7 @@ from durable.errors import (
     StepFailed,
     StepTimeout,
     WorkflowTimeout,
+    diverged,
 )
 from durable.observe import record_outcome, run_span, step_span
 from durable.outcomes import Outcome, decode_result, error_of, ignore_result, invoke, timing
@@ -339,21 +340,8 @@ class RunExecutor(RunWriter):
     def _nondeterminism(
         self, position: int, recorded: str | None, requested: str, elsewhere: int | None
     ) -> None:
-        where = f" (the log has {requested!r} at position {elsewhere})" if elsewhere else ""
-        self._abort(
-            NonDeterminismError(
-                f"run {self.run_id!r} of workflow {self.workflow.name!r} diverged from its "
-                f"log at step position {position}: the log recorded {recorded!r}, the code "
-                f"asked for {requested!r}{where}. The workflow code changed while the run "
-                "was in progress; keep the old code path for runs in progress (or give the "
-                "changed workflow a new version) and start a new run.",
-                instance_id=self.run_id,
-                position=position,
-                recorded=recorded,
-                requested=requested,
-            ),
-            requested,
-        )
+        error = diverged(self.run_id, self.workflow.name, position, recorded, requested, elsewhere)
+        self._abort(error, requested)
 
     def _check_deadline(self, key: str | None) -> None:
         if self.deadline is not None and self.host.clock.now() >= self.deadline:
