@@ -28,7 +28,7 @@ from durable.records import WorkflowRun
 from durable.refs import WorkflowRef
 from durable.report import run_of
 from durable.scheduling import WaitControl
-from durable.starting import RunSpec, create_record, insert_run, route_columns
+from durable.starting import RunSpec, create_record, engine_of, insert_run, route_columns
 from durable.writer import RunHost
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
@@ -58,12 +58,7 @@ class Client(RunInspection, WaitControl, RunOperations):
         clock: Clock | None = None,
         db_threads: int = 4,
     ) -> None:
-        if isinstance(engine, Engine):
-            self.engine = engine
-            self._owns_engine = False
-        else:
-            self.engine = Engine(engine, schema=schema, table_prefix=table_prefix, clock=clock)
-            self._owns_engine = True
+        self.engine, self._owns_engine = engine_of(engine, schema, table_prefix, clock)
         self.clock: Clock = clock or self.engine.clock
         self._pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="durable-client")
         self.host = RunHost(

@@ -34,7 +34,7 @@ from durable.records import (
 from durable.report import run_of
 from durable.runner import RunExecutor
 from durable.scheduling import WaitControl
-from durable.starting import RunSpec, create_record, insert_run, route_columns
+from durable.starting import RunSpec, create_record, engine_of, insert_run, route_columns
 from durable.writer import RunHost
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
@@ -108,12 +108,7 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
                 "lease must be positive, crash_limit at least 1 and concurrency at least 1 "
                 f"(got lease={lease}, crash_limit={crash_limit}, concurrency={concurrency})"
             )
-        if isinstance(engine, Engine):
-            self.engine = engine
-            self._owns_engine = False
-        else:
-            self.engine = Engine(engine, schema=schema, table_prefix=table_prefix, clock=clock)
-            self._owns_engine = True
+        self.engine, self._owns_engine = engine_of(engine, schema, table_prefix, clock)
         self.clock: Clock = clock or self.engine.clock
         self.recover = recover
         self.run_scheduler = scheduler

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from durable.records import RUN_KIND, RUNNING
-from statewf.engine import check_id
+from statewf.clock import Clock
+from statewf.engine import Engine, check_id
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.records import KIND_CREATE, Instance, TransitionRecord
 from statewf.store import SqlStore
@@ -32,6 +33,15 @@ class RunSpec:
     version: str
     plan: dict[str, Any] | None = None
     timeout: float | None = None
+
+
+def engine_of(
+    engine: Engine | str | None, schema: str | None, table_prefix: str, clock: Clock | None
+) -> tuple[Engine, bool]:
+    """The statewf engine to use, and whether the caller made it (and so closes it)."""
+    if isinstance(engine, Engine):
+        return engine, False
+    return Engine(engine, schema=schema, table_prefix=table_prefix, clock=clock), True
 
 
 def route_columns(queue: str, priority: int, labels: Mapping[str, str] | None) -> dict[str, Any]:
