@@ -125,6 +125,8 @@ class LeaseHolder:
     # ------------------------------------------------------------ heartbeat
 
     def _start_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            return  # a start tried again after a database error
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._beat_forever(), name=f"durable-heartbeat-{self.worker_id}"
         )

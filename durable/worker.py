@@ -35,7 +35,7 @@ from durable.observe import bind
 from durable.scheduling import stop_task
 from statewf.clock import Clock
 from statewf.engine import Engine
-from statewf.errors import InvalidInput, StatewfError
+from statewf.errors import InvalidInput, StatewfError, StoreError
 from statewf.spec import Machine
 from statewf.store.leases import beat, held_by, list_workers, register_worker, stop_worker
 
@@ -139,8 +139,9 @@ class Worker(WorkflowEngine):
         with bind(worker=self.worker_id):
             if install_signal_handlers:
                 self._install_signal_handlers()
-            await self.start()
-            await self._register()
+            if not await self._start_when_the_database_answers():
+                await self.shutdown()
+                return
             if self._wants_timers():
                 self._timer_task = asyncio.get_running_loop().create_task(
                     self._fire_timers(), name=f"statewf-timers-{self.worker_id}"
@@ -157,6 +158,27 @@ class Worker(WorkflowEngine):
                 await self._stop.wait()
             finally:
                 await self.shutdown()
+
+    async def _start_when_the_database_answers(self) -> bool:
+        """Start and register, retrying with back-off while the database refuses (it is
+        restarting, or full); False if asked to stop meanwhile."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self.start()
+                await self._register()
+                return True
+            except StoreError as exc:
+                log.warning(
+                    "worker %s cannot start yet (%s); trying again in %.1fs",
+                    self.worker_id,
+                    exc.message,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                delay = min(30.0, delay * 2)
+        return False
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop gracefully (call it on the worker's event loop; from
