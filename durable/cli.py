@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from durable.engine import WorkflowEngine
+from durable.client import Client
 from durable.records import Progress, StepTimeline, WorkflowRun
 from statewf.cli import CliContext, echo_json, errors_as_messages, parse_json
 from statewf.records import TransitionRecord
@@ -23,14 +23,16 @@ from statewf.records import TransitionRecord
 T = TypeVar("T")
 
 
-def _call(obj: CliContext, work: Callable[[WorkflowEngine], Awaitable[T]]) -> T:
+def _call(obj: CliContext, work: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``work`` with a client: the CLI reads and steers runs, it never executes one."""
+
     async def main() -> T:
         store = obj.engine()
-        engine = WorkflowEngine(store, recover=False)
+        client = Client(store)
         try:
-            return await work(engine)
+            return await work(client)
         finally:
-            await engine.close()
+            await client.close()
             store.close()  # one command per process: release the pool's connections
 
     with errors_as_messages():
@@ -144,7 +146,7 @@ def list_runs(
 def show(obj: CliContext, run_id: str, resource_id: str | None, as_json: bool) -> None:
     """Show a run: status, input, output or error, progress and the step timeline."""
 
-    async def fetch(e: WorkflowEngine) -> tuple[WorkflowRun, Progress, list[StepTimeline]]:
+    async def fetch(e: Client) -> tuple[WorkflowRun, Progress, list[StepTimeline]]:
         return (
             await e.get_run(run_id, resource_id=resource_id),
             await e.check_progress(run_id, resource_id=resource_id),
@@ -310,7 +312,7 @@ def dlq_show(
     """Show a dead or failed run: status, error, step timeline and its last log rows."""
 
     async def fetch(
-        e: WorkflowEngine,
+        e: Client,
     ) -> tuple[WorkflowRun, Progress, list[StepTimeline], list[TransitionRecord]]:
         run = await e.get_run(run_id, resource_id=resource_id)
         records = await e.host.db(e.engine.history, run_id)

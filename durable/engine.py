@@ -40,7 +40,7 @@ from statewf.clock import Clock
 from statewf.engine import Engine, check_id
 from statewf.errors import InvalidInput, StatewfError
 from statewf.fold import apply
-from statewf.records import Instance, TransitionRecord
+from statewf.records import Instance
 from statewf.store.leases import Lease
 
 log = logging.getLogger("durable")
@@ -326,28 +326,8 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
 
     # ------------------------------------------------------------ executing runs
 
-    def _workflow_names(self) -> list[str]:
-        return sorted({name for name, _ in self._workflows})
-
     def _workflow_versions(self) -> list[tuple[str, str]]:
         return sorted(self._workflows)
-
-    def _executor_for(
-        self, snapshot: Instance, records: list[TransitionRecord]
-    ) -> RunExecutor | None:
-        wf = self._workflows.get((snapshot.machine, snapshot.machine_version))
-        if wf is None:
-            log.warning(
-                "run %s of %s version %s is due but that version is not registered here",
-                snapshot.id,
-                snapshot.machine,
-                snapshot.machine_version,
-            )
-            return None
-        return RunExecutor(self.host, wf, snapshot, records)
-
-    async def _run_snapshot(self, run_id: str, resource_id: str | None) -> Instance:
-        return await self._snapshot(run_id, resource_id)
 
     def _spawn(self, executor: RunExecutor) -> None:
         run_id = executor.run_id

@@ -66,9 +66,6 @@ class WaitControl:
     def _spawn(self, executor: RunExecutor) -> None:
         raise NotImplementedError
 
-    def _workflow_names(self) -> list[str]:
-        raise NotImplementedError
-
     def _workflow_versions(self) -> list[tuple[str, str]]:
         raise NotImplementedError
 
@@ -95,6 +92,8 @@ class WaitControl:
         ) -> list[ClaimedRun]: ...
 
         def capacity(self) -> int: ...
+
+        async def _snapshot(self, run_id: str, resource_id: str | None) -> Instance: ...
 
     # ------------------------------------------------------------ the scheduler
 
@@ -282,7 +281,7 @@ class WaitControl:
         if not isinstance(reviewer, str) or not reviewer:
             raise InvalidInput("reviewer must be a non-empty string (who decided)")
         if step is None:
-            run = await self._run_snapshot(run_id, resource_id)
+            run = await self._snapshot(run_id, resource_id)
             waiting = run.context.get("waiting") or {}
             event = str(waiting.get("event", ""))
             if not event.startswith("approval:"):
@@ -304,6 +303,3 @@ class WaitControl:
         return await self.trigger_event(
             run_id, f"approval:{step}", decision.model_dump(), resource_id=resource_id
         )
-
-    async def _run_snapshot(self, run_id: str, resource_id: str | None) -> Instance:
-        raise NotImplementedError

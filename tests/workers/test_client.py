@@ -131,7 +131,9 @@ def test_event_pause_resume_cancel_from_the_client_on_runs_a_worker_executes(db:
             await wait_until(paused)
             steps_at_pause = (await client.check_progress(slow.id)).completed_steps
             assert steps_at_pause < 3
-            await asyncio.sleep(1.0)  # the step under way at the pause may still record
+            # the step under way at the pause may still record; then the execution stops
+            # and hands the run back
+            await wait_until(lambda: _released(client, slow.id))
             settled = (await client.check_progress(slow.id)).completed_steps
             assert steps_at_pause <= settled <= steps_at_pause + 1
             assert settled < 3
@@ -154,7 +156,7 @@ def test_event_pause_resume_cancel_from_the_client_on_runs_a_worker_executes(db:
             busy = await client.start_workflow(flow_app.three, {"sleep": 0.3})
             await wait_until(lambda: _steps_at_least(client, busy.id, 1))
             await client.cancel_workflow(busy.id)
-            await asyncio.sleep(1.0)
+            await wait_until(lambda: _released(client, busy.id))
             assert (await client.get_run(doomed.id)).status == "cancelled"
             assert (await client.get_run(busy.id)).status == "cancelled"
             assert [k for r, k in flow_app.LEDGER if r == doomed.id] == ["before"]
@@ -163,6 +165,11 @@ def test_event_pause_resume_cancel_from_the_client_on_runs_a_worker_executes(db:
                 assert count_rows(client.engine, "instances", id=run_id, lease_owner=None) == 1
 
     asyncio.run(main())
+
+
+async def _released(client: durable.Client, run_id: str) -> bool:
+    """No execution holds the run any more."""
+    return count_rows(client.engine, "instances", id=run_id, lease_owner=None) == 1
 
 
 async def _status_is(client: durable.Client, run_id: str, status: str) -> bool:
@@ -361,5 +368,34 @@ def test_higher_priority_runs_are_claimed_first(db: Db) -> None:
             ends = {r.id: client.engine.history(r.id)[-1].created_at for r in [*runs, top]}
             for a, b in itertools.pairwise(order):
                 assert ends[a] <= claimed_at[b]
+
+    asyncio.run(main())
+
+
+review = durable.ref("review-doc", queue="q")
+
+
+@review.implement()
+async def review_impl(ctx: durable.Context[Any]) -> str:
+    decision = await ctx.step.approval("legal")
+    return f"{decision.approved}:{decision.reviewer}"
+
+
+def test_a_client_approves_and_rejects_the_pending_approval_without_naming_it(db: Db) -> None:
+    async def main() -> None:
+        worker = worker_of(db, workflows=[review_impl])
+        async with client_of(db) as client, Running(worker):
+            yes = await client.start_workflow(review)
+            no = await client.start_workflow(review)
+
+            async def both_wait() -> bool:
+                runs = [await client.get_run(r.id) for r in (yes, no)]
+                return all(r.status == "waiting" for r in runs)
+
+            await wait_until(both_wait)
+            await client.approve(yes.id, reviewer="ada")  # the step found from the run
+            await client.reject(no.id, reviewer="bob", reason="missing clause")
+            assert (await client.wait_for_run(yes.id, timeout=20)).output == "True:ada"
+            assert (await client.wait_for_run(no.id, timeout=20)).output == "False:bob"
 
     asyncio.run(main())
