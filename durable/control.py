@@ -7,7 +7,6 @@ made due (``status="waiting"``, ``wake_at=now``) for the scheduler to claim.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,10 +21,8 @@ from durable.records import (
     KIND_FAST_FORWARD,
     KIND_PAUSE,
     KIND_RESUME,
-    KIND_WAKE,
     PAUSED,
     RUN_KIND,
-    RUNNING,
     TERMINAL,
     WAITING,
 )
@@ -33,7 +30,7 @@ from statewf.errors import InvalidPayload
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
-from statewf.store.runs import claim_due_runs, notify_wake, run_log
+from statewf.store.runs import notify_wake
 
 
 def not_found(run_id: str, resource_id: str | None) -> RunNotFound:
@@ -208,32 +205,3 @@ def fast_forward(
             )
             notify_wake(store, tx, run_id)
         return snap, None
-
-
-def claim_due(
-    store: SqlStore,
-    workflows: Sequence[tuple[str, str]],
-    now: datetime,
-    skip: set[str],
-    limit: int = 50,
-) -> list[tuple[Instance, list[TransitionRecord]]]:
-    """Claim due waiting runs (SKIP LOCKED on PostgreSQL) with a ``wake`` row each.
-
-    Returns each claimed run's snapshot and whole log, ready to replay. A run is
-    claimed by exactly one caller, however many schedulers poll.
-    """
-    claimed = []
-    with store.transaction() as tx:
-        for snap in claim_due_runs(tx, RUN_KIND, workflows, (WAITING, PAUSED), now, limit=limit):
-            if snap.id in skip:
-                continue
-            new = append_row(
-                tx,
-                snap,
-                now,
-                kind=KIND_WAKE,
-                status=RUNNING,
-                meta={"due": snap.wake_at.isoformat() if snap.wake_at else None},
-            )
-            claimed.append((new, run_log(tx, snap.id)))
-    return claimed

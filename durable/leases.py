@@ -116,8 +116,13 @@ def claim(
             lock_claims(tx, "limits")
         now, lease_now = clock.now(), wall_now()
         scope: ClaimScope | None = claimer.scope
-        if limits.any:
-            scope = _open_queues(tx, claimer.scope, limits, lease_now)
+        running = (
+            active_counts(tx, lease_now, by="queue", among=list(limits.queues))
+            if limits.queues
+            else {}
+        )
+        if limits.queues:
+            scope = _open_queues(claimer.scope, limits, running)
         if scope is None:
             return [], []
         full = saturated(tx, lease_now, limits.per_resource) if limits.per_resource else []
@@ -132,7 +137,7 @@ def claim(
             saturated_resources=full,
             only=only,
         )
-        taken = _within_limits(tx, candidates, limits, lease_now, limit)
+        taken = _within_limits(tx, candidates, limits, running, lease_now, limit)
         # the rows' time comes after every count read above (PostgreSQL reads each
         # statement's own snapshot): a release those counts saw happened before it
         now = max(now, clock.now())
@@ -172,24 +177,29 @@ def claim(
     return claimed, dead
 
 
-def _open_queues(tx: Tx, scope: ClaimScope, limits: Limits, now: datetime) -> ClaimScope | None:
+def _open_queues(scope: ClaimScope, limits: Limits, running: dict[str, int]) -> ClaimScope | None:
     """The scope without the queues whose global limit is reached (None if none is left)."""
-    if not limits.queues:
-        return scope
-    counts = active_counts(tx, now, by="queue", among=list(limits.queues))
-    full = sorted(q for q, n in limits.queues.items() if counts.get(q, 0) >= n)
+    full = sorted(q for q, n in limits.queues.items() if running.get(q, 0) >= n)
     if scope.queues is not None and not set(scope.queues) - set(full):
         return None
     return replace(scope, closed_queues=full) if full else scope
 
 
 def _within_limits(
-    tx: Tx, candidates: list[Any], limits: Limits, now: datetime, limit: int
-) -> list[Any]:
-    """The candidates to take, best first, keeping every queue and resource within limits."""
+    tx: Tx,
+    candidates: list[Claimable],
+    limits: Limits,
+    running: dict[str, int],
+    now: datetime,
+    limit: int,
+) -> list[Claimable]:
+    """The candidates to take, best first, keeping every queue and resource within limits.
+
+    ``running``: the runs each limited queue executes now (read once per claim).
+    """
     if not limits.any:
         return candidates[:limit]
-    queue_room = {q: n - c for q, n in limits.queues.items() for c in [_count(tx, now, q)]}
+    queue_room = {q: n - running.get(q, 0) for q, n in limits.queues.items()}
     resources = {i.instance.resource_id for i in candidates if i.instance.resource_id}
     per_resource = limits.per_resource
     active = (
@@ -211,10 +221,6 @@ def _within_limits(
             queue_room[queue] -= 1
         taken.append(item)
     return taken
-
-
-def _count(tx: Tx, now: datetime, queue: str) -> int:
-    return active_counts(tx, now, by="queue", among=[queue]).get(queue, 0)
 
 
 def _crashes(snap: Instance, takeover: bool) -> dict[str, int]:

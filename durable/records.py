@@ -30,8 +30,6 @@ CANCELLED: RunStatus = "cancelled"
 DEAD: RunStatus = "dead"
 #: Statuses after which a run changes only by an operator's retry (failed, dead).
 TERMINAL: frozenset[str] = frozenset({COMPLETED, FAILED, CANCELLED, DEAD})
-#: Statuses of runs an engine should be executing (resumed on start after a crash).
-IN_PROGRESS: frozenset[str] = frozenset({PENDING, RUNNING})
 
 # Log-row kinds of workflow runs.
 KIND_STEP = "step"

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, tuple_
 
 from statewf.records import Instance, TransitionRecord
 from statewf.store.schema import UTCDateTime
-from statewf.store.sql import SqlStore, Tx, instance_from_row
+from statewf.store.sql import SqlStore, Tx
 
 #: The connection a transactional step receives: a SQLAlchemy Core ``Connection``
 #: inside statewf's open transaction. Do not commit or close it.
@@ -76,60 +76,6 @@ def run_logs(tx: Tx, run_ids: Sequence[str]) -> dict[str, list[TransitionRecord]
             )
         )
     return logs
-
-
-def runs_in_status(
-    tx: Tx,
-    kind: str,
-    statuses: Sequence[str],
-    *,
-    machines: Sequence[str] | None = None,
-    limit: int = 1000,
-    after_id: str | None = None,
-) -> list[Instance]:
-    """Instances of ``kind`` in one of ``statuses``, by id (keyset-paged by ``after_id``)."""
-    c = tx.t.instances.c
-    query = select(tx.t.instances).where(c.kind == kind, c.status.in_(list(statuses)))
-    if machines is not None:
-        query = query.where(c.machine.in_(list(machines)))
-    if after_id is not None:
-        query = query.where(c.id > after_id)
-    rows = tx.conn.execute(query.order_by(c.id).limit(limit)).all()
-    return [instance_from_row(r) for r in rows]
-
-
-def claim_due_runs(
-    tx: Tx,
-    kind: str,
-    versions: Sequence[tuple[str, str]],
-    statuses: Sequence[str],
-    now: datetime,
-    *,
-    limit: int = 50,
-) -> list[Instance]:
-    """Lock the due instances (``wake_at <= now``) of these (name, version) pairs, earliest first.
-
-    Only versions whose code the caller has: in a rolling deploy, a run of another
-    version is left for an engine that registered it.
-
-    ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: schedulers in several processes each
-    get different instances and never wait on each other. SQLite's write lock
-    (``BEGIN IMMEDIATE``) serializes them instead.
-    """
-    c = tx.t.instances.c
-    query = (
-        select(tx.t.instances)
-        .where(
-            c.kind == kind,
-            tuple_(c.machine, c.machine_version).in_([tuple(v) for v in versions]),
-            c.status.in_(list(statuses)),
-            c.wake_at <= now,
-        )
-        .order_by(c.wake_at, c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return [instance_from_row(r) for r in tx.conn.execute(query)]
 
 
 def next_wake(
