@@ -26,6 +26,7 @@ from durable.runner import RunExecutor
 from durable.scheduling import stop_task
 from durable.writer import RunHost
 from statewf.errors import StatewfError
+from statewf.store import Tx
 from statewf.store.leases import ClaimScope, extend, release, release_all
 
 log = logging.getLogger("durable")
@@ -144,15 +145,26 @@ class LeaseHolder:
             except StatewfError as exc:  # the database is away: the next beat tries again
                 log.warning("heartbeat of %s failed: %s", self.worker_id, exc)
 
+    def _records_beats(self) -> bool:
+        """Whether a heartbeat also writes a row of its own (a registered worker)."""
+        return False
+
+    def _record_beat(self, tx: Tx, held: int) -> None:
+        """Write this holder's own heartbeat row in the heartbeat's transaction."""
+
     async def beat(self) -> set[str]:
         """Extend the leases of the runs executing here; the ids whose lease was lost."""
         held = {rid for rid, ex in self._executors.items() if ex.lease is not None}
-        if not held:
+        count = len(self._executing())
+        if not held and not self._records_beats():
             return set()
 
         def extend_sync() -> set[str]:
+            # one transaction: the leases and (for a worker) its heartbeat row
             with self.host.store.transaction() as tx:
-                return extend(tx, self.worker_id, held, self.lease_until())
+                kept = extend(tx, self.worker_id, held, self.lease_until())
+                self._record_beat(tx, count)
+                return kept
 
         kept = await self.host.db(extend_sync)
         lost = held - kept

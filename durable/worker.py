@@ -37,6 +37,7 @@ from statewf.clock import Clock
 from statewf.engine import Engine
 from statewf.errors import InvalidInput, StatewfError, StoreError
 from statewf.spec import Machine
+from statewf.store import Tx
 from statewf.store.leases import beat, held_by, list_workers, register_worker, stop_worker
 
 log = logging.getLogger("durable.worker")
@@ -257,18 +258,12 @@ class Worker(WorkflowEngine):
         except StatewfError as exc:
             log.warning("worker %s could not record its stop: %s", self.worker_id, exc)
 
-    async def beat(self) -> set[str]:
-        """Extend this worker's leases and record its heartbeat; the ids whose lease was lost."""
-        lost = await super().beat()
+    def _records_beats(self) -> bool:
+        return self._registered
+
+    def _record_beat(self, tx: Tx, held: int) -> None:
         if self._registered:
-            held = len(self._executing())
-
-            def record() -> None:
-                with self.engine.store.transaction() as tx:
-                    beat(tx, self.worker_id, wall_now(), held)
-
-            await self.host.db(record)
-        return lost
+            beat(tx, self.worker_id, wall_now(), held)
 
     # ------------------------------------------------------------ machine timers
 
