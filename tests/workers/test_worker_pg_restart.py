@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import worker_proc
-from conftest import PgTarget, WorkerPool, run_client, wait_until
 
 import durable
+from tests.workers.conftest import PgTarget, WorkerPool, run_client, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(150)]
 
