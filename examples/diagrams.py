@@ -37,15 +37,23 @@ from order_lifecycle import order_machine
 DOCS_SVG = Path(__file__).resolve().parent.parent / "docs" / "order-lifecycle.svg"
 
 
+#: Why images cannot be rendered here, once the first attempt has said so.
+_NO_IMAGES: list[str] = []
+
+
 def write(diagram: visualize.Diagram, out: Path, stem: str, *, text: bool = True) -> None:
     """Write ``stem.svg`` (when Graphviz is there) and the DOT/Mermaid text."""
     if text:
         diagram.render(out / f"{stem}.dot")
         diagram.render(out / f"{stem}.mmd")
+        print(f"  wrote {stem}.dot, {stem}.mmd")
+    if _NO_IMAGES:
+        return  # the reason was printed once already
     try:
         path = diagram.render(out / f"{stem}.svg")
     except visualize.VisualizeError as exc:
-        print(f"  {stem}.svg skipped: {exc.message}")
+        _NO_IMAGES.append(exc.message)
+        print(f"  no SVG images in this run: {exc.message}")
     else:
         print(f"  wrote {path}")
 
@@ -102,7 +110,7 @@ def main() -> None:
         write(visualize.instance_diagram(engine, order_id, seq=3), out, "order-at-3", text=False)
         write(visualize.history_diagram(engine, order_id), out, "order-history")
         write(visualize.run_diagram(engine, run_id), out, "onboarding-run")
-    if args.docs:
+    if args.docs and not _NO_IMAGES:
         DOCS_SVG.write_bytes(machine.pipe("svg"))
         print(f"  wrote {DOCS_SVG}")
 

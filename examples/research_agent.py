@@ -100,9 +100,16 @@ async def research_agent(ctx: durable.Context[Topic]) -> dict[str, Any]:
     return {"tasks": len(plan.tasks), "findings": findings, "report": report}
 
 
+# How long a run stays held by an engine that stopped heart-beating. The default (30 s)
+# suits production; this demo uses a short lease so the restart below takes over soon.
+LEASE_SECONDS = 3.0
+
+
 async def child(url: str, run_id: str) -> None:
     """Start the run and work on it until the simulated crash."""
-    async with durable.WorkflowEngine(url, workflows=[research_agent]) as engine:
+    async with durable.WorkflowEngine(
+        url, workflows=[research_agent], lease=LEASE_SECONDS
+    ) as engine:
         run = await engine.start_workflow(
             "research-agent", {"topic": "durable execution"}, run_id=run_id
         )
@@ -123,10 +130,17 @@ async def main() -> None:
     before = [json.loads(line) for line in call_log.read_text().splitlines()]
 
     print("2) a new engine on the same database resumes the run")
+    print(
+        f"   (it first waits up to {LEASE_SECONDS:g} s for the crashed process's lease to "
+        "expire, so that two processes never execute the run at once)",
+        flush=True,
+    )
     os.environ["AGENT_CALL_LOG"] = str(call_log)
     global CALL_LOG
     CALL_LOG = call_log
-    async with durable.WorkflowEngine(url, workflows=[research_agent]) as engine:
+    async with durable.WorkflowEngine(
+        url, workflows=[research_agent], lease=LEASE_SECONDS
+    ) as engine:
         run = await engine.wait_for_run(run_id, timeout=60)
         print(f"   status: {run.status}; report: {run.output['report']}")
         timeline = await engine.get_timeline(run.id)

@@ -69,6 +69,10 @@ def import_app(spec: str) -> Any:
     try:
         if target.endswith(".py"):
             path = Path(target).resolve()
+            # Like `python path/to/file.py`: the file's folder is importable, so the
+            # app can import its sibling modules.
+            if str(path.parent) not in sys.path:
+                sys.path.insert(0, str(path.parent))
             # a private module name: an app file called json.py must not replace json
             name = f"statewf_app_{path.stem}"
             module_spec = importlib.util.spec_from_file_location(name, path)
@@ -116,7 +120,7 @@ def errors_as_messages() -> Iterator[None]:
     try:
         yield
     except StatewfError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc.message}") from exc
+        raise click.ClickException(f"{type(exc).__name__}: {exc.cli_message}") from exc
 
 
 def parse_json(text: str | None, what: str) -> Any:

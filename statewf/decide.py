@@ -205,15 +205,25 @@ def start(
     resource_id: str | None = None,
     idempotency_key: str | None = None,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    id_chosen: bool = True,
 ) -> Decision:
-    """The create record for a new instance, after entering the initial state."""
+    """The create record for a new instance, after entering the initial state.
+
+    ``id_chosen=False`` says the id was generated: errors then speak of "a new
+    instance", since no instance of that id will ever exist to look up.
+    """
     spec = compiled.spec
-    where = f"creating instance {instance_id!r} of {spec.name!r}"
+    where = (
+        f"creating instance {instance_id!r} of {spec.name!r}"
+        if id_chosen
+        else f"creating a new instance of {spec.name!r}"
+    )
+    error_id = instance_id if id_chosen else None
     if context is not None and not isinstance(context, BaseModel | Mapping):
         raise InvalidInput(
             f"context must be a JSON object (a dict or a model) ({where}), "
             f"got {type(context).__name__}",
-            instance_id=instance_id,
+            instance_id=error_id,
         )
     raw = context.model_dump() if isinstance(context, BaseModel) else dict(context or {})
     if spec.context is not None:
@@ -222,7 +232,7 @@ def start(
         except ValidationError as exc:
             raise InvalidInput(
                 f"context is not a valid {spec.context.__name__} ({where}): {_summary(exc)}",
-                instance_id=instance_id,
+                instance_id=error_id,
             ) from exc
     else:
         ctx = copy.deepcopy(raw)

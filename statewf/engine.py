@@ -218,6 +218,9 @@ class Engine(TimerOperations):
             raise MachineNotRegistered(
                 f"machine {which} is not registered with this engine (registered: {known}); "
                 "call engine.register(machine) first",
+                cli_message=f"machine {which} is not known to this command (registered: "
+                f"{known}); pass --app MODULE (or --app path/to/file.py) naming the module "
+                "that defines it",
                 machine=name,
             )
         return compiled
@@ -265,6 +268,7 @@ class Engine(TimerOperations):
             resource_id=resource_id,
             idempotency_key=idempotency_key,
             max_bytes=self.max_payload_bytes,
+            id_chosen=id is not None,
         )
         claimed: Claimed = []
         with self.store.transaction() as tx:
@@ -420,6 +424,9 @@ class Engine(TimerOperations):
             raise InvalidInput(
                 f"instance {snapshot.id!r} is a {snapshot.kind} run, not a machine instance; "
                 "drive it through its own engine (durable.WorkflowEngine)",
+                cli_message=f"instance {snapshot.id!r} is a {snapshot.kind} run, not a machine "
+                f"instance; send it an event with: statewf runs trigger {snapshot.id} EVENT "
+                "--data '{...}'",
                 instance_id=snapshot.id,
             )
         try:
@@ -430,6 +437,9 @@ class Engine(TimerOperations):
                 f"version {snapshot.machine_version!r}, which this engine has not "
                 "registered; register that version too so its instances can go on "
                 f"({exc.message})",
+                cli_message=f"instance {snapshot.id!r} was created with machine "
+                f"{snapshot.machine!r} version {snapshot.machine_version!r}, which this command "
+                "does not know; pass --app MODULE naming the module that defines that version",
                 instance_id=snapshot.id,
                 machine=snapshot.machine,
             ) from None

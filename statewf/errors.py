@@ -20,10 +20,14 @@ class StatewfError(Exception):
         instance_id: str | None = None,
         event: str | None = None,
         state: str | None = None,
+        cli_message: str | None = None,
         **details: Any,
     ) -> None:
         super().__init__(message)
         self.message = message
+        #: The same problem told to a command-line user (what to type rather than
+        #: what to call); the ``statewf`` command prints it instead of ``message``.
+        self.cli_message = cli_message or message
         self.instance_id = instance_id
         self.event = event
         self.state = state

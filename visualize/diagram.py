@@ -45,7 +45,8 @@ def format_for(path: str | Path, format: str | None = None) -> str:
     if chosen is None:
         raise VisualizeError(
             f"cannot tell the format of {str(path)!r} from its suffix; name the file "
-            "*.svg, *.png, *.pdf, *.dot or *.mmd, or pass format="
+            '*.svg, *.png, *.pdf, *.dot or *.mmd, or name the format: format="svg" '
+            "(in the CLI: -f svg|png|pdf|dot|mermaid)"
         )
     return chosen
 

@@ -43,3 +43,16 @@ def test_every_page_is_linked_from_the_index() -> None:
     for page in (ROOT / "docs").glob("*.md"):
         if page.name != "index.md":
             assert f"({page.name})" in index, f"docs/index.md does not link {page.name}"
+
+
+def test_the_readme_tour_runs_after_the_first_command(tmp_path: Path) -> None:
+    """A newcomer runs the README's first command, then pastes the tour, in one folder."""
+    env = {k: v for k, v in os.environ.items() if k != "STATEWF_DATABASE_URL"}
+    env["PYTHONPATH"] = str(ROOT)
+    first = subprocess.run([sys.executable, str(ROOT / "examples" / "order_lifecycle.py")],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    tour = runnable_blocks(ROOT / "README.md")[0]
+    result = subprocess.run([sys.executable, "-c", tour], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"the tour failed after the first command:\n{result.stderr}"

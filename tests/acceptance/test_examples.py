@@ -32,3 +32,18 @@ def test_order_lifecycle_prints_its_history(tmp_path: Path) -> None:
     for line in ("PAYMENT_RECEIVED     pending -> processing", "RETURN_RECEIVED",
                  "refunded=True"):
         assert line in out
+
+
+def test_diagrams_without_graphviz_say_why_once(tmp_path: Path) -> None:
+    """Without the graphviz package the example still writes text, and says once why no SVG."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "graphviz.py").write_text("raise ImportError('graphviz hidden for this test')\n")
+    env = {**os.environ, "STATEWF_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}",
+           "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "diagrams.py"),
+                             "--out", str(tmp_path / "out")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("pip install statewf[diagrams]") == 1, result.stdout
+    assert (tmp_path / "out" / "order-history.mmd").exists()

@@ -109,6 +109,7 @@ def test_usage_errors(url: str) -> None:
     code, out = run(url, "order-lifecycle", "-o", "x.jpeg")
     assert code == 1
     assert "cannot tell the format" in out
+    assert "-f svg" in out, "the CLI user is told the option to type, not a Python keyword"
 
 
 def test_real_command_line(url: str, tmp_path: Path) -> None:
