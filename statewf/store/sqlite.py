@@ -14,19 +14,32 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import QueuePool, StaticPool
 
 
-def create(url: str, *, echo: bool = False) -> Engine:
-    """An engine for a SQLite file (no pooling) or an in-memory database (one shared
-    connection, usable from any thread, so the async twins see the same database)."""
+def create(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:
+    """An engine for a SQLite file (a pool of connections) or an in-memory database (one
+    shared connection, usable from any thread, so the async twins see the same database).
+
+    File connections are pooled: opening one costs its PRAGMAs, and closing the last
+    connection of a WAL database checkpoints it, together about 1.2 ms per transaction
+    that a pooled connection does not pay. A pooled connection serves one thread at a
+    time, so it may move between threads (``check_same_thread=False``).
+    """
     database = make_url(url).database
     if database in (None, "", ":memory:"):
         engine = create_engine(
             url, echo=echo, poolclass=StaticPool, connect_args={"check_same_thread": False}
         )
     else:
-        engine = create_engine(url, echo=echo, poolclass=NullPool)
+        engine = create_engine(
+            url,
+            echo=echo,
+            poolclass=QueuePool,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_args={"check_same_thread": False},
+        )
     configure(engine)
     return engine
 
