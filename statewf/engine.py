@@ -44,7 +44,7 @@ from statewf.outbox import Outbox
 from statewf.records import EffectRecord, Instance, Page, TransitionRecord
 from statewf.snapshots import SnapshotCache
 from statewf.spec import MAX_NAME_LENGTH, Machine
-from statewf.store import SqlStore, Tx
+from statewf.store import DatabaseEngine, SqlStore, Tx
 from statewf.store.schema import ID_LENGTH
 from statewf.timers import Claimed, TimerOperations
 
@@ -101,7 +101,9 @@ class Engine(TimerOperations):
 
     Args:
         url: a SQLAlchemy URL. ``sqlite:///file.db`` (the default, from
-            ``STATEWF_DATABASE_URL`` if set) or ``postgresql+psycopg://user@host/db``.
+            ``STATEWF_DATABASE_URL`` if set) or ``postgresql+psycopg://user@host/db``;
+            or the application's own SQLAlchemy ``Engine``, whose pool statewf then
+            shares and leaves open on :meth:`close`.
         schema: PostgreSQL schema for statewf's tables (created if missing).
         table_prefix: prefix of statewf's table names.
         clock: where the time comes from; :class:`statewf.testing.ManualClock` in tests.
@@ -117,7 +119,7 @@ class Engine(TimerOperations):
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | DatabaseEngine | None = None,
         *,
         schema: str | None = None,
         table_prefix: str = "statewf_",
@@ -129,10 +131,14 @@ class Engine(TimerOperations):
         pool_size: int = 10,
         snapshot_cache_size: int = 1_000,
     ) -> None:
-        self.url = url or os.environ.get("STATEWF_DATABASE_URL") or DEFAULT_URL
         self.store = SqlStore(
-            self.url, schema=schema, table_prefix=table_prefix, pool_size=pool_size
+            url or os.environ.get("STATEWF_DATABASE_URL") or DEFAULT_URL,
+            schema=schema,
+            table_prefix=table_prefix,
+            pool_size=pool_size,
         )
+        #: The database, as a URL with its password hidden.
+        self.url: str = self.store.url
         self.clock: Clock = clock or SystemClock()
         self.max_payload_bytes = max_payload_bytes
         self.inline_effects = dispatch_effects

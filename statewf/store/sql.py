@@ -364,12 +364,16 @@ class Tx(OutboxQueries):
         return [r.definition for r in rows]
 
 
+#: An application's own SQLAlchemy engine, which statewf's faces accept instead of a URL.
+DatabaseEngine = Engine
+
+
 class SqlStore:
     """A connection pool to one database, with statewf's tables and migrations."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Engine,
         *,
         schema: str | None = None,
         table_prefix: str = "statewf_",
@@ -377,40 +381,28 @@ class SqlStore:
         max_overflow: int = 20,
         echo: bool = False,
     ) -> None:
-        try:
-            if url.startswith("sqlite"):
-                if schema is not None:
-                    raise InvalidInput(
-                        "schema= is for PostgreSQL; on SQLite use table_prefix= instead"
-                    )
-                engine = sqlite.create(url, echo=echo)
-            else:
-                if url.startswith("postgresql://") or url.startswith("postgres://"):
-                    url = "postgresql+psycopg://" + url.split("://", 1)[1]
-                # No pre-ping: it costs a round trip per transaction. A dropped
-                # connection surfaces once as StoreError and the pool is refreshed.
-                engine = create_engine(
-                    url, echo=echo, pool_size=pool_size, max_overflow=max_overflow
-                )
-        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-            raise InvalidInput(
-                f"cannot use database URL {_hide_password(url)!r}: {exc}; use "
-                "sqlite:///path.db or postgresql+psycopg://user@host/db"
-            ) from exc
-        if engine.dialect.name not in ("sqlite", "postgresql"):
-            raise InvalidInput(f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name}")
+        #: False when the application handed in its own SQLAlchemy engine: its pool is
+        #: the application's to dispose, and statewf keeps to it (no second pool).
+        self.owns_engine = not isinstance(url, Engine)
+        if isinstance(url, Engine):
+            engine = _adopt(url)
+        else:
+            engine = _create(url, pool_size=pool_size, max_overflow=max_overflow, echo=echo)
+        if schema is not None and engine.dialect.name == "sqlite":
+            raise InvalidInput("schema= is for PostgreSQL; on SQLite use table_prefix= instead")
         self.engine: Engine = engine
         # The fast path of send runs in autocommit on a pool of its own: switching a
-        # pooled connection's isolation level per use costs round trips.
-        self._autocommit: Engine = (
+        # pooled connection's isolation level per use costs round trips. An adopted
+        # engine gets no second pool, and so no fast path: sends take the locked path.
+        self._autocommit: Engine | None = (
             create_engine(
                 engine.url,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
                 isolation_level="AUTOCOMMIT",
             )
-            if engine.dialect.name == "postgresql"
-            else engine
+            if engine.dialect.name == "postgresql" and self.owns_engine
+            else None
         )
         self.dialect: str = engine.dialect.name
         self.tables = build_tables(table_prefix, schema)
@@ -449,7 +441,7 @@ class SqlStore:
                 if row[column] is not None:
                     row[column] = row[column].astimezone(UTC)
             return Instance(**{f: row[f] for f in _INSTANCE_FIELDS})
-        with self._errors(), self._autocommit.connect() as conn:
+        with self._errors(), self._single_statement() as conn:
             found = conn.execute(self._read_query, {"id": instance_id}).first()
         return instance_from_row(found) if found is not None else None
 
@@ -481,10 +473,21 @@ class SqlStore:
             except psycopg.Error as exc:
                 raise _wrap_driver(exc, self.url) from exc
         try:
-            with self._errors(), self._autocommit.connect() as conn:
+            with self._errors(), self._single_statement() as conn:
                 return conn.execute(self._write_query, params).first() is not None
         except ConcurrencyConflict:
             return False
+
+    @contextmanager
+    def _single_statement(self) -> Iterator[Connection]:
+        """A connection for one statement: autocommitted on statewf's own pool, else a
+        transaction of its own on the adopted engine's pool."""
+        if self._autocommit is not None:
+            with self._autocommit.connect() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     def _build_fast_path(self) -> None:
         # Built once: a statement with bind parameters is compiled once and then
@@ -516,7 +519,7 @@ class SqlStore:
             .returning(t.transitions.c.seq)
         )
         self._fast: postgres.FastPath | None = None
-        if self.dialect == "postgresql":
+        if self._autocommit is not None:
             json_params = {f"i_{c.name}" for c in t.instances.c if _is_json(c.type)}
             json_params |= {f"t_{c.name}" for c in t.transitions.c if _is_json(c.type)}
             self._fast = postgres.FastPath(
@@ -550,9 +553,51 @@ class SqlStore:
             postgres.notify(tx.conn, channel, payload)
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
-        self.engine.dispose()
-        self._autocommit.dispose()
+        """Close every pooled connection statewf opened (an adopted engine stays open)."""
+        if self.owns_engine:
+            self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()
+
+
+def _create(url: str, *, pool_size: int, max_overflow: int, echo: bool) -> Engine:
+    """A new SQLAlchemy engine for a statewf URL."""
+    try:
+        if url.startswith("sqlite"):
+            return sqlite.create(url, echo=echo)
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        # No pre-ping: it costs a round trip per transaction. A dropped
+        # connection surfaces once as StoreError and the pool is refreshed.
+        engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise InvalidInput(
+            f"cannot use database URL {_hide_password(url)!r}: {exc}; use "
+            "sqlite:///path.db or postgresql+psycopg://user@host/db"
+        ) from exc
+    _check_dialect(engine)
+    return engine
+
+
+def _adopt(engine: Engine) -> Engine:
+    """An application's own engine, checked, and configured where SQLite needs it."""
+    _check_dialect(engine)
+    if engine.dialect.name == "sqlite":
+        sqlite.configure(engine)
+    return engine
+
+
+def _check_dialect(engine: Engine) -> None:
+    where = engine.url.render_as_string(hide_password=True)
+    if engine.dialect.name not in ("sqlite", "postgresql"):
+        raise InvalidInput(
+            f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name} ({where})"
+        )
+    if engine.dialect.name == "postgresql" and engine.dialect.driver != "psycopg":
+        raise InvalidInput(
+            f"statewf talks to PostgreSQL through psycopg 3, not {engine.dialect.driver} "
+            f"({where}); create the engine with a postgresql+psycopg:// URL"
+        )
 
 
 def _hide_password(url: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import weakref
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -44,22 +45,44 @@ def create(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:
     return engine
 
 
+#: Engines configured already: an application's engine may back several statewf engines.
+_CONFIGURED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+#: Marks a pooled connection that has statewf's settings (in its connection record).
+_READY = "statewf_sqlite_ready"
+
+
 def configure(engine: Engine, busy_timeout_ms: int = 30_000) -> None:
-    """Install the connection hooks statewf relies on for SQLite."""
+    """Install the connection hooks statewf relies on for SQLite (once per engine).
+
+    An application's own engine may hold connections opened before statewf saw it;
+    each gets the settings at its first transaction through statewf instead.
+    """
+    if engine in _CONFIGURED:
+        return
+    _CONFIGURED.add(engine)
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        _enable_wal(cursor, busy_timeout_ms / 1000)  # ignored (memory) for in-memory databases
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        _prepare(dbapi_connection, busy_timeout_ms)
+        record.info[_READY] = True
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
+        if not conn.info.get(_READY):
+            _prepare(conn.connection.dbapi_connection, busy_timeout_ms)
+            conn.info[_READY] = True
         readonly = conn.get_execution_options().get("statewf_readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def _prepare(dbapi_connection: Any, busy_timeout_ms: int) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+    cursor = dbapi_connection.cursor()
+    _enable_wal(cursor, busy_timeout_ms / 1000)  # ignored (memory) for in-memory databases
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _enable_wal(cursor: Any, timeout_s: float) -> None:
