@@ -1,11 +1,12 @@
 """Numbered schema migrations, applied on start under a lock.
 
 Rules (see docs/contributing.md): migrations are small, numbered, and never edited
-after a release. Migration 1 creates the tables exactly as ``schema.py`` declared
-them at schema version 1 (it names them; a later migration adds its own tables or
-ALTERs, never edits an earlier one). A change to a table that migration 1 creates
-must first give migration 1 its own frozen copy of that table.
-``tests/integration/test_migrations.py`` fails until both agree.
+after a release. Each migration that creates tables builds them with
+``build_tables(..., version=N)`` at its own schema version N, so it creates exactly
+what that version declared; later migrations ALTER them. A change to a column
+makes ``schema.py`` ask the version it builds for.
+``tests/integration/test_migrations.py`` fails until an empty database migrated to
+the end equals the current declaration.
 """
 
 from __future__ import annotations
@@ -17,24 +18,38 @@ from sqlalchemy import Connection, func, select
 
 from statewf.errors import StoreError
 from statewf.store import postgres, sqlite
-from statewf.store.schema import SCHEMA_VERSION, Tables
+from statewf.store.schema import SCHEMA_VERSION, Tables, build_tables, is_document
 
 Migration = Callable[[Connection, Tables], None]
 
 
 def _m0001_create_tables(conn: Connection, tables: Tables) -> None:
-    # frozen at schema version 1: these five tables, unchanged since
-    v1 = [tables.instances, tables.transitions, tables.machines, tables.effects]
-    tables.metadata.create_all(conn, tables=[*v1, tables.schema_version], checkfirst=True)
+    # these five tables, as schema version 1 declared them
+    v1 = build_tables(tables.prefix, tables.metadata.schema, version=1)
+    created = [v1.instances, v1.transitions, v1.machines, v1.effects, v1.schema_version]
+    v1.metadata.create_all(conn, tables=created, checkfirst=True)
 
 
 def _m0002_workers(conn: Connection, tables: Tables) -> None:
-    tables.metadata.create_all(conn, tables=[tables.workers], checkfirst=True)
+    v2 = build_tables(tables.prefix, tables.metadata.schema, version=2)
+    v2.metadata.create_all(conn, tables=[v2.workers], checkfirst=True)
+
+
+def _m0003_documents_as_text(conn: Connection, tables: Tables) -> None:
+    # JSONB reorders object keys; json text keeps them as written. SQLite stores JSON
+    # as text already. On PostgreSQL this rewrites the tables (see howto-deploy).
+    if conn.dialect.name != "postgresql":
+        return
+    for table in (tables.instances, tables.transitions, tables.machines, tables.effects):
+        for column in table.columns:
+            if is_document(column):
+                postgres.retype_as_json(conn, table, column.name)
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the statewf tables", _m0001_create_tables),
     (2, "the workers table (live durable workers and their heartbeats)", _m0002_workers),
+    (3, "documents as json text on PostgreSQL (keys keep their order)", _m0003_documents_as_text),
 ]
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pydantic_core
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, Engine, Insert, Select, func, select
+from psycopg.types.json import Json, Jsonb
+from sqlalchemy import Connection, Engine, Insert, Select, Table, func, select
 from sqlalchemy.schema import CreateSchema
 
 from statewf.store.schema import Tables
@@ -21,6 +21,17 @@ def lock_for_migration(conn: Connection, tables: Tables) -> None:
     conn.execute(select(func.pg_advisory_xact_lock(zlib.crc32(name.encode()))))
     if tables.metadata.schema:
         conn.execute(CreateSchema(tables.metadata.schema, if_not_exists=True))
+
+
+def retype_as_json(conn: Connection, table: Table, column: str) -> None:
+    """ALTER a JSONB column to json text (a no-op where it is json already)."""
+    # Core has no ALTER COLUMN ... TYPE; the identifiers are quoted by the dialect.
+    preparer = conn.dialect.identifier_preparer
+    name = preparer.quote(column)
+    conn.exec_driver_sql(
+        f"ALTER TABLE {preparer.format_table(table)} ALTER COLUMN {name} "
+        f"TYPE json USING {name}::json"
+    )
 
 
 def notify(conn: Connection, channel: str, payload: str) -> None:
@@ -39,12 +50,22 @@ class FastPath:
     """
 
     def __init__(
-        self, engine: Engine, read: Select[Any], write: Insert, json_columns: set[str]
+        self, engine: Engine, read: Select[Any], write: Insert, json_params: dict[str, bool]
     ) -> None:
         self.engine = engine
         self.read_sql = str(read.compile(dialect=engine.dialect))
         self.write_sql = str(write.compile(dialect=engine.dialect))
-        self.json_params = json_columns
+        # parameter name -> True for a document (json text, keys kept in order), False
+        # for JSONB
+        self.json_params = json_params
+
+    def _adapt(self, name: str, value: Any) -> Any:
+        document = self.json_params.get(name)
+        if document is None or value is None:
+            return value
+        if document:
+            return Json(value, dumps=pydantic_core.to_json)
+        return Jsonb(value, dumps=pydantic_core.to_json)
 
     def read(self, instance_id: str) -> dict[str, Any] | None:
         """The snapshot row as a dict, or None."""
@@ -60,12 +81,7 @@ class FastPath:
 
     def write(self, params: dict[str, Any]) -> bool:
         """Run the conditional update-and-append; True if it wrote."""
-        adapted = {
-            k: Jsonb(v, dumps=pydantic_core.to_json)
-            if k in self.json_params and v is not None
-            else v
-            for k, v in params.items()
-        }
+        adapted = {k: self._adapt(k, v) for k, v in params.items()}
         raw = self.engine.raw_connection()
         try:
             conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]

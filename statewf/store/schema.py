@@ -2,7 +2,15 @@
 
 Tables are built per configuration (table-name prefix and, on PostgreSQL, schema),
 so statewf's tables sit beside an application's own without clashing.
-Postgres-only types are variants: JSONB on PostgreSQL, JSON text on SQLite.
+Postgres-only types are variants: JSONB on PostgreSQL, JSON text on SQLite, for
+the columns statewf queries into (configurations, labels, lists of names). The
+columns that hold the application's own documents (contexts, payloads, inputs,
+step results, meta, effect arguments, definitions) are ``json`` text on PostgreSQL
+since schema version 3, so that objects come back with their keys in the order
+they were written; JSONB reorders them.
+
+``build_tables(..., version=N)`` declares the tables as they were at schema version
+N, so each migration creates or changes exactly what its version declared.
 """
 
 from __future__ import annotations
@@ -30,7 +38,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 #: The schema version this code declares; migrations bring a database up to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: The schema version from which document columns are json text on PostgreSQL.
+DOCUMENTS_AS_TEXT = 3
 
 ID_LENGTH = 255
 
@@ -60,6 +71,21 @@ def json_type() -> Any:
     return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
+def document_type(version: int) -> Any:
+    """An application document: JSON text on both dialects (JSONB on PostgreSQL before v3)."""
+    return JSON(none_as_null=True) if version >= DOCUMENTS_AS_TEXT else json_type()
+
+
+def document_column(name: str, version: int, *, nullable: bool = True) -> Column[Any]:
+    """A column holding an application document, marked as such in its ``info``."""
+    return Column(name, document_type(version), nullable=nullable, info={"statewf_document": True})
+
+
+def is_document(column: Column[Any]) -> bool:
+    """Whether ``column`` holds an application document (kept as JSON text)."""
+    return bool(column.info.get("statewf_document"))
+
+
 @dataclass(frozen=True)
 class Tables:
     """The statewf tables for one prefix and schema."""
@@ -71,10 +97,13 @@ class Tables:
     effects: Table
     schema_version: Table
     workers: Table
+    prefix: str = "statewf_"
 
 
-def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
-    """Declare the current statewf tables under ``prefix`` (and Postgres ``schema``)."""
+def build_tables(
+    prefix: str = "statewf_", schema: str | None = None, *, version: int = SCHEMA_VERSION
+) -> Tables:
+    """Declare the statewf tables under ``prefix`` (and Postgres ``schema``), as of ``version``."""
     md = MetaData(schema=schema)
     instances = Table(
         f"{prefix}instances",
@@ -85,7 +114,7 @@ def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
         Column("kind", String(32), nullable=False),
         Column("state", Text, nullable=False),
         Column("configuration", json_type(), nullable=False),
-        Column("context", json_type(), nullable=False),
+        document_column("context", version, nullable=False),
         Column("status", String(32), nullable=False),
         Column("version", Integer, nullable=False),
         Column("resource_id", String(ID_LENGTH)),
@@ -114,13 +143,13 @@ def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
         Column("event", Text),
         Column("source", json_type(), nullable=False),
         Column("target", json_type(), nullable=False),
-        Column("payload", json_type()),
-        Column("context_set", json_type(), nullable=False),
+        document_column("payload", version),
+        document_column("context_set", version, nullable=False),
         Column("context_unset", json_type(), nullable=False),
         Column("status", String(32), nullable=False),
         Column("wake_at", UTCDateTime()),
         Column("key", Text),
-        Column("meta", json_type(), nullable=False),
+        document_column("meta", version, nullable=False),
         Column("created_at", UTCDateTime(), nullable=False),
         PrimaryKeyConstraint("instance_id", "seq", name=f"{prefix}transitions_pk"),
     )
@@ -130,7 +159,7 @@ def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
         Column("name", String(200), nullable=False),
         Column("version", String(200), nullable=False),
         Column("fingerprint", String(64), nullable=False),
-        Column("definition", json_type(), nullable=False),
+        document_column("definition", version, nullable=False),
         Column("registered_at", UTCDateTime(), nullable=False),
         PrimaryKeyConstraint("name", "version", name=f"{prefix}machines_pk"),
     )
@@ -144,7 +173,7 @@ def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
         Column("seq", Integer, nullable=False),
         Column("position", Integer, nullable=False),
         Column("name", String(200), nullable=False),
-        Column("args", json_type(), nullable=False),
+        document_column("args", version, nullable=False),
         Column("status", String(32), nullable=False),
         Column("attempts", Integer, nullable=False, server_default="0"),
         Column("last_error", Text),
@@ -177,4 +206,4 @@ def build_tables(prefix: str = "statewf_", schema: str | None = None) -> Tables:
         Column("stopped_at", UTCDateTime()),
         Index(f"{prefix}workers_heartbeat", "heartbeat_at"),
     )
-    return Tables(md, instances, transitions, machines, effects, schema_version, workers)
+    return Tables(md, instances, transitions, machines, effects, schema_version, workers, prefix)

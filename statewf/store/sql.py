@@ -42,7 +42,7 @@ from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, Stor
 from statewf.records import Instance, TransitionRecord
 from statewf.store import migrations, postgres, sqlite
 from statewf.store.effects import OutboxQueries, version_filter
-from statewf.store.schema import Tables, UTCDateTime, build_tables
+from statewf.store.schema import Tables, UTCDateTime, build_tables, is_document
 
 MAX_PAGE = 1000
 
@@ -520,8 +520,13 @@ class SqlStore:
         )
         self._fast: postgres.FastPath | None = None
         if self._autocommit is not None:
-            json_params = {f"i_{c.name}" for c in t.instances.c if _is_json(c.type)}
-            json_params |= {f"t_{c.name}" for c in t.transitions.c if _is_json(c.type)}
+            # JSON parameters, and whether each is a document (json text) or JSONB
+            json_params = {
+                f"{prefix}_{c.name}": is_document(c)
+                for prefix, table in (("i", t.instances), ("t", t.transitions))
+                for c in table.c
+                if _is_json(c.type)
+            }
             self._fast = postgres.FastPath(
                 self._autocommit, self._read_query, self._write_query, json_params
             )
