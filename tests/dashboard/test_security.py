@@ -124,8 +124,7 @@ def test_an_async_auth_callable_scopes_the_user(world: World) -> None:
 def test_the_cli_refuses_a_public_address_without_a_token(sqlite_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "STATEWF_DASHBOARD_TOKEN"}
     result = subprocess.run(
-        [sys.executable, "-m", "statewf.cli", "--database", sqlite_url, "dashboard"]
-        + ["--host", "0.0.0.0"],
+        [sys.executable, "-m", "statewf.cli", "-d", sqlite_url, "dashboard", "--host", "0.0.0.0"],
         capture_output=True,
         text=True,
         env=env,
