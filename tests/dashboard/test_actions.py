@@ -139,7 +139,7 @@ def test_the_live_stream_says_change_when_the_watched_run_changed(
                 break
     assert "event: change" in lines
     fresh = alice.get(path("runs", world.ids["waiting"]), headers={"x-live": "1"}).text
-    assert fresh.lstrip().startswith("<section class=\"top\">")  # only the live region
+    assert fresh.lstrip().startswith('<section class="top">')  # only the live region
     assert "<html" not in fresh
     assert "paused" in fresh
     assert alice.get("/live", params={"watch": "nonsense"}).status_code == 400

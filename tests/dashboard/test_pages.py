@@ -112,6 +112,10 @@ def test_run_pages_timeline_waits_actions_and_diagram(world: World, as_user: Cli
     svg = root.get(path("runs", world.ids["completed"], "diagram")).text
     assert svg.startswith("<svg")
     assert "3 of about 3 steps done" in svg
+    log = root.get(path("runs", world.ids["completed"], "log")).text
+    assert log.count("<tr>") >= 5  # the header, create, the steps, completed
+    assert "part-1" in log
+    assert "<html" not in log  # a fragment, loaded by the page after itself
     hostile_svg = root.get(path("runs", world.ids["failed"], "diagram")).text
     assert hostile_svg.startswith("<svg")
     assert "&lt;script&gt;" in hostile_svg
@@ -148,6 +152,7 @@ def test_a_tenant_sees_nothing_of_another_tenant(world: World, as_user: Clients)
         path("instances", world.ids["pending"], "diagram"),
         path("runs", world.ids["waiting"]),
         path("runs", world.ids["waiting"], "diagram"),
+        path("runs", world.ids["waiting"], "log"),
     ):
         refused = gina.get(url)
         assert refused.status_code == 404, url

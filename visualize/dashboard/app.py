@@ -248,6 +248,7 @@ def create_app(
         Route("/instances/{id:path}", g(pages.instance(dash))),
         Route("/runs", g(pages.runs(dash))),
         Route("/runs/{id:path}/diagram", g(pages.run_svg(dash))),
+        Route("/runs/{id:path}/log", g(pages.run_log(dash))),
         Route(
             "/runs/{id:path}/do/{action}",
             g(actions.run_action(dash), action=True),

@@ -227,10 +227,9 @@ def run(dash: Dashboard) -> Handler:
     async def page(request: Request, user: User) -> Response:
         run_id = request.path_params["id"]
         found = await dash.run_for(user, run_id)
-        progress, timeline, history, routes = await asyncio.gather(
+        progress, timeline, routes = await asyncio.gather(
             dash.client.check_progress(run_id),
             dash.client.get_timeline(run_id),
-            dash.engine.history_async(run_id),
             asyncio.to_thread(browse.routes, dash.engine, [run_id]),
         )
         waiting = found.waiting or {}
@@ -245,7 +244,6 @@ def run(dash: Dashboard) -> Handler:
             run=found,
             progress=progress,
             timeline=timeline,
-            history=history,
             route=routes.get(run_id, {}),
             approval=approval,
             waiting_event=event or None,
@@ -254,6 +252,17 @@ def run(dash: Dashboard) -> Handler:
         )
 
     return page
+
+
+def run_log(dash: Dashboard) -> Handler:
+    """Every row of the run's log, as an HTML fragment the run page loads after itself."""
+
+    async def fragment(request: Request, user: User) -> Response:
+        found = await dash.run_for(user, request.path_params["id"])
+        history = await dash.engine.history_async(found.id)
+        return dash.html(request, user, "run_log.html", history=history)
+
+    return fragment
 
 
 def run_svg(dash: Dashboard) -> Handler:

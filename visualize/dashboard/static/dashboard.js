@@ -14,8 +14,8 @@
   }
 
   function loadDiagrams(root) {
-    root.querySelectorAll("[data-diagram-src]").forEach(function (box) {
-      fetch(box.dataset.diagramSrc, { credentials: "same-origin" })
+    root.querySelectorAll("[data-src]").forEach(function (box) {
+      fetch(box.dataset.src, { credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
         .then(function (svg) { box.innerHTML = svg; box.classList.add("loaded"); })
         .catch(function () { box.classList.add("failed"); });
