@@ -32,6 +32,7 @@ from starlette.testclient import TestClient
 
 import durable
 import statewf
+from statewf import browse
 from visualize.dashboard import User, create_app
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -159,6 +160,16 @@ def main() -> None:
             f"seeded {args.instances:,} instances, {args.runs:,} runs and one 1,000-step run "
             f"in {time.perf_counter() - started:.0f} s (schema {schema})"
         )
+        for label, scope in (("every tenant", None), ("3 tenants", set(TENANTS[:3]))):
+            times = []
+            for _ in range(5):
+                begun = time.perf_counter()
+                browse.status_counts(engine, resource_ids=scope)
+                times.append((time.perf_counter() - begun) * 1000)
+            print(
+                f"overview counts, uncached (once per 5 s), {label}: "
+                f"{statistics.median(times):.1f} ms median"
+            )
         users = {"admin": User("admin"), "tenant": User("t", frozenset(TENANTS[:3]))}
         cursor_page = None
         for who, user in users.items():
