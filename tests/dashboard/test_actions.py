@@ -66,11 +66,17 @@ def test_cancel_pause_resume_fast_forward_trigger(world: World, as_user: Clients
     assert world.engine.get(run).status == "paused"
     assert post(alice, path("runs", run, "do", "resume")).status_code == 303
     assert world.engine.get(run).status != "paused"
+    assert rows(world, "waiting", "pause")[-1]["meta"] == {"by": "alice"}
+    assert rows(world, "waiting", "resume")[-1]["meta"]["by"] == "alice"
     triggered = post(
         alice, path("runs", run, "do", "trigger"), {"event": "note", "payload_json": '{"a": 1}'}
     )
     assert triggered.status_code == 303
-    assert rows(world, "waiting", "event")[-1] == {"event": "note", "payload": {"a": 1}, "meta": {}}
+    assert rows(world, "waiting", "event")[-1] == {
+        "event": "note",
+        "payload": {"a": 1},
+        "meta": {"by": "alice"},
+    }
     bad_json = post(
         alice,
         path("runs", run, "do", "trigger"),

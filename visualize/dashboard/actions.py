@@ -2,8 +2,8 @@
 
 Each action first loads its target as the user may see it, then calls the engine
 with that target's ``resource_id``, so a wrong tenant is refused twice. The acting
-user is recorded in the log: as the reviewer of an approval, and in the reason of a
-cancel, retry or discard.
+user is recorded in the log: as the reviewer of an approval, in the reason of a
+cancel, retry or discard, and as ``by`` of a pause, resume, fast-forward or event.
 """
 
 from __future__ import annotations
@@ -91,12 +91,12 @@ def run_action(dash: Dashboard) -> Handler:
         if name == "cancel":
             after = await c.cancel_workflow(run_id, resource_id=scope, reason=_by(user, reason))
         elif name == "pause":
-            after = await c.pause_workflow(run_id, resource_id=scope)
+            after = await c.pause_workflow(run_id, resource_id=scope, by=user.name)
         elif name == "resume":
-            after = await c.resume_workflow(run_id, resource_id=scope)
+            after = await c.resume_workflow(run_id, resource_id=scope, by=user.name)
         elif name == "fast-forward":
             data = payload_from(form, [])
-            after = await c.fast_forward_workflow(run_id, data, resource_id=scope)
+            after = await c.fast_forward_workflow(run_id, data, resource_id=scope, by=user.name)
         elif name == "retry":
             after = await c.retry_run(run_id, reason=_by(user, reason), resource_id=scope)
         elif name == "discard":
@@ -114,7 +114,7 @@ def run_action(dash: Dashboard) -> Handler:
             waiting = found.waiting or {}
             fields = fields_of(answer_schema(waiting)) if waiting.get("event") == event else []
             data = payload_from(form, fields)
-            after = await c.trigger_event(run_id, event, data, resource_id=scope)
+            after = await c.trigger_event(run_id, event, data, resource_id=scope, by=user.name)
         elif name == "approve":
             after = await c.approve(
                 run_id,
