@@ -88,6 +88,7 @@ def test_cancel_pause_resume_fast_forward_trigger(world: World, as_user: Clients
     assert post(alice, path("runs", run, "do", "fast-forward"), headers=JSON).json()["ok"]
     cancelled = post(alice, path("runs", run, "do", "cancel"), {"reason": "dup"}, headers=JSON)
     assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["moved"] is None
     (cancel,) = rows(world, "waiting", "cancel")
     assert cancel["meta"] == {"reason": "by alice: dup"}
     again = post(alice, path("runs", run, "do", "cancel"), headers=JSON)
@@ -113,6 +114,14 @@ def test_dead_letters_retry_discard_and_fork(world: World, as_user: Clients) -> 
     copy = world.engine.get(new_id)
     assert copy.machine == "report"
     assert copy.resource_id == "acme"
+    as_json = post(
+        alice,
+        path("runs", world.ids["completed"], "do", "fork"),
+        {"from_step": "part-0"},
+        headers=JSON,
+    ).json()
+    assert as_json["moved"] == path("runs", as_json["run"])  # the page goes to the new run
+    assert as_json["run"] not in (new_id, world.ids["completed"])
     missing = post(alice, path("runs", world.ids["completed"], "do", "fork"), headers=JSON)
     assert "choose the step" in missing.json()["error"]
 

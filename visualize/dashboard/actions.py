@@ -8,6 +8,7 @@ cancel, retry or discard, and as ``by`` of a pause, resume, fast-forward or even
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -55,7 +56,7 @@ def send(dash: Dashboard) -> Handler:
         event = str(form.get("event") or "").strip()
         if not event:
             raise InvalidInput(f"name the event to send to instance {instance_id!r}")
-        schemas = payload_schemas(dash.engine, current)
+        schemas = await asyncio.to_thread(payload_schemas, dash.engine, current)
         payload = payload_from(form, fields_of(schemas.get(event)))
         after = await dash.engine.send_async(
             instance_id, event, payload, resource_id=current.resource_id
@@ -133,6 +134,8 @@ def run_action(dash: Dashboard) -> Handler:
                 step=_text(form, "step"),
                 resource_id=scope,
             )
-        return done(request, to, run=after.id, status=after.status)
+        base = request.scope.get("root_path", "").rstrip("/")
+        moved = base + to if after.id != run_id else None
+        return done(request, to, run=after.id, status=after.status, moved=moved)
 
     return action

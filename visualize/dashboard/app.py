@@ -102,6 +102,8 @@ class Dashboard:
         if hit is not None and now - hit[0] < seconds:
             return hit[1]
         value = await asyncio.to_thread(fn)
+        if len(self._cache) > 1000:  # one entry per scope: forget them all now and then
+            self._cache.clear()
         self._cache[key] = (now, value)
         return value
 

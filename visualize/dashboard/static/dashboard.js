@@ -53,9 +53,8 @@
       .then(function (answer) {
         if (!answer.ok) { say(answer.error, true); return; }
         say("done" + (answer.status ? ": " + answer.status : ""), false);
-        if (answer.run && window.location.pathname.indexOf("/runs/") >= 0 &&
-            window.location.pathname !== base + "/runs/" + encodeURIComponent(answer.run)) {
-          window.location.href = base + "/runs/" + encodeURIComponent(answer.run);
+        if (answer.moved) {  // a fork: the new run's page
+          window.location.href = answer.moved;
           return;
         }
         const live = document.getElementById("live");
