@@ -57,8 +57,13 @@ def newest(
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[Instance]:
-    """A page of instances, newest first; ``waiting_for`` keeps runs whose wait's event
-    starts with that text (``"approval:"`` for approvals)."""
+    """A page of instances, newest first, and the cursor of the next (older) page.
+
+    ``state`` keeps instances in that state: for a statechart, with that path or a
+    path under it in their configuration (``"shipping"`` matches ``"shipping.packing"``).
+    ``waiting_for`` keeps runs whose wait's event starts with that text
+    (``"approval:"`` for approvals).
+    """
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE} (an int), got {limit!r}")
     statuses = [status] if isinstance(status, str) else list(status or [])

@@ -36,9 +36,11 @@ def list_newest(
     """One page of snapshots, newest first, and the cursor of the next (older) page."""
     c = tx.t.instances.c
     query = select(tx.t.instances)
-    for column, value in ((c.kind, kind), (c.machine, machine), (c.state, state), (c.queue, queue)):
+    for column, value in ((c.kind, kind), (c.machine, machine), (c.queue, queue)):
         if value is not None:
             query = query.where(column == value)
+    if state is not None:
+        query = query.where(_in_state(c.state, state))
     if statuses:
         query = query.where(c.status.in_(list(statuses)))
     if resource_ids is not None:
@@ -60,6 +62,18 @@ def list_newest(
     items = [instance_from_row(r) for r in rows[:limit]]
     more = len(rows) > limit
     return items, encode_cursor(items[-1].created_at, items[-1].id) if more else None
+
+
+def _in_state(label: Any, path: str) -> Any:
+    """The stored state label (active paths joined by ``,``) has ``path`` or a path under it."""
+    return or_(
+        label == path,
+        label.startswith(f"{path}.", autoescape=True),
+        label.startswith(f"{path},", autoescape=True),
+        label.endswith(f",{path}", autoescape=True),
+        label.contains(f",{path},", autoescape=True),
+        label.contains(f",{path}.", autoescape=True),
+    )
 
 
 def status_counts(
