@@ -21,6 +21,7 @@ def log_length(world: World, key: str) -> int:
 
 def test_no_user_is_refused_every_page_and_action(world: World, as_user: Clients) -> None:
     anonymous = as_user(None)
+    assert "sign in to the application first" in anonymous.get("/").text
     for url in ("/", "/instances", "/runs", "/tasks", path("runs", world.ids["waiting"])):
         assert anonymous.get(url).status_code == 401, url
     refused = anonymous.post(path("runs", world.ids["waiting"], "do", "cancel"), data={})
@@ -82,7 +83,7 @@ def test_wrong_tenant_actions_are_refused_and_change_nothing(
 def test_token_mode_needs_the_token_and_login_sets_a_cookie(world: World) -> None:
     app = create_app(world.engine, token="s3cret")
     with TestClient(app, client=("203.0.113.9", 5000), follow_redirects=False) as web:
-        assert web.get("/").status_code == 401
+        assert "/login?token=YOUR_TOKEN" in web.get("/").text
         assert web.get("/", headers={"authorization": "Bearer nope"}).status_code == 401
         assert web.get("/", headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert web.get("/login", params={"token": "nope"}).status_code == 401
@@ -97,7 +98,9 @@ def test_token_mode_needs_the_token_and_login_sets_a_cookie(world: World) -> Non
 def test_without_auth_only_loopback_clients_get_in(world: World) -> None:
     app = create_app(world.engine)
     with TestClient(app, client=("203.0.113.9", 5000)) as remote:
-        assert remote.get("/").status_code == 401
+        refused = remote.get("/")
+        assert refused.status_code == 401
+        assert "start it with --token SECRET" in refused.text
     with TestClient(app, client=("::1", 5000)) as local:
         page = local.get("/")
         assert page.status_code == 200

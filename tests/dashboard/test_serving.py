@@ -87,3 +87,9 @@ def test_statewf_dashboard_serves_the_database(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_the_public_names_are_pinned() -> None:
+    import visualize.dashboard
+
+    assert visualize.dashboard.__all__ == ["User", "create_app"]

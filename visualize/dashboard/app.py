@@ -150,7 +150,7 @@ class Dashboard:
     async def _answer(self, request: Request, handler: Handler, action: bool) -> Response:
         user = await self.authn.user(request)
         if user is None:
-            return self._refuse(request, 401, "sign in: open /login?token=... or send a token")
+            return self._refuse(request, 401, self._how_to_sign_in())
         if action:
             if self.read_only:
                 return self._refuse(request, 403, "this dashboard is read-only")
@@ -162,6 +162,19 @@ class Dashboard:
             return await handler(request, user)
         except StatewfError as exc:
             return self._failed(request, user, exc)
+
+    def _how_to_sign_in(self) -> str:
+        if self.authn.auth is not None:
+            return "not signed in, or not allowed here: sign in to the application first"
+        if self.authn.token is not None:
+            return (
+                "sign in: open /login?token=YOUR_TOKEN once, or send "
+                "'Authorization: Bearer YOUR_TOKEN'"
+            )
+        return (
+            "this dashboard answers only this machine; to open it to others, start it "
+            "with --token SECRET (or STATEWF_DASHBOARD_TOKEN) and sign in with it"
+        )
 
     def _wants_json(self, request: Request) -> bool:
         return request.headers.get("accept", "").startswith("application/json")
