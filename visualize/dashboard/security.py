@@ -15,8 +15,10 @@ import inspect
 import ipaddress
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from starlette.requests import HTTPConnection
+if TYPE_CHECKING:  # the CLI imports this module before it knows the extra is installed
+    from starlette.requests import HTTPConnection
 
 #: The cookie that carries the shared token after ``/login``.
 TOKEN_COOKIE = "statewf_dashboard_token"
@@ -50,7 +52,7 @@ class User:
 
 
 #: What an application passes as ``auth``: the user of a request, or None to refuse it.
-AuthCallable = Callable[[HTTPConnection], "User | Awaitable[User | None] | None"]
+AuthCallable = Callable[["HTTPConnection"], "User | Awaitable[User | None] | None"]
 
 
 def is_loopback(host: str | None) -> bool:
