@@ -93,7 +93,21 @@ async def report(ctx: durable.Context[dict[str, Any]]) -> int:
     return total
 
 
-WORKFLOWS = [refund, broken, report]
+class Arrival(BaseModel):
+    """What the ``delivery`` workflow waits for."""
+
+    carrier: str
+    boxes: int
+
+
+@durable.workflow("delivery")
+async def delivery(ctx: durable.Context[dict[str, Any]]) -> dict[str, Any]:
+    """Wait for the goods to arrive, then book them."""
+    arrived = await ctx.step.wait_for("arrival", event="arrived", schema=Arrival)
+    return {"booked": arrived.boxes}
+
+
+WORKFLOWS = [refund, broken, report, delivery]
 
 
 @dataclass
@@ -134,6 +148,7 @@ def seed(engine: statewf.Engine) -> World:
                 ),
                 "failed": await wf.start_workflow(broken, {}, resource_id="acme"),
                 "completed": await wf.start_workflow(report, {}, resource_id="acme"),
+                "event_waiting": await wf.start_workflow(delivery, {}, resource_id="acme"),
             }
             for key, run in made.items():
                 world.ids[key] = run.id

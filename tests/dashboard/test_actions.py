@@ -172,3 +172,29 @@ def test_every_action_form_carries_the_token(world: World, as_user: Clients) -> 
         forms = page.count('method="post"')
         assert forms > 0
         assert page.count(f'name="csrf" value="{token}"') == forms, url
+
+
+def test_answer_a_wait_from_its_schema_form(world: World, as_user: Clients) -> None:
+    alice = as_user("alice")
+    inbox = alice.get("/tasks", params={"kind": "event"}).text
+    assert world.ids["event_waiting"] in inbox
+    assert "Waiting for <code>arrived</code>" in inbox
+    assert 'name="f_carrier"' in inbox
+    assert 'name="f_boxes"' in inbox
+    assert world.ids["waiting"] not in inbox  # approvals are on the other tab
+    url = path("runs", world.ids["event_waiting"], "do", "trigger")
+    bad = post(alice, url, {"event": "arrived", "f_carrier": "dhl", "f_boxes": "two"}, headers=JSON)
+    assert bad.status_code == 400
+    assert "takes a whole number" in bad.json()["error"]
+    missing = post(alice, url, {"event": "arrived", "f_boxes": "2"}, headers=JSON)
+    assert missing.status_code == 400
+    assert missing.json()["error"].startswith("InvalidPayload")  # carrier is required
+    assert rows(world, "event_waiting", "event") == []
+    sent = post(alice, url, {"event": "arrived", "f_carrier": "dhl", "f_boxes": "2"}, headers=JSON)
+    assert sent.json()["ok"] is True
+    (event,) = rows(world, "event_waiting", "event")
+    assert event == {
+        "event": "arrived",
+        "payload": {"carrier": "dhl", "boxes": 2},
+        "meta": {"by": "alice"},
+    }
