@@ -11,7 +11,7 @@ from starlette.responses import Response
 from statewf import browse
 from visualize.dashboard.forms import fields_of
 from visualize.dashboard.live import token as live_token
-from visualize.dashboard.pages import PAGE_SIZE, RUN_KIND, _live_workers, _text
+from visualize.dashboard.pages import PAGE_SIZE, RUN_KIND, live_workers_of, query_text
 from visualize.dashboard.schemas import answer_schema
 from visualize.dashboard.security import User
 
@@ -23,16 +23,16 @@ def tasks(dash: Dashboard) -> Handler:
     """Runs waiting for a person: approvals (approve or reject) and events with an answer form."""
 
     async def page(request: Request, user: User) -> Response:
-        kind = _text(request, "kind") or "approval"
+        kind = query_text(request, "kind") or "approval"
         found = await asyncio.to_thread(
             browse.newest,
             dash.engine,
             kind=RUN_KIND,
             status="waiting",
-            machine=_text(request, "workflow"),
+            machine=query_text(request, "workflow"),
             waiting_for="approval:" if kind == "approval" else "",
-            resource_ids=user.scope(_text(request, "resource")),
-            cursor=_text(request, "cursor"),
+            resource_ids=user.scope(query_text(request, "resource")),
+            cursor=query_text(request, "cursor"),
             limit=PAGE_SIZE,
         )
         items: list[dict[str, Any]] = []
@@ -77,9 +77,9 @@ def dead_letters(dash: Dashboard) -> Handler:
             dash.engine,
             kind=RUN_KIND,
             status=statuses,
-            machine=_text(request, "workflow"),
-            resource_ids=user.scope(_text(request, "resource")),
-            cursor=_text(request, "cursor"),
+            machine=query_text(request, "workflow"),
+            resource_ids=user.scope(query_text(request, "resource")),
+            cursor=query_text(request, "cursor"),
             limit=PAGE_SIZE,
         )
         return dash.html(
@@ -93,7 +93,7 @@ def workers(dash: Dashboard) -> Handler:
     """Workers that heart-beat lately: queues, labels, held leases, last heartbeat."""
 
     async def page(request: Request, user: User) -> Response:
-        rows = await asyncio.to_thread(_live_workers, dash)
+        rows = await asyncio.to_thread(live_workers_of, dash)
         leases: dict[str, list[tuple[str, str, Any]]] = {}
         for row in rows:
             leases[str(row["id"])] = await asyncio.to_thread(

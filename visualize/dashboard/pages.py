@@ -38,13 +38,14 @@ RUN_STATUSES = (
 )
 
 
-def _text(request: Request, name: str) -> str | None:
+def query_text(request: Request, name: str) -> str | None:
+    """A query parameter, stripped; None when absent or empty."""
     value = request.query_params.get(name, "").strip()
     return value or None
 
 
 def _time(request: Request, name: str) -> datetime | None:
-    raw = _text(request, name)
+    raw = query_text(request, name)
     if raw is None:
         return None
     try:
@@ -74,7 +75,7 @@ def overview(dash: Dashboard) -> Handler:
             asyncio.to_thread(newest, kind=RUN_KIND, status="waiting", waiting_for="approval:"),
             asyncio.to_thread(newest, kind=RUN_KIND, status="dead"),
             asyncio.to_thread(newest, kind=RUN_KIND, status="failed"),
-            asyncio.to_thread(_live_workers, dash),
+            asyncio.to_thread(live_workers_of, dash),
         )
         return dash.html(
             request,
@@ -91,7 +92,8 @@ def overview(dash: Dashboard) -> Handler:
     return page
 
 
-def _live_workers(dash: Dashboard) -> list[dict[str, object]]:
+def live_workers_of(dash: Dashboard) -> list[dict[str, object]]:
+    """Workers that heart-beat in the last two minutes (durable's own query)."""
     from durable.worker import live_workers
 
     return live_workers(dash.engine)
@@ -99,8 +101,8 @@ def _live_workers(dash: Dashboard) -> list[dict[str, object]]:
 
 def _page_args(request: Request, user: User) -> dict[str, object]:
     return {
-        "resource_ids": user.scope(_text(request, "resource")),
-        "cursor": _text(request, "cursor"),
+        "resource_ids": user.scope(query_text(request, "resource")),
+        "cursor": query_text(request, "cursor"),
         "limit": PAGE_SIZE,
     }
 
@@ -109,13 +111,13 @@ def instances(dash: Dashboard) -> Handler:
     """Machine instances, newest first, filtered by machine, state, status and resource."""
 
     async def page(request: Request, user: User) -> Response:
-        status = _text(request, "status")
+        status = query_text(request, "status")
         found = await asyncio.to_thread(
             browse.newest,
             dash.engine,
             kind="machine",
-            machine=_text(request, "machine"),
-            state=_text(request, "state"),
+            machine=query_text(request, "machine"),
+            state=query_text(request, "state"),
             status=status,
             **_page_args(request, user),  # type: ignore[arg-type]
         )
@@ -142,7 +144,7 @@ def instance(dash: Dashboard) -> Handler:
         base = request.scope.get("root_path", "").rstrip("/")
         if current.kind == RUN_KIND:
             return RedirectResponse(f"{base}/runs/{instance_id}", status_code=303)
-        raw_seq = _text(request, "seq")
+        raw_seq = query_text(request, "seq")
         seq = None
         if raw_seq is not None:
             if not raw_seq.isdigit():
@@ -181,7 +183,7 @@ def instance_svg(dash: Dashboard) -> Handler:
     async def fragment(request: Request, user: User) -> Response:
         instance_id = request.path_params["id"]
         current = await dash.instance_for(user, instance_id)
-        raw = _text(request, "seq")
+        raw = query_text(request, "seq")
         seq = int(raw) if raw and raw.isdigit() else None
         draw = history_diagram if request.query_params.get("view") == "path" else instance_diagram
         diagram = await asyncio.to_thread(
@@ -200,9 +202,9 @@ def runs(dash: Dashboard) -> Handler:
             browse.newest,
             dash.engine,
             kind=RUN_KIND,
-            machine=_text(request, "workflow"),
-            status=_text(request, "status"),
-            queue=_text(request, "queue"),
+            machine=query_text(request, "workflow"),
+            status=query_text(request, "status"),
+            queue=query_text(request, "queue"),
             created_after=_time(request, "after"),
             created_before=_time(request, "before"),
             **_page_args(request, user),  # type: ignore[arg-type]
