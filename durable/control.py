@@ -94,7 +94,9 @@ def cancel(
         )
 
 
-def pause(store: SqlStore, run_id: str, resource_id: str | None, now: datetime) -> Instance:
+def pause(
+    store: SqlStore, run_id: str, resource_id: str | None, now: datetime, by: str | None = None
+) -> Instance:
     """Append a ``pause`` row (a no-op for a paused run); it stops at its next step."""
     with store.transaction() as tx:
         snap = _locked(tx, run_id, resource_id, "pause")
@@ -108,19 +110,23 @@ def pause(store: SqlStore, run_id: str, resource_id: str | None, now: datetime) 
             kind=KIND_PAUSE,
             status=PAUSED,
             wake_at=datetime.fromisoformat(deadline) if deadline else None,
-            meta={"by": "operator"},
+            meta={"by": by or "operator"},
             context_set={"waiting": {"kind": "pause", "external": True}},
         )
 
 
-def resume(store: SqlStore, run_id: str, resource_id: str | None, now: datetime) -> Instance:
+def resume(
+    store: SqlStore, run_id: str, resource_id: str | None, now: datetime, by: str | None = None
+) -> Instance:
     """Append a ``resume`` row to a paused run and make it due; a no-op otherwise."""
     with store.transaction() as tx:
         snap = _locked(tx, run_id, resource_id, "resume")
         if snap.status != PAUSED:
             return snap
         waiting = snap.context.get("waiting") or {}
-        meta = {"position": waiting["position"]} if "position" in waiting else {}
+        meta: dict[str, Any] = {"position": waiting["position"]} if "position" in waiting else {}
+        if by:
+            meta["by"] = by
         notify_wake(store, tx, run_id)
         return append_row(
             tx,
@@ -142,6 +148,7 @@ def trigger(
     data: Any,
     now: datetime,
     max_bytes: int,
+    by: str | None = None,
 ) -> Instance:
     """Append an ``event`` row; if the run waits for this event, make it due."""
     payload, _ = encode(data, what=f"data of event {event!r}", max_bytes=max_bytes)
@@ -177,11 +184,17 @@ def trigger(
             payload=payload,
             status=snap.status,
             wake_at=now if due else snap.wake_at,
+            meta={"by": by} if by else {},
         )
 
 
 def fast_forward(
-    store: SqlStore, run_id: str, resource_id: str | None, data: Any, now: datetime
+    store: SqlStore,
+    run_id: str,
+    resource_id: str | None,
+    data: Any,
+    now: datetime,
+    by: str | None = None,
 ) -> tuple[Instance, str | None]:
     """Release whatever the run waits on; the snapshot and the event to send, if any.
 
@@ -200,6 +213,8 @@ def fast_forward(
             meta: dict[str, Any] = {"position": waiting["position"]}
             if kind == "poll":
                 meta["data"], _ = encode(data, what="fast-forward data", max_bytes=1 << 20)
+            if by:
+                meta["by"] = by
             snap = append_row(
                 tx, snap, now, kind=KIND_FAST_FORWARD, status=WAITING, wake_at=now, meta=meta
             )

@@ -183,8 +183,9 @@ class WaitControl:
         data: Any = None,
         *,
         resource_id: str | None = None,
+        by: str | None = None,
     ) -> WorkflowRun:
-        """Send ``event`` with ``data`` to a run; the run after.
+        """Send ``event`` with ``data`` to a run; the run after (``by``: who, for the log).
 
         The event is recorded in the run's log. If the run waits for it, the run is
         resumed; otherwise the event is kept for the next ``wait_for`` of that name.
@@ -203,29 +204,39 @@ class WaitControl:
             data,
             self.host.clock.now(),
             self.host.max_bytes,
+            by,
         )
         self._wake_soon()
         return run_of(snap)
 
-    async def pause_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+    async def pause_workflow(
+        self, run_id: str, *, resource_id: str | None = None, by: str | None = None
+    ) -> WorkflowRun:
         """Pause a run: it stops at its next step boundary until :meth:`resume_workflow`."""
         check_id(run_id, "run id")
         snap = await self.host.db(
-            control.pause, self.host.store, run_id, resource_id, self.host.clock.now()
+            control.pause, self.host.store, run_id, resource_id, self.host.clock.now(), by
         )
         return run_of(snap)
 
-    async def resume_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+    async def resume_workflow(
+        self, run_id: str, *, resource_id: str | None = None, by: str | None = None
+    ) -> WorkflowRun:
         """Resume a paused run (paused from outside or by ``ctx.step.pause``)."""
         check_id(run_id, "run id")
         snap = await self.host.db(
-            control.resume, self.host.store, run_id, resource_id, self.host.clock.now()
+            control.resume, self.host.store, run_id, resource_id, self.host.clock.now(), by
         )
         self._wake_soon()
         return run_of(snap)
 
     async def fast_forward_workflow(
-        self, run_id: str, data: Any = None, *, resource_id: str | None = None
+        self,
+        run_id: str,
+        data: Any = None,
+        *,
+        resource_id: str | None = None,
+        by: str | None = None,
     ) -> WorkflowRun:
         """Satisfy whatever the run waits on now: a sleep ends, a wait gets an event
         with ``data``, a poll gets ``data`` as its result, a pause is resumed.
@@ -234,14 +245,20 @@ class WaitControl:
         """
         check_id(run_id, "run id")
         snap, event = await self.host.db(
-            control.fast_forward, self.host.store, run_id, resource_id, data, self.host.clock.now()
+            control.fast_forward,
+            self.host.store,
+            run_id,
+            resource_id,
+            data,
+            self.host.clock.now(),
+            by,
         )
         if event is not None:
             return await self.trigger_event(
-                run_id, event, {} if data is None else data, resource_id=resource_id
+                run_id, event, {} if data is None else data, resource_id=resource_id, by=by
             )
         if snap.status == "paused":
-            return await self.resume_workflow(run_id, resource_id=resource_id)
+            return await self.resume_workflow(run_id, resource_id=resource_id, by=by)
         self._wake_soon()
         return run_of(snap)
 
