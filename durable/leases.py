@@ -26,7 +26,7 @@ from typing import Any
 
 from durable.control import append_row, next_row
 from durable.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
-from statewf.clock import Clock
+from statewf.clock import Clock, SystemClock
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
 from statewf.store.leases import (
@@ -112,7 +112,11 @@ def claim(
     with store.transaction() as tx:
         if limits.any:
             lock_claims(tx, "limits")
-        now, lease_now = clock.now(), db_now(tx)
+        # on the wall clock, the engine's time is the database's too: a worker whose
+        # clock is off neither wakes waits early nor stamps rows out of order
+        system = isinstance(clock, SystemClock)
+        lease_now = db_now(tx)
+        now = lease_now if system else clock.now()
         scope: ClaimScope | None = claimer.scope
         running = (
             active_counts(tx, lease_now, by="queue", among=list(limits.queues))
@@ -138,7 +142,7 @@ def claim(
         taken = _within_limits(tx, candidates, limits, running, lease_now, limit)
         # the rows' time comes after every count read above (PostgreSQL reads each
         # statement's own snapshot): a release those counts saw happened before it
-        now = max(now, clock.now())
+        now = max(now, db_now(tx) if system else clock.now())
         dead: list[str] = []
         rows: list[TransitionRecord] = []
         held: list[tuple[Instance, Lease]] = []

@@ -86,13 +86,13 @@ class ClaimScope:
 def db_now(tx: Tx) -> datetime:
     """The database's clock, read in ``tx`` (UTC): every lease time is measured on it.
 
-    PostgreSQL: the server's ``now()`` (the transaction's start), the one clock every
-    worker shares. SQLite is a file on one machine: its processes share that
-    machine's clock already.
+    PostgreSQL: the server's ``clock_timestamp()`` (its current time, not the
+    transaction's start), the one clock every worker shares. SQLite is a file on one
+    machine: its processes share that machine's clock already.
     """
     if tx.dialect == "postgresql":
-        value = tx.conn.execute(select(func.now())).scalar_one()
-        return value.astimezone(UTC) if isinstance(value, datetime) else datetime.now(UTC)
+        value: datetime = tx.conn.execute(select(func.clock_timestamp())).scalar_one()
+        return value.astimezone(UTC)
     return datetime.now(UTC)
 
 
