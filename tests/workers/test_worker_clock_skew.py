@@ -36,7 +36,8 @@ def test_a_skewed_worker_takes_over_no_live_run(
     b = workers.spawn("b", concurrency=3, lease=LEASE, skew=skew)
     runs = wait_finished(pg, run_ids, timeout=60)
     assert {runs[r]["status"] for r in run_ids} == {"completed"}
-    assert a.alive() and b.alive()
+    assert a.alive()
+    assert b.alive()
     claims = [r for r in pg.log() if r["kind"] in ("claim", "recover")]
     takeovers = [r for r in claims if r["meta"].get("reason") == "takeover"]
     assert takeovers == [], "a live run was taken over"
