@@ -27,7 +27,14 @@ from durable.scheduling import stop_task
 from durable.writer import RunHost
 from statewf.errors import StatewfError
 from statewf.store import Tx
-from statewf.store.leases import ClaimScope, db_now, extend, release, release_all
+from statewf.store.leases import (
+    ClaimScope,
+    db_now,
+    expire_all,
+    extend,
+    release,
+    release_all,
+)
 
 log = logging.getLogger("durable")
 
@@ -55,7 +62,7 @@ class LeaseHolder:
     _tasks: dict[str, asyncio.Task[None]]
     _executors: dict[str, RunExecutor]
     _heartbeat: asyncio.Task[None] | None
-    #: runs whose execution crashed here: their leases are left to run out
+    #: runs whose execution crashed here: their leases are ended, not handed back
     _crashed: set[str]
 
     if TYPE_CHECKING:  # provided by WorkflowEngine and WaitControl
@@ -206,6 +213,9 @@ class LeaseHolder:
         try:
             with self.host.store.transaction() as tx:
                 count = release_all(tx, self.worker_id, keep=self._crashed)
+                # a crashed execution's lease ends, but is not handed back: the next
+                # claim (at once, by anyone) counts the crash
+                expire_all(tx, self.worker_id, db_now(tx), only=self._crashed)
         except StatewfError as exc:  # the leases run out by themselves
             log.warning("%s could not release its runs on closing: %s", self.worker_id, exc)
             return

@@ -271,8 +271,8 @@ def release(tx: Tx, owner: str, instance_ids: Collection[str]) -> list[tuple[str
 def release_all(tx: Tx, owner: str, *, keep: Collection[str] = ()) -> int:
     """Give up every lease ``owner`` holds (it stops) but ``keep``'s; how many there were.
 
-    ``keep``: runs whose execution crashed; their leases are left to run out, so the
-    next claim counts the crash.
+    ``keep``: runs whose execution crashed; end those with :func:`expire_all` instead,
+    so the next claim counts the crash.
     """
     c = tx.t.instances.c
     query = update(tx.t.instances).where(c.lease_owner == owner)
@@ -282,17 +282,29 @@ def release_all(tx: Tx, owner: str, *, keep: Collection[str] = ()) -> int:
     return int(result.rowcount)
 
 
-def expire_all(tx: Tx, owner: str, now: datetime, *, keep: Collection[str] = ()) -> int:
+def expire_all(
+    tx: Tx,
+    owner: str,
+    now: datetime,
+    *,
+    keep: Collection[str] = (),
+    only: Collection[str] | None = None,
+) -> int:
     """End every lease ``owner`` holds now (a restarted worker fences its previous self).
 
     The leases are not released: their runs are claimable at once, and the claim
     counts the interrupted execution as a crash and fences the old holder (new epoch).
-    ``keep``: runs the new incarnation executes already.
+    ``keep``: runs the new incarnation executes already; ``only``: just these runs
+    (those whose execution crashed in a closing engine).
     """
     c = tx.t.instances.c
     query = update(tx.t.instances).where(c.lease_owner == owner, c.lease_expires_at >= now)
     if keep:
         query = query.where(c.id.not_in(list(keep)))
+    if only is not None:
+        if not only:
+            return 0
+        query = query.where(c.id.in_(list(only)))
     result = tx.conn.execute(query.values(lease_expires_at=now - timedelta(microseconds=1)))
     return int(result.rowcount)
 

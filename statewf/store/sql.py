@@ -535,7 +535,7 @@ class SqlStore:
                 "(a lone surrogate?); pass valid Unicode text"
             ) from exc
         except DBAPIError as exc:
-            raise _wrap(exc, self.url) from exc
+            raise _wrap(exc, self.url, self.tables.transitions.name) from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database error on {self.url}: {exc}") from exc
 
@@ -572,11 +572,13 @@ def _wrap_driver(exc: psycopg.Error, url: str) -> StatewfError:
             "the database reported a conflicting concurrent write; retry the operation"
         )
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreError(f"database error on {url}: {type(exc).__name__}: {first_line}")
+    return StoreError(
+        f"database error on {url}: {type(exc).__name__}: {first_line}", sqlstate=exc.sqlstate
+    )
 
 
-def _wrap(exc: DBAPIError, url: str) -> StatewfError:
-    if _is_serialization_failure(exc):
+def _wrap(exc: DBAPIError, url: str, log_table: str) -> StatewfError:
+    if _is_serialization_failure(exc, log_table):
         return ConcurrencyConflict(
             "the database reported a conflicting concurrent write; retry the operation"
         )
@@ -586,11 +588,21 @@ def _wrap(exc: DBAPIError, url: str) -> StatewfError:
         if (exc.connection_invalidated)
         else ""
     )
-    return StoreError(f"database error on {url}: {type(exc.orig).__name__}: {first_line}{lost}")
+    return StoreError(
+        f"database error on {url}: {type(exc.orig).__name__}: {first_line}{lost}",
+        sqlstate=getattr(exc.orig, "sqlstate", None),
+    )
 
 
-def _is_serialization_failure(exc: DBAPIError) -> bool:
+def _is_serialization_failure(exc: DBAPIError, log_table: str) -> bool:
+    """A conflicting concurrent write: a serialization failure, a deadlock, or a log row
+    another writer appended first (the log's own unique key). A unique violation on
+    any other table (a transactional step's own SQL) is the caller's error, not this."""
     code = getattr(exc.orig, "sqlstate", None)
-    if code in ("40001", "40P01", "23505"):
+    if code in ("40001", "40P01"):
         return True
-    return "UNIQUE constraint failed" in str(exc.orig) and "transitions" in str(exc.orig)
+    if code == "23505":
+        diag = getattr(exc.orig, "diag", None)
+        return getattr(diag, "table_name", None) == log_table
+    text = str(exc.orig)
+    return "UNIQUE constraint failed" in text and f"{log_table}." in text
