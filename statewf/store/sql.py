@@ -520,8 +520,22 @@ class SqlStore:
             json_params = {f"i_{c.name}" for c in t.instances.c if _is_json(c.type)}
             json_params |= {f"t_{c.name}" for c in t.transitions.c if _is_json(c.type)}
             self._fast = postgres.FastPath(
-                self._autocommit, self._read_query, self._write_query, json_params
+                self._autocommit,
+                self._read_query,
+                self._write_query,
+                json_params,
+                on_lost=self._connections_lost,
             )
+
+    def _connections_lost(self) -> None:
+        """The server dropped a connection (it restarted): every pooled one is dead too.
+
+        Both pools start afresh, so the next call connects anew instead of failing once
+        per pooled connection. Connections in use are discarded when given back.
+        """
+        self.engine.dispose()
+        if self._autocommit is not self.engine:
+            self._autocommit.dispose()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -535,6 +549,8 @@ class SqlStore:
                 "(a lone surrogate?); pass valid Unicode text"
             ) from exc
         except DBAPIError as exc:
+            if exc.connection_invalidated and self.dialect == "postgresql":
+                self._connections_lost()
             raise _wrap(exc, self.url, self.tables.transitions.name) from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database error on {self.url}: {exc}") from exc
