@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -400,6 +401,13 @@ class SqlStore:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise InvalidInput(f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name}")
         self.engine: Engine = engine
+        # An in-memory database is one connection shared by every thread: its
+        # transactions must take turns (a file database has SQLite's write lock).
+        self._turns: threading.RLock | None = (
+            threading.RLock()
+            if engine.dialect.name == "sqlite" and sqlite.is_memory(str(engine.url))
+            else None
+        )
         # The fast path of send runs in autocommit on a pool of its own: switching a
         # pooled connection's isolation level per use costs round trips.
         self._autocommit: Engine = (
@@ -424,11 +432,20 @@ class SqlStore:
         ``readonly`` transactions do not take SQLite's write lock (``BEGIN`` rather
         than ``BEGIN IMMEDIATE``); on PostgreSQL they are ordinary transactions.
         """
-        with self._errors(), self.engine.connect() as conn:
+        with self._turn(), self._errors(), self.engine.connect() as conn:
             if readonly:
                 conn = conn.execution_options(statewf_readonly=True)
             with conn.begin():
                 yield Tx(conn, self.tables)
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Wait for this thread's turn on an in-memory database's one connection."""
+        if self._turns is None:
+            yield
+            return
+        with self._turns:
+            yield
 
     @property
     def conditional_writes(self) -> bool:
@@ -449,7 +466,7 @@ class SqlStore:
                 if row[column] is not None:
                     row[column] = row[column].astimezone(UTC)
             return Instance(**{f: row[f] for f in _INSTANCE_FIELDS})
-        with self._errors(), self._autocommit.connect() as conn:
+        with self._turn(), self._errors(), self._autocommit.connect() as conn:
             found = conn.execute(self._read_query, {"id": instance_id}).first()
         return instance_from_row(found) if found is not None else None
 

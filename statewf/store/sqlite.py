@@ -17,11 +17,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool, StaticPool
 
 
+def is_memory(url: str) -> bool:
+    """Whether ``url`` names an in-memory SQLite database (``sqlite://``)."""
+    return make_url(url).database in (None, "", ":memory:")
+
+
 def create(url: str, *, echo: bool = False) -> Engine:
     """An engine for a SQLite file (no pooling) or an in-memory database (one shared
-    connection, usable from any thread, so the async twins see the same database)."""
-    database = make_url(url).database
-    if database in (None, "", ":memory:"):
+    connection, usable from any thread, so the async twins see the same database).
+
+    One connection has one transaction at a time: the store serializes the
+    transactions of an in-memory database itself (:class:`~statewf.store.SqlStore`).
+    """
+    if is_memory(url):
         engine = create_engine(
             url, echo=echo, poolclass=StaticPool, connect_args={"check_same_thread": False}
         )
