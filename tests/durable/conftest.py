@@ -14,7 +14,6 @@ import statewf
 from statewf.testing import ManualClock
 from tests.conftest import database
 
-
 #: Modules whose tests use the database only through ``make_engine``: they run on the
 #: in-memory store too (the others open the database's URL a second time).
 MEMORY_MODULES = {
