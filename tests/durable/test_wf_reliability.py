@@ -207,3 +207,62 @@ def test_a_unique_violation_in_a_transactional_step_is_the_steps_error(
 
     asyncio.run(main())
     assert wf_flows.CALLS["insert"] == retries + 1  # its policy's attempts, no more
+
+
+# ---------------------------------------------------------------- events and schemas
+
+
+def confirm_flow() -> tuple[durable.Workflow[Any, Any], type[BaseModel]]:
+    """A run waiting for ``confirmed`` with a schema no other process can import."""
+
+    class Confirm(BaseModel):  # local: its import path leads nowhere
+        who: str
+        count: int
+
+    @durable.workflow("confirming")
+    async def flow(ctx: durable.Context[None]) -> Any:
+        got = await ctx.step.wait_for("confirm", event="confirmed", schema=Confirm)
+        return got.model_dump() if got is not None else None
+
+    return flow, Confirm
+
+
+def test_a_client_without_the_code_refuses_an_event_that_does_not_fit_the_wait(
+    make_engine: Make, db: dict[str, str | None]
+) -> None:
+    flow, _ = confirm_flow()
+
+    async def main() -> None:
+        async with make_engine(workflows=[flow]) as engine:
+            run = await engine.start_workflow(flow)
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the wait")
+            before = frozen(engine.engine, run.id)
+            async with durable.Client(engine.engine) as client:
+                with pytest.raises(statewf.InvalidPayload, match="count"):
+                    await client.trigger_event(run.id, "confirmed", {"who": "ops"})
+                assert frozen(engine.engine, run.id) == before
+                await client.trigger_event(run.id, "confirmed", {"who": "ops", "count": 2})
+            done = await engine.wait_for_run(run.id, timeout=30)
+            assert done.status == "completed"
+            assert done.output == {"who": "ops", "count": 2}
+
+    asyncio.run(main())
+
+
+def test_an_event_recorded_before_the_wait_never_fails_the_run(make_engine: Make) -> None:
+    flow, _ = confirm_flow()
+
+    async def main() -> None:
+        async with make_engine(workflows=[flow]) as engine:
+            run = await engine.start_workflow(flow)
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the wait")
+            await engine.pause_workflow(run.id)
+            # paused: the wait is not the run's current wait, nothing checks these
+            await engine.trigger_event(run.id, "confirmed", {"who": "early"})
+            await engine.trigger_event(run.id, "confirmed", {"who": "ops", "count": 1})
+            await engine.resume_workflow(run.id)
+            done = await engine.wait_for_run(run.id, timeout=30)
+            assert done.status == "completed", done.error
+            assert done.output == {"who": "ops", "count": 1}
+
+    asyncio.run(main())
