@@ -39,7 +39,7 @@ from statewf.records import (
     TransitionRecord,
 )
 from statewf.spec import Machine, ResolvedTimer, ResolvedTransition
-from statewf.values import stored_json
+from statewf.values import stored_json, too_deep
 
 #: Default cap on the JSON size of one event payload or context.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -195,6 +195,9 @@ def start(
             instance_id=instance_id,
         )
     raw = context.model_dump() if isinstance(context, BaseModel) else dict(context or {})
+    deep = too_deep(raw)  # before copying or validating it: deep data overflows the stack
+    if deep is not None:
+        raise InvalidInput(f"context {deep} ({where})", instance_id=instance_id)
     if spec.context is not None:
         try:
             ctx: Any = spec.context.model_validate(raw)
@@ -265,6 +268,9 @@ def decide(
             allowed=spec.events_from(state),
             **ids,
         )
+    deep = too_deep(payload)
+    if deep is not None:
+        raise InvalidPayload(f"event {event!r} rejected: payload {deep} ({where})", **ids)
     schema = options[0].payload
     if schema is not None:
         try:
