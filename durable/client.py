@@ -149,7 +149,7 @@ class Client(RunInspection, WaitControl, RunOperations):
             self.clock.now(),
         )
         snapshot = apply(None, record)
-        created, existing = await self.host.db(
+        created, existing, _ = await self.host.db(
             insert_run, self.engine.store, snapshot, record, route, True
         )
         if not created:

@@ -19,6 +19,7 @@ import pydantic_core
 from pydantic import BaseModel
 
 from durable.errors import ResultNotSerializable
+from statewf.values import stored_json
 
 
 def model_path(cls: type[BaseModel]) -> str:
@@ -30,21 +31,14 @@ def encode(value: Any, *, what: str, max_bytes: int) -> tuple[Any, str | None]:
     """The JSON form of ``value`` and, for a pydantic model, its import path."""
     model = model_path(type(value)) if isinstance(value, BaseModel) else None
     try:
-        if isinstance(value, BaseModel):
-            raw = value.model_dump_json().encode()
-        else:
-            raw = pydantic_core.to_json(value)
+        # a model's JSON dump would turn NaN into null silently: check its values
+        data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
     except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
         raise ResultNotSerializable(
             f"{what} of type {type(value).__name__} cannot be stored: {exc}. Return JSON "
             "data (dict, list, str, int, float, bool, None) or a pydantic model"
         ) from exc
-    if len(raw) > max_bytes:
-        raise ResultNotSerializable(
-            f"{what} is {len(raw)} bytes of JSON, over the {max_bytes}-byte limit; store "
-            "large data elsewhere and return a reference to it"
-        )
-    return pydantic_core.from_json(raw), model
+    return stored_json(data, what=what, max_bytes=max_bytes, error=ResultNotSerializable), model
 
 
 def decode(data: Any, model: str | None, result_type: type[BaseModel] | None = None) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import jsonschema
 from pydantic import ValidationError
 
 from durable.codec import encode, import_model
@@ -140,6 +141,42 @@ def resume(
         )
 
 
+def check_event(run_id: str, event: str, payload: Any, waiting: dict[str, Any]) -> None:
+    """Refuse (``InvalidPayload``) event data that does not fit the schema the run waits for.
+
+    With the workflow's code, the pydantic model checks it; without (a client in
+    another process, the CLI), the JSON Schema stored with the wait does.
+    """
+    model = import_model(waiting["schema"])
+    name = waiting["schema"].rpartition(":")[2]
+    if model is not None:
+        try:
+            model.model_validate(payload)
+            return
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+    elif waiting.get("json_schema"):
+        validator = jsonschema.Draft202012Validator(waiting["json_schema"])
+        errors = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+        if not errors:
+            return
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.absolute_path) or 'data'}: {e.message}"
+            for e in errors[:5]
+        )
+    else:
+        return  # a wait recorded before schemas were stored: the wait itself checks
+    raise InvalidPayload(
+        f"data of event {event!r} does not match {name} that run {run_id!r} waits for: "
+        f"{problems}; nothing was recorded",
+        instance_id=run_id,
+        event=event,
+    )
+
+
 def trigger(
     store: SqlStore,
     run_id: str,
@@ -157,21 +194,7 @@ def trigger(
         waiting = snap.context.get("waiting") or {}
         awaited = waiting.get("kind") == "wait" and waiting.get("event") == event
         if awaited and waiting.get("schema"):
-            model = import_model(waiting["schema"])
-            if model is not None:
-                try:
-                    model.model_validate(payload)
-                except ValidationError as exc:
-                    problems = "; ".join(
-                        f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}"
-                        for e in exc.errors()[:5]
-                    )
-                    raise InvalidPayload(
-                        f"data of event {event!r} does not match {model.__name__} that run "
-                        f"{run_id!r} waits for: {problems}; nothing was recorded",
-                        instance_id=run_id,
-                        event=event,
-                    ) from None
+            check_event(run_id, event, payload, waiting)
         due = awaited and snap.status == WAITING
         if due:
             notify_wake(store, tx, run_id)

@@ -15,6 +15,7 @@ from durable.errors import WorkflowDefinitionError
 from durable.retry import RetryPolicy, make_policy
 from statewf.decide import DEFAULT_MAX_PAYLOAD_BYTES
 from statewf.errors import InvalidInput
+from statewf.values import too_deep
 
 if TYPE_CHECKING:
     from durable.context import Context
@@ -39,6 +40,9 @@ def check_name(name: Any, what: str = "workflow name") -> str:
 
 def validate_input(name: str, adapter: TypeAdapter[Any] | None, data: Any, max_bytes: int) -> Any:
     """The JSON form of the input ``data`` of workflow ``name``, validated by ``adapter``."""
+    deep = too_deep(data)  # before validating: deep data overflows the validator's stack
+    if deep is not None:
+        raise InvalidInput(f"input of workflow {name!r} {deep}; no run was created", workflow=name)
     if adapter is not None:
         try:
             value = adapter.validate_python(data)

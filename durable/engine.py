@@ -310,15 +310,21 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
             self.clock.now(),
         )
         snapshot = apply(None, record)
-        until = self.lease_until()
         route = route_columns(wf.queue if queue is None else queue, priority, labels)
-        lease = {"lease_owner": self.worker_id, "lease_expires_at": until, "lease_epoch": 1}
-        created, existing = await self.host.db(
-            insert_run, self.engine.store, snapshot, record, {**route, **lease}
+        lease = {"lease_owner": self.worker_id, "lease_epoch": 1}
+        created, existing, until = await self.host.db(
+            insert_run,
+            self.engine.store,
+            snapshot,
+            record,
+            {**route, **lease},
+            False,
+            timedelta(seconds=self.lease_seconds),
         )
         if not created:
             assert existing is not None
             return run_of(existing)
+        assert until is not None
         executor = RunExecutor(self.host, wf, snapshot, [record])
         executor.lease = Lease(owner=self.worker_id, epoch=1, expires_at=until)
         self._spawn(executor)
@@ -348,6 +354,9 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
             if not executor.cancelled:
                 raise
         except (KeyboardInterrupt, SystemExit):
+            # the process goes down with the run in flight: its lease is left to run
+            # out, so the next claim (by any worker) counts this execution as a crash
+            self._crashed.add(run_id)
             raise
         except BaseException as exc:  # a crash: leave the run in progress, as a dead process would
             self._crashes[run_id] = exc

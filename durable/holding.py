@@ -21,13 +21,20 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from durable.leases import ClaimedRun, Claimer, Limits, claim, wall_now
+from durable.leases import ClaimedRun, Claimer, Limits, claim
 from durable.runner import RunExecutor
 from durable.scheduling import stop_task
 from durable.writer import RunHost
 from statewf.errors import StatewfError
 from statewf.store import Tx
-from statewf.store.leases import ClaimScope, extend, release, release_all
+from statewf.store.leases import (
+    ClaimScope,
+    db_now,
+    expire_all,
+    extend,
+    release,
+    release_all,
+)
 
 log = logging.getLogger("durable")
 
@@ -55,6 +62,8 @@ class LeaseHolder:
     _tasks: dict[str, asyncio.Task[None]]
     _executors: dict[str, RunExecutor]
     _heartbeat: asyncio.Task[None] | None
+    #: runs whose execution crashed here: their leases are ended, not handed back
+    _crashed: set[str]
 
     if TYPE_CHECKING:  # provided by WorkflowEngine and WaitControl
 
@@ -68,9 +77,9 @@ class LeaseHolder:
 
     # ------------------------------------------------------------ claiming
 
-    def lease_until(self) -> datetime:
-        """When a lease taken or extended now runs out."""
-        return wall_now() + timedelta(seconds=self.lease_seconds)
+    def lease_until(self, tx: Tx) -> datetime:
+        """When a lease taken or extended now (in ``tx``) runs out, on the database's clock."""
+        return db_now(tx) + timedelta(seconds=self.lease_seconds)
 
     def capacity(self) -> int:
         """How many more runs this engine may take now (its ``concurrency`` minus held runs)."""
@@ -154,7 +163,7 @@ class LeaseHolder:
 
     async def beat(self) -> set[str]:
         """Extend the leases of the runs executing here; the ids whose lease was lost."""
-        held = {rid for rid, ex in self._executors.items() if ex.lease is not None}
+        held = {rid: ex.lease.epoch for rid, ex in self._executors.items() if ex.lease is not None}
         count = len(self._executing())
         if not held and not self._records_beats():
             return set()
@@ -162,12 +171,12 @@ class LeaseHolder:
         def extend_sync() -> set[str]:
             # one transaction: the leases and (for a worker) its heartbeat row
             with self.host.store.transaction() as tx:
-                kept = extend(tx, self.worker_id, held, self.lease_until())
+                kept = extend(tx, self.worker_id, held, self.lease_until(tx))
                 self._record_beat(tx, count)
                 return kept
 
         kept = await self.host.db(extend_sync)
-        lost = held - kept
+        lost = set(held) - kept
         for run_id in lost:
             executor = self._executors.get(run_id)
             if executor is None or executor.lease is None:
@@ -203,7 +212,10 @@ class LeaseHolder:
         """Give up every lease this engine holds (when it closes); blocking."""
         try:
             with self.host.store.transaction() as tx:
-                count = release_all(tx, self.worker_id)
+                count = release_all(tx, self.worker_id, keep=self._crashed)
+                # a crashed execution's lease ends, but is not handed back: the next
+                # claim (at once, by anyone) counts the crash
+                expire_all(tx, self.worker_id, db_now(tx), only=self._crashed)
         except StatewfError as exc:  # the leases run out by themselves
             log.warning("%s could not release its runs on closing: %s", self.worker_id, exc)
             return

@@ -12,6 +12,8 @@ version it saw) and, on reloading, it finds the lease gone and stops.
 
 A run taken over ``crash_limit`` times without finishing one more step is not
 executed again: a ``dead_letter`` row moves it to the dead letters, with the reason.
+The count is kept in the log (the claim rows' context), whoever claims: a worker
+reclaiming its own run after a crash counts too.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from durable.control import append_row, next_row
 from durable.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
-from statewf.clock import Clock
+from statewf.clock import Clock, SystemClock
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
 from statewf.store.leases import (
@@ -34,6 +36,7 @@ from statewf.store.leases import (
     Lease,
     active_counts,
     claimable,
+    db_now,
     lock_claims,
     release,
     saturated,
@@ -41,11 +44,6 @@ from statewf.store.leases import (
 from statewf.store.runs import run_logs
 
 log = logging.getLogger("durable")
-
-
-def wall_now() -> datetime:
-    """The wall clock leases are measured on (UTC), whatever the engine's clock is."""
-    return datetime.now(UTC)
 
 
 #: Default lease: a worker that stops heart-beating loses its runs after this long.
@@ -106,7 +104,7 @@ def claim(
 
     Times are read inside the transaction, once its locks are held: ``clock`` (the
     engine's) decides which waits are due and stamps the rows; leases are measured
-    on the wall clock.
+    on the database's clock (:func:`~statewf.store.leases.db_now`).
     """
     if limit <= 0:
         return [], []
@@ -114,7 +112,11 @@ def claim(
     with store.transaction() as tx:
         if limits.any:
             lock_claims(tx, "limits")
-        now, lease_now = clock.now(), wall_now()
+        # on the wall clock, the engine's time is the database's too: a worker whose
+        # clock is off neither wakes waits early nor stamps rows out of order
+        system = isinstance(clock, SystemClock)
+        lease_now = db_now(tx)
+        now = lease_now if system else clock.now()
         scope: ClaimScope | None = claimer.scope
         running = (
             active_counts(tx, lease_now, by="queue", among=list(limits.queues))
@@ -140,17 +142,20 @@ def claim(
         taken = _within_limits(tx, candidates, limits, running, lease_now, limit)
         # the rows' time comes after every count read above (PostgreSQL reads each
         # statement's own snapshot): a release those counts saw happened before it
-        now = max(now, clock.now())
+        now = max(now, db_now(tx) if system else clock.now())
         dead: list[str] = []
         rows: list[TransitionRecord] = []
         held: list[tuple[Instance, Lease]] = []
         until = lease_now + claimer.lease_for
         for item in taken:
             snap = item.instance
+            # The lease was not handed back: the execution holding it crashed (its
+            # process died, or a step raised a BaseException), whoever claims now,
+            # the same worker included. Only a claimer's own stopped runs are not.
             takeover = (
                 item.previous_owner is not None
                 and snap.status in EXECUTING
-                and item.previous_owner != claimer.owner
+                and not (item.previous_owner == claimer.owner and snap.id in claimer.scope.own)
             )
             crashes = _crashes(snap, takeover)
             if takeover and crashes["count"] >= claimer.crash_limit:

@@ -47,7 +47,7 @@ from durable.records import (
 )
 from durable.replay import History
 from durable.retry import RetryPolicy, make_policy
-from durable.signals import Abort, Stop, Suspend, WorkflowSignal
+from durable.signals import Abort, ExecutionCrashed, Stop, Suspend, WorkflowSignal
 from durable.timing import sleep_until
 from durable.waits import WaitSpec, run_wait
 from durable.writer import LogWriteFailed, RunHost, RunWriter
@@ -160,6 +160,8 @@ class RunExecutor(RunWriter):
             return self._aborted(self.fatal)
         try:
             value = await self.workflow.fn(self.ctx)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            raise ExecutionCrashed(f"run {self.run_id!r} raised {exc!r}") from exc
         except WorkflowSignal as signal:
             if self.fatal is not None or isinstance(signal, Abort):
                 return self._aborted(signal)
@@ -427,6 +429,9 @@ class RunExecutor(RunWriter):
                     result, result_model = encode(
                         value, what=f"result of step {key!r}", max_bytes=self.host.max_bytes
                     )
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    # never out of a task as such: asyncio would take the worker down
+                    raise ExecutionCrashed(f"step {key!r} raised {exc!r}") from exc
                 except Exception as exc:
                     ended = clock.now()
                     error = error_of(exc, step=key)

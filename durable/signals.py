@@ -46,3 +46,13 @@ class Stop(WorkflowSignal):
     Raised when the engine finds, at a write, that the run is no longer its to
     continue; nothing more is written for this execution.
     """
+
+
+class ExecutionCrashed(BaseException):
+    """Workflow code raised ``SystemExit`` or ``KeyboardInterrupt``: this execution crashed.
+
+    Not a :class:`WorkflowSignal` and not a step failure: the run stays in progress
+    under its lease, which is left to run out, so the next claim (by any worker)
+    counts the crash and ``crash_limit`` of them dead-letter the run. The worker
+    itself goes on with its other runs instead of going down with this one.
+    """

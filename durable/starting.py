@@ -18,7 +18,7 @@ from statewf.engine import Engine, check_id
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.records import KIND_CREATE, Instance, TransitionRecord
 from statewf.store import SqlStore
-from statewf.store.leases import encode_labels
+from statewf.store.leases import db_now, encode_labels
 from statewf.store.runs import notify_wake
 
 #: Bounds of a run's priority (higher runs first).
@@ -100,28 +100,32 @@ def insert_run(
     record: TransitionRecord,
     columns: dict[str, Any],
     notify: bool = False,
-) -> tuple[bool, Instance | None]:
-    """Insert a new run; (True, None), or (False, the run) for a known idempotency key.
+    lease_for: timedelta | None = None,
+) -> tuple[bool, Instance | None, datetime | None]:
+    """Insert a new run: (True, None, lease expiry), or (False, the run, None) for a known key.
 
-    ``columns`` are extra instance columns (route, lease). ``notify`` tells idle
-    workers (PostgreSQL) that a run is waiting to be claimed.
+    ``columns`` are extra instance columns (route, lease owner). ``lease_for``: the
+    run is inserted leased until that long from now on the database's clock.
+    ``notify`` tells idle workers (PostgreSQL) that a run is waiting to be claimed.
     """
     key, resource = snapshot.idempotency_key, snapshot.resource_id
     with store.transaction() as tx:
         if key is not None:
             existing = tx.find_by_idempotency_key(snapshot.machine, key)
             if existing is not None:
-                return False, _same_owner(existing, key, resource)
-        if tx.insert_instance(snapshot, **columns):
+                return False, _same_owner(existing, key, resource), None
+        until = db_now(tx) + lease_for if lease_for is not None else None
+        extra = {**columns, "lease_expires_at": until} if until is not None else columns
+        if tx.insert_instance(snapshot, **extra):
             tx.append([record])
             if notify:
                 notify_wake(store, tx, snapshot.id)
-            return True, None
+            return True, None, until
     if key is not None:
         with store.transaction() as tx:
             existing = tx.find_by_idempotency_key(snapshot.machine, key)
         if existing is not None:
-            return False, _same_owner(existing, key, resource)
+            return False, _same_owner(existing, key, resource), None
     raise DuplicateInstance(
         f"a run or instance with id {snapshot.id!r} already exists; choose another "
         "run_id or omit it to get a generated one",

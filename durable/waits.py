@@ -11,6 +11,7 @@ holding its outcome, which later replays return from memory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +37,8 @@ from durable.signals import Suspend
 from statewf.errors import ConcurrencyConflict, InvalidPayload
 from statewf.records import Instance
 from statewf.store import Tx
+
+log = logging.getLogger("durable")
 
 if TYPE_CHECKING:
     from durable.runner import RunExecutor
@@ -108,6 +111,11 @@ async def run_wait(ex: RunExecutor, position: int, key: str, spec: WaitSpec) -> 
         elif spec.kind == KIND_WAIT:
             assert spec.event is not None
             event = ex.history.next_event(spec.event)
+            while event is not None and not _matches(ex, spec, event.seq, event.payload):
+                # recorded before this wait existed, unchecked: skipped, never the
+                # run's failure (deterministic: every replay skips it again)
+                ex.history.consumed.add(event.seq)
+                event = ex.history.next_event(spec.event)
             if event is not None:
                 ex.history.consumed.add(event.seq)
                 return await _deliver(ex, position, key, spec, event.payload, event.seq)
@@ -121,7 +129,10 @@ async def run_wait(ex: RunExecutor, position: int, key: str, spec: WaitSpec) -> 
             if timeout_at is not None:
                 meta["timeout_at"] = info["timeout_at"] = timeout_at.isoformat()
             if spec.schema is not None:
+                # the import path for clients with the code; the JSON Schema for any
+                # other process, so every client checks an event before recording it
                 info["schema"] = model_path(spec.schema)
+                info["json_schema"] = spec.schema.model_json_schema()
         elif spec.kind == KIND_PAUSE:
             if released is not None:
                 return await _finish(ex, position, key, spec, None, {})
@@ -174,6 +185,25 @@ async def _check(ex: RunExecutor, fn: Callable[..., Any]) -> tuple[Any, RunError
         return await invoke(fn, ()), None
     except Exception as exc:  # a failing check counts as "not yet"; its error is recorded
         return None, error_of(exc)
+
+
+def _matches(ex: RunExecutor, spec: WaitSpec, seq: int, data: Any) -> bool:
+    """Whether an event's data fits the wait's schema (any data fits no schema)."""
+    if spec.schema is None:
+        return True
+    try:
+        spec.schema.model_validate(data)
+    except ValidationError as exc:
+        log.warning(
+            "run %s: event %r (row %s) does not match %s (%s); the wait skips it",
+            ex.run_id,
+            spec.event,
+            seq,
+            spec.schema.__name__,
+            exc.errors()[0]["msg"],
+        )
+        return False
+    return True
 
 
 async def _deliver(

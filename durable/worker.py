@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from durable.engine import WorkflowEngine, WorkflowLike
-from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits, wall_now
+from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits
 from durable.observe import bind
 from durable.scheduling import stop_task
 from statewf.clock import Clock
@@ -38,7 +38,15 @@ from statewf.engine import Engine
 from statewf.errors import InvalidInput, StatewfError, StoreError
 from statewf.spec import Machine
 from statewf.store import Tx
-from statewf.store.leases import beat, held_by, list_workers, register_worker, stop_worker
+from statewf.store.leases import (
+    beat,
+    db_now,
+    expire_all,
+    held_by,
+    list_workers,
+    register_worker,
+    stop_worker,
+)
 
 log = logging.getLogger("durable.worker")
 
@@ -166,8 +174,8 @@ class Worker(WorkflowEngine):
         delay = 0.5
         while not self._stop.is_set():
             try:
+                await self._register()  # first: it ends a previous incarnation's leases
                 await self.start()
-                await self._register()
                 return True
             except StoreError as exc:
                 log.warning(
@@ -221,7 +229,6 @@ class Worker(WorkflowEngine):
     # ------------------------------------------------------------ the workers table
 
     async def _register(self) -> None:
-        now = wall_now()
         values: dict[str, Any] = {
             "id": self.worker_id,
             "host": socket.gethostname()[:255],
@@ -230,17 +237,29 @@ class Worker(WorkflowEngine):
             "labels": self.labels,
             "concurrency": self.concurrency or 0,
             "held": 0,
-            "started_at": now,
-            "heartbeat_at": now,
             "stopped_at": None,
         }
 
-        def insert() -> None:
+        def insert() -> int:
+            # A fixed worker id started again (pod-0 after a kill) takes its row back
+            # and ends its previous incarnation's leases: those runs are claimed at
+            # once, under a new epoch, and the interruption counts as a crash.
             with self.engine.store.transaction() as tx:
-                register_worker(tx, values)
+                now = db_now(tx)
+                register_worker(tx, {**values, "started_at": now, "heartbeat_at": now})
+                return expire_all(tx, self.worker_id, now, keep=mine)
 
-        await self.host.db(insert)
+        mine = self._executing()
+        ended = await self.host.db(insert)
         self._registered = True
+        if ended:
+            log.warning(
+                "worker %s: ended the leases of %s run(s) its previous incarnation held; "
+                "they are taken up again now",
+                self.worker_id,
+                ended,
+            )
+            self._wake_soon()
 
     async def _closing(self) -> None:
         await self._unregister()
@@ -251,7 +270,7 @@ class Worker(WorkflowEngine):
 
         def mark() -> None:
             with self.engine.store.transaction() as tx:
-                stop_worker(tx, self.worker_id, wall_now())
+                stop_worker(tx, self.worker_id, db_now(tx))
 
         try:
             await asyncio.to_thread(mark)
@@ -263,7 +282,7 @@ class Worker(WorkflowEngine):
 
     def _record_beat(self, tx: Tx, held: int) -> None:
         if self._registered:
-            beat(tx, self.worker_id, wall_now(), held)
+            beat(tx, self.worker_id, db_now(tx), held)
 
     # ------------------------------------------------------------ machine timers
 
@@ -313,10 +332,10 @@ def _queues(queues: Sequence[str | Queue]) -> tuple[list[str], dict[str, int]]:
 
 def live_workers(engine: Engine, *, within: float = 120.0) -> list[dict[str, Any]]:
     """Workers that heart-beat within the last ``within`` seconds, with the runs they hold."""
-    since = wall_now() - timedelta(seconds=within)
     with engine.store.transaction(readonly=True) as tx:
-        rows = list_workers(tx, since=since)
-        counts = held_by(tx, [r["id"] for r in rows], wall_now())
+        now = db_now(tx)
+        rows = list_workers(tx, since=now - timedelta(seconds=within))
+        counts = held_by(tx, [r["id"] for r in rows], now)
     for row in rows:
         row["held"] = counts.get(row["id"], 0)
     return rows

@@ -176,6 +176,8 @@ class RunWriter:
                     self._releasing = final and self.lease is not None
                     self.snapshot = await self.host.db(self._write_sync, make, needs_tx)
                 except ConcurrencyConflict:
+                    if self._in_make:
+                        raise  # the step's own code (its SQL, its own statewf call)
                     conflicts += 1
                     stale = True
                     if not retry:
@@ -194,8 +196,10 @@ class RunWriter:
                 except _PositionTaken as taken:
                     self._superseded(taken.position)
                 except StoreError as exc:
-                    if self._in_make:
-                        raise  # raised by the step's own code in its transaction
+                    if self._in_make or not exc.transient:
+                        # raised by the step's own code in its transaction, or the
+                        # database refused the row: trying again cannot help
+                        raise
                     if failures >= len(_STORE_BACKOFF):
                         self._give_up(exc, failures + 1)
                     delay = _STORE_BACKOFF[failures]

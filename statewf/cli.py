@@ -25,6 +25,7 @@ from statewf.engine import Engine
 from statewf.errors import StatewfError
 from statewf.records import Instance, TransitionRecord
 from statewf.spec import Machine
+from statewf.values import MAX_DEPTH
 
 
 class CliContext:
@@ -131,6 +132,11 @@ def parse_json(text: str | None, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise click.BadParameter(
+            f"{what} is nested too deep to read (stored values nest {MAX_DEPTH} levels "
+            "at most); flatten it"
+        ) from None
 
 
 def _default(value: Any) -> Any:
@@ -312,11 +318,13 @@ def history(obj: CliContext, instance_id: str, resource_id: str | None, as_json:
 @cli.command("state-at")
 @click.argument("instance_id")
 @click.argument("seq", type=int)
+@click.option("--resource", "resource_id", help="Only if the instance belongs to this resource.")
 @click.pass_obj
-def state_at(obj: CliContext, instance_id: str, seq: int) -> None:
+def state_at(obj: CliContext, instance_id: str, seq: int, resource_id: str | None) -> None:
     """Time travel: the instance as it was after transition SEQ."""
     with errors_as_messages():
-        show_instance(obj.engine().state_at(instance_id, seq), None)
+        engine = obj.engine()
+        show_instance(engine.state_at(instance_id, seq, resource_id=resource_id), None)
 
 
 @cli.command("list")
@@ -399,12 +407,21 @@ def effects() -> None:
 @effects.command("list")
 @click.option("--status", type=click.Choice(["pending", "done", "dead"]))
 @click.option("--instance", "instance_id")
+@click.option("--resource", "resource_id", help="Only if the instance belongs to this resource.")
 @click.option("--limit", default=100, show_default=True)
 @click.pass_obj
-def effects_list(obj: CliContext, status: str | None, instance_id: str | None, limit: int) -> None:
-    """List outbox rows."""
+def effects_list(
+    obj: CliContext,
+    status: str | None,
+    instance_id: str | None,
+    resource_id: str | None,
+    limit: int,
+) -> None:
+    """List outbox rows (with --resource: of one --instance of that resource)."""
     with errors_as_messages():
-        rows = obj.engine().effects(status=status, instance_id=instance_id, limit=limit)
+        rows = obj.engine().effects(
+            status=status, instance_id=instance_id, limit=limit, resource_id=resource_id
+        )
     for e in rows:
         err = f"  last error: {e.last_error}" if e.last_error else ""
         click.echo(

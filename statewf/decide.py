@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +39,7 @@ from statewf.records import (
     TransitionRecord,
 )
 from statewf.spec import Machine, ResolvedTimer, ResolvedTransition
+from statewf.values import stored_json, too_deep
 
 #: Default cap on the JSON size of one event payload or context.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -134,30 +134,9 @@ def _not_awaitable(result: Any, kind: str, hook: Hook) -> None:
         )
 
 
-#: A NUL escape in JSON text: ``\u0000`` preceded by an even number of backslashes.
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-
-
 def to_json(value: Any, *, what: str, max_bytes: int) -> Any:
     """``value`` as plain JSON data, or :class:`InvalidPayload` if it cannot be stored."""
-    try:
-        encoded = pydantic_core.to_json(value)
-    except pydantic_core.PydanticSerializationError as exc:
-        raise InvalidPayload(f"{what} is not JSON-serializable: {exc}") from exc
-    if len(encoded) > max_bytes:
-        raise InvalidPayload(
-            f"{what} is {len(encoded)} bytes of JSON, over the {max_bytes}-byte limit; "
-            "store large data elsewhere and send a reference",
-            size=len(encoded),
-        )
-    if _NUL_ESCAPE.search(encoded):
-        raise InvalidPayload(f"{what} contains a NUL character, which cannot be stored")
-    try:
-        return pydantic_core.from_json(encoded, allow_inf_nan=False)
-    except ValueError as exc:
-        raise InvalidPayload(
-            f"{what} contains NaN or Infinity, which JSON cannot store; send a finite number"
-        ) from exc
+    return stored_json(value, what=what, max_bytes=max_bytes, error=InvalidPayload)
 
 
 def _summary(exc: ValidationError) -> str:
@@ -226,6 +205,9 @@ def start(
             instance_id=error_id,
         )
     raw = context.model_dump() if isinstance(context, BaseModel) else dict(context or {})
+    deep = too_deep(raw)  # before copying or validating it: deep data overflows the stack
+    if deep is not None:
+        raise InvalidInput(f"context {deep} ({where})", instance_id=instance_id)
     if spec.context is not None:
         try:
             ctx: Any = spec.context.model_validate(raw)
@@ -296,6 +278,9 @@ def decide(
             allowed=spec.events_from(state),
             **ids,
         )
+    deep = too_deep(payload)
+    if deep is not None:
+        raise InvalidPayload(f"event {event!r} rejected: payload {deep} ({where})", **ids)
     schema = options[0].payload
     if schema is not None:
         try:

@@ -540,9 +540,18 @@ class Engine(TimerOperations):
         return self.outbox.dispatch(limit=limit, instance_id=instance_id, seq=seq)
 
     def effects(
-        self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        instance_id: str | None = None,
+        limit: int = 100,
+        resource_id: str | None = None,
     ) -> builtins.list[EffectRecord]:
-        """Outbox rows (pending, done or dead), oldest first."""
+        """Outbox rows (pending, done or dead), oldest first; ``resource_id`` scopes them."""
+        if resource_id is not None:
+            if instance_id is None:
+                raise InvalidInput("effects of one resource: pass the instance_id too")
+            self.get(instance_id, resource_id=resource_id)  # InstanceNotFound if not theirs
         return self.outbox.list(status=status, instance_id=instance_id, limit=limit)
 
     # ------------------------------------------------------------ lifecycle

@@ -95,6 +95,18 @@ class ConcurrencyConflict(StatewfError):
 class StoreError(StatewfError):
     """The database failed; the original driver error is the ``__cause__``."""
 
+    @property
+    def sqlstate(self) -> str | None:
+        """The database's SQLSTATE code, when it gave one."""
+        code = self.details.get("sqlstate")
+        return str(code) if code else None
+
+    @property
+    def transient(self) -> bool:
+        """Whether trying again may succeed: the database was away or busy, it did not
+        refuse the statement (SQLSTATE classes 22 data, 23 constraint, 42 syntax)."""
+        return not (self.sqlstate or "").startswith(("22", "23", "42"))
+
 
 class EffectFailed(StatewfError):
     """An outbox effect raised when dispatched; it stays pending and is retried."""

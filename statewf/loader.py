@@ -123,6 +123,11 @@ def parse_document(text: str, *, fmt: str) -> Any:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise SpecError(f"machine file is not valid {fmt.upper()}: {exc}") from exc
+    except RecursionError:
+        raise SpecError(_TOO_DEEP) from None
+
+
+_TOO_DEEP = "machine document is nested too deep to read; a machine spec nests states, not data"
 
 
 def _model(registry: Registry, name: str | None, where: str) -> type[BaseModel] | None:
@@ -208,6 +213,13 @@ def load_machine(
     source: str | Path | Mapping[str, Any], registry: Registry | None = None
 ) -> Machine:
     """Load a machine from a ``.yaml``/``.yml``/``.json`` file path or an already-parsed mapping."""
+    try:
+        return _load_machine(source, registry)
+    except RecursionError:  # a hostile document: deep nesting is a bad spec, not a crash
+        raise SpecError(_TOO_DEEP) from None
+
+
+def _load_machine(source: str | Path | Mapping[str, Any], registry: Registry | None) -> Machine:
     if isinstance(source, Mapping):
         return machine_from_mapping(source, registry)
     path = Path(source)

@@ -83,7 +83,16 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str
 
     Use as ``statewf.Engine(**db)``; parametrized over a SQLite file and Postgres.
     """
-    if request.param == "sqlite":
+    yield from database(request.param, tmp_path)
+
+
+def database(kind: str, tmp_path: Path) -> Iterator[dict[str, str | None]]:
+    """The ``db`` fixture's databases: ``sqlite`` (a file), ``postgres`` (a schema of its
+    own, dropped after) or ``memory`` (``sqlite://``, one per engine)."""
+    if kind == "memory":
+        yield {"url": "sqlite://", "schema": None}
+        return
+    if kind == "sqlite":
         yield {"url": f"sqlite:///{tmp_path / 'statewf.db'}", "schema": None}
         return
     require_postgres()

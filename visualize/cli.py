@@ -23,7 +23,9 @@ FORMAT_CHOICES = ("dot", "mermaid", "svg", "png", "pdf")
 @click.option("--history", "history_id", help="Draw the path this instance took.")
 @click.option("--run", "run_id", help="Draw this workflow run's steps and their status.")
 @click.option("--seq", type=int, help="With --instance/--history: as of transition SEQ.")
-@click.option("--resource", "resource_id", help="Only if the instance belongs to this resource.")
+@click.option(
+    "--resource", "resource_id", help="Only if the instance or run belongs to this resource."
+)
 @click.option("--version", "machine_version", help="With MACHINE: this version (default latest).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file.")
 @click.option(
@@ -65,7 +67,7 @@ def diagram(
         elif history_id is not None:
             result = history_diagram(engine, history_id, seq=seq, resource_id=resource_id)
         elif run_id is not None:
-            result = run_diagram(engine, run_id)
+            result = run_diagram(engine, run_id, resource_id=resource_id)
         else:
             result = machine_diagram(definition_for(engine, chosen[0], machine_version))
         emit(result, output, fmt)

@@ -224,18 +224,21 @@ def _statewf_engine(engine: WorkflowEngine | Engine) -> Engine:
     )
 
 
-def run_diagram(engine: WorkflowEngine | Engine, run_id: str) -> Diagram:
+def run_diagram(
+    engine: WorkflowEngine | Engine, run_id: str, *, resource_id: str | None = None
+) -> Diagram:
     """The diagram of a workflow run: its steps done / running / waiting / failed / not reached.
 
     ``engine`` is a :class:`durable.WorkflowEngine` or the :class:`statewf.Engine`
-    under it; the run is read synchronously from the database.
+    under it; the run is read synchronously from the database. With ``resource_id``,
+    a run of another resource is not found (``InstanceNotFound``).
     """
     db = _statewf_engine(engine)
-    snapshot = db.get(run_id)
+    snapshot = db.get(run_id, resource_id=resource_id)
     if snapshot.kind != RUN_KIND:
         raise VisualizeError(
             f"instance {run_id!r} is a {snapshot.kind} instance, not a workflow run; "
             "draw it with visualize.instance_diagram or visualize.history_diagram",
             instance_id=run_id,
         )
-    return Diagram(run_graph(snapshot, db.history(run_id)))
+    return Diagram(run_graph(snapshot, db.history(run_id, resource_id=resource_id)))

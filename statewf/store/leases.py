@@ -7,8 +7,11 @@ ends. A lease that ran out is claimable by anyone, through the same claim query:
 there is no reaper. Fencing is the caller's: the claim appends a log row, so every
 later write of the previous holder (conditional on the run's version) fails.
 
-Lease times are the workers' wall clocks (UTC); keep worker machines' clocks in
-sync (NTP) to well under a third of the lease.
+Lease times are the database's clock (:func:`db_now`: ``now()`` on the PostgreSQL
+server, read inside the transaction that uses it), never a worker's own: a worker
+whose clock runs ahead cannot see a live lease as run out, nor one behind grant a
+lease that is already over. Extending is fenced by the lease's epoch, so a previous
+incarnation of a worker (same id, restarted) cannot keep the new one's leases alive.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, literal, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from statewf.records import Instance
 from statewf.store.effects import version_filter
@@ -76,6 +81,19 @@ class ClaimScope:
     own: Collection[str] = ()
     #: queues whose global limit is reached right now
     closed_queues: Collection[str] = ()
+
+
+def db_now(tx: Tx) -> datetime:
+    """The database's clock, read in ``tx`` (UTC): every lease time is measured on it.
+
+    PostgreSQL: the server's ``clock_timestamp()`` (its current time, not the
+    transaction's start), the one clock every worker shares. SQLite is a file on one
+    machine: its processes share that machine's clock already.
+    """
+    if tx.dialect == "postgresql":
+        value: datetime = tx.conn.execute(select(func.clock_timestamp())).scalar_one()
+        return value.astimezone(UTC)
+    return datetime.now(UTC)
 
 
 def encode_labels(labels: Mapping[str, str] | None) -> list[str] | None:
@@ -214,14 +232,22 @@ def saturated(tx: Tx, now: datetime, limit: int) -> list[str]:
     return [str(r) for r in tx.conn.execute(query).scalars()]
 
 
-def extend(tx: Tx, owner: str, instance_ids: Collection[str], until: datetime) -> set[str]:
-    """Extend ``owner``'s leases on these instances; the ids it still holds."""
-    if not instance_ids:
+def extend(tx: Tx, owner: str, leases: Mapping[str, int], until: datetime) -> set[str]:
+    """Extend ``owner``'s leases (instance id -> epoch held); the ids it still holds.
+
+    A lease is extended only at the epoch its holder was granted: a run claimed again
+    since (by another worker, or by a restarted worker of the same id) is not.
+    """
+    if not leases:
         return set()
     c = tx.t.instances.c
+    by_epoch: dict[int, list[str]] = {}
+    for instance_id, epoch in leases.items():
+        by_epoch.setdefault(int(epoch), []).append(instance_id)
+    held = or_(*(and_(c.lease_epoch == e, c.id.in_(ids)) for e, ids in sorted(by_epoch.items())))
     rows = tx.conn.execute(
         update(tx.t.instances)
-        .where(c.id.in_(list(instance_ids)), c.lease_owner == owner)
+        .where(held, c.lease_owner == owner)
         .values(lease_expires_at=until)
         .returning(c.id)
     )
@@ -242,14 +268,44 @@ def release(tx: Tx, owner: str, instance_ids: Collection[str]) -> list[tuple[str
     return [(str(i), _utc(tx, w)) for i, w in rows]
 
 
-def release_all(tx: Tx, owner: str) -> int:
-    """Give up every lease ``owner`` holds (it stops); how many there were."""
+def release_all(tx: Tx, owner: str, *, keep: Collection[str] = ()) -> int:
+    """Give up every lease ``owner`` holds (it stops) but ``keep``'s; how many there were.
+
+    ``keep``: runs whose execution crashed; end those with :func:`expire_all` instead,
+    so the next claim counts the crash.
+    """
     c = tx.t.instances.c
-    result = tx.conn.execute(
-        update(tx.t.instances)
-        .where(c.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-    )
+    query = update(tx.t.instances).where(c.lease_owner == owner)
+    if keep:
+        query = query.where(c.id.not_in(list(keep)))
+    result = tx.conn.execute(query.values(lease_owner=None, lease_expires_at=None))
+    return int(result.rowcount)
+
+
+def expire_all(
+    tx: Tx,
+    owner: str,
+    now: datetime,
+    *,
+    keep: Collection[str] = (),
+    only: Collection[str] | None = None,
+) -> int:
+    """End every lease ``owner`` holds now (a restarted worker fences its previous self).
+
+    The leases are not released: their runs are claimable at once, and the claim
+    counts the interrupted execution as a crash and fences the old holder (new epoch).
+    ``keep``: runs the new incarnation executes already; ``only``: just these runs
+    (those whose execution crashed in a closing engine).
+    """
+    c = tx.t.instances.c
+    query = update(tx.t.instances).where(c.lease_owner == owner, c.lease_expires_at >= now)
+    if keep:
+        query = query.where(c.id.not_in(list(keep)))
+    if only is not None:
+        if not only:
+            return 0
+        query = query.where(c.id.in_(list(only)))
+    result = tx.conn.execute(query.values(lease_expires_at=now - timedelta(microseconds=1)))
     return int(result.rowcount)
 
 
@@ -292,8 +348,15 @@ def route_of(tx: Tx, instance_id: str) -> dict[str, Any]:
 
 
 def register_worker(tx: Tx, values: dict[str, Any]) -> None:
-    """Insert a worker's row (id, host, pid, queues, labels, concurrency, times)."""
-    tx.conn.execute(tx.t.workers.insert().values(values))
+    """Write a worker's row (id, host, pid, queues, labels, concurrency, times).
+
+    A worker id seen before (a restarted ``pod-0``) takes its row back: the row is
+    replaced, whoever wrote it.
+    """
+    insert = pg_insert if tx.dialect == "postgresql" else sqlite_insert
+    changed = {k: v for k, v in values.items() if k != "id"}
+    query = insert(tx.t.workers).values(values)
+    tx.conn.execute(query.on_conflict_do_update(index_elements=["id"], set_=changed))
 
 
 def beat(tx: Tx, worker_id: str, now: datetime, held: int) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 import pydantic_core
@@ -13,6 +14,8 @@ from sqlalchemy import Connection, Engine, Insert, Select, Table, func, select
 from sqlalchemy.schema import CreateSchema
 
 from statewf.store.schema import Tables
+
+T = TypeVar("T")
 
 
 def lock_for_migration(conn: Connection, tables: Tables) -> None:
@@ -46,11 +49,18 @@ class FastPath:
     them on the driver connection skips SQLAlchemy's per-call execution machinery,
     which costs more CPU than the round trip itself. Connections come from (and go
     back to) the store's autocommit pool; driver errors are left to the caller, which
-    wraps them.
+    wraps them. A connection found broken (the server restarted) is invalidated, not
+    returned, and ``on_lost`` is told, so the pools are refreshed at once: one failed
+    call, not one per pooled connection.
     """
 
     def __init__(
-        self, engine: Engine, read: Select[Any], write: Insert, json_params: dict[str, bool]
+        self,
+        engine: Engine,
+        read: Select[Any],
+        write: Insert,
+        json_params: dict[str, bool],
+        on_lost: Callable[[], None],
     ) -> None:
         self.engine = engine
         self.read_sql = str(read.compile(dialect=engine.dialect))
@@ -58,6 +68,7 @@ class FastPath:
         # parameter name -> True for a document (json text, keys kept in order), False
         # for JSONB
         self.json_params = json_params
+        self.on_lost = on_lost
 
     def _adapt(self, name: str, value: Any) -> Any:
         document = self.json_params.get(name)
@@ -67,26 +78,42 @@ class FastPath:
             return Json(value, dumps=pydantic_core.to_json)
         return Jsonb(value, dumps=pydantic_core.to_json)
 
-    def read(self, instance_id: str) -> dict[str, Any] | None:
-        """The snapshot row as a dict, or None."""
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         raw = self.engine.raw_connection()
         try:
-            conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+            result = work(raw.driver_connection)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            conn = raw.driver_connection
+            if isinstance(exc, psycopg.OperationalError) or getattr(conn, "broken", False):
+                raw.invalidate(exc)  # never back into the pool (no reset on a dead socket)
+                self.on_lost()
+            else:
+                raw.close()
+            raise
+        except BaseException:
+            raw.invalidate()
+            raise
+        raw.close()
+        return result
+
+    def read(self, instance_id: str) -> dict[str, Any] | None:
+        """The snapshot row as a dict, or None."""
+
+        def work(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(self.read_sql, {"id": instance_id}, prepare=True)
                 row: dict[str, Any] | None = cur.fetchone()
                 return row
-        finally:
-            raw.close()
+
+        return self._run(work)
 
     def write(self, params: dict[str, Any]) -> bool:
         """Run the conditional update-and-append; True if it wrote."""
         adapted = {k: self._adapt(k, v) for k, v in params.items()}
-        raw = self.engine.raw_connection()
-        try:
-            conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
             with conn.cursor() as cur:
                 cur.execute(self.write_sql, adapted, prepare=True)
                 return cur.fetchone() is not None
-        finally:
-            raw.close()
+
+        return self._run(work)

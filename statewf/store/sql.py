@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -391,6 +392,13 @@ class SqlStore:
         if schema is not None and engine.dialect.name == "sqlite":
             raise InvalidInput("schema= is for PostgreSQL; on SQLite use table_prefix= instead")
         self.engine: Engine = engine
+        # An in-memory database is one connection shared by every thread: its
+        # transactions must take turns (a file database has SQLite's write lock).
+        self._turns: threading.RLock | None = (
+            threading.RLock()
+            if engine.dialect.name == "sqlite" and sqlite.is_memory(str(engine.url))
+            else None
+        )
         # The fast path of send runs in autocommit on a pool of its own: switching a
         # pooled connection's isolation level per use costs round trips. An adopted
         # engine gets no second pool, and so no fast path: sends take the locked path.
@@ -416,11 +424,20 @@ class SqlStore:
         ``readonly`` transactions do not take SQLite's write lock (``BEGIN`` rather
         than ``BEGIN IMMEDIATE``); on PostgreSQL they are ordinary transactions.
         """
-        with self._errors(), self.engine.connect() as conn:
+        with self._turn(), self._errors(), self.engine.connect() as conn:
             if readonly:
                 conn = conn.execution_options(statewf_readonly=True)
             with conn.begin():
                 yield Tx(conn, self.tables)
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Wait for this thread's turn on an in-memory database's one connection."""
+        if self._turns is None:
+            yield
+            return
+        with self._turns:
+            yield
 
     @property
     def conditional_writes(self) -> bool:
@@ -441,7 +458,7 @@ class SqlStore:
                 if row[column] is not None:
                     row[column] = row[column].astimezone(UTC)
             return Instance(**{f: row[f] for f in _INSTANCE_FIELDS})
-        with self._errors(), self._single_statement() as conn:
+        with self._turn(), self._errors(), self._single_statement() as conn:
             found = conn.execute(self._read_query, {"id": instance_id}).first()
         return instance_from_row(found) if found is not None else None
 
@@ -528,8 +545,23 @@ class SqlStore:
                 if _is_json(c.type)
             }
             self._fast = postgres.FastPath(
-                self._autocommit, self._read_query, self._write_query, json_params
+                self._autocommit,
+                self._read_query,
+                self._write_query,
+                json_params,
+                on_lost=self._connections_lost,
             )
+
+    def _connections_lost(self) -> None:
+        """The server dropped a connection (it restarted): every pooled one is dead too.
+
+        Both pools start afresh, so the next call connects anew instead of failing once
+        per pooled connection. Connections in use are discarded when given back.
+        """
+        if self.owns_engine:  # an adopted engine's pool is invalidated by SQLAlchemy itself
+            self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -543,7 +575,9 @@ class SqlStore:
                 "(a lone surrogate?); pass valid Unicode text"
             ) from exc
         except DBAPIError as exc:
-            raise _wrap(exc, self.url) from exc
+            if exc.connection_invalidated and self.dialect == "postgresql":
+                self._connections_lost()
+            raise _wrap(exc, self.url, self.tables.transitions.name) from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database error on {self.url}: {exc}") from exc
 
@@ -622,11 +656,13 @@ def _wrap_driver(exc: psycopg.Error, url: str) -> StatewfError:
             "the database reported a conflicting concurrent write; retry the operation"
         )
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreError(f"database error on {url}: {type(exc).__name__}: {first_line}")
+    return StoreError(
+        f"database error on {url}: {type(exc).__name__}: {first_line}", sqlstate=exc.sqlstate
+    )
 
 
-def _wrap(exc: DBAPIError, url: str) -> StatewfError:
-    if _is_serialization_failure(exc):
+def _wrap(exc: DBAPIError, url: str, log_table: str) -> StatewfError:
+    if _is_serialization_failure(exc, log_table):
         return ConcurrencyConflict(
             "the database reported a conflicting concurrent write; retry the operation"
         )
@@ -636,11 +672,21 @@ def _wrap(exc: DBAPIError, url: str) -> StatewfError:
         if (exc.connection_invalidated)
         else ""
     )
-    return StoreError(f"database error on {url}: {type(exc.orig).__name__}: {first_line}{lost}")
+    return StoreError(
+        f"database error on {url}: {type(exc.orig).__name__}: {first_line}{lost}",
+        sqlstate=getattr(exc.orig, "sqlstate", None),
+    )
 
 
-def _is_serialization_failure(exc: DBAPIError) -> bool:
+def _is_serialization_failure(exc: DBAPIError, log_table: str) -> bool:
+    """A conflicting concurrent write: a serialization failure, a deadlock, or a log row
+    another writer appended first (the log's own unique key). A unique violation on
+    any other table (a transactional step's own SQL) is the caller's error, not this."""
     code = getattr(exc.orig, "sqlstate", None)
-    if code in ("40001", "40P01", "23505"):
+    if code in ("40001", "40P01"):
         return True
-    return "UNIQUE constraint failed" in str(exc.orig) and "transitions" in str(exc.orig)
+    if code == "23505":
+        diag = getattr(exc.orig, "diag", None)
+        return getattr(diag, "table_name", None) == log_table
+    text = str(exc.orig)
+    return "UNIQUE constraint failed" in text and f"{log_table}." in text

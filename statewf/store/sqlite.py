@@ -18,6 +18,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool, StaticPool
 
 
+def is_memory(url: str) -> bool:
+    """Whether ``url`` names an in-memory SQLite database (``sqlite://``)."""
+    return make_url(url).database in (None, "", ":memory:")
+
+
 def create(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:
     """An engine for a SQLite file (a pool of connections) or an in-memory database (one
     shared connection, usable from any thread, so the async twins see the same database).
@@ -25,10 +30,11 @@ def create(url: str, *, echo: bool = False, pool_size: int = 5) -> Engine:
     File connections are pooled: opening one costs its PRAGMAs, and closing the last
     connection of a WAL database checkpoints it, together about 1.2 ms per transaction
     that a pooled connection does not pay. A pooled connection serves one thread at a
-    time, so it may move between threads (``check_same_thread=False``).
+    time, so it may move between threads (``check_same_thread=False``). The one
+    connection of an in-memory database has one transaction at a time: the store
+    serializes them itself (:class:`~statewf.store.SqlStore`).
     """
-    database = make_url(url).database
-    if database in (None, "", ":memory:"):
+    if is_memory(url):
         engine = create_engine(
             url, echo=echo, poolclass=StaticPool, connect_args={"check_same_thread": False}
         )

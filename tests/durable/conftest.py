@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,38 @@ import wf_flows
 import durable
 import statewf
 from statewf.testing import ManualClock
+from tests.conftest import database
+
+#: Modules whose tests use the database only through ``make_engine``: they run on the
+#: in-memory store too (the others open the database's URL a second time).
+MEMORY_MODULES = {
+    "test_wf_basics",
+    "test_wf_observe",
+    "test_wf_replay",
+    "test_wf_retries_timeouts",
+    "test_wf_review_fixes",
+    "test_wf_scheduler_fixes",
+    "test_wf_units",
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str | None]]:
+    """The shared ``db`` fixture, plus the in-memory store (``sqlite://``)."""
+    yield from database(request.param, tmp_path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run only :data:`MEMORY_MODULES` on the in-memory store."""
+    keep, drop = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        memory = spec is not None and spec.params.get("db") == "memory"
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        (drop if memory and module not in MEMORY_MODULES else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True)

@@ -48,7 +48,9 @@ async def crash_then_recover(
     first = True
     for n, after in crashes:
         with crash_at_write(n, after_commit=after):
-            engine = make_engine(workflows=[pipeline5])
+            # every crash counts towards the dead letters (tested on their own): keep
+            # the limit above the crashes here, this property is about replay
+            engine = make_engine(workflows=[pipeline5], crash_limit=len(crashes) + 1)
             try:
                 await engine.start()
                 if first:
@@ -62,7 +64,8 @@ async def crash_then_recover(
         async with make_engine(workflows=[pipeline5], recover=False) as probe:
             status = (await probe.get_run(run_id)).status if not first else "running"
         assert status in ("running", "completed")  # in progress after a crash, never stuck
-    async with make_engine(workflows=[pipeline5]) as engine:  # a new engine: recovery
+    limit = len(crashes) + 1
+    async with make_engine(workflows=[pipeline5], crash_limit=limit) as engine:  # recovery
         if first:
             await engine.start_workflow("pipeline-5", ORDER, run_id=run_id)
         done = await engine.wait_for_run(run_id, timeout=30)

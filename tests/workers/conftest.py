@@ -243,10 +243,14 @@ class WorkerPool:
         shutdown_timeout: float = 5.0,
         wait_ready: bool = True,
         extra: list[str] | None = None,
+        worker_id: str | None = None,
+        skew: float = 0.0,
     ) -> WorkerProc:
         """Start ``worker_proc.py`` as worker ``name``; by default wait until it registered.
 
-        Its worker id is ``"<name>:<pid>"``; its output goes to ``<tmp_path>/<name>.log``.
+        Its worker id is ``worker_id`` or ``"<name>:<pid>"``; its output goes to
+        ``<tmp_path>/<name>.log``. ``skew``: seconds its wall clock runs ahead
+        (``skewed/sitecustomize.py``).
         """
         log_path = self.tmp_path / f"{name}.log"
         args = [
@@ -271,15 +275,17 @@ class WorkerPool:
             "--shutdown-timeout",
             str(shutdown_timeout),
             *(extra or []),
+            *(["--worker-id", worker_id] if worker_id else []),
         ]
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-        }
+        paths = [str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if skew:
+            paths.insert(0, str(HERE / "skewed"))
+            env["WORKER_PROC_SKEW"] = str(skew)
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         with log_path.open("ab") as out:
             proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        worker = WorkerProc(name, f"{name}:{proc.pid}", proc, log_path, args)
+        worker = WorkerProc(name, worker_id or f"{name}:{proc.pid}", proc, log_path, args)
         self.procs.append(worker)
         if wait_ready:
             self.wait_ready(worker)

@@ -6,8 +6,8 @@ Usage::
         [--queues default,q:4] [--concurrency 4] [--lease 1.5] [--poll 0.3] \
         [--crash-limit 3] [--shutdown-timeout 5]
 
-Its worker id is ``"<name>:<pid>"``. It logs (INFO, with times) to stderr and runs until
-SIGTERM/SIGINT (graceful stop, exit 0) or until it is killed.
+Its worker id is ``"<name>:<pid>"`` (or ``--worker-id``). It logs (INFO, with times) to
+stderr and runs until SIGTERM/SIGINT (graceful stop, exit 0) or until it is killed.
 
 Every step appends ``(run id, step key, pid, kind)`` to ``<schema>.ledger``:
 
@@ -59,6 +59,9 @@ steps = durable.ref("ledger-steps", input=StepsInput)
 slow = durable.ref("ledger-steps-slow", input=StepsInput, queue="slow")
 #: a step that SIGKILLs its own process on every attempt
 crasher = durable.ref("crasher", queue="crash")
+#: a step that raises a BaseException on every attempt: ``{"kind": "exit" | "interrupt"
+#: | "custom"}`` (SystemExit, KeyboardInterrupt, a BaseException subclass)
+raiser = durable.ref("raiser", queue="raise")
 
 SCHEMA = os.environ.get("WORKER_PROC_SCHEMA", "public")
 LEDGER_URL = ""
@@ -134,7 +137,26 @@ async def crash(ctx: durable.Context[Any]) -> str:
     return "unreachable"
 
 
+class Doom(BaseException):
+    """Not an Exception: like a signal a library raises from deep inside a step."""
+
+
+def raise_base(run_id: str, kind: str) -> None:
+    _POOL.insert(run_id, "raise")
+    if kind == "exit":
+        raise SystemExit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
+    raise Doom("the step raised a BaseException")
+
+
+async def raising(ctx: durable.Context[Any]) -> str:
+    await ctx.step.run("raise", raise_base, ctx.run_id, ctx.input["kind"])
+    return "unreachable"
+
+
 WORKFLOWS = [
+    raiser.implement(raising),
     steps.implement(run_steps, retries=8, retry_delay=0.5),
     slow.implement(run_steps, retries=8, retry_delay=0.5),
     crasher.implement(crash),
@@ -172,7 +194,7 @@ async def main(args: argparse.Namespace) -> None:
                 poll_interval=args.poll,
                 crash_limit=args.crash_limit,
                 shutdown_timeout=args.shutdown_timeout,
-                worker_id=f"{args.name}:{os.getpid()}",
+                worker_id=args.worker_id or f"{args.name}:{os.getpid()}",
             )
             await worker.run()
             return
@@ -200,6 +222,7 @@ if __name__ == "__main__":
     parser.add_argument("--poll", type=float, default=0.3)
     parser.add_argument("--crash-limit", type=int, default=3)
     parser.add_argument("--shutdown-timeout", type=float, default=5.0)
+    parser.add_argument("--worker-id", default=None)
     parsed = parser.parse_args()
     SCHEMA = parsed.schema
     LEDGER_URL = (
