@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from statewf.chart.model import Cancel, In, Raise, Send
 from statewf.engine import Engine
 from statewf.errors import (
     ActionFailed,
@@ -24,7 +25,7 @@ from statewf.errors import (
 from statewf.hooks import Effect, Registry, effect
 from statewf.loader import load_machine
 from statewf.records import EffectCall, Instance, Page, TransitionRecord
-from statewf.spec import Machine, State, Transition, transition
+from statewf.spec import History, Machine, State, Transition, transition
 
 try:
     __version__ = version("statewf")
@@ -33,6 +34,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ActionFailed",
+    "Cancel",
     "ConcurrencyConflict",
     "DuplicateInstance",
     "Effect",
@@ -41,6 +43,8 @@ __all__ = [
     "Engine",
     "EventRejected",
     "GuardRejected",
+    "History",
+    "In",
     "Instance",
     "InstanceFinished",
     "InstanceNotFound",
@@ -50,7 +54,9 @@ __all__ = [
     "MachineNotRegistered",
     "MachineVersionConflict",
     "Page",
+    "Raise",
     "Registry",
+    "Send",
     "SpecError",
     "State",
     "StatewfError",

@@ -80,6 +80,17 @@ class InstanceFinished(EventRejected):
     """The instance is in a final state and accepts no more events."""
 
 
+class EventDiscarded(EventRejected):
+    """No transition took the event and the machine discards such events (SCXML documents).
+
+    The engine does not raise it: ``send`` returns the unchanged snapshot.
+    """
+
+
+class MacrostepLimit(EventRejected):
+    """A statechart macrostep did not settle (an eventless or raise loop); nothing changed."""
+
+
 class ActionFailed(EventRejected):
     """A guard, entry/exit or transition action raised; the event was not applied."""
 
