@@ -33,6 +33,10 @@ class StatewfError(Exception):
 # ---------------------------------------------------------------- definition time
 
 
+class SpecWarning(UserWarning):
+    """A definition loads but looks wrong (e.g. an SCXML document with unreachable states)."""
+
+
 class SpecError(StatewfError):
     """A machine or workflow definition is malformed; raised when it is built or registered."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from pydantic import BaseModel
 
@@ -32,6 +32,8 @@ RESERVED_EVENT = "\x1f"
 class Raise:
     """Executable content: put ``event`` on the internal queue (handled before outside events)."""
 
+    _statewf_content: ClassVar[bool] = True
+
     event: str
 
 
@@ -46,6 +48,8 @@ class Send:
     ``id`` removes.
     """
 
+    _statewf_content: ClassVar[bool] = True
+
     event: str
     delay: Any = None
     id: str | None = None
@@ -56,12 +60,16 @@ class Send:
 class Cancel:
     """Executable content: cancel the delayed :class:`Send` with this ``id``, if still pending."""
 
+    _statewf_content: ClassVar[bool] = True
+
     id: str
 
 
 @dataclass(frozen=True)
 class Log:
     """Executable content: note ``label`` and ``expr`` in the row's microstep (nothing printed)."""
+
+    _statewf_content: ClassVar[bool] = True
 
     label: str = ""
     expr: str = ""
@@ -70,6 +78,8 @@ class Log:
 @dataclass(frozen=True)
 class In:
     """A guard true while the state with this id or path is active (SCXML's ``In()``)."""
+
+    _statewf_content: ClassVar[bool] = True
 
     state: str
 
