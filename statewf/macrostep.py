@@ -158,6 +158,8 @@ def decide_chart(
     ids = {"instance_id": snapshot.id, "event": event, "state": snapshot.state}
     where = f"instance {snapshot.id!r} of {compiled.spec.name!r} in {snapshot.state!r}"
     if snapshot.status == FINAL:
+        if chart.ignore_unmatched:  # a stopped SCXML session ignores what it is sent
+            raise EventDiscarded(f"event {event!r} was discarded: {where} is final", **ids)
         raise InstanceFinished(
             f"event {event!r} rejected: {where} is final and accepts no more events; "
             "create a new instance to continue",

@@ -147,6 +147,7 @@ class Interpreter:
         self._step = _Step(None)
         self._count = 0
         self._sends = 0
+        self.preempted: list[ChartTransition] = []
 
     # ------------------------------------------------------------ entry points
 
@@ -254,6 +255,11 @@ class Interpreter:
                     break
         return self._remove_conflicting(enabled)
 
+    def select(self, event: str) -> tuple[list[ChartTransition], list[ChartTransition]]:
+        """The transitions ``event`` would take now, and those it pre-empted (for tools)."""
+        _, chosen = self._select(Event(event))
+        return chosen, self.preempted
+
     def _remove_conflicting(self, enabled: list[ChartTransition]) -> list[ChartTransition]:
         filtered: list[ChartTransition] = []
         for t1 in enabled:
@@ -271,6 +277,7 @@ class Interpreter:
                 for t3 in to_remove:
                     filtered.remove(t3)
                 filtered.append(t1)
+        self.preempted = [t for t in enabled if t not in filtered]
         return filtered
 
     # ------------------------------------------------------------ microstep

@@ -110,4 +110,5 @@ def test_generated_ids_and_bare_ids_in_matches() -> None:
     assert isinstance(machine, engine_free)
     assert machine.chart is not None
     generated = [n.id for n in machine.chart.nodes if n.id.startswith("_")]
-    assert len(generated) == 3 and len(set(generated)) == 3
+    assert len(generated) == 3
+    assert len(set(generated)) == 3
