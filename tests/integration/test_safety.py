@@ -38,21 +38,14 @@ def bump_then_fail(ctx: Bag, ev: object) -> None:
     raise RuntimeError("after the change")
 
 
-nested = statewf.Machine(
-    "nested",
-    initial="a",
-    context=Bag,
-    states={
-        "a": statewf.State(
-            on={
-                "BUMP": statewf.transition(internal=True, action=bump_nested),
-                "FAIL": statewf.transition(internal=True, action=bump_then_fail),
-                "NOOP": statewf.transition(internal=True, action=lambda c, e: None),
-                "TYPO": statewf.transition(internal=True, action=lambda c, e: {"no_such_field": 1}),
-            }
-        ),
-    },
-)
+nested = statewf.Machine("nested", initial="a", context=Bag, states={
+    "a": statewf.State(on={
+        "BUMP": statewf.transition(internal=True, action=bump_nested),
+        "FAIL": statewf.transition(internal=True, action=bump_then_fail),
+        "NOOP": statewf.transition(internal=True, action=lambda c, e: None),
+        "TYPO": statewf.transition(internal=True, action=lambda c, e: {"no_such_field": 1}),
+    }),
+})
 
 
 def test_hooks_never_touch_the_stored_snapshot(db: dict[str, Any]) -> None:
@@ -71,7 +64,7 @@ def test_changing_a_returned_snapshot_changes_nothing_stored(db: dict[str, Any])
     engine = engine_for(db, nested)
     inst = engine.create(nested)
     after = engine.send(inst.id, "BUMP")
-    after.context["total"] = 999  # a caller scribbling on its copy
+    after.context["total"] = 999          # a caller scribbling on its copy
     after.context["data"]["x"]["n"] = 999
     engine.send(inst.id, "NOOP")
     assert engine.get(inst.id).context == {"data": {"x": {"n": 1}}, "total": 1}
@@ -91,14 +84,10 @@ def test_async_hooks_are_spec_errors() -> None:
         return False
 
     with pytest.raises(statewf.SpecError, match="async function"):
-        statewf.Machine(
-            "m",
-            initial="a",
-            states={"a": statewf.State(on={"GO": statewf.transition("a", guard=guard)})},
-        )
+        statewf.Machine("m", initial="a", states={
+            "a": statewf.State(on={"GO": statewf.transition("a", guard=guard)})})
 
     with pytest.raises(statewf.SpecError, match="async function"):
-
         @statewf.effect
         async def notify(call: statewf.EffectCall) -> None:
             return None
@@ -109,67 +98,46 @@ def test_effects_with_one_name_are_a_spec_error() -> None:
         @statewf.effect
         def send_mail(call: statewf.EffectCall) -> None:
             print(text)
-
         return send_mail  # type: ignore[no-any-return]
 
     with pytest.raises(statewf.SpecError, match="two different effects are named"):
-        statewf.Machine(
-            "m", initial="a", states={"a": statewf.State(on_enter=[make("hello"), make("bye")])}
-        )
+        statewf.Machine("m", initial="a", states={
+            "a": statewf.State(on_enter=[make("hello"), make("bye")])})
     with pytest.raises(statewf.SpecError, match="cannot be a guard"):
-        statewf.Machine(
-            "m",
-            initial="a",
-            states={"a": statewf.State(on={"GO": statewf.transition("a", guard=make("x"))})},
-        )
+        statewf.Machine("m", initial="a", states={
+            "a": statewf.State(on={"GO": statewf.transition("a", guard=make("x"))})})
 
 
 def test_a_due_timer_fires_before_an_event_is_decided(db: dict[str, Any]) -> None:
     clock = ManualClock()
-    order = statewf.Machine(
-        "unpaid",
-        initial="pending",
-        states={
-            "pending": statewf.State(on={"PAY": "paid"}, after={"7 days": "expired"}),
-            "paid": statewf.State(final=True),
-            "expired": statewf.State(final=True),
-        },
-    )
+    order = statewf.Machine("unpaid", initial="pending", states={
+        "pending": statewf.State(on={"PAY": "paid"}, after={"7 days": "expired"}),
+        "paid": statewf.State(final=True),
+        "expired": statewf.State(final=True),
+    })
     engine = engine_for(db, order, clock=clock)
     inst = engine.create(order)
-    clock.advance(timedelta(days=8))  # no scheduler ran
+    clock.advance(timedelta(days=8))             # no scheduler ran
     with pytest.raises(statewf.InstanceFinished):
         engine.send(inst.id, "PAY")
-    assert engine.get(inst.id).version == 1  # a rejected event writes nothing
+    assert engine.get(inst.id).version == 1      # a rejected event writes nothing
     assert engine.fire_due_timers() == 1
     assert engine.get(inst.id).state == "expired"
 
     # an accepted event commits the timers that came due before it, in order
-    reminded = statewf.Machine(
-        "reminded",
-        initial="open",
-        states={
-            "open": statewf.State(
-                on={"PAY": "paid"},
-                after={
-                    "1 day": statewf.transition(
-                        internal=True, action=lambda c, e: {"reminded": True}
-                    ),
-                },
-            ),
-            "paid": statewf.State(final=True),
-        },
-    )
+    reminded = statewf.Machine("reminded", initial="open", states={
+        "open": statewf.State(on={"PAY": "paid"}, after={
+            "1 day": statewf.transition(internal=True, action=lambda c, e: {"reminded": True}),
+        }),
+        "paid": statewf.State(final=True),
+    })
     engine.register(reminded)
     other = engine.create(reminded)
     clock.advance(timedelta(days=2))
     paid = engine.send(other.id, "PAY")
     assert (paid.state, paid.context) == ("paid", {"reminded": True})
     assert [(r.kind, r.event) for r in engine.history(other.id)] == [
-        ("create", None),
-        ("timer", "after 1 day"),
-        ("event", "PAY"),
-    ]
+        ("create", None), ("timer", "after 1 day"), ("event", "PAY")]
     assert engine.replay(other.id) == paid
 
 
@@ -177,15 +145,10 @@ def test_timers_of_unregistered_versions_do_not_block_or_spin(db: dict[str, Any]
     clock = ManualClock()
 
     def machine(version: str) -> statewf.Machine:
-        return statewf.Machine(
-            "versioned",
-            version=version,
-            initial="a",
-            states={
-                "a": statewf.State(after={"1 hour": "b"}, description=version),
-                "b": statewf.State(final=True),
-            },
-        )
+        return statewf.Machine("versioned", version=version, initial="a", states={
+            "a": statewf.State(after={"1 hour": "b"}, description=version),
+            "b": statewf.State(final=True),
+        })
 
     old = engine_for(db, machine("1"), clock=clock)
     for _ in range(3):
@@ -193,12 +156,12 @@ def test_timers_of_unregistered_versions_do_not_block_or_spin(db: dict[str, Any]
     new = engine_for(db, machine("2"), clock=clock)
     fresh = new.create(machine("2"))
     clock.advance(timedelta(hours=2))
-    assert new.fire_due_timers(limit=2) == 1  # v1 instances are not its business
+    assert new.fire_due_timers(limit=2) == 1     # v1 instances are not its business
     assert new.get(fresh.id).state == "b"
     assert new.next_wake_at() is None
     started = time.monotonic()
     new.run_timers(poll_interval=0.2, max_batches=3)
-    assert time.monotonic() - started >= 0.09  # it slept; it did not spin
+    assert time.monotonic() - started >= 0.09    # it slept; it did not spin
     assert old.fire_due_timers() == 3
 
 
@@ -212,11 +175,8 @@ def test_effects_run_once_each_with_concurrent_dispatchers(db: dict[str, Any]) -
             runs.append(call.idempotency_key)
         time.sleep(0.05)
 
-    machine = statewf.Machine(
-        "outboxed",
-        initial="a",
-        states={"a": statewf.State(on={"GO": statewf.transition(internal=True, action=slow)})},
-    )
+    machine = statewf.Machine("outboxed", initial="a", states={
+        "a": statewf.State(on={"GO": statewf.transition(internal=True, action=slow)})})
     engine = engine_for(db, machine, dispatch_effects=False)
     inst = engine.create(machine)
     for _ in range(6):
@@ -235,11 +195,8 @@ def test_send_does_not_raise_after_its_commit(db: dict[str, Any]) -> None:
     def ship(call: statewf.EffectCall) -> None:
         return None
 
-    machine = statewf.Machine(
-        "after-commit",
-        initial="a",
-        states={"a": statewf.State(on={"SHIP": statewf.transition(internal=True, action=ship)})},
-    )
+    machine = statewf.Machine("after-commit", initial="a", states={
+        "a": statewf.State(on={"SHIP": statewf.transition(internal=True, action=ship)})})
     engine = engine_for(db, machine)
     inst = engine.create(machine)
 
@@ -262,11 +219,8 @@ def test_registering_two_definitions_under_one_version_conflicts(db: dict[str, A
 
 
 def test_in_memory_sqlite_works_across_threads() -> None:
-    machine = statewf.Machine(
-        "mem",
-        initial="a",
-        states={"a": statewf.State(on={"GO": "b"}), "b": statewf.State(final=True)},
-    )
+    machine = statewf.Machine("mem", initial="a", states={
+        "a": statewf.State(on={"GO": "b"}), "b": statewf.State(final=True)})
     engine = engine_for({"url": "sqlite://"}, machine)
     inst = engine.create(machine)
     assert asyncio.run(engine.send_async(inst.id, "GO")).state == "b"

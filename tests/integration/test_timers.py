@@ -41,7 +41,7 @@ def test_timer_fires_when_due_and_not_before(db: dict[str, Any]) -> None:
     after = engine.get(inst.id)
     assert after.state == "waiting"
     assert after.context == {"reminders": 1}
-    assert after.wake_at == START + timedelta(days=7)  # the other timer keeps running
+    assert after.wake_at == START + timedelta(days=7)   # the other timer keeps running
     clock.set(START + timedelta(days=7))
     assert engine.fire_due_timers() == 1
     final = engine.get(inst.id)
@@ -56,7 +56,7 @@ def test_a_late_scheduler_fires_each_due_timer_once_in_order(db: dict[str, Any])
     clock = ManualClock(START)
     engine = make(db, clock)
     inst = engine.create(expiring)
-    clock.advance(timedelta(days=30))  # every process was down for a month
+    clock.advance(timedelta(days=30))   # every process was down for a month
     assert engine.fire_due_timers() == 1
     assert engine.fire_due_timers() == 1
     assert engine.fire_due_timers() == 0
@@ -118,24 +118,12 @@ def test_timers_survive_a_restart_in_another_process(db: dict[str, Any]) -> None
     url, schema = str(db["url"]), db["schema"] or ""
     script = str(HERE / "timer_machines.py")
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    created = subprocess.run(
-        [sys.executable, script, url, schema, "create", "3"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        timeout=60,
-    )
+    created = subprocess.run([sys.executable, script, url, schema, "create", "3"],
+                             capture_output=True, text=True, check=True, env=env, timeout=60)
     ids = created.stdout.split()
     when = (START + timedelta(days=8)).isoformat()
-    fired = subprocess.run(
-        [sys.executable, script, url, schema, "fire", when],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        timeout=60,
-    )
+    fired = subprocess.run([sys.executable, script, url, schema, "fire", when],
+                           capture_output=True, text=True, check=True, env=env, timeout=60)
     assert int(fired.stdout) == 6
     engine = make(db, ManualClock(START + timedelta(days=8)))
     assert {engine.get(i).state for i in ids} == {"expired"}
@@ -147,27 +135,14 @@ def test_two_schedulers_fire_every_timer_exactly_once(pg_schema: str) -> None:
 
     script = str(HERE / "timer_machines.py")
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    created = subprocess.run(
-        [sys.executable, script, PG_URL, pg_schema, "create", "40"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        timeout=60,
-    )
+    created = subprocess.run([sys.executable, script, PG_URL, pg_schema, "create", "40"],
+                             capture_output=True, text=True, check=True, env=env, timeout=60)
     ids = created.stdout.split()
     when = (START + timedelta(days=8)).isoformat()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, script, PG_URL, pg_schema, "fire", when],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(2)
-    ]
+    procs = [subprocess.Popen([sys.executable, script, PG_URL, pg_schema, "fire", when],
+                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     totals = [int(p.communicate(timeout=120)[0]) for p in procs]
-    assert sum(totals) == 80  # two timers for each of 40 instances, no more
+    assert sum(totals) == 80          # two timers for each of 40 instances, no more
     engine = statewf.Engine(PG_URL, schema=pg_schema, clock=ManualClock(START))
     tracked(engine)
     engine.register(expiring)
@@ -182,7 +157,7 @@ def test_run_timers_loop_stops(db: dict[str, Any]) -> None:
     engine.create(expiring)
     stop = threading.Event()
     engine.run_timers(poll_interval=0.01, stop=stop, max_batches=3)
-    assert engine.list(machine="expiring").items[0].context == {}  # created after the clock
+    assert engine.list(machine="expiring").items[0].context == {}   # created after the clock
     assert engine.next_wake_at() == START + timedelta(days=3)
 
 
@@ -202,11 +177,7 @@ def test_bad_delayed_transitions_are_spec_errors(state: statewf.State, problem: 
 
 def test_final_states_cannot_have_timers() -> None:
     with pytest.raises(statewf.SpecError, match="cannot have delayed transitions"):
-        statewf.Machine(
-            "bad",
-            initial="a",
-            states={
-                "a": statewf.State(on={"GO": "b"}),
-                "b": statewf.State(final=True, after={"1h": "a"}),
-            },
-        )
+        statewf.Machine("bad", initial="a", states={
+            "a": statewf.State(on={"GO": "b"}),
+            "b": statewf.State(final=True, after={"1h": "a"}),
+        })

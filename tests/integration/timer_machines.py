@@ -32,7 +32,8 @@ expiring = statewf.Machine(
     states={
         "waiting": statewf.State(
             on={"PAY": "paid", "POKE": statewf.transition(internal=True)},
-            after={"1 day": statewf.transition(internal=True, action=remind), "7 days": "expired"},
+            after={"1 day": statewf.transition(internal=True, action=remind),
+                   "7 days": "expired"},
         ),
         "paid": statewf.State(on={"REFUND": "waiting"}),
         "expired": statewf.State(final=True),
@@ -43,13 +44,11 @@ skipping = statewf.Machine(
     "skipping",
     initial="a",
     states={
-        "a": statewf.State(
-            after={
-                "1 hour": statewf.transition("b", guard=never),
-                "2 hours": statewf.transition("b", action=explode),
-                "3 hours": "c",
-            }
-        ),
+        "a": statewf.State(after={
+            "1 hour": statewf.transition("b", guard=never),
+            "2 hours": statewf.transition("b", action=explode),
+            "3 hours": "c",
+        }),
         "b": statewf.State(final=True),
         "c": statewf.State(final=True),
     },
@@ -59,11 +58,9 @@ skipping = statewf.Machine(
 def main() -> None:
     """``python timer_machines.py URL SCHEMA create N`` or ``... fire ISO_TIME``."""
     url, schema, command, arg = sys.argv[1:5]
-    engine = statewf.Engine(
-        url,
-        schema=schema or None,
-        clock=ManualClock(datetime.fromisoformat(arg) if command == "fire" else START),
-    )
+    engine = statewf.Engine(url, schema=schema or None,
+                            clock=ManualClock(datetime.fromisoformat(arg) if command == "fire"
+                                              else START))
     engine.register(expiring)
     if command == "create":
         for _ in range(int(arg)):
