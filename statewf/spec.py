@@ -549,7 +549,7 @@ class Machine:
             found: dict[str, None] = {}
             for n in (node, *reversed(node.ancestors)):
                 for ct in n.transitions:
-                    if ct.label:
+                    if ct.sendable:
                         found.update(dict.fromkeys(ct.events))
             return list(found)
         return list(self.transitions.get(state, {}))
@@ -562,7 +562,7 @@ class Machine:
     def events(self) -> list[str]:
         """Every event name the machine knows, sorted."""
         if self.chart is not None:
-            return sorted({e for t in self.chart.transitions() if t.label for e in t.events})
+            return sorted({e for t in self.chart.transitions() if t.sendable for e in t.events})
         return sorted({t.event for t in self.all_transitions()})
 
     def to_definition(self) -> dict[str, Any]:

@@ -116,6 +116,13 @@ class ChartTransition:
     in_nodes: dict[str, Node] = field(default_factory=dict)
 
     @property
+    def sendable(self) -> bool:
+        """True if an outside event can take it (not eventless, a timer or an ``on_done``)."""
+        return (
+            bool(self.events) and not self.exact and not self.events[0].startswith(RESERVED_EVENT)
+        )
+
+    @property
     def eventless(self) -> bool:
         """True for an eventless (``always``) transition."""
         return not self.events
