@@ -9,6 +9,7 @@ elements below, which the algorithm runs itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import timedelta
 from typing import Any, ClassVar, TypeAlias
 
@@ -152,12 +153,15 @@ class Node:
         """The node's own key in its parent."""
         return self.path.rsplit(".", 1)[-1] if self.parent is not None else ""
 
-    @property
+    @cached_property
     def states(self) -> list[Node]:
-        """The child states (``state``, ``parallel``, ``final``), without history nodes."""
+        """The child states (``state``, ``parallel``, ``final``), without history nodes.
+
+        Read only once the chart is built (the builder adds children before).
+        """
         return [c for c in self.children if c.kind != HISTORY]
 
-    @property
+    @cached_property
     def history_nodes(self) -> list[Node]:
         """The history pseudo-states directly inside this node."""
         return [c for c in self.children if c.kind == HISTORY]
