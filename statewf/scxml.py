@@ -27,13 +27,20 @@ from statewf.spec import History, Machine, State, Transition, transition
 
 SCXML_NS = "http://www.w3.org/2005/07/scxml"
 _INTERNAL = "#_internal"
-_SCXML_PROCESSOR = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor"
-_IN = re.compile(r"""^\s*In\(\s*(['"])([^'"]+)\1\s*\)\s*$""")
+_SCXML_PROCESSORS = (None, "http://www.w3.org/TR/scxml/#SCXMLEventProcessor", "scxml")
+_IN = re.compile(r"""^\s*(!|not\s+)?\s*In\(\s*(['"])([^'"]+)\2\s*\)\s*$""")
+_AND = re.compile(r"\s*(?:&&|\band\b)\s*")
+
+
+def never(ctx: Any, payload: Any) -> bool:
+    """The guard of ``cond="false"``."""
+    return False
 _DELAY = re.compile(r"^\s*(\d*\.?\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 _ALLOWED: dict[str, set[str]] = {
-    "scxml": {"initial", "name", "version", "datamodel", "binding"},
+    # profile and exmode come from earlier drafts of the recommendation
+    "scxml": {"initial", "name", "version", "datamodel", "binding", "profile", "exmode"},
     "state": {"id", "initial"},
     "parallel": {"id"},
     "final": {"id"},
@@ -48,6 +55,7 @@ _ALLOWED: dict[str, set[str]] = {
     "log": {"label", "expr"},
 }
 _STATES = {"state", "parallel", "final", "history"}
+FOREIGN = "(foreign)"
 _CONTENT = {"raise", "send", "cancel", "log"}
 
 
@@ -63,21 +71,22 @@ class _Reader:
         if el.tag.startswith(f"{{{SCXML_NS}}}"):
             return el.tag[len(SCXML_NS) + 2 :]
         if el.tag.startswith("{"):
-            return f"<foreign {el.tag}>"
+            return FOREIGN  # an element of another namespace: ignored (SCXML 3.1)
         return el.tag
 
     def check(self, el: ET.Element, where: str) -> str:
         tag = self.tag(el)
+        if tag == FOREIGN:
+            return tag
         allowed = _ALLOWED.get(tag)
         if allowed is None:
             self.problems.append(f"{where}: element <{tag}> is not supported")
             return tag
         for attr in el.attrib:
-            name = attr.split("}", 1)[-1] if attr.startswith("{") else attr
-            if attr.startswith("{") and attr.startswith("{http://www.w3.org/XML/1998"):
-                continue
-            if name not in allowed or attr.startswith("{"):
-                self.problems.append(f"{where}: attribute {name!r} of <{tag}> is not supported")
+            if attr.startswith("{"):
+                continue  # attributes of other namespaces are not SCXML's
+            if attr not in allowed:
+                self.problems.append(f"{where}: attribute {attr!r} of <{tag}> is not supported")
         return tag
 
     def new_id(self, tag: str) -> str:
@@ -137,6 +146,8 @@ class _Reader:
                 transitions.append(self.transition(child, where))
             elif ctag == "initial" and tag == "state":
                 initial = self.initial_element(child, where)
+            elif ctag == FOREIGN:
+                continue
             elif ctag not in _STATES or tag == "final":
                 self.problems.append(f"{where}: <{ctag}> cannot appear here")
         states = self.children(el, where) if tag != "final" else {}
@@ -173,19 +184,7 @@ class _Reader:
     def transition(self, el: ET.Element, where: str) -> Transition:
         where = f"{where} <transition event={el.get('event')!r}>"
         targets = [f"#{t}" for t in el.get("target", "").split()]
-        cond = el.get("cond")
-        guard: Any = None
-        if cond is not None:
-            match = _IN.match(cond)
-            if match:
-                guard = In(match.group(2))
-            elif re.fullmatch(r"[A-Za-z_][\w.\-]*", cond.strip()):
-                guard = cond.strip()
-            else:
-                self.problems.append(
-                    f"{where}: cond {cond!r} is neither a guard name nor In('id'); "
-                    "documents without a datamodel evaluate no expressions"
-                )
+        guard, unless = self.cond(el.get("cond"), where)
         kind = el.get("type", "external")
         if kind not in ("external", "internal"):
             self.problems.append(f"{where}: type must be 'external' or 'internal'")
@@ -194,9 +193,33 @@ class _Reader:
             targets or None,
             event=event,
             guard=guard,
+            unless=unless,
             action=self.content(el, where),
             type=kind if kind in ("external", "internal") else "external",
         )
+
+    def cond(self, cond: str | None, where: str) -> tuple[list[Any], list[Any]]:
+        """The guards and unless-guards of a ``cond``: In() terms, guard names, true/false."""
+        guards: list[Any] = []
+        unless: list[Any] = []
+        if cond is None or cond.strip() == "true":
+            return guards, unless
+        if cond.strip() == "false":
+            return [never], unless
+        for term in _AND.split(cond.strip()):
+            match = _IN.match(term)
+            if match:
+                (unless if match.group(1) else guards).append(In(match.group(3)))
+            elif re.fullmatch(r"[A-Za-z_][\w.\-]*", term) and term not in ("and", "or", "not"):
+                guards.append(term)
+            else:
+                self.problems.append(
+                    f"{where}: cond {cond!r} is not a guard name, In('id'), their "
+                    "conjunction or negation; documents without a datamodel evaluate no "
+                    "expressions"
+                )
+                break
+        return guards, unless
 
     def content(self, el: ET.Element, where: str) -> list[Any]:
         found: list[Any] = []
@@ -227,7 +250,7 @@ class _Reader:
         target = el.get("target")
         if target not in (None, _INTERNAL):
             self.problems.append(f"{where}: target {target!r} is not supported (only #_internal)")
-        if el.get("type") not in (None, _SCXML_PROCESSOR):
+        if el.get("type") not in _SCXML_PROCESSORS:
             self.problems.append(f"{where}: type {el.get('type')!r} is not supported")
         delay: timedelta | None = None
         if el.get("delay"):
@@ -261,18 +284,21 @@ def machine_from_scxml(
     reader = _Reader()
     if reader.check(root, "the document") != "scxml":
         raise SpecError(f"an SCXML document's root is <scxml>, not <{reader.tag(root)}>")
-    if root.get("datamodel") not in (None, "null"):
-        reader.problems.append(
-            f"datamodel {root.get('datamodel')!r} is not supported; only documents without "
-            "a datamodel (or datamodel='null') load"
-        )
     reader.collect_ids(root)
     for child in root:
         tag = reader.tag(child)
-        if tag not in _STATES or tag == "history":
+        if tag != FOREIGN and (tag not in _STATES or tag == "history"):
             reader.check(child, "<scxml>")
             reader.problems.append(f"<scxml>: <{tag}> cannot appear here")
     states = reader.children(root, "<scxml>")
+    declared = root.get("datamodel")
+    if reader.problems and declared not in (None, "null"):
+        # a declared datamodel is fine as long as nothing in the document needs it
+        reader.problems.insert(
+            0,
+            f"the document declares datamodel {declared!r} and uses it; statewf reads "
+            "documents without a datamodel",
+        )
     if reader.problems:
         raise SpecError(
             "SCXML document cannot be read: " + "; ".join(reader.problems),

@@ -112,3 +112,24 @@ def test_generated_ids_and_bare_ids_in_matches() -> None:
     generated = [n.id for n in machine.chart.nodes if n.id.startswith("_")]
     assert len(generated) == 3
     assert len(set(generated)) == 3
+
+
+def test_null_datamodel_conditions_and_legacy_attributes() -> None:
+    from tests.conformance.driver import Run, scxml
+
+    machine = scxml(
+        '<scxml xmlns="http://www.w3.org/2005/07/scxml" xmlns:x="urn:other" version="1.0"'
+        ' profile="ecmascript" datamodel="ecmascript" x:note="ignored">'
+        "<x:meta>ignored</x:meta>"
+        '<parallel id="p"><state id="r1"><state id="a"><transition event="go" target="b"/>'
+        '</state><state id="b"/></state>'
+        '<state id="r2"><state id="c">'
+        '<transition event="t" cond="false" target="fail"/>'
+        '<transition event="t" cond="!In(\'b\')" target="d"/>'
+        '<transition event="t" cond="In(\'b\') &amp;&amp; In(\'c\')" target="e"/>'
+        '</state><state id="d"/><state id="e"/><state id="fail"/></state></parallel></scxml>'
+    )
+    assert Run(machine).send("t").state_ids == ("a", "d")
+    run = Run(machine)
+    run.send("go")
+    assert run.send("t").state_ids == ("b", "e")
