@@ -23,11 +23,13 @@ from statewf.errors import SpecError, StatewfError
 from statewf.hooks import Effect, Hook, Registry, _as_list, _callable_name
 
 if TYPE_CHECKING:
-    from statewf.chart.model import Chart
+    from statewf.chart.model import Cancel, Chart, In, Log, Raise, Send
 
 GuardFn: TypeAlias = Callable[[Any, Any], bool]
 ActionFn: TypeAlias = Callable[[Any, Any], Any]
-HookRef: TypeAlias = "str | Callable[..., Any] | Effect"
+#: A guard, action or effect: a callable, an Effect, a registry name, or (in a
+#: statechart) SCXML content (Raise, Send, Cancel, Log) and the In() guard.
+HookRef: TypeAlias = "str | Callable[..., Any] | Effect | Raise | Send | Cancel | Log | In"
 HookRefs: TypeAlias = "HookRef | Sequence[HookRef] | None"
 
 MAX_NAME_LENGTH = 200
