@@ -252,11 +252,6 @@ def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine
     )
 
 
-def _scxml_name(text: str) -> str | None:
-    match = re.search(r"<scxml\b[^>]*?\sname\s*=\s*(['\"])(.*?)\1", text)
-    return match.group(2) if match else None
-
-
 def load_machine(
     source: str | Path | Mapping[str, Any], registry: Registry | None = None
 ) -> Machine:
@@ -268,10 +263,15 @@ def load_machine(
         return machine_from_mapping(source, registry)
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read machine file {str(path)!r}: {exc.strerror}") from exc
     if path.suffix.lower() in (".scxml", ".xml"):
-        return machine_from_scxml(text, registry, name=_scxml_name(text) or path.stem)
+        # bytes: the XML parser honours the document's encoding declaration and BOM
+        return machine_from_scxml(raw, registry, default_name=path.stem)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"machine file {str(path)!r} is not UTF-8: {exc}") from exc
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
     return machine_from_mapping(parse_document(text, fmt=fmt), registry)

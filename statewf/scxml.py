@@ -35,6 +35,8 @@ _AND = re.compile(r"\s*(?:&&|\band\b)\s*")
 def never(ctx: Any, payload: Any) -> bool:
     """The guard of ``cond="false"``."""
     return False
+
+
 _DELAY = re.compile(r"^\s*(\d*\.?\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -270,10 +272,12 @@ def machine_from_scxml(
     *,
     name: str | None = None,
     version: str | None = None,
+    default_name: str = "scxml",
 ) -> Machine:
     """Build a :class:`Machine` from the text of an SCXML document without a datamodel.
 
-    The name is ``name``, else the document's ``name`` attribute, else ``"scxml"``; the
+    The name is ``name``, else the document's ``name`` attribute, else ``default_name``
+    (``load_machine`` passes the file's stem); the
     version is ``version``, else a hash of the document, so a changed document is a
     new version and its running instances keep the one they started with.
     """
@@ -313,7 +317,7 @@ def machine_from_scxml(
     )
     raw = text.encode() if isinstance(text, str) else text
     machine = Machine(
-        name or root.get("name") or "scxml",
+        name or root.get("name") or default_name,
         version=version or hashlib.sha256(raw).hexdigest()[:12],
         initial=initial,
         states=states,

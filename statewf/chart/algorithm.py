@@ -216,7 +216,8 @@ class Interpreter:
 
     def _check(self, t: ChartTransition, guard: Hook | In) -> bool:
         if isinstance(guard, In):
-            return t.in_nodes[guard.state] in self.configuration
+            node = t.in_nodes.get(guard.state)  # None: a name no state has (SCXML: false)
+            return node is not None and node in self.configuration
         return self.runner.check(guard)
 
     def _atomic(self) -> list[Node]:

@@ -52,6 +52,8 @@ class ChartBuilder:
         self.by_id: dict[str, Node] = {}
         self.payloads: dict[str, Any] = {}
         self._specs: list[tuple[Node, State | History]] = []
+        #: SCXML semantics for names: In() of an id no state has is false, not an error
+        self.lenient = False
 
     # ------------------------------------------------------------ tree
 
@@ -59,6 +61,7 @@ class ChartBuilder:
         self, initial: str | Sequence[str], states: Mapping[str, Any], *, ignore_unmatched: bool
     ) -> Chart:
         """The compiled chart (check ``problems`` afterwards)."""
+        self.lenient = ignore_unmatched
         root = Node(id="", path="", kind=COMPOUND, parent=None, order=0)
         self._add_children(root, states)
         for node, spec in self._specs:
@@ -307,9 +310,9 @@ class ChartBuilder:
         for guard in guards:
             if isinstance(guard, In):
                 hit = self.by_id.get(guard.state) or self.by_path.get(guard.state)
-                if hit is None:
+                if hit is None and not self.lenient:
                     self.problems.append(f"{where}: In({guard.state!r}) names no state")
-                else:
+                elif hit is not None:
                     found[guard.state] = hit
         return found
 

@@ -9,8 +9,8 @@ elements below, which the algorithm runs itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, ClassVar, TypeAlias
 
 from pydantic import BaseModel

@@ -20,6 +20,7 @@ import pytest
 
 import statewf
 from statewf.testing import ManualClock
+from tests.conformance.driver import Run
 from tests.conftest import tracked
 
 CASES = Path(__file__).parent / "cases"
@@ -115,7 +116,7 @@ def test_generated_ids_and_bare_ids_in_matches() -> None:
 
 
 def test_null_datamodel_conditions_and_legacy_attributes() -> None:
-    from tests.conformance.driver import Run, scxml
+    from tests.conformance.driver import scxml
 
     machine = scxml(
         '<scxml xmlns="http://www.w3.org/2005/07/scxml" xmlns:x="urn:other" version="1.0"'
@@ -133,3 +134,23 @@ def test_null_datamodel_conditions_and_legacy_attributes() -> None:
     run = Run(machine)
     run.send("go")
     assert run.send("t").state_ids == ("b", "e")
+
+
+def test_in_of_an_unknown_id_is_false_and_unreachable_states_still_run(tmp_path: Path) -> None:
+    # the W3C null-datamodel In() test has an unreachable state it asks about
+    path = tmp_path / "in_test.scxml"
+    path.write_bytes(
+        b'\xef\xbb\xbf<?xml version="1.0" encoding="UTF-8"?>'
+        b'<scxml xmlns="http://www.w3.org/2005/07/scxml" initial="p" version="1.0"'
+        b' datamodel="null"><parallel id="p"><state id="ps0">'
+        b'<transition cond="In(\'s1\')" target="fail"/>'
+        b'<transition cond="In(\'nosuch\')" target="fail"/>'
+        b'<transition cond="In(\'ps1\')" target="pass"/>'
+        b'<transition target="fail"/></state><state id="ps1"/></parallel><state id="s1"/>'
+        b'<final id="pass"/><final id="fail"/></scxml>'
+    )
+    machine = _load(path)
+    assert machine.name == "in_test"
+    run = Run(machine)
+    assert run.ids == ["pass"]
+    assert run.snapshot.status == "final"
