@@ -215,6 +215,6 @@ def name_match(descriptors: tuple[str, ...], event: str) -> bool:
             return True
         if descriptor.endswith(".*"):
             descriptor = descriptor[:-2]
-        if descriptor and event.startswith(descriptor + "."):
+        if descriptor and (event == descriptor or event.startswith(descriptor + ".")):
             return True
     return False

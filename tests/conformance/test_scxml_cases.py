@@ -1,9 +1,10 @@
 """SCXML documents with a JSON test script, run through ``load_machine`` and the engine.
 
 The script shape is the one SCXML test suites share: ``initialConfiguration`` (the
-atomic state ids after start), then ``events``, each with an optional ``after``
-(milliseconds to let pass first) and the ``nextConfiguration`` it leads to. W3C-style
-documents end in a ``pass`` or ``fail`` final state; ``finalConfiguration`` says
+atomic state ids after start), then ``events``, each with an optional ``after`` or
+``delayBefore`` (milliseconds to let pass first) and the ``nextConfiguration`` it
+leads to. W3C-style documents end in a ``pass`` or ``fail`` final state;
+``finalConfiguration`` says
 where the instance must be once every timer it set has fired. The cases are ours,
 written for this suite; both stores run every one.
 """
@@ -42,7 +43,7 @@ def test_case(case: str, db: dict[str, Any]) -> None:
     inst = engine.create(machine)
     assert sorted(inst.state_ids) == sorted(script["initialConfiguration"])
     for step in script["events"]:
-        clock.advance(timedelta(milliseconds=step.get("after", 0)))
+        clock.advance(timedelta(milliseconds=step.get("after", step.get("delayBefore", 0))))
         engine.fire_due_timers()
         inst = engine.send(inst.id, step["event"]["name"])
         assert sorted(inst.state_ids) == sorted(step["nextConfiguration"]), step
