@@ -273,6 +273,7 @@ def machine_from_scxml(
     name: str | None = None,
     version: str | None = None,
     default_name: str = "scxml",
+    ignore_unmatched: bool = True,
 ) -> Machine:
     """Build a :class:`Machine` from the text of an SCXML document without a datamodel.
 
@@ -280,6 +281,8 @@ def machine_from_scxml(
     (``load_machine`` passes the file's stem); the
     version is ``version``, else a hash of the document, so a changed document is a
     new version and its running instances keep the one they started with.
+    ``ignore_unmatched=False`` raises ``UnknownEvent``/``GuardRejected`` for events no
+    transition takes, as Python machines do, instead of discarding them.
     """
     try:
         root = ET.fromstring(text)
@@ -324,7 +327,7 @@ def machine_from_scxml(
         registry=registry,
         statechart=True,
         allow_unreachable=True,
-        ignore_unmatched=True,
+        ignore_unmatched=ignore_unmatched,
     )
     if machine.unreachable:
         warnings.warn(

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from db_snapshot import frozen
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from statewf import Engine, EventRejected, SpecWarning
@@ -45,11 +45,13 @@ def test_random_charts_keep_every_invariant(db: dict[str, Any]) -> None:
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )
-        @given(text=charts(), plan=steps)
-        def check(text: str, plan: list[tuple[str, Any]]) -> None:
+        @given(text=charts(), plan=steps, discard=st.booleans())
+        def check(text: str, plan: list[tuple[str, Any]], discard: bool) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SpecWarning)
-                machine = machine_from_scxml(text, name=f"chart{next(_names)}")
+                machine = machine_from_scxml(
+                    text, name=f"chart{next(_names)}", ignore_unmatched=discard
+                )
             assert machine.chart is not None
             engine.register(machine)
             try:
@@ -66,6 +68,7 @@ def test_random_charts_keep_every_invariant(db: dict[str, Any]) -> None:
                     inst = engine.send(inst.id, value)
                 except EventRejected:
                     assert frozen(engine, inst.id) == before
+                    event("rejected")
                     continue
                 if inst.version == engine.get(inst.id).version and (
                     frozen(engine, inst.id) == before
