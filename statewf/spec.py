@@ -130,6 +130,7 @@ class State:
             or self.transitions
             or self.id is not None
             or self.initial is not None
+            or _uses_content(self)
         )
 
 
@@ -582,6 +583,22 @@ class Machine:
 
     def __repr__(self) -> str:
         return f"Machine({self.name!r}, version={self.version!r}, states={len(self.states)})"
+
+
+def _uses_content(state: State) -> bool:
+    """True if a hook of ``state`` is statechart content (Raise, Send, Cancel, Log, In)."""
+    refs: list[Any] = [state.on_enter, state.on_exit]
+    options: list[Any] = [*state.after.values(), state.on_timeout]
+    for spec in state.on.values() if isinstance(state.on, Mapping) else ():
+        options.extend(spec if isinstance(spec, Sequence) and not isinstance(spec, str) else [spec])
+    for option in options:
+        if isinstance(option, Transition):
+            refs.extend((option.guards, option.unless, option.actions))
+    for ref in refs:
+        items = ref if isinstance(ref, Sequence) and not isinstance(ref, str) else [ref]
+        if any(hasattr(item, "_statewf_content") for item in items):
+            return True
+    return False
 
 
 def _check_name(what: str, value: Any, problems: list[str]) -> None:
