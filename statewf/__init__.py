@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from statewf.chart.model import Cancel, In, Raise, Send
+from statewf.chart.model import Cancel, History, In, Raise, Send
 from statewf.engine import Engine
 from statewf.errors import (
     ActionFailed,
@@ -28,7 +28,7 @@ from statewf.errors import (
 from statewf.hooks import Effect, Registry, effect
 from statewf.loader import load_machine
 from statewf.records import EffectCall, Instance, Page, TransitionRecord
-from statewf.spec import History, Machine, State, Transition, transition
+from statewf.spec import Machine, State, Transition, transition
 
 try:
     __version__ = version("statewf")

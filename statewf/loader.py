@@ -32,10 +32,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from statewf.chart.model import History
 from statewf.errors import SpecError
 from statewf.hooks import Registry
 from statewf.scxml import machine_from_scxml
-from statewf.spec import History, Machine, State, Transition, transition
+from statewf.spec import Machine, State, Transition, transition
 
 _Names = str | list[str] | None
 

@@ -20,10 +20,10 @@ import xml.etree.ElementTree as ET
 from datetime import timedelta
 from typing import Any
 
-from statewf.chart.model import Cancel, In, Log, Raise, Send
+from statewf.chart.model import Cancel, History, In, Log, Raise, Send
 from statewf.errors import SpecError, SpecWarning
 from statewf.hooks import Registry
-from statewf.spec import History, Machine, State, Transition, transition
+from statewf.spec import Machine, State, Transition, transition
 
 SCXML_NS = "http://www.w3.org/2005/07/scxml"
 _INTERNAL = "#_internal"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import BaseModel
 
+from statewf.chart.model import History
 from statewf.durations import format_duration, parse_duration
 from statewf.errors import SpecError, StatewfError
 from statewf.hooks import Effect, Hook, Registry, _as_list, _callable_name
@@ -132,21 +133,6 @@ class State:
             or self.initial is not None
             or _uses_content(self)
         )
-
-
-@dataclass(frozen=True)
-class History:
-    """A history pseudo-state: entering it restores the parent's last active children.
-
-    ``deep=True`` restores the last active leaf states at every depth; shallow history
-    restores the direct children (which then enter their defaults). ``default`` is
-    where to go when the parent was never left (its initial state if None).
-    """
-
-    deep: bool = False
-    default: str | Sequence[str] | Transition | None = None
-    description: str = ""
-    id: str | None = None
 
 
 @dataclass(frozen=True)

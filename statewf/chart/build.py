@@ -24,6 +24,7 @@ from statewf.chart.model import (
     ChartTimer,
     ChartTransition,
     Executable,
+    History,
     In,
     Log,
     Node,
@@ -33,7 +34,7 @@ from statewf.chart.model import (
 from statewf.durations import format_duration, parse_duration
 from statewf.errors import StatewfError
 from statewf.hooks import Hook, _as_list
-from statewf.spec import History, Machine, ResolvedState, State, Transition, transition
+from statewf.spec import Machine, ResolvedState, State, Transition, transition
 
 #: Resolves one hook reference (a callable, an Effect or a registry name), or notes a problem.
 Resolver = Callable[[Any, str, list[str]], Hook | None]

@@ -89,6 +89,21 @@ Executable: TypeAlias = "Hook | Raise | Send | Cancel | Log"
 
 
 @dataclass(frozen=True)
+class History:
+    """A history pseudo-state: entering it restores the parent's last active children.
+
+    ``deep=True`` restores the last active leaf states at every depth; shallow history
+    restores the direct children (which then enter their defaults). ``default`` is
+    where to go when the parent was never left (its initial state if None).
+    """
+
+    deep: bool = False
+    default: Any = None  # a target, targets, or a statewf.transition(...)
+    description: str = ""
+    id: str | None = None
+
+
+@dataclass(frozen=True)
 class ChartTimer:
     """An ``after`` delay of a state: scheduled when the state is entered, cancelled on exit."""
 
