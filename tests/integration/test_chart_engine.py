@@ -129,3 +129,32 @@ def test_unknown_and_guarded_events_on_a_chart_are_rejected_unchanged(db: dict[s
         engine.send(inst.id, "PAID")  # only once processing
     assert caught.value.details["allowed"] == ["CONFIRM", "CANCEL", "HOLD"]
     assert dump_tables(engine) == before
+
+
+def test_effects_of_every_microstep_go_to_the_outbox_with_the_row(db: dict[str, Any]) -> None:
+    calls: list[str] = []
+
+    @statewf.effect
+    def notify(call: statewf.EffectCall) -> None:
+        calls.append(f"{call.event}@{call.state}")
+
+    chart = statewf.Machine(
+        "notifying",
+        initial="a",
+        states={
+            "a": S(on={"GO": "b"}),
+            "b": S(
+                initial="b1",
+                on_enter=notify,
+                states={"b1": S(always="b2"), "b2": S(on_enter=notify)},
+            ),
+        },
+    )
+    engine = tracked(statewf.Engine(**db, clock=ManualClock()))
+    engine.register(chart)
+    inst = engine.create("notifying")
+    inst = engine.send(inst.id, "GO")
+    rows = engine.history(inst.id)
+    assert len(rows) == 2  # one row for GO and its eventless step
+    assert [e.seq for e in engine.effects(instance_id=inst.id)] == [2, 2]
+    assert calls == ["GO@b.b2", "GO@b.b2"]
