@@ -3,7 +3,8 @@
 A chart is a tree of at most four levels of compound and parallel states, atomic and
 final leaves and shallow or deep history states; every state gets up to three
 transitions on a small event alphabet (with a dotted event, so descriptors prefix-match),
-to any state or history state, external or internal, and optionally eventless ones.
+to any state or history state or to none (targetless), external or internal, optionally
+eventless ones, and sometimes an entry action that raises an event.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class Spec:
     id: str
     kind: str  # state, parallel, final, history-shallow, history-deep
     children: list[Spec] = field(default_factory=list)
-    transitions: list[tuple[str | None, str, str]] = field(default_factory=list)
+    transitions: list[tuple[str | None, str | None, str]] = field(default_factory=list)
+    raises: list[str] = field(default_factory=list)
 
 
 @st.composite
@@ -73,7 +75,12 @@ def charts(draw: st.DrawFn, *, eventless: bool = True) -> str:
             if event is None and draw(st.integers(0, 3)) > 0:
                 event = "b"  # eventless transitions loop easily: keep them rare
             kind = draw(st.sampled_from(["external", "external", "internal"]))
-            spec.transitions.append((event, draw(st.sampled_from(targets)), kind))
+            target = (
+                draw(st.sampled_from([*targets, None])) if event else draw(st.sampled_from(targets))
+            )
+            spec.transitions.append((event, target, kind))
+        if draw(st.integers(0, 4)) == 0:
+            spec.raises.append(draw(st.sampled_from(EVENTS)))  # an entry action raising
     body = "".join(_render(t) for t in top)
     return f'<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">{body}</scxml>'
 
@@ -83,8 +90,10 @@ def _render(spec: Spec, default: str = "") -> str:
         kind = "deep" if spec.kind == "history-deep" else "shallow"
         return f'<history id="{spec.id}" type="{kind}"><transition target="{default}"/></history>'
     tag = "final" if spec.kind == "final" else spec.kind
-    inner = "".join(
-        f'<transition{f" event={chr(34)}{e}{chr(34)}" if e else ""} target="{t}" type="{k}"/>'
+    inner = "".join(f'<onentry><raise event="{e}"/></onentry>' for e in spec.raises)
+    inner += "".join(
+        f"<transition{f' event={chr(34)}{e}{chr(34)}' if e else ''}"
+        f'{f" target={chr(34)}{t}{chr(34)}" if t else ""} type="{k}"/>'
         for e, t, k in spec.transitions
     )
     first = next((c.id for c in spec.children if not c.kind.startswith("history")), "")

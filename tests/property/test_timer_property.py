@@ -48,8 +48,11 @@ ticket = statewf.Machine(
     initial="open",
     states={
         "open": statewf.State(
-            on={"ASSIGN": "working", "CLOSE": "closed",
-                "NOTE": statewf.transition(internal=True, action=lambda c, e: {"noted": True})},
+            on={
+                "ASSIGN": "working",
+                "CLOSE": "closed",
+                "NOTE": statewf.transition(internal=True, action=lambda c, e: {"noted": True}),
+            },
             after={
                 "1 hour": statewf.transition(internal=True, action=remind),
                 "3 hours": "escalated",
@@ -60,10 +63,15 @@ ticket = statewf.Machine(
             after={"2 hours": statewf.transition("escalated", action=escalate)},
         ),
         "working": statewf.State(
-            on={"PAUSE": "open", "DONE": "closed",
-                "PIN": statewf.transition(internal=True, action=lambda c, e: {"pinned": True})},
-            after={"30 minutes": statewf.transition("open", guard=allowed_to_time_out),
-                   "8 hours": "open"},
+            on={
+                "PAUSE": "open",
+                "DONE": "closed",
+                "PIN": statewf.transition(internal=True, action=lambda c, e: {"pinned": True}),
+            },
+            after={
+                "30 minutes": statewf.transition("open", guard=allowed_to_time_out),
+                "8 hours": "open",
+            },
         ),
         "closed": statewf.State(final=True),
     },
@@ -157,6 +165,10 @@ def test_delayed_transitions_keep_their_promises(db: dict[str, Any]) -> None:
         TimerMachine.clock = clock
         run_state_machine_as_test(
             TimerMachine,
-            settings=settings(max_examples=20, stateful_step_count=25, deadline=None,
-                              suppress_health_check=[HealthCheck.too_slow]),
+            settings=settings(
+                max_examples=20,
+                stateful_step_count=25,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
         )
