@@ -4,7 +4,8 @@ A chart is a tree of at most four levels of compound and parallel states, atomic
 final leaves and shallow or deep history states; every state gets up to three
 transitions on a small event alphabet (with a dotted event, so descriptors prefix-match),
 to any state or history state or to none (targetless), external or internal, optionally
-eventless ones, and sometimes an entry action that raises an event.
+eventless ones, and sometimes an entry action that raises an event (or, with
+``timers=True``, sends one a few seconds later: a durable timer).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Spec:
     children: list[Spec] = field(default_factory=list)
     transitions: list[tuple[str | None, str | None, str]] = field(default_factory=list)
     raises: list[str] = field(default_factory=list)
+    sends: list[tuple[str, int]] = field(default_factory=list)
 
 
 @st.composite
@@ -60,7 +62,7 @@ def _all(spec: Spec) -> list[Spec]:
 
 
 @st.composite
-def charts(draw: st.DrawFn, *, eventless: bool = True) -> str:
+def charts(draw: st.DrawFn, *, eventless: bool = True, timers: bool = False) -> str:
     """The text of a random SCXML document."""
     counter = [0]
     top = [draw(_tree(counter, 1)) for _ in range(draw(st.integers(2, 3)))]
@@ -81,6 +83,8 @@ def charts(draw: st.DrawFn, *, eventless: bool = True) -> str:
             spec.transitions.append((event, target, kind))
         if draw(st.integers(0, 4)) == 0:
             spec.raises.append(draw(st.sampled_from(EVENTS)))  # an entry action raising
+        if timers and draw(st.integers(0, 3)) == 0:  # an entry action sending later
+            spec.sends.append((draw(st.sampled_from(EVENTS)), draw(st.integers(1, 4))))
     body = "".join(_render(t) for t in top)
     return f'<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">{body}</scxml>'
 
@@ -91,6 +95,7 @@ def _render(spec: Spec, default: str = "") -> str:
         return f'<history id="{spec.id}" type="{kind}"><transition target="{default}"/></history>'
     tag = "final" if spec.kind == "final" else spec.kind
     inner = "".join(f'<onentry><raise event="{e}"/></onentry>' for e in spec.raises)
+    inner += "".join(f'<onentry><send event="{e}" delay="{s}s"/></onentry>' for e, s in spec.sends)
     inner += "".join(
         f"<transition{f' event={chr(34)}{e}{chr(34)}' if e else ''}"
         f'{f" target={chr(34)}{t}{chr(34)}" if t else ""} type="{k}"/>'
