@@ -7,6 +7,11 @@ something on any machine:
 * baseline: a one-row INSERT with psycopg in autocommit (one round trip + commit);
 * ``engine.send`` with one sender on a two-state ping-pong machine and on the order
   machine's OUT_OF_STOCK / RESTOCKED cycle (which also writes and runs an effect);
+* ``engine.send`` on a statechart of three levels with two parallel regions (one
+  event moves both regions: two transitions in one microstep), against the ping-pong
+  machine's event in the same run; with the store calls (round trips) of one send
+  (the SCXML selection runs in memory: the store calls must be the same);
+* the pure decision alone (no database) for both machines;
 * N senders (processes) on N instances, against N raw INSERT connections.
 """
 
@@ -41,6 +46,34 @@ ping_pong = statewf.Machine(
 )
 
 
+S = statewf.State
+#: three levels (top > work > left/right), two parallel regions, one event moves both
+chart = statewf.Machine(
+    "bench-chart",
+    initial="top",
+    states={
+        "top": S(
+            initial="work",
+            on={"STOP": "stopped"},
+            states={
+                "work": S(
+                    parallel=True,
+                    states={
+                        "left": S(
+                            initial="a", states={"a": S(on={"FLIP": "b"}), "b": S(on={"FLIP": "a"})}
+                        ),
+                        "right": S(
+                            initial="c", states={"c": S(on={"FLIP": "d"}), "d": S(on={"FLIP": "c"})}
+                        ),
+                    },
+                )
+            },
+        ),
+        "stopped": S(final=True),
+    },
+)
+
+
 def libpq_url(url: str) -> str:
     """The SQLAlchemy URL in the form psycopg.connect takes."""
     return url.replace("postgresql+psycopg://", "postgresql://")
@@ -67,9 +100,10 @@ def engine_sends(
 ) -> float:
     """Seconds for n engine.send calls on one instance of ``machine``."""
     engine = statewf.Engine(url, schema=schema, pool_size=2)
-    if machine == "ping":
-        engine.register(ping_pong)
-        inst = engine.create(ping_pong)
+    if machine in ("ping", "chart"):
+        spec = ping_pong if machine == "ping" else chart
+        engine.register(spec)
+        inst = engine.create(spec)
         events = ["FLIP"]
     else:
         from examples.order_lifecycle import order_machine
@@ -89,6 +123,49 @@ def engine_sends(
         elapsed = time.perf_counter() - start
     engine.close()
     return elapsed
+
+
+def round_trips_per_send(url: str, schema: str, machine: statewf.Machine, n: int = 50) -> float:
+    """Store calls one engine.send makes, on average: conditional writes, reads, transactions.
+
+    On PostgreSQL a send is one conditional write (decided on the cached snapshot) when
+    nobody raced it; each call is one round trip, a transaction several.
+    """
+    engine = statewf.Engine(url, schema=schema, pool_size=2)
+    engine.register(machine)
+    inst = engine.create(machine)
+    store: Any = engine.store
+    count = [0]
+
+    def counted(fn: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            count[0] += 1
+            return fn(*args, **kwargs)
+
+        return call
+
+    for name in ("write_if_version", "read_instance", "transaction"):
+        setattr(store, name, counted(getattr(store, name)))
+    for _ in range(n):
+        engine.send(inst.id, "FLIP")
+    engine.close()
+    return count[0] / n
+
+
+def pure_decisions(machine: statewf.Machine, n: int) -> float:
+    """Seconds for n decisions of FLIP in memory (start once, then decide, decide...)."""
+    from datetime import UTC, datetime
+
+    from statewf.adapter import CompiledMachine
+    from statewf.decide import decide, start
+
+    compiled = CompiledMachine(machine)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    snapshot = start(compiled, instance_id="b", context=None, now=now).snapshot
+    begin = time.perf_counter()
+    for _ in range(n):
+        snapshot = decide(compiled, snapshot, "FLIP", None, now).snapshot
+    return time.perf_counter() - begin
 
 
 def _raw_worker(args: tuple[str, str, int, float]) -> float:
@@ -137,6 +214,11 @@ def main() -> None:
         raw = best_of(opts.repeats, raw_inserts, opts.url, table, n)
         ping = best_of(opts.repeats, engine_sends, opts.url, schema, n, "ping")
         order = best_of(opts.repeats, engine_sends, opts.url, schema, n // 2, "order") * 2
+        charted = best_of(opts.repeats, engine_sends, opts.url, schema, n, "chart")
+        flat_sql = round_trips_per_send(opts.url, schema, ping_pong)
+        chart_sql = round_trips_per_send(opts.url, schema, chart)
+        flat_pure = best_of(opts.repeats, pure_decisions, ping_pong, n)
+        chart_pure = best_of(opts.repeats, pure_decisions, chart, n)
         k = opts.senders
         per = max(n // 2, 200)
         raw_par = parallel(_raw_worker, [(opts.url, table, per)] * k)
@@ -156,6 +238,15 @@ def main() -> None:
     print(
         f"{'engine.send, order machine (+ outbox effect)':<48}{us(order, n):>10.0f}"
         f"{order / raw:>9.2f}"
+    )
+    print(
+        f"{'engine.send, statechart (3 levels, 2 regions)':<48}{us(charted, n):>10.0f}"
+        f"{charted / raw:>9.2f}   {charted / ping:.2f}x a flat event (target <= 1.2)"
+    )
+    print(f"{'store calls per send: flat / statechart':<48}{flat_sql:>10.1f}{chart_sql:>9.1f}")
+    print(
+        f"{'pure decide, flat / statechart (us, no database)':<48}"
+        f"{us(flat_pure, n):>10.0f}{us(chart_pure, n):>9.0f}"
     )
     raw_rate = k * per / raw_par
     send_rate = k * per / send_par

@@ -2,12 +2,14 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from statewf.chart.model import Cancel, History, In, Raise, Send
 from statewf.engine import Engine
 from statewf.errors import (
     ActionFailed,
     ConcurrencyConflict,
     DuplicateInstance,
     EffectFailed,
+    EventDiscarded,
     EventRejected,
     GuardRejected,
     InstanceFinished,
@@ -16,7 +18,9 @@ from statewf.errors import (
     InvalidPayload,
     MachineNotRegistered,
     MachineVersionConflict,
+    MacrostepLimit,
     SpecError,
+    SpecWarning,
     StatewfError,
     StoreError,
     UnknownEvent,
@@ -33,14 +37,18 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ActionFailed",
+    "Cancel",
     "ConcurrencyConflict",
     "DuplicateInstance",
     "Effect",
     "EffectCall",
     "EffectFailed",
     "Engine",
+    "EventDiscarded",
     "EventRejected",
     "GuardRejected",
+    "History",
+    "In",
     "Instance",
     "InstanceFinished",
     "InstanceNotFound",
@@ -49,9 +57,13 @@ __all__ = [
     "Machine",
     "MachineNotRegistered",
     "MachineVersionConflict",
+    "MacrostepLimit",
     "Page",
+    "Raise",
     "Registry",
+    "Send",
     "SpecError",
+    "SpecWarning",
     "State",
     "StatewfError",
     "StoreError",

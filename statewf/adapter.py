@@ -65,6 +65,11 @@ class CompiledMachine:
 
     def __init__(self, spec: Machine) -> None:
         self.spec = spec
+        self._machine: _TMachine | None = None
+        if spec.chart is not None:
+            # A statechart is decided by statewf's SCXML core (statewf.macrostep):
+            # transitions' hierarchical machine lets every parallel region fire.
+            return
         states = [
             _TState(
                 name,
@@ -77,7 +82,7 @@ class CompiledMachine:
         self._machine = _TMachine(
             model=None,
             states=states,
-            initial=spec.initial,
+            initial=str(spec.initial),
             auto_transitions=False,
             send_event=True,
             ignore_invalid_triggers=False,
@@ -102,6 +107,7 @@ class CompiledMachine:
         guards and actions propagate unchanged.
         """
         model = _Model(state)
+        assert self._machine is not None, "statecharts are not driven through transitions"
         try:
             accepted = self._machine.events[event].trigger(model, runner=runner)
         except MachineError as exc:  # pragma: no cover - callers pre-check the event
@@ -110,5 +116,6 @@ class CompiledMachine:
 
     def enter_initial(self, runner: HookRunner) -> None:
         """Run the initial state's entry actions, as creating an instance enters it."""
+        assert isinstance(self.spec.initial, str)
         for hook in self.spec.states[self.spec.initial].on_enter:
             runner.run(hook)

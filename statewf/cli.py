@@ -159,6 +159,14 @@ def show_instance(instance: Instance, allowed: list[str] | None) -> None:
     )
     if instance.resource_id:
         click.echo(f"resource  {instance.resource_id}")
+    if instance.chart:
+        for path, state_id in zip(instance.configuration, instance.state_ids, strict=False):
+            shown = path if state_id == path else f"{path}  (id {state_id})"
+            click.echo(f"active    {shown}")
+        for history, paths in instance.history.items():
+            click.echo(f"history   {history} = {', '.join(paths)}")
+        for timer in instance.timers:
+            click.echo(f"timer     {timer.label or timer.id} due {timer.due_at.isoformat()}")
     if allowed is not None:
         click.echo(f"allowed   {', '.join(allowed) or '(none)'}")
     click.echo("context   " + json.dumps(instance.context, ensure_ascii=False, default=_default))
@@ -174,6 +182,17 @@ def show_history(records: list[TransitionRecord]) -> None:
             f"{r.seq:>4}  {r.created_at:%Y-%m-%d %H:%M:%S}  {r.kind:<8} "
             f"{label:<24} {moved}  [{r.status}]{changed}"
         )
+        for step in r.meta.get("microsteps") or ():
+            for t in step["transitions"]:
+                targets = ",".join(t["targets"]) or "(stays)"
+                click.echo(
+                    f"{'':>6}microstep {step['event'] or '(eventless)'}: "
+                    f"{t['source'] or '(start)'} -> {targets}"
+                )
+            if step["exited"]:
+                click.echo(f"{'':>8}exited  {', '.join(step['exited'])}")
+            if step["entered"]:
+                click.echo(f"{'':>8}entered {', '.join(step['entered'])}")
 
 
 @click.group()
@@ -226,10 +245,16 @@ def machines(obj: CliContext) -> None:
     """List machine definitions stored in the database."""
     with errors_as_messages():
         for d in obj.engine().stored_definitions():
-            finals = [n for n, s in d["states"].items() if s["final"]]
+            if "chart" in d:  # a statechart: every node by path
+                nodes = d["chart"]["nodes"]
+                finals = [p for p, n in nodes.items() if n["kind"] == "final"]
+                count, kind = len(nodes), "  (statechart)"
+            else:
+                finals = [n for n, s in d["states"].items() if s["final"]]
+                count, kind = len(d["states"]), ""
             click.echo(
                 f"{d['name']}@{d['version']}  initial={d['initial']}  "
-                f"states={len(d['states'])}  final={','.join(finals)}"
+                f"states={count}  final={','.join(finals)}{kind}"
             )
 
 

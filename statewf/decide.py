@@ -3,21 +3,21 @@
 ``start`` and ``decide`` are functions of (compiled machine, snapshot, event,
 payload, now). They return the log record to append, the snapshot after it and the
 effects to put in the outbox, or raise an :class:`~statewf.errors.EventRejected`.
-No database, clock or randomness is touched here.
+No database, clock or randomness is touched here. A flat machine is driven through
+``transitions`` (:mod:`statewf.adapter`); a statechart through the SCXML algorithm
+(:mod:`statewf.macrostep`).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pydantic_core
 from pydantic import BaseModel, ValidationError
 
+from statewf import macrostep
 from statewf.adapter import CompiledMachine
 from statewf.errors import (
     ActionFailed,
@@ -28,7 +28,6 @@ from statewf.errors import (
     UnknownEvent,
 )
 from statewf.fold import apply, context_diff
-from statewf.hooks import Hook
 from statewf.records import (
     ACTIVE,
     FINAL,
@@ -38,141 +37,31 @@ from statewf.records import (
     Instance,
     TransitionRecord,
 )
-from statewf.spec import Machine, ResolvedTimer, ResolvedTransition
-from statewf.values import stored_json, too_deep
+from statewf.running import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Decision,
+    HookRun,
+    dump_context,
+    load_context,
+    parse_payload,
+    summary,
+    to_json,
+)
+from statewf.spec import Machine, ResolvedTimer
+from statewf.values import too_deep
 
-#: Default cap on the JSON size of one event payload or context.
-DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What an accepted event does: the record to append, the new snapshot, the effects."""
-
-    record: TransitionRecord
-    snapshot: Instance
-    effects: tuple[str, ...]
-
-
-class _Runner:
-    """Holds one decision's context and payload while ``transitions`` drives the hooks."""
-
-    def __init__(
-        self, where: str, ctx: Any, payload: Any, *, instance_id: str, event: str | None, state: str
-    ) -> None:
-        self.where = where
-        self.ctx = ctx
-        self.payload = payload
-        self.instance_id = instance_id
-        self.event = event
-        self.state = state
-        self.effects: list[str] = []
-        self.changed = False
-        self.transition: ResolvedTransition | None = None
-
-    def _failed(self, kind: str, hook: Hook, exc: Exception) -> ActionFailed:
-        return ActionFailed(
-            f"{kind} {hook.name!r} raised {type(exc).__name__}: {exc} ({self.where}); "
-            "the event was not applied and nothing changed. Fix the hook or the input "
-            "and send the event again.",
-            instance_id=self.instance_id,
-            event=self.event,
-            state=self.state,
-            hook=hook.name,
-        )
-
-    def check(self, hook: Hook) -> bool:
-        try:
-            result = hook.fn(self.ctx, self.payload)
-            _not_awaitable(result, "guard", hook)
-            return bool(result)
-        except Exception as exc:
-            raise self._failed("guard", hook, exc) from exc
-
-    def run(self, hook: Hook) -> None:
-        if hook.is_effect:
-            self.effects.append(hook.name)
-            return
-        try:
-            result = hook.fn(self.ctx, self.payload)
-            _not_awaitable(result, "action", hook)
-            self.changed = True
-            if isinstance(result, Mapping):
-                for key, value in result.items():
-                    if isinstance(self.ctx, dict):
-                        self.ctx[key] = value
-                    else:
-                        setattr(self.ctx, key, value)
-        except Exception as exc:
-            raise self._failed("action", hook, exc) from exc
-        if result is None or isinstance(result, Mapping):
-            return
-        if isinstance(result, BaseModel):
-            self.ctx = result
-        else:
-            raise ActionFailed(
-                f"action {hook.name!r} returned {type(result).__name__} ({self.where}); an "
-                "action returns None (after changing ctx in place), a dict of context "
-                "updates, or a new context model",
-                instance_id=self.instance_id,
-                event=self.event,
-                state=self.state,
-                hook=hook.name,
-            )
-
-    def taken(self, transition: ResolvedTransition) -> None:
-        self.transition = transition
-
-
-def _not_awaitable(result: Any, kind: str, hook: Hook) -> None:
-    if inspect.isawaitable(result):
-        if inspect.iscoroutine(result):
-            result.close()
-        raise TypeError(
-            f"{kind} {hook.name!r} returned an awaitable; guards and actions are plain "
-            "functions (do outside work in an @statewf.effect)"
-        )
-
-
-def to_json(value: Any, *, what: str, max_bytes: int) -> Any:
-    """``value`` as plain JSON data, or :class:`InvalidPayload` if it cannot be stored."""
-    return stored_json(value, what=what, max_bytes=max_bytes, error=InvalidPayload)
-
-
-def _summary(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
-def load_context(compiled: CompiledMachine, data: Mapping[str, Any]) -> Any:
-    """The context object hooks see: the machine's model, or a private copy of the dict."""
-    model = compiled.spec.context
-    # A private copy: hooks must never reach the stored snapshot's objects. Contexts
-    # are JSON data, so a JSON round trip copies them exactly, and fast.
-    data = pydantic_core.from_json(pydantic_core.to_json(data))
-    return data if model is None else model.model_validate(data)
-
-
-def _dump_context(compiled: CompiledMachine, ctx: Any, where: str, max_bytes: int) -> Any:
-    model = compiled.spec.context
-    if model is not None:
-        if not isinstance(ctx, model):
-            ctx = ctx.model_dump() if isinstance(ctx, BaseModel) else ctx
-        try:
-            checked = model.model_validate(
-                ctx.model_dump(warnings=False) if isinstance(ctx, BaseModel) else ctx
-            )
-        except ValidationError as exc:
-            raise InvalidInput(
-                f"context is not a valid {model.__name__} ({where}): {_summary(exc)}"
-            ) from exc
-        ctx = checked.model_dump(mode="json")
-    elif not isinstance(ctx, Mapping):
-        raise InvalidInput(f"context must be a JSON object ({where}), got {type(ctx).__name__}")
-    return to_json(ctx, what=f"context ({where})", max_bytes=max_bytes)
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "Decision",
+    "allowed_events",
+    "decide",
+    "due_timer",
+    "fire_timer",
+    "first_wake",
+    "load_context",
+    "start",
+    "to_json",
+]
 
 
 def start(
@@ -207,20 +96,32 @@ def start(
     raw = context.model_dump() if isinstance(context, BaseModel) else dict(context or {})
     deep = too_deep(raw)  # before copying or validating it: deep data overflows the stack
     if deep is not None:
-        raise InvalidInput(f"context {deep} ({where})", instance_id=instance_id)
+        raise InvalidInput(f"context {deep} ({where})", instance_id=error_id)
     if spec.context is not None:
         try:
             ctx: Any = spec.context.model_validate(raw)
         except ValidationError as exc:
             raise InvalidInput(
-                f"context is not a valid {spec.context.__name__} ({where}): {_summary(exc)}",
+                f"context is not a valid {spec.context.__name__} ({where}): {summary(exc)}",
                 instance_id=error_id,
             ) from exc
     else:
         ctx = copy.deepcopy(raw)
-    runner = _Runner(where, ctx, None, instance_id=instance_id, event=None, state=spec.initial)
+    meta = {
+        "machine": spec.name,
+        "machine_version": spec.version,
+        "kind": "machine",
+        "resource_id": resource_id,
+        "idempotency_key": idempotency_key,
+    }
+    if spec.chart is not None:
+        return macrostep.start_chart(
+            compiled, ctx, instance_id=instance_id, now=now, meta=meta, max_bytes=max_bytes
+        )
+    assert isinstance(spec.initial, str)
+    runner = HookRun(where, ctx, None, instance_id=instance_id, event=None, state=spec.initial)
     compiled.enter_initial(runner)
-    data = _dump_context(compiled, runner.ctx, where, max_bytes)
+    data = dump_context(compiled, runner.ctx, where, max_bytes)
     initial = spec.states[spec.initial]
     record = TransitionRecord(
         instance_id=instance_id,
@@ -230,13 +131,7 @@ def start(
         context_set=data,
         status=FINAL if initial.final else ACTIVE,
         wake_at=first_wake(spec, spec.initial, now),
-        meta={
-            "machine": spec.name,
-            "machine_version": spec.version,
-            "kind": "machine",
-            "resource_id": resource_id,
-            "idempotency_key": idempotency_key,
-        },
+        meta=meta,
         created_at=now,
     )
     return Decision(record, apply(None, record), tuple(runner.effects))
@@ -244,6 +139,8 @@ def start(
 
 def allowed_events(compiled: CompiledMachine, snapshot: Instance) -> list[str]:
     """Events with a transition from the instance's state (guards not evaluated)."""
+    if compiled.spec.chart is not None:
+        return macrostep.allowed_chart_events(compiled, snapshot)
     if snapshot.status == FINAL:
         return []
     return compiled.spec.events_from(snapshot.configuration[0])
@@ -260,6 +157,8 @@ def decide(
 ) -> Decision:
     """Apply ``event`` to ``snapshot``: the record and new snapshot, or a rejection."""
     spec = compiled.spec
+    if spec.chart is not None:
+        return macrostep.decide_chart(compiled, snapshot, event, payload, now, max_bytes=max_bytes)
     state = snapshot.configuration[0]
     ids = {"instance_id": snapshot.id, "event": event, "state": snapshot.state}
     where = f"instance {snapshot.id!r} of {spec.name!r} in state {snapshot.state!r}"
@@ -278,40 +177,10 @@ def decide(
             allowed=spec.events_from(state),
             **ids,
         )
-    deep = too_deep(payload)
-    if deep is not None:
-        raise InvalidPayload(f"event {event!r} rejected: payload {deep} ({where})", **ids)
-    schema = options[0].payload
-    if schema is not None:
-        try:
-            payload_obj: Any = schema.model_validate(
-                payload.model_dump() if isinstance(payload, BaseModel) else payload
-            )
-        except ValidationError as exc:
-            raise InvalidPayload(
-                f"event {event!r} rejected: payload is not a valid {schema.__name__} "
-                f"({where}): {_summary(exc)}; nothing changed",
-                **ids,
-            ) from exc
-        try:
-            payload_json = to_json(
-                payload_obj.model_dump(mode="json"), what="payload", max_bytes=max_bytes
-            )
-        except InvalidPayload as exc:
-            raise InvalidPayload(
-                f"event {event!r} rejected ({where}): {exc.message}", **ids
-            ) from exc
-    else:
-        if isinstance(payload, BaseModel):
-            payload = payload.model_dump(mode="json")
-        try:
-            payload_json = to_json(payload, what="payload", max_bytes=max_bytes)
-        except InvalidPayload as exc:
-            raise InvalidPayload(
-                f"event {event!r} rejected ({where}): {exc.message}", **ids
-            ) from exc
-        payload_obj = pydantic_core.from_json(pydantic_core.to_json(payload_json))
-    runner = _Runner(
+    payload_obj, payload_json = parse_payload(
+        options[0].payload, payload, event=event, where=where, ids=ids, max_bytes=max_bytes
+    )
+    runner = HookRun(
         where + f" handling {event!r}",
         load_context(compiled, snapshot.context),
         payload_obj,
@@ -330,7 +199,7 @@ def decide(
         )
     if runner.changed:
         try:
-            new_context = _dump_context(compiled, runner.ctx, where, max_bytes)
+            new_context = dump_context(compiled, runner.ctx, where, max_bytes)
         except (InvalidInput, InvalidPayload) as exc:
             raise ActionFailed(
                 f"event {event!r} rejected: the actions left an unstorable context: {exc.message}",
@@ -404,6 +273,8 @@ def fire_timer(
     changes, and the state's next delayed transition becomes due.
     """
     spec = compiled.spec
+    if spec.chart is not None:
+        return macrostep.fire_chart_timer(compiled, snapshot, now, max_bytes=max_bytes)
     found = due_timer(compiled, snapshot, history)
     if found is None or snapshot.wake_at is None or snapshot.wake_at > now:
         raise InvalidInput(
@@ -413,7 +284,7 @@ def fire_timer(
         )
     timer, entered_at = found
     where = f"instance {snapshot.id!r} of {spec.name!r} in state {snapshot.state!r}"
-    runner = _Runner(
+    runner = HookRun(
         f"{where} firing {timer.label!r}",
         load_context(compiled, snapshot.context),
         None,
@@ -425,7 +296,7 @@ def fire_timer(
     try:
         destination = compiled.fire(snapshot.configuration[0], timer.trigger, runner)
         new_context = (
-            _dump_context(compiled, runner.ctx, where, max_bytes)
+            dump_context(compiled, runner.ctx, where, max_bytes)
             if destination is not None and runner.changed
             else snapshot.context
         )

@@ -32,6 +32,7 @@ from statewf.decide import (
 )
 from statewf.errors import (
     DuplicateInstance,
+    EventDiscarded,
     EventRejected,
     InstanceNotFound,
     InvalidInput,
@@ -336,14 +337,22 @@ class Engine(TimerOperations):
             now = self.clock.now()
             fired = self._fire_due(tx, compiled, snapshot, now)
             current = fired[-1].snapshot if fired else snapshot
-            decision = decide(
-                compiled, current, event, payload, now, max_bytes=self.max_payload_bytes
-            )
-            claimed = [c for step in [*fired, decision] for c in self._write(tx, step)]
-            tx.update_instance(decision.snapshot, snapshot.version)
-        self._snapshots.put(decision.snapshot)
+            try:
+                steps = [
+                    *fired,
+                    decide(
+                        compiled, current, event, payload, now, max_bytes=self.max_payload_bytes
+                    ),
+                ]
+            except EventDiscarded:  # a statechart that discards events no transition takes
+                steps = fired
+            claimed = [c for step in steps for c in self._write(tx, step)]
+            if steps:
+                tx.update_instance(steps[-1].snapshot, snapshot.version)
+        result = steps[-1].snapshot if steps else current
+        self._snapshots.put(result)
         self._after_commit(claimed)
-        return decision.snapshot
+        return result
 
     def _send_optimistic(
         self, instance_id: str, event: str, payload: Any, resource_id: str | None
@@ -376,9 +385,11 @@ class Engine(TimerOperations):
                     self.clock.now(),
                     max_bytes=self.max_payload_bytes,
                 )
-            except EventRejected:
+            except EventRejected as exc:
                 if snapshot is cached:
                     continue
+                if isinstance(exc, EventDiscarded):
+                    return None  # the locked path returns the snapshot unchanged
                 raise
             if decision.effects:
                 return None

@@ -37,6 +37,10 @@ class StatewfError(Exception):
 # ---------------------------------------------------------------- definition time
 
 
+class SpecWarning(UserWarning):
+    """A definition loads but looks wrong (e.g. an SCXML document with unreachable states)."""
+
+
 class SpecError(StatewfError):
     """A machine or workflow definition is malformed; raised when it is built or registered."""
 
@@ -82,6 +86,17 @@ class InvalidPayload(EventRejected):
 
 class InstanceFinished(EventRejected):
     """The instance is in a final state and accepts no more events."""
+
+
+class EventDiscarded(EventRejected):
+    """No transition took the event and the machine discards such events (SCXML documents).
+
+    The engine does not raise it: ``send`` returns the unchanged snapshot.
+    """
+
+
+class MacrostepLimit(EventRejected):
+    """A statechart macrostep did not settle (an eventless or raise loop); nothing changed."""
 
 
 class ActionFailed(EventRejected):

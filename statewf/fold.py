@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from statewf.errors import StatewfError
-from statewf.records import KIND_CREATE, Instance, TransitionRecord, state_label
+from statewf.records import KIND_CREATE, Instance, TransitionRecord, chart_fields, state_label
 
 
 def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
@@ -24,13 +24,14 @@ def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
                 instance_id=record.instance_id,
             )
         meta = record.meta
+        chart = _chart(record)
         return Instance(
+            **chart,
             id=record.instance_id,
             machine=meta["machine"],
             machine_version=meta["machine_version"],
             kind=meta.get("kind", "machine"),
             state=state_label(record.target),
-            configuration=record.target,
             context=dict(record.context_set),
             status=record.status,
             version=1,
@@ -51,8 +52,8 @@ def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
     configuration = record.target or snapshot.configuration
     return snapshot.model_copy(
         update={
+            **_chart(record, configuration),
             "state": state_label(configuration),
-            "configuration": configuration,
             "context": context,
             "status": record.status,
             "version": record.seq,
@@ -60,6 +61,15 @@ def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
             "updated_at": record.created_at,
         }
     )
+
+
+def _chart(record: TransitionRecord, configuration: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The configuration and, for a statechart's record, its history values and timers."""
+    configuration = configuration or record.target
+    stored = record.meta.get("chart")
+    if stored is None:
+        return {"configuration": configuration}
+    return chart_fields({**stored, "active": list(configuration)})
 
 
 def fold(records: Iterable[TransitionRecord]) -> Instance:

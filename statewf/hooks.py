@@ -132,7 +132,7 @@ def _callable_name(fn: Any) -> str:
 def _as_list(refs: Any) -> list[Any]:
     if refs is None:
         return []
-    if isinstance(refs, str | Effect) or callable(refs):
+    if isinstance(refs, str | Effect) or callable(refs) or hasattr(refs, "_statewf_content"):
         return [refs]
     if isinstance(refs, Sequence):
         return list(refs)

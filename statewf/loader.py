@@ -32,8 +32,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from statewf.chart.model import History
 from statewf.errors import SpecError
 from statewf.hooks import Registry
+from statewf.scxml import machine_from_scxml
 from statewf.spec import Machine, State, Transition, transition
 
 _Names = str | list[str] | None
@@ -42,7 +44,9 @@ _Names = str | list[str] | None
 class _TransitionDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    target: str | None = None
+    target: str | list[str] | None = None
+    event: str | None = None
+    type: str = "external"
     guard: _Names = None
     unless: _Names = None
     action: _Names = None
@@ -62,6 +66,15 @@ class _StateDoc(BaseModel):
     on_exit: _Names = None
     final: bool = False
     description: str = ""
+    id: str | None = None
+    states: dict[str, _StateDoc] = Field(default_factory=dict)
+    initial: str | list[str] | None = None
+    parallel: bool = False
+    on_done: str | _TransitionDoc | list[_TransitionDoc] | None = None
+    always: str | _TransitionDoc | list[_TransitionDoc] | None = None
+    transitions: list[_TransitionDoc] = Field(default_factory=list)
+    history: str | None = Field(default=None, pattern="^(shallow|deep)$")
+    default: str | list[str] | _TransitionDoc | None = None
 
 
 class _MachineDoc(BaseModel):
@@ -69,10 +82,11 @@ class _MachineDoc(BaseModel):
 
     name: str
     version: str | int = "1"
-    initial: str
+    initial: str | list[str]
     description: str = ""
     context: str | None = None
     states: dict[str, _StateDoc]
+    ignore_unmatched: bool = False
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -148,6 +162,8 @@ def _transition(doc: str | _TransitionDoc, registry: Registry, where: str) -> Tr
         return transition(doc)
     return transition(
         doc.target,
+        event=doc.event,
+        type=doc.type,
         guard=doc.guard,
         unless=doc.unless,
         action=doc.action,
@@ -157,28 +173,34 @@ def _transition(doc: str | _TransitionDoc, registry: Registry, where: str) -> Tr
     )
 
 
-def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine:
-    """Build and validate a :class:`Machine` from parsed YAML/JSON data."""
-    registry = registry or Registry()
-    if not isinstance(data, Mapping):
-        raise SpecError(f"a machine document must be a mapping, got {type(data).__name__}")
-    try:
-        doc = _MachineDoc.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-            for e in exc.errors()[:10]
-        )
-        raise SpecError(f"machine document is malformed: {problems}") from exc
-    states: dict[str, State] = {}
-    for name, sdoc in doc.states.items():
+def _options(doc: Any, registry: Registry, where: str) -> Any:
+    if doc is None:
+        return None
+    if isinstance(doc, list):
+        return [_transition(t, registry, where) for t in doc]
+    return _transition(doc, registry, where)
+
+
+def _states(docs: dict[str, _StateDoc], registry: Registry) -> dict[str, State | History]:
+    """The State (and History) tree a document's ``states`` mapping describes."""
+    states: dict[str, State | History] = {}
+    for name, sdoc in docs.items():
+        if sdoc.history is not None:
+            default = sdoc.default
+            states[name] = History(
+                deep=sdoc.history == "deep",
+                default=(
+                    _transition(default, registry, f"history {name!r}")
+                    if isinstance(default, _TransitionDoc)
+                    else default
+                ),
+                description=sdoc.description,
+                id=sdoc.id,
+            )
+            continue
         on: dict[str, Any] = {}
         for event, tdoc in sdoc.on.items():
-            where = f"state {name!r} event {event!r}"
-            if isinstance(tdoc, list):
-                on[event] = [_transition(t, registry, where) for t in tdoc]
-            else:
-                on[event] = _transition(tdoc, registry, where)
+            on[event] = _options(tdoc, registry, f"state {name!r} event {event!r}")
         after = {
             delay: _transition(tdoc, registry, f"state {name!r} after {delay!r}")
             for delay, tdoc in sdoc.after.items()
@@ -197,7 +219,33 @@ def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine
             after=after,
             timeout=sdoc.timeout,
             on_timeout=on_timeout,
+            states=_states(sdoc.states, registry),
+            initial=sdoc.initial,
+            parallel=sdoc.parallel,
+            on_done=_options(sdoc.on_done, registry, f"state {name!r} on_done"),
+            always=_options(sdoc.always, registry, f"state {name!r} always"),
+            transitions=[
+                _transition(t, registry, f"state {name!r} transitions") for t in sdoc.transitions
+            ],
+            id=sdoc.id,
         )
+    return states
+
+
+def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine:
+    """Build and validate a :class:`Machine` from parsed YAML/JSON data."""
+    registry = registry or Registry()
+    if not isinstance(data, Mapping):
+        raise SpecError(f"a machine document must be a mapping, got {type(data).__name__}")
+    try:
+        doc = _MachineDoc.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            for e in exc.errors()[:10]
+        )
+        raise SpecError(f"machine document is malformed: {problems}") from exc
+    states = _states(doc.states, registry)
     return Machine(
         doc.name,
         initial=doc.initial,
@@ -206,13 +254,17 @@ def machine_from_mapping(data: Any, registry: Registry | None = None) -> Machine
         version=str(doc.version),
         registry=registry,
         description=doc.description,
+        ignore_unmatched=doc.ignore_unmatched,
     )
 
 
 def load_machine(
     source: str | Path | Mapping[str, Any], registry: Registry | None = None
 ) -> Machine:
-    """Load a machine from a ``.yaml``/``.yml``/``.json`` file path or an already-parsed mapping."""
+    """Load a machine from a ``.yaml``/``.yml``/``.json``/``.scxml`` file or a parsed mapping.
+
+    SCXML documents without a datamodel are read by :mod:`statewf.scxml`.
+    """
     try:
         return _load_machine(source, registry)
     except RecursionError:  # a hostile document: deep nesting is a bad spec, not a crash
@@ -224,8 +276,15 @@ def _load_machine(source: str | Path | Mapping[str, Any], registry: Registry | N
         return machine_from_mapping(source, registry)
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read machine file {str(path)!r}: {exc.strerror}") from exc
+    if path.suffix.lower() in (".scxml", ".xml"):
+        # bytes: the XML parser honours the document's encoding declaration and BOM
+        return machine_from_scxml(raw, registry, default_name=path.stem)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"machine file {str(path)!r} is not UTF-8: {exc}") from exc
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
     return machine_from_mapping(parse_document(text, fmt=fmt), registry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 T = TypeVar("T")
 
@@ -25,8 +25,26 @@ def state_label(configuration: tuple[str, ...]) -> str:
     return ",".join(configuration)
 
 
+class PendingTimer(BaseModel):
+    """A delayed event of a statechart instance: an ``after`` of an active state or a ``send``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    event: str
+    due_at: datetime
+    state: str | None = Field(default=None, description="the state whose exit cancels it")
+    label: str = ""
+
+
 class Instance(BaseModel):
-    """The snapshot of one instance: the result of folding its transition log."""
+    """The snapshot of one instance: the result of folding its transition log.
+
+    ``configuration`` holds the active leaf states as dotted paths in document order
+    (one name for a flat machine). A statechart instance also keeps its ``history``
+    values (history state path to the paths it restores), its pending ``timers`` and
+    ``state_ids``, the ids of the active leaf states (SCXML ids for a loaded document).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -44,6 +62,55 @@ class Instance(BaseModel):
     wake_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    history: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    timers: tuple[PendingTimer, ...] = ()
+    state_ids: tuple[str, ...] = ()
+    chart: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_configuration(cls, data: Any) -> Any:
+        # A statechart's stored configuration is an object (paths, ids, history, timers);
+        # a flat machine's is the list of its one state, as in every release before.
+        if isinstance(data, dict) and isinstance(data.get("configuration"), dict):
+            stored = data["configuration"]
+            data = {**data, **chart_fields(stored)}
+        return data
+
+    def stored_configuration(self) -> Any:
+        """The configuration column's value: a list for flat machines, an object for charts."""
+        if not self.chart:
+            return list(self.configuration)
+        return chart_value(self)
+
+    def matches(self, state: str) -> bool:
+        """True if ``state`` (a dotted path, a state's name or id) is active, ancestors included."""
+        needle = f".{state}."
+        return state in self.state_ids or any(needle in f".{p}." for p in self.configuration)
+
+
+def chart_value(snapshot: Instance) -> dict[str, Any]:
+    """The JSON form of a chart instance's configuration, history and timers."""
+    value: dict[str, Any] = {"active": list(snapshot.configuration)}
+    if snapshot.state_ids != snapshot.configuration:
+        value["ids"] = list(snapshot.state_ids)
+    if snapshot.history:
+        value["history"] = {k: list(v) for k, v in snapshot.history.items()}
+    if snapshot.timers:
+        value["timers"] = [t.model_dump(mode="json") for t in snapshot.timers]
+    return value
+
+
+def chart_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot fields a stored chart value holds (the inverse of :func:`chart_value`)."""
+    active = tuple(stored.get("active", ()))
+    return {
+        "configuration": active,
+        "state_ids": tuple(stored.get("ids", active)),
+        "history": {k: tuple(v) for k, v in stored.get("history", {}).items()},
+        "timers": tuple(PendingTimer.model_validate(t) for t in stored.get("timers", ())),
+        "chart": True,
+    }
 
 
 class TransitionRecord(BaseModel):

@@ -14,17 +14,23 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import BaseModel
 
+from statewf.chart.model import History
 from statewf.durations import format_duration, parse_duration
 from statewf.errors import SpecError, StatewfError
 from statewf.hooks import Effect, Hook, Registry, _as_list, _callable_name
 
+if TYPE_CHECKING:
+    from statewf.chart.model import Cancel, Chart, In, Log, Raise, Send
+
 GuardFn: TypeAlias = Callable[[Any, Any], bool]
 ActionFn: TypeAlias = Callable[[Any, Any], Any]
-HookRef: TypeAlias = "str | Callable[..., Any] | Effect"
+#: A guard, action or effect: a callable, an Effect, a registry name, or (in a
+#: statechart) SCXML content (Raise, Send, Cancel, Log) and the In() guard.
+HookRef: TypeAlias = "str | Callable[..., Any] | Effect | Raise | Send | Cancel | Log | In"
 HookRefs: TypeAlias = "HookRef | Sequence[HookRef] | None"
 
 MAX_NAME_LENGTH = 200
@@ -39,17 +45,19 @@ class Transition:
     external self-transition: exit and entry actions run.
     """
 
-    target: str | None
+    target: str | tuple[str, ...] | None
     guards: tuple[HookRef, ...] = ()
     unless: tuple[HookRef, ...] = ()
     actions: tuple[HookRef, ...] = ()
     payload: type[BaseModel] | None = None
     internal: bool = False
     description: str = ""
+    event: str | None = None
+    type: str = "external"
 
 
 def transition(
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     *,
     guard: HookRefs = None,
     unless: HookRefs = None,
@@ -57,16 +65,27 @@ def transition(
     payload: type[BaseModel] | None = None,
     internal: bool = False,
     description: str = "",
+    event: str | None = None,
+    type: str = "external",
 ) -> Transition:
-    """Build a :class:`Transition`; ``guard``/``unless``/``action`` take one or a list."""
+    """Build a :class:`Transition`; ``guard``/``unless``/``action`` take one or a list.
+
+    In a statechart, ``target`` may name several states (one per parallel region),
+    ``event`` gives the descriptors of a transition listed in ``State(transitions=[...])``
+    (space-separated; None: eventless), and ``type="internal"`` is SCXML's internal
+    transition: it does not exit its compound source state when every target is inside.
+    """
+    targets = target if isinstance(target, str | None) else tuple(target)
     return Transition(
-        target=None if internal else target,
+        target=None if internal else targets,
         guards=tuple(_as_list(guard)),
         unless=tuple(_as_list(unless)),
         actions=tuple(_as_list(action)),
         payload=payload,
         internal=internal or target is None,
         description=description,
+        event=event,
+        type=type,
     )
 
 
@@ -93,6 +112,27 @@ class State:
     after: Mapping[Any, str | Transition] = field(default_factory=dict)
     timeout: Any = None
     on_timeout: str | Transition | None = None
+    states: Mapping[str, State | History] = field(default_factory=dict)
+    initial: str | Sequence[str] | Transition | None = None
+    parallel: bool = False
+    on_done: TransitionLike | None = None
+    always: TransitionLike | None = None
+    transitions: Sequence[Transition] = ()
+    id: str | None = None
+
+    @property
+    def is_chart(self) -> bool:
+        """True if this state uses a statechart feature (nesting, parallel, always, ...)."""
+        return bool(
+            self.states
+            or self.parallel
+            or self.on_done is not None
+            or self.always is not None
+            or self.transitions
+            or self.id is not None
+            or self.initial is not None
+            or _uses_content(self)
+        )
 
 
 @dataclass(frozen=True)
@@ -150,24 +190,33 @@ class Machine:
 
     Args:
         name: the machine's name, unique within an engine.
-        initial: the state new instances start in.
-        states: state name to :class:`State`.
+        initial: the state new instances start in (a statechart: one name or several,
+            one per parallel region, at any depth).
+        states: state name to :class:`State` (or :class:`History` inside a state).
         context: a pydantic model for the instance context (or None for a free dict).
         version: bump it whenever the definition changes; instances keep theirs.
         registry: where hook names (strings) are looked up.
         description: free text shown in diagrams and the CLI.
+        statechart: run it on the SCXML core; None decides from the definition
+            (nesting, parallel, history, ``always``, ``on_done``... make a statechart).
+        allow_unreachable: keep states no run can enter instead of refusing them.
+        ignore_unmatched: discard events no transition takes (SCXML semantics: ``send``
+            returns the unchanged instance) instead of raising ``UnknownEvent``.
     """
 
     def __init__(
         self,
         name: str,
         *,
-        initial: str,
-        states: Mapping[str, State],
+        initial: str | Sequence[str],
+        states: Mapping[str, State | History],
         context: type[BaseModel] | None = None,
         version: str = "1",
         registry: Registry | None = None,
         description: str = "",
+        statechart: bool | None = None,
+        allow_unreachable: bool = False,
+        ignore_unmatched: bool = False,
     ) -> None:
         self.name = name
         self.version = str(version)
@@ -175,7 +224,22 @@ class Machine:
         self.context = context
         self.description = description
         self.registry = registry
+        self.chart: Chart | None = None
+        #: states a run can never enter (only SCXML documents and allow_unreachable keep them)
+        self.unreachable: tuple[str, ...] = ()
         problems: list[str] = []
+        if statechart is None:
+            statechart = (
+                ignore_unmatched
+                or not isinstance(initial, str)
+                or (
+                    isinstance(states, Mapping)
+                    and any(
+                        isinstance(s, History) or (isinstance(s, State) and s.is_chart)
+                        for s in states.values()
+                    )
+                )
+            )
         _check_name("machine name", name, problems)
         _check_name("machine version", self.version, problems)
         if context is not None and not (
@@ -185,6 +249,10 @@ class Machine:
         self.states: dict[str, ResolvedState] = {}
         self.transitions: dict[str, dict[str, tuple[ResolvedTransition, ...]]] = {}
         self.timers: dict[str, tuple[ResolvedTimer, ...]] = {}
+        if statechart:
+            self._build_chart(states, problems, allow_unreachable, ignore_unmatched)
+            self._raise_problems(problems)
+            return
         if not isinstance(states, Mapping):
             problems.append(f"states must be a mapping of name to State, got {states!r}")
             states = {}
@@ -199,13 +267,36 @@ class Machine:
             self._check_graph(problems)
         if not problems:
             self._check_effect_names(problems)
+        self._raise_problems(problems)
+
+    def _raise_problems(self, problems: list[str]) -> None:
         if problems:
             listing = "; ".join(problems)
             raise SpecError(
-                f"machine {name!r} is invalid: {listing}",
-                machine=name,
+                f"machine {self.name!r} is invalid: {listing}",
+                machine=self.name,
                 problems=problems,
             )
+
+    def _build_chart(
+        self,
+        states: Any,
+        problems: list[str],
+        allow_unreachable: bool,
+        ignore_unmatched: bool,
+    ) -> None:
+        # The builder imports this module's State and History: import it when used.
+        from statewf.chart.build import compile_chart
+
+        self.chart = compile_chart(
+            self,
+            states,
+            problems,
+            allow_unreachable=allow_unreachable,
+            ignore_unmatched=ignore_unmatched,
+        )
+        if self.chart is not None:
+            self._check_effect_names(problems)
 
     # ------------------------------------------------------------ building
 
@@ -311,7 +402,7 @@ class Machine:
         return ResolvedTransition(
             source=source,
             event=event,
-            target=item.target,
+            target=item.target if isinstance(item.target, str) else None,
             guards=self._hooks(item.guards, f"{where} guard", problems),
             unless=self._hooks(item.unless, f"{where} unless", problems),
             actions=self._hooks(item.actions, f"{where} action", problems),
@@ -367,6 +458,14 @@ class Machine:
                 )
 
     def _all_hooks(self) -> Iterator[Hook]:
+        if self.chart is not None:
+            for node in self.chart.nodes:
+                yield from (h for h in (*node.on_entry, *node.on_exit) if isinstance(h, Hook))
+            for ct in self.chart.transitions():
+                for h in (*ct.guards, *ct.unless, *ct.actions):
+                    if isinstance(h, Hook):
+                        yield h
+            return
         for state in self.states.values():
             yield from (*state.on_enter, *state.on_exit)
         for t in self.all_transitions():
@@ -396,7 +495,7 @@ class Machine:
                     f"state {t.source!r} event {t.event!r}: alternative transitions "
                     "must share one payload schema"
                 )
-        if problems:
+        if problems or not isinstance(self.initial, str):
             return
         seen = {self.initial}
         frontier = [self.initial]
@@ -431,7 +530,17 @@ class Machine:
             yield timer.transition
 
     def events_from(self, state: str) -> list[str]:
-        """The events with a transition from ``state``, in declaration order."""
+        """The events with a transition from ``state`` (and, in a chart, its ancestors)."""
+        if self.chart is not None:
+            node = self.chart.by_path.get(state)
+            if node is None:
+                return []
+            found: dict[str, None] = {}
+            for n in (node, *reversed(node.ancestors)):
+                for ct in n.transitions:
+                    if ct.sendable:
+                        found.update(dict.fromkeys(ct.events))
+            return list(found)
         return list(self.transitions.get(state, {}))
 
     def effect_hooks(self) -> dict[str, Hook]:
@@ -441,53 +550,16 @@ class Machine:
     @property
     def events(self) -> list[str]:
         """Every event name the machine knows, sorted."""
+        if self.chart is not None:
+            return sorted({e for t in self.chart.transitions() if t.sendable for e in t.events})
         return sorted({t.event for t in self.all_transitions()})
 
     def to_definition(self) -> dict[str, Any]:
         """A JSON-able description of the machine (hooks by name), stored on register."""
-        states: dict[str, Any] = {}
-        for name, state in self.states.items():
-            on: dict[str, Any] = {}
-            for event, options in self.transitions[name].items():
-                on[event] = [
-                    {
-                        "target": t.target,
-                        "guards": [h.name for h in t.guards],
-                        "unless": [h.name for h in t.unless],
-                        "actions": [_hook_def(h) for h in t.actions],
-                        "payload": t.payload.model_json_schema() if t.payload else None,
-                        "description": t.description,
-                    }
-                    for t in options
-                ]
-            states[name] = {
-                "on": on,
-                "on_enter": [_hook_def(h) for h in state.on_enter],
-                "on_exit": [_hook_def(h) for h in state.on_exit],
-                "final": state.final,
-                "description": state.description,
-            }
-            if self.timers.get(name):
-                states[name]["after"] = [
-                    {
-                        "label": t.label,
-                        "seconds": t.delay.total_seconds(),
-                        "target": t.transition.target,
-                        "guards": [h.name for h in t.transition.guards],
-                        "unless": [h.name for h in t.transition.unless],
-                        "actions": [_hook_def(h) for h in t.transition.actions],
-                        "description": t.transition.description,
-                    }
-                    for t in self.timers[name]
-                ]
-        return {
-            "name": self.name,
-            "version": self.version,
-            "initial": self.initial,
-            "description": self.description,
-            "context": self.context.model_json_schema() if self.context else None,
-            "states": states,
-        }
+        # definition.py reads this module's types: import it when used.
+        from statewf.definition import machine_definition
+
+        return machine_definition(self)
 
     @property
     def fingerprint(self) -> str:
@@ -499,8 +571,20 @@ class Machine:
         return f"Machine({self.name!r}, version={self.version!r}, states={len(self.states)})"
 
 
-def _hook_def(hook: Hook) -> str:
-    return f"effect:{hook.name}" if hook.is_effect else hook.name
+def _uses_content(state: State) -> bool:
+    """True if a hook of ``state`` is statechart content (Raise, Send, Cancel, Log, In)."""
+    refs: list[Any] = [state.on_enter, state.on_exit]
+    options: list[Any] = [*state.after.values(), state.on_timeout]
+    for spec in state.on.values() if isinstance(state.on, Mapping) else ():
+        options.extend(spec if isinstance(spec, Sequence) and not isinstance(spec, str) else [spec])
+    for option in options:
+        if isinstance(option, Transition):
+            refs.extend((option.guards, option.unless, option.actions))
+    for ref in refs:
+        items = ref if isinstance(ref, Sequence) and not isinstance(ref, str) else [ref]
+        if any(hasattr(item, "_statewf_content") for item in items):
+            return True
+    return False
 
 
 def _check_name(what: str, value: Any, problems: list[str]) -> None:

@@ -106,6 +106,7 @@ def to_dot(graph: Graph) -> str:
     node_ids = {node.id: f"n{i}" for i, node in enumerate(graph.nodes)}
     cluster_ids = {c.id: f"cluster_{i}" for i, c in enumerate(graph.clusters)}
     internal: dict[str, list[Edge]] = {}
+    initial_edges: list[tuple[str, str]] = []
     for edge in graph.edges:
         if edge.internal:
             internal.setdefault(edge.source, []).append(edge)
@@ -134,6 +135,11 @@ def to_dot(graph: Graph) -> str:
             label = _table([_row(f"<B>{html_text(cluster.label)}</B>")])
             style = "rounded,dashed" if cluster.parallel else "rounded"
             yield f"{pad}{INDENT}graph {_attrs(label=label, style=style, color=LINE)}"
+            if cluster.initial is not None:
+                point = f"{cluster_ids[cluster.id]}_start"
+                dot = _attrs(shape="point", width="0.12", color=LINE, fillcolor=LINE)
+                yield f"{pad}{INDENT}{point} {dot}"
+                initial_edges.append((point, cluster.initial))
             yield from cluster_lines(cluster.id, depth + 1)
             yield f"{pad}}}"
 
@@ -170,6 +176,10 @@ def to_dot(graph: Graph) -> str:
         lines.append(
             f"{INDENT}start -> {_endpoint(graph, graph.initial, node_ids, cluster_ids)[0]}"
         )
+    for point, child in initial_edges:
+        target, lhead = _endpoint(graph, child, node_ids, cluster_ids)
+        clip = f" {_attrs(lhead=lhead)}" if lhead else ""
+        lines.append(f"{INDENT}{point} -> {target}{clip}")
     for edge in graph.edges:
         if edge.internal:
             continue

@@ -22,6 +22,13 @@ from statewf.records import KIND_CREATE, Instance, TransitionRecord, state_label
 from statewf.spec import Machine
 from visualize.errors import VisualizeError
 from visualize.graph import Action, Cluster, Edge, Graph, Node
+from visualize.statechart import (
+    chart_initial,
+    chart_states,
+    is_chart,
+    microstep_entries,
+    microstep_transitions,
+)
 
 EFFECT_PREFIX = "effect:"
 
@@ -32,7 +39,8 @@ def definition_of(machine: Machine | Mapping[str, Any]) -> dict[str, Any]:
         return machine.to_definition()
     if isinstance(machine, Mapping):
         definition = dict(machine)
-        _check_definition(definition)
+        if not is_chart(definition):
+            _check_definition(definition)
         return definition
     raise VisualizeError(
         "expected a statewf.Machine or a machine definition dict "
@@ -118,15 +126,17 @@ def _clusters(state_names: Iterable[str], states: Mapping[str, Any]) -> dict[str
             if path not in clusters:
                 parent = ".".join(parts[: depth - 1]) or None
                 parallel = bool(states.get(path, {}).get("parallel", False))
-                clusters[path] = Cluster(path, parts[depth - 1], parent, parallel)
+                initial = (states.get(path, {}).get("initial") or [None])[0]
+                clusters[path] = Cluster(path, parts[depth - 1], parent, parallel, initial)
     return clusters
 
 
 def machine_graph(machine: Machine | Mapping[str, Any]) -> Graph:
     """The graph of a machine definition: states, transitions, clusters."""
     definition = definition_of(machine)
-    states: Mapping[str, Any] = definition["states"]
-    order = _state_order(definition)
+    chart = is_chart(definition)
+    states: Mapping[str, Any] = chart_states(definition) if chart else definition["states"]
+    order = list(states) if chart else _state_order(definition)
     clusters = _clusters(order, states)
     nodes = []
     for name in order:
@@ -137,7 +147,7 @@ def machine_graph(machine: Machine | Mapping[str, Any]) -> Graph:
         nodes.append(
             Node(
                 id=name,
-                label=leaf,
+                label=state.get("history") or leaf,
                 final=bool(state.get("final", False)),
                 entry=_actions(state.get("on_enter")),
                 exit=_actions(state.get("on_exit")),
@@ -158,7 +168,7 @@ def machine_graph(machine: Machine | Mapping[str, Any]) -> Graph:
     name = str(definition.get("name", "machine"))
     version = definition.get("version")
     title = f"{name} (version {version})" if version is not None else name
-    initial = definition.get("initial")
+    initial = chart_initial(definition) if chart else definition.get("initial")
     graph = Graph(
         name=name,
         kind="machine",
@@ -254,6 +264,30 @@ def history_graph(
     for record in log:
         if record.meta.get("skipped"):
             continue  # a timer whose guard said no: nothing moved
+        if "microsteps" in record.meta:  # a statechart's row: count every microstep
+            if record.target:
+                configuration = record.target
+            for state in microstep_entries(record.meta):
+                visits[state] = visits.get(state, 0) + 1
+            for source, target, event in microstep_transitions(record.meta):
+                index = next(
+                    (
+                        i
+                        for i, e in enumerate(edges)
+                        if (e.source, e.target, e.event) == (source, target, event)
+                    ),
+                    None,
+                )
+                if index is None:
+                    key = (source, target, event, False)
+                    if key not in extra:
+                        extra[key] = len(edges)
+                        edges.append(Edge(source, target, event, mark="extra"))
+                        taken.append(0)
+                    index = extra[key]
+                taken[index] += 1
+                first.setdefault(index, record.seq)
+            continue
         internal = bool(record.meta.get("internal", False))
         if record.target:
             configuration = record.target

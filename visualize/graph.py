@@ -62,6 +62,8 @@ class Cluster:
     label: str
     parent: str | None = None
     parallel: bool = False
+    #: the child its initial transition enters (statecharts draw an arrow at every level)
+    initial: str | None = None
 
 
 @dataclass(frozen=True)

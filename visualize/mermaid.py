@@ -67,11 +67,21 @@ def to_mermaid(graph: Graph) -> str:
 
     def declare(parent: str | None, depth: int) -> Iterator[str]:
         pad = INDENT * depth
+        owner = next((c for c in graph.clusters if c.id == parent), None)
+        if owner is not None and owner.initial is not None and owner.initial in ids:
+            yield f"{pad}[*] --> {ids[owner.initial]}"
+        regions = 0
         for node in graph.nodes:
             if node.parent == parent:
+                if owner is not None and owner.parallel and regions:
+                    yield f"{pad}--"  # a concurrent region
+                regions += 1
                 yield f'{pad}state "{mermaid_text(node.label)}" as {ids[node.id]}'
         for cluster in graph.clusters:
             if cluster.parent == parent:
+                if owner is not None and owner.parallel and regions:
+                    yield f"{pad}--"
+                regions += 1
                 yield f'{pad}state "{mermaid_text(cluster.label)}" as {ids[cluster.id]}'
                 yield f"{pad}state {ids[cluster.id]} {{"
                 yield from declare(cluster.id, depth + 1)

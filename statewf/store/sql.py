@@ -106,7 +106,7 @@ def record_from_row(row: Row[Any]) -> TransitionRecord:
 
 def _instance_values(snapshot: Instance) -> dict[str, Any]:
     values = snapshot.model_dump(include=set(_INSTANCE_FIELDS))
-    values["configuration"] = list(snapshot.configuration)
+    values["configuration"] = snapshot.stored_configuration()
     return values
 
 

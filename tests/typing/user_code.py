@@ -82,6 +82,42 @@ def main() -> None:
         print(asyncio.run(use_async(engine)).state)
 
 
+# ---------------------------------------------------------------- statecharts
+
+chart = statewf.Machine(
+    "typed-chart",
+    initial="open",
+    states={
+        "open": statewf.State(
+            initial="a",
+            on={"CANCEL": "done"},
+            states={
+                "a": statewf.State(
+                    on={"GO": statewf.transition("b", action=[statewf.Raise("NEXT")])},
+                    after={"1 hour": "b"},
+                ),
+                "b": statewf.State(
+                    always=statewf.transition("done", guard=statewf.In("a")),
+                    on={"SEND": statewf.transition(action=statewf.Send("X", delay="1 day"))},
+                ),
+                "h": statewf.History(deep=True),
+            },
+        ),
+        "done": statewf.State(final=True),
+    },
+)
+
+
+def use_chart(engine: statewf.Engine) -> None:
+    inst = engine.create(chart)
+    leaves: tuple[str, ...] = inst.configuration
+    ids: tuple[str, ...] = inst.state_ids
+    active: bool = inst.matches("open")
+    print(leaves, ids, active, inst.history, [t.due_at for t in inst.timers])
+    scxml: statewf.Machine = statewf.load_machine("chart.scxml")
+    print(scxml.unreachable)
+
+
 # ---------------------------------------------------------------- durable workflows
 
 import durable  # noqa: E402  (kept next to the code that uses it)
