@@ -246,9 +246,20 @@ class ChartBuilder:
             if not children:
                 return None
             spec = transition(f"#{children[0].id}")
+        if (
+            isinstance(spec, Sequence)
+            and not isinstance(spec, str)
+            and spec
+            and all(isinstance(name, str) for name in spec)
+        ):
+            # several names: one initial transition entering all of them (one per
+            # parallel region), as SCXML's initial="a b" and <initial> with "a b"
+            spec = transition(list(spec))
         items = self._options(spec, where)
         if not items:
             return None
+        if len(items) > 1:
+            self.problems.append(f"{where}: an initial is one transition, got {len(items)}")
         item = items[0]
         targets = self._targets(node, item.target, where, scope=node)
         for t in targets:

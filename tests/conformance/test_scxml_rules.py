@@ -211,6 +211,42 @@ def test_initial_may_name_deep_descendants_in_several_regions_and_run_actions() 
     assert logs(run) == ["initial"]
 
 
+PARALLEL_AB = (
+    '<parallel id="p"><state id="a" initial="a1"><state id="a1"/><state id="a2"/></state>'
+    '<state id="b" initial="b1"><state id="b1"/><state id="b2"/></state></parallel>'
+)
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["scxml", "state"],
+    ids=["initial attribute of <scxml>", "initial attribute of <state>"],
+)
+def test_an_initial_attribute_with_several_ids_enters_all_of_them(where: str) -> None:
+    """SCXML 3.2/3.3: ``initial="a2 b2"`` is one initial transition with two targets."""
+    if where == "scxml":
+        machine = scxml(doc(f'<state id="s">{PARALLEL_AB}</state>', initial="a2 b2"))
+    else:
+        machine = scxml(doc(f'<state id="s" initial="a2 b2">{PARALLEL_AB}</state>'))
+    assert Run(machine).ids == ["a2", "b2"]
+
+
+def test_python_initial_may_list_one_target_per_region() -> None:
+    region = {"one": State(), "two": State()}
+    machine = Machine(
+        "regions",
+        initial=["p.a.two", "p.b.two"],
+        states={
+            "p": State(
+                parallel=True,
+                states={"a": State(initial="one", states=dict(region)),
+                        "b": State(initial="one", states=dict(region))},
+            )
+        },
+    )
+    assert Run(machine).snapshot.configuration == ("p.a.two", "p.b.two")
+
+
 # ------------------------------------------------------------------ history
 
 
