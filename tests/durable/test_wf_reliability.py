@@ -266,3 +266,33 @@ def test_an_event_recorded_before_the_wait_never_fails_the_run(make_engine: Make
             assert done.output == {"who": "ops", "count": 1}
 
     asyncio.run(main())
+
+
+def test_the_cli_refuses_an_event_that_does_not_fit_the_wait(
+    make_engine: Make, db: dict[str, str | None]
+) -> None:
+    """The reported case: ``statewf runs trigger RUN confirmed --data '{"who":"ops"}'``."""
+    from click.testing import CliRunner
+
+    from statewf.cli import _load_plugins
+    from statewf.cli import cli as cli_group
+
+    _load_plugins()
+    flow, _ = confirm_flow()
+    options = ["--database", str(db["url"])]
+    if db["schema"] is not None:
+        options += ["--schema", db["schema"]]
+
+    async def main() -> None:
+        async with make_engine(workflows=[flow]) as engine:
+            run = await engine.start_workflow(flow)
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the wait")
+            before = frozen(engine.engine, run.id)
+            argv = [*options, "runs", "trigger", run.id, "confirmed", "--data", '{"who":"ops"}']
+            result = await asyncio.to_thread(CliRunner().invoke, cli_group, argv)
+            assert result.exit_code == 1, result.output
+            assert "does not match" in result.output
+            assert frozen(engine.engine, run.id) == before
+            await engine.cancel_workflow(run.id)
+
+    asyncio.run(main())
