@@ -144,7 +144,10 @@ async def bench_statewf(schema: str, raw: float, args: argparse.Namespace) -> di
                 loaded, records = load()
                 t1 = time.perf_counter()
                 executor = RunExecutor(
-                    engine.host, thousand, loaded.model_copy(update={"status": "running"}), records
+                    engine.executor.host,
+                    thousand,
+                    loaded.model_copy(update={"status": "running"}),
+                    records,
                 )
                 executor.finished = True  # replay only: nothing is written
                 outcome = await executor.execute()

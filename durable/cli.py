@@ -315,7 +315,7 @@ def dlq_show(
         e: Client,
     ) -> tuple[WorkflowRun, Progress, list[StepTimeline], list[TransitionRecord]]:
         run = await e.get_run(run_id, resource_id=resource_id)
-        records = await e.host.db(e.engine.history, run_id)
+        records = await asyncio.to_thread(e.engine.history, run_id)
         return (
             run,
             await e.check_progress(run_id, resource_id=resource_id),

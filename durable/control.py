@@ -42,12 +42,19 @@ def not_found(run_id: str, resource_id: str | None) -> RunNotFound:
     )
 
 
-def _locked(tx: Tx, run_id: str, resource_id: str | None, action: str) -> Instance:
-    snap = tx.get_instance(run_id, lock=True)
+def load_run(tx: Tx, run_id: str, resource_id: str | None, *, lock: bool = True) -> Instance:
+    """The run ``run_id`` (row-locked with ``lock``); :class:`RunNotFound` if it is unknown,
+    not a workflow run, or a run of another resource."""
+    snap = tx.get_instance(run_id, lock=lock)
     if snap is None or snap.kind != RUN_KIND:
         raise not_found(run_id, resource_id)
     if resource_id is not None and snap.resource_id != resource_id:
         raise not_found(run_id, resource_id)
+    return snap
+
+
+def _locked(tx: Tx, run_id: str, resource_id: str | None, action: str) -> Instance:
+    snap = load_run(tx, run_id, resource_id)
     if snap.status in TERMINAL:
         raise RunFinished(
             f"run {run_id!r} is already {snap.status}; cannot {action} it",

@@ -1,29 +1,25 @@
-"""The leases an engine holds on the runs it executes: claiming, heart-beating, releasing.
+"""The leases one engine holds on the runs it executes: claiming, extending, releasing.
 
-:class:`LeaseHolder` is mixed into :class:`~durable.WorkflowEngine` (and so into
-:class:`~durable.Worker`). Every run an engine executes is held under a lease:
-runs it starts itself are inserted already leased, others are claimed
-(:mod:`durable.leases`). A heartbeat task extends the leases every third of the
-lease; a run whose lease could not be extended (another worker took it over after
-this process stalled) is stopped at once. A run that waits or ends is released,
-and :meth:`close` releases every run still held, so another engine takes them up
-without waiting for the leases to run out.
+Every run an engine executes is held under a lease: runs it starts itself are
+inserted already leased, others are claimed (:mod:`durable.leases`). Its executor
+extends the leases every third of the lease (a run whose lease could not be
+extended, because another worker took it over after this process stalled, is
+stopped); a run that waits or ends is released, and closing releases every run
+still held, so another engine takes them up without waiting for the leases to run out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
 from durable.leases import ClaimedRun, Claimer, Limits, claim, wall_now
-from durable.runner import RunExecutor
-from durable.scheduling import stop_task
+from durable.registry import Registry
 from durable.writer import RunHost
 from statewf.errors import StatewfError
 from statewf.store import Tx
@@ -31,191 +27,115 @@ from statewf.store.leases import ClaimScope, extend, release, release_all
 
 log = logging.getLogger("durable")
 
-#: Most runs one claim transaction takes.
-_CLAIM_BATCH = 100
-
 
 def new_worker_id() -> str:
     """A unique id for one engine or worker process: host, pid and a random part."""
     return f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class LeaseHolder:
-    """Claims, heartbeats and releases of the runs an engine executes (a mixin)."""
+@dataclass
+class Leases:
+    """Who holds (``owner``), for how long, and what it may claim; the lease queries."""
 
     host: RunHost
-    worker_id: str
-    lease_seconds: float
+    registry: Registry
+    owner: str
+    seconds: float
     crash_limit: int
-    concurrency: int | None
     queues: list[str] | None
     labels: dict[str, str]
-    limits: Limits
-    recover: bool
-    _tasks: dict[str, asyncio.Task[None]]
-    _executors: dict[str, RunExecutor]
-    _heartbeat: asyncio.Task[None] | None
+    limits: Limits = field(default_factory=Limits)
+    #: what else a heartbeat writes in its transaction (a worker's own row), given
+    #: the number of runs executing; None: nothing
+    beat_row: Callable[[Tx, int], None] | None = None
 
-    if TYPE_CHECKING:  # provided by WorkflowEngine and WaitControl
-
-        def _workflow_versions(self) -> list[tuple[str, str]]: ...
-
-        def _prepare(self, snapshot: Any) -> dict[str, Any]: ...
-
-        def _wake_soon(self) -> None: ...
-
-        def _executing(self) -> set[str]: ...
-
-    # ------------------------------------------------------------ claiming
-
-    def lease_until(self) -> datetime:
+    def until(self) -> datetime:
         """When a lease taken or extended now runs out."""
-        return wall_now() + timedelta(seconds=self.lease_seconds)
+        return wall_now() + timedelta(seconds=self.seconds)
 
-    def capacity(self) -> int:
-        """How many more runs this engine may take now (its ``concurrency`` minus held runs)."""
-        if self.concurrency is None:
-            return _CLAIM_BATCH
-        return max(0, min(_CLAIM_BATCH, self.concurrency - len(self._executing())))
-
-    def _claimer(self, *, executing: bool, due: bool, own: Collection[str] = ()) -> Claimer:
-        offered = [f"{k}={v}" for k, v in self.labels.items()]
-        scope = ClaimScope(
-            kind="workflow",
-            versions=self._workflow_versions(),
-            queues=self.queues,
-            labels=offered,
-            executing=executing,
-            due=due,
-            owner=self.worker_id,
-            own=own,
-        )
-        return Claimer(
-            owner=self.worker_id,
-            scope=scope,
-            lease_for=timedelta(seconds=self.lease_seconds),
-            limits=self.limits,
-            crash_limit=self.crash_limit,
-            prepare=self._prepare,
-        )
-
-    async def _claim(
+    async def claim(
         self,
         *,
         executing: bool,
         due: bool,
         limit: int,
+        exclude: Collection[str],
         only: str | None = None,
         own: Collection[str] = (),
     ) -> list[ClaimedRun]:
-        if limit <= 0 or not self._workflow_versions():
+        """Claim up to ``limit`` runs this holder may take (none if it has no workflows)."""
+        versions = self.registry.versions()
+        if limit <= 0 or not versions:
             return []
-        claimer = self._claimer(executing=executing, due=due, own=own)
+        scope = ClaimScope(
+            kind="workflow",
+            versions=versions,
+            queues=self.queues,
+            labels=[f"{k}={v}" for k, v in self.labels.items()],
+            executing=executing,
+            due=due,
+            owner=self.owner,
+            own=own,
+        )
+        claimer = Claimer(
+            owner=self.owner,
+            scope=scope,
+            lease_for=timedelta(seconds=self.seconds),
+            limits=self.limits,
+            crash_limit=self.crash_limit,
+            prepare=self.registry.prepare,
+        )
+        store, clock, excluded = self.host.store, self.host.clock, set(exclude)
         claimed, dead = await self.host.db(
-            _claim_sync,
-            self.host,
-            claimer,
-            limit,
-            self._executing(),
-            only,
+            lambda: claim(store, claimer, clock, limit=limit, exclude=excluded, only=only)
         )
         for run_id in dead:
             log.error("run %s was moved to the dead letters", run_id)
         return claimed
 
-    # ------------------------------------------------------------ heartbeat
+    def writes_beats(self) -> bool:
+        """Whether a heartbeat writes something even when no run is held."""
+        return self.beat_row is not None
 
-    def _start_heartbeat(self) -> None:
-        if self._heartbeat is not None:
-            return  # a start tried again after a database error
-        self._heartbeat = asyncio.get_running_loop().create_task(
-            self._beat_forever(), name=f"durable-heartbeat-{self.worker_id}"
-        )
-
-    async def _stop_heartbeat(self) -> None:
-        if self._heartbeat is not None:
-            await stop_task(self._heartbeat)
-            self._heartbeat = None
-
-    async def _beat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                await self.beat()
-            except StatewfError as exc:  # the database is away: the next beat tries again
-                log.warning("heartbeat of %s failed: %s", self.worker_id, exc)
-
-    def _records_beats(self) -> bool:
-        """Whether a heartbeat also writes a row of its own (a registered worker)."""
-        return False
-
-    def _record_beat(self, tx: Tx, held: int) -> None:
-        """Write this holder's own heartbeat row in the heartbeat's transaction."""
-
-    async def beat(self) -> set[str]:
-        """Extend the leases of the runs executing here; the ids whose lease was lost."""
-        held = {rid for rid, ex in self._executors.items() if ex.lease is not None}
-        count = len(self._executing())
-        if not held and not self._records_beats():
-            return set()
+    async def extend(self, held: Sequence[str], executing: int) -> set[str]:
+        """Extend the leases of ``held`` (and write the beat row); the ids still held."""
+        ids = set(held)
 
         def extend_sync() -> set[str]:
             # one transaction: the leases and (for a worker) its heartbeat row
             with self.host.store.transaction() as tx:
-                kept = extend(tx, self.worker_id, held, self.lease_until())
-                self._record_beat(tx, count)
+                kept = extend(tx, self.owner, ids, self.until())
+                if self.beat_row is not None:
+                    self.beat_row(tx, executing)
                 return kept
 
-        kept = await self.host.db(extend_sync)
-        lost = held - kept
-        for run_id in lost:
-            executor = self._executors.get(run_id)
-            if executor is None or executor.lease is None:
-                continue  # ended meanwhile
-            executor.lose_lease()
-            task = self._tasks.get(run_id)
-            if task is not None:
-                task.cancel()
-        return lost
+        return await self.host.db(extend_sync)
 
-    # ------------------------------------------------------------ releasing
-
-    async def _release(self, run_ids: Collection[str]) -> None:
-        """Give up the leases of these runs; poke the scheduler if one of them is due already."""
+    async def release(self, run_ids: Collection[str]) -> bool:
+        """Give up the leases of these runs; whether one of them is due already."""
         if not run_ids:
-            return
+            return False
         ids = list(run_ids)
 
         def release_sync() -> list[tuple[str, datetime | None]]:
             with self.host.store.transaction() as tx:
-                return release(tx, self.worker_id, ids)
+                return release(tx, self.owner, ids)
 
         try:
             released = await self.host.db(release_sync)
         except StatewfError as exc:  # the lease runs out by itself
             log.warning("could not release runs %s: %s", ids, exc)
-            return
+            return False
         now = self.host.clock.now()
-        if any(wake is not None and wake <= now for _, wake in released):
-            self._wake_soon()
+        return any(wake is not None and wake <= now for _, wake in released)
 
-    def _release_everything(self) -> None:
-        """Give up every lease this engine holds (when it closes); blocking."""
+    def release_everything(self) -> None:
+        """Give up every lease this holder holds (when it closes); blocking."""
         try:
             with self.host.store.transaction() as tx:
-                count = release_all(tx, self.worker_id)
+                count = release_all(tx, self.owner)
         except StatewfError as exc:  # the leases run out by themselves
-            log.warning("%s could not release its runs on closing: %s", self.worker_id, exc)
+            log.warning("%s could not release its runs on closing: %s", self.owner, exc)
             return
         if count:
-            log.info("%s released %s run(s) on closing", self.worker_id, count)
-
-
-def _claim_sync(
-    host: RunHost,
-    claimer: Claimer,
-    limit: int,
-    exclude: set[str],
-    only: str | None,
-) -> tuple[list[ClaimedRun], list[str]]:
-    return claim(host.store, claimer, host.clock, limit=limit, exclude=exclude, only=only)
+            log.info("%s released %s run(s) on closing", self.owner, count)

@@ -16,12 +16,11 @@ never runs workflow code: a run that must go on is made due (``status="waiting"`
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from durable.control import append_row, not_found
+from durable.control import append_row, load_run
 from durable.errors import RunFinished
 from durable.records import (
     CANCELLED,
@@ -39,16 +38,12 @@ from durable.records import (
     RUN_KIND,
     WAIT_KINDS,
     WAITING,
-    WorkflowRun,
 )
 from durable.replay import History
-from durable.report import run_of
-from durable.writer import RunHost
-from statewf.engine import check_id
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.fold import apply
 from statewf.records import KIND_CREATE, Instance, Page, TransitionRecord
-from statewf.store import SqlStore, Tx
+from statewf.store import SqlStore
 from statewf.store.leases import route_of
 from statewf.store.runs import notify_wake, run_log
 
@@ -58,85 +53,6 @@ REPAIRABLE: frozenset[str] = frozenset({FAILED, DEAD})
 _FINISHED_KEYS = ("error", "output", "output_model", "waiting")
 #: Log-row kinds that record a step position (copied by a fork).
 _STEP_KINDS = frozenset({KIND_STEP, KIND_STEP_FAILED, KIND_RETRY, *WAIT_KINDS})
-
-
-class RunOperations:
-    """Dead-letter and repair operations of an engine or client (a mixin)."""
-
-    host: RunHost
-
-    if TYPE_CHECKING:  # provided by the scheduler of a WorkflowEngine (absent in a Client)
-
-        def _wake_soon(self) -> None: ...
-
-    def _wake_scheduler(self) -> None:
-        """Poke this engine's scheduler, if it has one, to claim a run made due now."""
-        wake = getattr(self, "_wake_soon", None)
-        if wake is not None:
-            wake()
-
-    async def dead_letters(
-        self,
-        *,
-        workflow: str | None = None,
-        include_failed: bool = True,
-        resource_id: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page[WorkflowRun]:
-        """A page of dead (and, by default, failed) runs, oldest first; follow ``next_cursor``."""
-        statuses = [DEAD, FAILED] if include_failed else [DEAD]
-        found = await self.host.db(
-            list_runs, self.host.store, statuses, workflow, resource_id, limit, cursor
-        )
-        return Page[WorkflowRun](
-            items=[run_of(i) for i in found.items], next_cursor=found.next_cursor
-        )
-
-    async def retry_run(
-        self, run_id: str, *, reason: str | None = None, resource_id: str | None = None
-    ) -> WorkflowRun:
-        """Make a failed or dead run go on from its failed step; earlier steps are replayed."""
-        check_id(run_id, "run id")
-        now = self.host.clock.now()
-        snap = await self.host.db(retry, self.host.store, run_id, resource_id, reason, now)
-        self._wake_scheduler()
-        return run_of(snap)
-
-    async def discard_run(
-        self, run_id: str, *, reason: str, resource_id: str | None = None
-    ) -> WorkflowRun:
-        """Give up a failed or dead run: it is ``cancelled``, with ``reason`` in the log."""
-        check_id(run_id, "run id")
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidInput(f"discarding run {run_id!r} needs a reason (a non-empty string)")
-        now = self.host.clock.now()
-        snap = await self.host.db(discard, self.host.store, run_id, resource_id, reason, now)
-        return run_of(snap)
-
-    async def fork_run(
-        self,
-        run_id: str,
-        *,
-        from_step: str,
-        new_run_id: str | None = None,
-        resource_id: str | None = None,
-    ) -> WorkflowRun:
-        """A new run of the same workflow and input that replays the steps before ``from_step``."""
-        check_id(run_id, "run id")
-        new_id = check_id(new_run_id, "new run id") if new_run_id is not None else None
-        now = self.host.clock.now()
-        snap = await self.host.db(
-            fork,
-            self.host.store,
-            run_id,
-            resource_id,
-            from_step,
-            new_id or uuid.uuid4().hex,
-            now,
-        )
-        self._wake_scheduler()
-        return run_of(snap)
 
 
 # ------------------------------------------------------------ the transactions
@@ -168,7 +84,7 @@ def retry(
 ) -> Instance:
     """Append a ``retry_run`` row to a failed or dead run and make it due."""
     with store.transaction() as tx:
-        snap = _locked(tx, run_id, resource_id)
+        snap = load_run(tx, run_id, resource_id)
         _check_repairable(snap, "retried", "fork it (fork_run) to run its steps again")
         history = History.from_log(run_log(tx, run_id))
         error = snap.context.get("error")
@@ -208,7 +124,7 @@ def discard(
 ) -> Instance:
     """Append a ``discard`` row to a failed or dead run: it is ``cancelled``."""
     with store.transaction() as tx:
-        snap = _locked(tx, run_id, resource_id)
+        snap = load_run(tx, run_id, resource_id)
         _check_repairable(snap, "discarded", "there is nothing to discard")
         return append_row(
             tx,
@@ -231,7 +147,7 @@ def fork(
 ) -> Instance:
     """Create run ``new_id`` from run ``run_id``'s steps before ``from_step``, due now."""
     with store.transaction() as tx:
-        original = _locked(tx, run_id, resource_id)
+        original = load_run(tx, run_id, resource_id)
         records = run_log(tx, run_id)
         history = History.from_log(records)
         recorded = step_positions(records)
@@ -385,15 +301,6 @@ def _deadline_again(snap: Instance, now: datetime) -> str | None:
         return None
     timeout = datetime.fromisoformat(deadline) - snap.created_at
     return (now + max(timeout, timedelta(0))).isoformat()
-
-
-def _locked(tx: Tx, run_id: str, resource_id: str | None) -> Instance:
-    snap = tx.get_instance(run_id, lock=True)
-    if snap is None or snap.kind != RUN_KIND:
-        raise not_found(run_id, resource_id)
-    if resource_id is not None and snap.resource_id != resource_id:
-        raise not_found(run_id, resource_id)
-    return snap
 
 
 def _check_repairable(snap: Instance, action: str, otherwise: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from durable.analysis import StepPlan
 from durable.codec import return_model
@@ -17,10 +17,27 @@ from durable.context import Context
 from durable.definition import Workflow, check_name
 from durable.durations import Duration
 from durable.errors import RunNotFound, WorkflowDefinitionError
+from durable.records import WorkflowRun
 from durable.retry import RetryPolicy
 
-if TYPE_CHECKING:
-    from durable.engine import WorkflowEngine
+
+class PipelineEngine(Protocol):
+    """What :meth:`Pipeline.run` needs of a :class:`~durable.WorkflowEngine`."""
+
+    async def get_run(self, run_id: str) -> WorkflowRun:
+        """The run ``run_id``."""
+
+    async def resume(self, run_id: str) -> WorkflowRun:
+        """Execute run ``run_id`` to its end here."""
+
+    async def result(self, run_id: str) -> Any:
+        """The output of run ``run_id``, once finished."""
+
+    async def start_workflow(
+        self, workflow: Pipeline, input: Any = None, *, run_id: str | None = None
+    ) -> WorkflowRun:
+        """Start a run of ``workflow``."""
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -151,7 +168,7 @@ class Pipeline:
         return value
 
     async def run(
-        self, engine: WorkflowEngine, /, *, run_id: str | None = None, **input: Any
+        self, engine: PipelineEngine, /, *, run_id: str | None = None, **input: Any
     ) -> Any:
         """Run the pipeline to its end and return the last step's output.
 

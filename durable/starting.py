@@ -16,6 +16,7 @@ from durable.records import RUN_KIND, RUNNING
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
 from statewf.errors import DuplicateInstance, InvalidInput
+from statewf.fold import apply
 from statewf.records import KIND_CREATE, Instance, TransitionRecord
 from statewf.store import SqlStore
 from statewf.store.leases import encode_labels
@@ -92,6 +93,26 @@ def create_record(
         },
         created_at=now,
     )
+
+
+def check_start_ids(run_id: str | None, resource_id: str | None, key: str | None) -> None:
+    """Raise :class:`InvalidInput` for a malformed run id, resource id or idempotency key."""
+    for value, what in ((run_id, "run id"), (resource_id, "resource_id"), (key, "idempotency_key")):
+        if value is not None:
+            check_id(value, what)
+
+
+def new_run(
+    spec: RunSpec,
+    run_id: str,
+    stored_input: Any,
+    resource_id: str | None,
+    idempotency_key: str | None,
+    now: datetime,
+) -> tuple[TransitionRecord, Instance]:
+    """The create row of a new run and the snapshot it implies."""
+    record = create_record(spec, run_id, stored_input, resource_id, idempotency_key, now)
+    return record, apply(None, record)
 
 
 def insert_run(

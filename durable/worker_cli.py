@@ -26,7 +26,7 @@ def find_workflows(app: Any) -> list[Workflow[Any, Any]]:
     if isinstance(app, list | tuple):
         return [wf for item in app for wf in find_workflows(item)]
     if isinstance(app, Worker):
-        return app.workflows()
+        return app.workflow_engine.workflows()
     found: dict[tuple[str, str], Workflow[Any, Any]] = {}
     for value in vars(app).values() if hasattr(app, "__dict__") else ():
         if isinstance(value, Workflow | Pipeline | list | tuple):

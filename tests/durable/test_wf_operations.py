@@ -117,7 +117,7 @@ def dead_letter(engine: durable.WorkflowEngine, run_id: str, reason: str) -> Non
             source=snap.configuration,
             status=DEAD,
             meta={"reason": reason, "takeovers": 3},
-            created_at=engine.host.clock.now(),
+            created_at=engine.executor.host.clock.now(),
         )
         tx.update_instance(apply(snap, record), snap.version)
         tx.append([record])

@@ -283,7 +283,7 @@ def test_parallel_steps_replay_identically_whatever_the_completion_order(
                 snap = engine.engine.get(f"par-{i}")
                 assert snap.status == "completed"
                 executor = RunExecutor(
-                    engine.host,
+                    engine.executor.host,
                     engine.workflows()[0],
                     snap.model_copy(update={"status": "running"}),
                     engine.engine.history(f"par-{i}"),

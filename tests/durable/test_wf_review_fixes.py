@@ -59,7 +59,7 @@ def test_two_executors_of_one_run_record_each_position_once(make_engine: Make) -
     async def main() -> None:
         engine = make_engine(workflows=[double], recover=False, scheduler=False)
         await engine.start()
-        engine._spawn = lambda _executor: None  # type: ignore[method-assign,assignment]
+        engine.executor.spawn = lambda _executor: None  # type: ignore[method-assign,assignment]
         run = await engine.start_workflow(double)  # left running, as after a crash
         first = await load_executor(engine, run.id)
         second = await load_executor(engine, run.id)
@@ -152,7 +152,7 @@ def test_transient_write_failure_is_retried_not_a_step_failure(
         async with make_engine(workflows=[blip]) as engine:
             with failing_step_writes(engine, 2) as state:
                 run = await engine.start_workflow(blip)
-                await until(lambda: run.id not in engine._tasks, "the run")
+                await until(lambda: run.id not in engine.executor.tasks, "the run")
             assert state["raised"] == 2
             done = await engine.get_run(run.id)
             assert (done.status, done.output) == ("completed", "done")
@@ -170,7 +170,7 @@ def test_write_that_failed_after_committing_is_not_written_again(
         async with make_engine(workflows=[blip]) as engine:
             with failing_step_writes(engine, 1, after_commit=True) as state:
                 run = await engine.start_workflow(blip)
-                await until(lambda: run.id not in engine._tasks, "the run")
+                await until(lambda: run.id not in engine.executor.tasks, "the run")
             assert state["raised"] == 1
             done = await engine.get_run(run.id)
             assert (done.status, done.output) == ("completed", "done")
@@ -187,9 +187,9 @@ async def load_executor(engine: durable.WorkflowEngine, run_id: str) -> RunExecu
         with engine.engine.store.transaction() as tx:
             return load_run(tx, run_id)
 
-    snapshot, records = await engine.host.db(load)
-    wf = engine._definition(snapshot.machine, snapshot.machine_version)
-    return RunExecutor(engine.host, wf, snapshot, records)
+    snapshot, records = await engine.executor.host.db(load)
+    wf = engine.executor.registry.definition(snapshot.machine, snapshot.machine_version)
+    return RunExecutor(engine.executor.host, wf, snapshot, records)
 
 
 def test_lasting_write_failure_leaves_the_run_in_progress_for_recovery(
@@ -201,11 +201,11 @@ def test_lasting_write_failure_leaves_the_run_in_progress_for_recovery(
         async with make_engine(workflows=[blip]) as engine:
             with failing_step_writes(engine, 1000):
                 run = await engine.start_workflow(blip)
-                await until(lambda: run.id not in engine._tasks, "the run")
+                await until(lambda: run.id not in engine.executor.tasks, "the run")
             stuck = await engine.get_run(run.id)
             assert stuck.status == "running"  # not failed, not swallowed by except Exception
             assert [r.kind for r in engine.engine.history(run.id)] == ["create"]
-            assert run.id not in engine._crashes
+            assert run.id not in engine.executor.crashes
             resumed = await engine.resume(run.id)
             assert (resumed.status, resumed.output) == ("completed", "done")
             assert positions(engine, run.id) == [0, 1]
@@ -236,7 +236,7 @@ def test_pause_during_a_step_keeps_its_result_and_the_step_runs_once(make_engine
             await until(lambda: wf_flows.CALLS["charge"] == 1, "the step to start")
             await engine.pause_workflow(run.id)
             gate.set()
-            await until(lambda: run.id not in engine._tasks, "the executor to stop")
+            await until(lambda: run.id not in engine.executor.tasks, "the executor to stop")
             paused = engine.engine.get(run.id)
             assert paused.status == "paused"  # the step's row did not unpause the run
             assert [(r.key, r.payload) for r in step_rows(engine, run.id)] == [

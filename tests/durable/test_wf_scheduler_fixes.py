@@ -74,31 +74,31 @@ def test_a_run_cancelled_during_recovery_does_not_break_the_engine(
     make_engine: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cancel that lands right after a claim: the executor stops, the engine goes on."""
-    claim_sync = holding._claim_sync
+    claim = holding.claim
 
-    def claim_then_cancel(host: Any, *args: Any) -> Any:
-        claimed, dead = claim_sync(host, *args)
+    def claim_then_cancel(store: Any, claimer: Any, clock: Any, **kw: Any) -> Any:
+        claimed, dead = claim(store, claimer, clock, **kw)
         for item in claimed:
-            control.cancel(host.store, item.snapshot.id, None, "operator", host.clock.now())
+            control.cancel(store, item.snapshot.id, None, "operator", clock.now())
         return claimed, dead
 
     async def scenario(via: str) -> None:
         crashed = make_engine(workflows=[short], recover=False, scheduler=False)
         await crashed.start()
-        crashed._spawn = lambda executor: None  # type: ignore[method-assign]  # "crashes"
+        crashed.executor.spawn = lambda executor: None  # type: ignore[method-assign]  # "crashes"
         run = await crashed.start_workflow(short)
         await crashed.close()  # hands the run back
         engine = make_engine(workflows=[short], recover=(via == "start"), scheduler=False)
-        monkeypatch.setattr(holding, "_claim_sync", claim_then_cancel)
+        monkeypatch.setattr(holding, "claim", claim_then_cancel)
         try:
             if via == "start":
                 await engine.start()  # must neither raise nor leave the engine half-started
                 assert engine._started
-                await until(lambda: not engine._tasks, "the stopped execution")
+                await until(lambda: not engine.executor.tasks, "the stopped execution")
             else:
                 await engine.resume(run.id)
         finally:
-            monkeypatch.setattr(holding, "_claim_sync", claim_sync)
+            monkeypatch.setattr(holding, "claim", claim)
         done = await engine.get_run(run.id)
         assert done.status == "cancelled"
         assert [r.kind for r in engine.engine.history(run.id)][-1] == "cancel"
@@ -150,7 +150,7 @@ def test_a_live_engine_takes_a_run_up_again_after_its_log_writes_failed(
         async with make_engine(workflows=[blip], poll_interval=0.02) as engine:
             with failing_step_writes(engine, 1000):
                 run = await engine.start_workflow(blip)
-                await until(lambda: run.id not in engine._tasks, "the failed execution")
+                await until(lambda: run.id not in engine.executor.tasks, "the failed execution")
                 assert engine.engine.get(run.id).status == "running"
             # the database is back: no restart, no resume() call
             assert await engine.result(run.id, timeout=10) == "done"
