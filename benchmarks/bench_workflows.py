@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 import durable
 import statewf
-from durable.runner import RunExecutor
+from durable.execution.runner import RunExecutor
 from statewf.store.runs import load_run
 
 PG_URL = os.environ.get("STATEWF_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -1,7 +1,7 @@
 """The client side of durable workflows: start, signal, steer, inspect and repair runs.
 
 A :class:`Client` owns every operation on runs and executes nothing: it appends log
-rows (each one transaction, :mod:`durable.control`, :mod:`durable.operations`) and
+rows (each one transaction, :mod:`durable.control.actions`, :mod:`durable.control.repair`) and
 reads runs; whoever has the code (a :class:`~durable.Worker`, or a
 :class:`~durable.WorkflowEngine`, which has a client of its own) executes them. An
 API service creates one on the same database as its workers; it imports no
@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from durable import control, operations
-from durable.definition import Workflow
+from durable.authoring.refs import WorkflowRef
+from durable.authoring.waits import Approval
+from durable.authoring.workflow import Workflow
+from durable.control import actions as control
+from durable.control import repair as operations
+from durable.control.start import check_start_ids, engine_of, insert_run, new_run
 from durable.errors import WorkflowFailed
-from durable.records import (
+from durable.log.records import (
     CANCELLED,
     DEAD,
     FAILED,
@@ -34,15 +38,14 @@ from durable.records import (
     StepTimeline,
     WorkflowRun,
 )
-from durable.refs import WorkflowRef
-from durable.report import progress_of, run_of, timeline_of
-from durable.starting import RunSpec, check_start_ids, engine_of, insert_run, new_run, route_columns
-from durable.waits import Approval
-from durable.writer import RunHost
+from durable.log.rows import RunSpec, route_columns
+from durable.log.views import progress_of, run_of, timeline_of
 from statewf.clock import Clock
 from statewf.engine import Engine, check_event_name, check_id
 from statewf.errors import InvalidInput
 from statewf.records import Instance, Page
+
+T = TypeVar("T")
 
 
 class Client:
@@ -70,14 +73,11 @@ class Client:
         self.engine, self._owns_engine = engine_of(engine, schema, table_prefix, clock)
         self.clock: Clock = clock or self.engine.clock
         self._pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="durable-client")
-        self._host = RunHost(
-            store=self.engine.store,
-            clock=self.clock,
-            max_bytes=self.engine.max_payload_bytes,
-            rand=lambda: 0.5,
-            executor=self._pool,
-        )
         self._closed = False
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking database work in the client's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def close(self) -> None:
         """Free the client's threads and (if it made it) its database engine."""
@@ -143,7 +143,7 @@ class Client:
         record, snapshot = new_run(
             spec, run_id or uuid.uuid4().hex, stored, resource_id, idempotency_key, self.clock.now()
         )
-        created, existing = await self._host.db(
+        created, existing = await self._db(
             insert_run, self.engine.store, snapshot, record, route, True
         )
         if not created:
@@ -159,7 +159,7 @@ class Client:
         Raises :class:`RunFinished` for a finished run.
         """
         check_id(run_id, "run id")
-        snapshot = await self._host.db(
+        snapshot = await self._db(
             control.cancel, self.engine.store, run_id, resource_id, reason, self.clock.now()
         )
         return run_of(snapshot)
@@ -184,7 +184,7 @@ class Client:
         """
         check_id(run_id, "run id")
         check_event_name(event)
-        snap = await self._host.db(
+        snap = await self._db(
             control.trigger,
             self.engine.store,
             run_id,
@@ -199,7 +199,7 @@ class Client:
     async def pause_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Pause a run: it stops at its next step boundary until :meth:`resume_workflow`."""
         check_id(run_id, "run id")
-        snap = await self._host.db(
+        snap = await self._db(
             control.pause, self.engine.store, run_id, resource_id, self.clock.now()
         )
         return run_of(snap)
@@ -207,7 +207,7 @@ class Client:
     async def resume_workflow(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Resume a paused run (paused from outside or by ``ctx.step.pause``)."""
         check_id(run_id, "run id")
-        snap = await self._host.db(
+        snap = await self._db(
             control.resume, self.engine.store, run_id, resource_id, self.clock.now()
         )
         return run_of(snap)
@@ -221,7 +221,7 @@ class Client:
         A run that waits on nothing is left as it is. Meant for tests and operations.
         """
         check_id(run_id, "run id")
-        snap, event = await self._host.db(
+        snap, event = await self._db(
             control.fast_forward, self.engine.store, run_id, resource_id, data, self.clock.now()
         )
         if event is not None:
@@ -300,7 +300,7 @@ class Client:
             with self.engine.store.transaction() as tx:
                 return control.load_run(tx, run_id, resource_id, lock=False)
 
-        return await self._host.db(get)
+        return await self._db(get)
 
     async def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """A run: status, input, output or error, timestamps.
@@ -334,7 +334,7 @@ class Client:
                 cursor=cursor,
             )
 
-        found = await self._host.db(page)
+        found = await self._db(page)
         return Page[WorkflowRun](
             items=[run_of(i) for i in found.items], next_cursor=found.next_cursor
         )
@@ -348,7 +348,7 @@ class Client:
     ) -> list[StepTimeline]:
         """Each step of a run with its attempts, durations, result or error."""
         await self._load(run_id, resource_id)
-        records = await self._host.db(self.engine.history, run_id)
+        records = await self._db(self.engine.history, run_id)
         return timeline_of(records)
 
     async def wait_for_run(
@@ -390,7 +390,7 @@ class Client:
     ) -> Page[WorkflowRun]:
         """A page of dead (and, by default, failed) runs, oldest first; follow ``next_cursor``."""
         statuses = [DEAD, FAILED] if include_failed else [DEAD]
-        found = await self._host.db(
+        found = await self._db(
             operations.list_runs, self.engine.store, statuses, workflow, resource_id, limit, cursor
         )
         return Page[WorkflowRun](
@@ -403,9 +403,7 @@ class Client:
         """Make a failed or dead run go on from its failed step; earlier steps are replayed."""
         check_id(run_id, "run id")
         now = self.clock.now()
-        snap = await self._host.db(
-            operations.retry, self.engine.store, run_id, resource_id, reason, now
-        )
+        snap = await self._db(operations.retry, self.engine.store, run_id, resource_id, reason, now)
         return run_of(snap)
 
     async def discard_run(
@@ -416,7 +414,7 @@ class Client:
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput(f"discarding run {run_id!r} needs a reason (a non-empty string)")
         now = self.clock.now()
-        snap = await self._host.db(
+        snap = await self._db(
             operations.discard, self.engine.store, run_id, resource_id, reason, now
         )
         return run_of(snap)
@@ -432,7 +430,7 @@ class Client:
         """A new run of the same workflow and input that replays the steps before ``from_step``."""
         check_id(run_id, "run id")
         new_id = check_id(new_run_id, "new run id") if new_run_id is not None else None
-        snap = await self._host.db(
+        snap = await self._db(
             operations.fork,
             self.engine.store,
             run_id,

@@ -3,7 +3,7 @@
 A run is a statewf instance of kind ``"workflow"``; everything it does is a row in
 the same transition log as machine instances. A :class:`WorkflowEngine` has a
 :class:`~durable.Client` (every operation on runs) and an
-:class:`~durable.executing.Executor` (each run an asyncio task of this process,
+:class:`~durable.execution.executor.Executor` (each run an asyncio task of this process,
 held under a lease, woken by its scheduler when due); database work runs in a
 small thread pool.
 """
@@ -18,18 +18,19 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
+from durable.authoring.workflow import Workflow
 from durable.client import Client, output_of
-from durable.definition import Workflow
+from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE
+from durable.control.start import check_start_ids, engine_of, insert_run, new_run
 from durable.errors import EngineClosed
-from durable.executing import Executor
-from durable.holding import Leases, new_worker_id
-from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE
-from durable.records import Progress, StepTimeline, WorkflowRun
-from durable.registry import Registry, WorkflowLike
-from durable.report import run_of
-from durable.runner import RunExecutor
-from durable.starting import RunSpec, check_start_ids, engine_of, insert_run, new_run, route_columns
-from durable.writer import RunHost
+from durable.execution.executor import Executor
+from durable.execution.leases import Leases, new_worker_id
+from durable.execution.registry import Registry, WorkflowLike
+from durable.execution.runner import RunExecutor
+from durable.execution.writer import RunHost
+from durable.log.records import Progress, StepTimeline, WorkflowRun
+from durable.log.rows import RunSpec, route_columns
+from durable.log.views import run_of
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
 from statewf.errors import InvalidInput

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits, wall_now
+from durable.control.start import engine_of
 from durable.engine import WorkflowEngine
-from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits, wall_now
+from durable.execution.registry import WorkflowLike
+from durable.execution.timing import WakeLoop
 from durable.observe import bind
-from durable.registry import WorkflowLike
-from durable.starting import engine_of
-from durable.timing import WakeLoop
 from statewf.clock import Clock
 from statewf.engine import Engine
 from statewf.errors import InvalidInput, StatewfError, StoreError

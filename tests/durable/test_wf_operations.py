@@ -12,7 +12,7 @@ from wf_flows import CALLS, EXPECTED_OUTPUT, ORDER, Make, counted, kinds, pipeli
 
 import durable
 from durable.errors import RunFinished
-from durable.records import DEAD, KIND_DEAD, RUN_KIND
+from durable.log.records import DEAD, KIND_DEAD, RUN_KIND
 from statewf import cli
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.fold import apply

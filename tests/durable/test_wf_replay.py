@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from wf_flows import EXPECTED_OUTPUT, ORDER, STEP_KEYS, Crash, Make, crash_at_write, pipeline5
 
 import durable
-from durable.runner import RunExecutor
+from durable.execution.runner import RunExecutor
 from statewf.fold import fold
 
 #: Writes of an uninterrupted pipeline-5 run: one per step, plus the completed row.

@@ -14,8 +14,8 @@ import wf_flows
 from wf_flows import Make, until
 
 import durable
-from durable.replay import History
-from durable.runner import RunExecutor
+from durable.execution.runner import RunExecutor
+from durable.log.replay import History
 from statewf.errors import StoreError
 from statewf.records import TransitionRecord
 from statewf.store.runs import load_run
@@ -195,7 +195,7 @@ async def load_executor(engine: durable.WorkflowEngine, run_id: str) -> RunExecu
 def test_lasting_write_failure_leaves_the_run_in_progress_for_recovery(
     make_engine: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(durable.writer, "_STORE_BACKOFF", (0.01, 0.02, 0.03, 0.04))
+    monkeypatch.setattr(durable.execution.writer, "_STORE_BACKOFF", (0.01, 0.02, 0.03, 0.04))
 
     async def main() -> None:
         async with make_engine(workflows=[blip]) as engine:

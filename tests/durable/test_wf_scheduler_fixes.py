@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from wf_flows import Make, until
 
 import durable
-from durable import control, holding
+from durable.control import actions as control
+from durable.execution import leases as holding
 from statewf.testing import ManualClock
 
 
@@ -142,9 +143,9 @@ def test_a_live_engine_takes_a_run_up_again_after_its_log_writes_failed(
 ) -> None:
     from test_wf_review_fixes import blip, failing_step_writes
 
-    import durable.writer
+    import durable.execution.writer
 
-    monkeypatch.setattr(durable.writer, "_STORE_BACKOFF", (0.01, 0.02))
+    monkeypatch.setattr(durable.execution.writer, "_STORE_BACKOFF", (0.01, 0.02))
 
     async def scenario() -> None:
         async with make_engine(workflows=[blip], poll_interval=0.02) as engine:

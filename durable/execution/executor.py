@@ -3,7 +3,7 @@
 An :class:`Executor` takes runs (those its engine starts, and those it claims: runs
 in progress that nobody holds, with ``recover``, and waiting runs whose time has
 come), executes each as a task, extends their leases while they execute and hands
-them back when they wait or end. Its scheduler is a :class:`~durable.timing.WakeLoop`
+them back when they wait or end. Its scheduler is a :class:`~durable.execution.timing.WakeLoop`
 that claims due runs (``SKIP LOCKED`` on PostgreSQL, so several engines share the
 work and each wake-up happens once); it sleeps until the next known wake-up, at most
 ``poll_interval`` seconds, is poked when this process makes a run due, and on
@@ -18,13 +18,13 @@ import logging
 from collections.abc import Collection
 from datetime import datetime
 
-from durable.holding import Leases
-from durable.leases import ClaimedRun
-from durable.records import PAUSED, RUN_KIND, WAITING
-from durable.registry import Registry
-from durable.runner import RunExecutor
-from durable.timing import WakeLoop, stop_task
-from durable.writer import RunHost
+from durable.control.claim import ClaimedRun
+from durable.execution.leases import Leases
+from durable.execution.registry import Registry
+from durable.execution.runner import RunExecutor
+from durable.execution.timing import WakeLoop, stop_task
+from durable.execution.writer import RunHost
+from durable.log.records import PAUSED, RUN_KIND, WAITING
 from statewf.errors import StatewfError
 from statewf.store.runs import next_wake
 

@@ -1,7 +1,7 @@
 """The leases one engine holds on the runs it executes: claiming, extending, releasing.
 
 Every run an engine executes is held under a lease: runs it starts itself are
-inserted already leased, others are claimed (:mod:`durable.leases`). Its executor
+inserted already leased, others are claimed (:mod:`durable.control.claim`). Its executor
 extends the leases every third of the lease (a run whose lease could not be
 extended, because another worker took it over after this process stalled, is
 stopped); a run that waits or ends is released, and closing releases every run
@@ -18,9 +18,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from durable.leases import ClaimedRun, Claimer, Limits, claim, wall_now
-from durable.registry import Registry
-from durable.writer import RunHost
+from durable.control.claim import ClaimedRun, Claimer, Limits, claim, wall_now
+from durable.execution.registry import Registry
+from durable.execution.writer import RunHost
 from statewf.errors import StatewfError
 from statewf.store import Tx
 from statewf.store.leases import ClaimScope, extend, release, release_all

@@ -6,8 +6,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from durable.durations import Duration, to_seconds
 from durable.errors import NonRetryableError, WorkflowDefinitionError
+from statewf.durations import DurationLike, to_seconds
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ class RetryPolicy:
     """
 
     retries: int = 0
-    delay: Duration = 1.0
+    delay: DurationLike = 1.0
     backoff: float = 2.0
-    max_delay: Duration = 300.0
+    max_delay: DurationLike = 300.0
     jitter: float = 0.1
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     no_retry_on: tuple[type[BaseException], ...] = field(default=())
@@ -71,7 +71,7 @@ class RetryPolicy:
 def make_policy(
     policy: RetryPolicy | None,
     retries: int | None,
-    retry_delay: Duration | None,
+    retry_delay: DurationLike | None,
     default: RetryPolicy,
 ) -> RetryPolicy:
     """The policy for a step: ``policy`` or ``default``, with ``retries``/``retry_delay`` on top."""

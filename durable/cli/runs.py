@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from durable.client import Client
-from durable.records import Progress, StepTimeline, WorkflowRun
+from durable.log.records import Progress, StepTimeline, WorkflowRun
 from statewf.cli import CliContext, echo_json, errors_as_messages, parse_json
 from statewf.records import TransitionRecord
 

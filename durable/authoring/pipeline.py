@@ -11,14 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from durable.analysis import StepPlan
-from durable.codec import return_model
-from durable.context import Context
-from durable.definition import Workflow, check_name
-from durable.durations import Duration
+from durable.authoring.context import Context
+from durable.authoring.retry import RetryPolicy
+from durable.authoring.workflow import Workflow, check_name
 from durable.errors import RunNotFound, WorkflowDefinitionError
-from durable.records import WorkflowRun
-from durable.retry import RetryPolicy
+from durable.log.codec import return_model
+from durable.log.plan import StepPlan
+from durable.log.records import WorkflowRun
+from statewf.durations import DurationLike
 
 
 class PipelineEngine(Protocol):
@@ -49,8 +49,8 @@ class PipelineStep:
     name: str
     fn: Callable[..., Any]
     retries: int
-    retry_delay: Duration
-    timeout: Duration | None
+    retry_delay: DurationLike
+    timeout: DurationLike | None
 
 
 class Pipeline:
@@ -82,7 +82,7 @@ class Pipeline:
         name: str,
         *,
         input: type[Any] | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
         version: str = "1",
     ) -> None:
         self.name = check_name(name)
@@ -102,8 +102,8 @@ class Pipeline:
         name: str,
         *,
         retries: int = 0,
-        retry_delay: Duration = 1.0,
-        timeout: Duration | None = None,
+        retry_delay: DurationLike = 1.0,
+        timeout: DurationLike | None = None,
     ) -> Callable[[F], F]:
         """Append the decorated function as the next step (the function is returned as is).
 

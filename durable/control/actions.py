@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from durable.codec import encode, import_model
 from durable.errors import RunFinished, RunNotFound
-from durable.records import (
+from durable.log.codec import encode, import_model
+from durable.log.records import (
     CANCELLED,
     KIND_CANCEL,
     KIND_EVENT,

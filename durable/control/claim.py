@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from durable.control import append_row, next_row
-from durable.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
+from durable.control.actions import append_row, next_row
+from durable.log.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
 from statewf.clock import Clock
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx

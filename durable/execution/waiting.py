@@ -1,4 +1,4 @@
-"""Waiting as suspension: sleeps, waits for events, pauses and polls.
+"""Running a wait: finish it now from the log, or suspend the run until it is due.
 
 A wait is a positional step like any other. When it cannot finish yet, the
 executor writes a suspension row (``sleep``, ``wait``, ``pause`` or ``poll``) that
@@ -12,18 +12,19 @@ holding its outcome, which later replays return from memory.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from durable.codec import encode, model_path
+from durable.authoring.signals import Suspend
+from durable.authoring.waits import MIN_POLL_INTERVAL, WaitSpec
 from durable.errors import StepFailed
-from durable.outcomes import error_of, invoke
-from durable.records import (
+from durable.execution.outcomes import error_of, invoke
+from durable.execution.writer import RunHost
+from durable.log.codec import encode, model_path
+from durable.log.records import (
     KIND_PAUSE,
-    KIND_POLL,
     KIND_SLEEP,
     KIND_STEP,
     KIND_STEP_FAILED,
@@ -32,55 +33,38 @@ from durable.records import (
     WAITING,
     RunError,
 )
-from durable.signals import Suspend
+from durable.log.replay import History
+from durable.log.rows import step_row
 from statewf.errors import ConcurrencyConflict, InvalidPayload
 from statewf.records import Instance
 from statewf.store import Tx
 
-if TYPE_CHECKING:
-    from durable.runner import RunExecutor
 
-#: The shortest interval between two checks of a poll.
-MIN_POLL_INTERVAL = 1.0
+class WaitingRun(Protocol):
+    """What a wait needs of the run's executor (:class:`~durable.execution.runner.RunExecutor`)."""
 
+    history: History
+    host: RunHost
+    deadline: datetime | None
+    suspending: bool
 
-class PollResult(BaseModel):
-    """What ``ctx.step.poll`` returns: the truthy value found, or a timeout."""
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
 
-    timed_out: bool
-    data: Any = None
-
-
-class Approval(BaseModel):
-    """What ``ctx.step.approval`` returns: the reviewer's decision."""
-
-    approved: bool
-    reviewer: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class WaitSpec:
-    """What a wait waits for (built by :class:`durable.Steps`)."""
-
-    kind: str
-    seconds: float | None = None
-    until: datetime | None = None
-    event: str | None = None
-    schema: type[BaseModel] | None = None
-    fn: Callable[..., Any] | None = None
-    interval: float | None = None
-
-    def result(self, stored: Any) -> Any:
-        """The value the wait returns for its stored outcome."""
-        if self.kind == KIND_POLL:
-            return PollResult.model_validate(stored)
-        if stored is not None and self.schema is not None:
-            return self.schema.model_validate(stored)
-        return stored
+    async def write(
+        self,
+        make: Callable[[Tx | None, Instance], dict[str, Any]],
+        *,
+        final: bool = False,
+        needs_tx: bool = False,
+        retry: bool = True,
+        position: int | None = None,
+    ) -> None:
+        """Append one row built by ``make``."""
 
 
-async def run_wait(ex: RunExecutor, position: int, key: str, spec: WaitSpec) -> Any:
+async def run_wait(ex: WaitingRun, position: int, key: str, spec: WaitSpec) -> Any:
     """Finish the wait at ``position`` now if it can, else suspend the run."""
     recorded = ex.history.steps.get(position)
     if recorded is not None:
@@ -169,7 +153,7 @@ def _until(row: Any, name: str) -> datetime | None:
     return datetime.fromisoformat(row.meta[name])
 
 
-async def _check(ex: RunExecutor, fn: Callable[..., Any]) -> tuple[Any, RunError | None]:
+async def _check(ex: WaitingRun, fn: Callable[..., Any]) -> tuple[Any, RunError | None]:
     try:
         return await invoke(fn, ()), None
     except Exception as exc:  # a failing check counts as "not yet"; its error is recorded
@@ -177,7 +161,7 @@ async def _check(ex: RunExecutor, fn: Callable[..., Any]) -> tuple[Any, RunError
 
 
 async def _deliver(
-    ex: RunExecutor, position: int, key: str, spec: WaitSpec, data: Any, seq: int
+    ex: WaitingRun, position: int, key: str, spec: WaitSpec, data: Any, seq: int
 ) -> Any:
     if spec.schema is not None:
         try:
@@ -206,7 +190,7 @@ async def _deliver(
 
 
 async def _finish(
-    ex: RunExecutor, position: int, key: str, spec: WaitSpec, result: Any, extra: dict[str, Any]
+    ex: WaitingRun, position: int, key: str, spec: WaitSpec, result: Any, extra: dict[str, Any]
 ) -> Any:
     meta = {"position": position, "wait": spec.kind, **extra}
     await ex.write(lambda _tx, snap: _row(ex, snap, KIND_STEP, key, {"result": result}, meta))
@@ -214,21 +198,21 @@ async def _finish(
 
 
 def _row(
-    ex: RunExecutor,
+    ex: WaitingRun,
     snap: Instance,
     kind: str,
     key: str,
     payload: dict[str, Any],
     meta: dict[str, Any],
 ) -> dict[str, Any]:
-    fields = ex._step_fields(kind, key, payload, meta, snap, True)
+    fields = step_row(kind, key, payload, meta, snap, True, ex.suspending)
     if "waiting" in snap.context and not ex.suspending:
         fields["context_unset"] = ("waiting",)
     return fields
 
 
 def _suspension(
-    ex: RunExecutor,
+    ex: WaitingRun,
     position: int,
     key: str,
     spec: WaitSpec,

@@ -8,16 +8,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from durable.analysis import StepPlan, analyze
-from durable.codec import encode
-from durable.durations import Duration, to_seconds
+from durable.authoring.analysis import analyze
+from durable.authoring.retry import RetryPolicy, make_policy
 from durable.errors import WorkflowDefinitionError
-from durable.retry import RetryPolicy, make_policy
+from durable.log.codec import encode
+from durable.log.plan import StepPlan
 from statewf.decide import DEFAULT_MAX_PAYLOAD_BYTES
+from statewf.durations import DurationLike, to_seconds
 from statewf.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from durable.context import Context
+    from durable.authoring.context import Context
 
 InputT = TypeVar("InputT")
 R = TypeVar("R")
@@ -82,7 +83,7 @@ class Workflow(Generic[InputT, R]):
         *,
         input: type[Any] | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
         version: str = "1",
         plan: StepPlan | None = None,
         queue: str = "default",
@@ -124,9 +125,9 @@ def workflow(
     *,
     input: type[Any] | None = None,
     retries: int | None = None,
-    retry_delay: Duration | None = None,
+    retry_delay: DurationLike | None = None,
     retry: RetryPolicy | None = None,
-    timeout: Duration | None = None,
+    timeout: DurationLike | None = None,
     version: str = "1",
 ) -> Callable[[Callable[[Context[InputT]], Awaitable[R]]], Workflow[InputT, R]]:
     """Declare a durable workflow.

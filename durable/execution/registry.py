@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from durable.definition import Workflow
+from durable.authoring.pipeline import Pipeline
+from durable.authoring.workflow import Workflow
 from durable.errors import WorkflowNotRegistered
-from durable.pipeline import Pipeline
 from statewf.errors import InvalidInput
 from statewf.records import Instance
 

@@ -18,12 +18,12 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import TypeAdapter
 
-from durable.context import Context
-from durable.definition import Workflow, check_name, validate_input, workflow
-from durable.durations import Duration
-from durable.retry import RetryPolicy
-from durable.starting import route_columns
+from durable.authoring.context import Context
+from durable.authoring.retry import RetryPolicy
+from durable.authoring.workflow import Workflow, check_name, validate_input, workflow
+from durable.log.rows import route_columns
 from statewf.decide import DEFAULT_MAX_PAYLOAD_BYTES
+from statewf.durations import DurationLike
 
 InputT = TypeVar("InputT")
 R = TypeVar("R")
@@ -68,9 +68,9 @@ class WorkflowRef(Generic[InputT]):
         fn: Callable[[Context[InputT]], Awaitable[R]],
         *,
         retries: int | None = None,
-        retry_delay: Duration | None = None,
+        retry_delay: DurationLike | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
     ) -> Workflow[InputT, R]: ...
 
     @overload
@@ -79,9 +79,9 @@ class WorkflowRef(Generic[InputT]):
         fn: None = None,
         *,
         retries: int | None = None,
-        retry_delay: Duration | None = None,
+        retry_delay: DurationLike | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
     ) -> Callable[[Callable[[Context[InputT]], Awaitable[R]]], Workflow[InputT, R]]: ...
 
     def implement(
@@ -89,9 +89,9 @@ class WorkflowRef(Generic[InputT]):
         fn: Callable[[Context[InputT]], Awaitable[R]] | None = None,
         *,
         retries: int | None = None,
-        retry_delay: Duration | None = None,
+        retry_delay: DurationLike | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
     ) -> (
         Workflow[InputT, R]
         | Callable[[Callable[[Context[InputT]], Awaitable[R]]], Workflow[InputT, R]]

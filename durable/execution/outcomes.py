@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from durable.codec import decode, import_model, return_model
-from durable.records import RunError
+from durable.log.codec import decode, import_model, return_model
+from durable.log.records import RunError
 from statewf.errors import StatewfError
 
 _MAX_TRACEBACK = 4000

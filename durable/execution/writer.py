@@ -10,7 +10,7 @@ Three rules keep the log one story, whatever else writes to the run:
 
 - A step's outcome is appended at most once per position. If a reload shows that
   another executor of the same run already recorded the position, this executor
-  appends nothing and stops (:class:`~durable.signals.Stop`); the log's result is
+  appends nothing and stops (:class:`~durable.authoring.signals.Stop`); the log's result is
   the one every replay returns.
 - A pause from outside does not discard a finished step: its row is still
   appended (the run stays ``paused``), and the executor stops before the next step.
@@ -29,8 +29,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from durable.records import KIND_STEP, KIND_STEP_FAILED, PAUSED, TERMINAL
-from durable.signals import Stop, WorkflowSignal
+from durable.authoring.signals import Stop, WorkflowSignal
+from durable.log.records import KIND_STEP, KIND_STEP_FAILED, PAUSED, TERMINAL
 from statewf.clock import Clock
 from statewf.errors import ConcurrencyConflict, StoreError
 from statewf.fold import apply

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from durable.definition import Workflow
+from durable.authoring.pipeline import Pipeline
+from durable.authoring.workflow import Workflow
 from durable.observe import configure_logging
-from durable.pipeline import Pipeline
 from durable.worker import Queue, Worker, live_workers
 from statewf.cli import CliContext, echo_json, errors_as_messages, find_machines, import_app
 

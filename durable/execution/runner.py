@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from durable.codec import encode
-from durable.context import _CURRENT_STEP, Context, StepCall, StepInfo, Steps
-from durable.definition import Workflow
-from durable.durations import Duration, to_seconds
+from durable.authoring.context import Context, StepCall, StepInfo, Steps, enter_step, leave_step
+from durable.authoring.retry import RetryPolicy, make_policy
+from durable.authoring.signals import Abort, Stop, Suspend, WorkflowSignal
+from durable.authoring.waits import WaitSpec
+from durable.authoring.workflow import Workflow
 from durable.errors import (
     DuplicateStepKey,
     NonDeterminismError,
@@ -32,9 +33,19 @@ from durable.errors import (
     WorkflowTimeout,
     diverged,
 )
-from durable.observe import record_outcome, run_span, step_span
-from durable.outcomes import Outcome, decode_result, error_of, ignore_result, invoke, timing
-from durable.records import (
+from durable.execution.outcomes import (
+    Outcome,
+    decode_result,
+    error_of,
+    ignore_result,
+    invoke,
+    timing,
+)
+from durable.execution.timing import sleep_until
+from durable.execution.waiting import run_wait
+from durable.execution.writer import LogWriteFailed, RunHost, RunWriter
+from durable.log.codec import encode
+from durable.log.records import (
     COMPLETED,
     FAILED,
     KIND_COMPLETED,
@@ -42,15 +53,11 @@ from durable.records import (
     KIND_RETRY,
     KIND_STEP,
     KIND_STEP_FAILED,
-    PAUSED,
-    RUNNING,
 )
-from durable.replay import History
-from durable.retry import RetryPolicy, make_policy
-from durable.signals import Abort, Stop, Suspend, WorkflowSignal
-from durable.timing import sleep_until
-from durable.waits import WaitSpec, run_wait
-from durable.writer import LogWriteFailed, RunHost, RunWriter
+from durable.log.replay import History
+from durable.log.rows import step_row
+from durable.observe import record_outcome, run_span, step_span
+from statewf.durations import DurationLike, to_seconds
 from statewf.errors import InvalidInput, StatewfError
 from statewf.records import Instance, TransitionRecord
 from statewf.store import Tx
@@ -247,9 +254,9 @@ class RunExecutor(RunWriter):
         args: tuple[Any, ...],
         *,
         retries: int | None,
-        retry_delay: Duration | None,
+        retry_delay: DurationLike | None,
         retry: RetryPolicy | None,
-        timeout: Duration | None,
+        timeout: DurationLike | None,
         result_type: type[BaseModel] | None,
         transactional: bool,
     ) -> StepCall[Any]:
@@ -481,7 +488,7 @@ class RunExecutor(RunWriter):
         args: tuple[Any, ...],
         timeout: float | None,
     ) -> Any:
-        token = _CURRENT_STEP.set(info)
+        token = enter_step(info)
         try:
             if timeout is None:
                 return await invoke(fn, args)
@@ -506,7 +513,7 @@ class RunExecutor(RunWriter):
                 instance_id=self.run_id,
             )
         finally:
-            _CURRENT_STEP.reset(token)
+            leave_step(token)
 
     async def _transactional(
         self,
@@ -524,11 +531,11 @@ class RunExecutor(RunWriter):
             assert tx is not None  # written with needs_tx=True
             if timeout is not None:
                 set_statement_timeout(tx, timeout)
-            token = _CURRENT_STEP.set(info)
+            token = enter_step(info)
             try:
                 value = fn(tx.conn, *args)
             finally:
-                _CURRENT_STEP.reset(token)
+                leave_step(token)
             if inspect.isawaitable(value):
                 raise InvalidInput(
                     f"transactional step {info.key!r} returned an awaitable; transactional "
@@ -541,39 +548,13 @@ class RunExecutor(RunWriter):
             row_meta = {**meta, **timing(started, self.host.clock.now())}
             if result_model is not None:
                 row_meta["model"] = result_model
-            return self._step_fields(KIND_STEP, info.key, {"result": result}, row_meta, snap, True)
+            return step_row(
+                KIND_STEP, info.key, {"result": result}, row_meta, snap, True, self.suspending
+            )
 
         await self.write(make, needs_tx=True, position=info.position)
         result, result_model = encoded[0]
         return decode_result(result, result_model, model, fn)
-
-    def _step_fields(
-        self,
-        kind: str,
-        key: str,
-        payload: dict[str, Any],
-        meta: dict[str, Any],
-        snap: Instance,
-        completed: bool,
-    ) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "kind": kind,
-            "key": key,
-            "payload": payload,
-            "meta": meta,
-            "status": RUNNING,
-            "target": (key,),
-        }
-        if self.suspending or snap.status == PAUSED:
-            # a parallel step finished after a sibling started waiting, or a step
-            # finished after an operator paused the run: the run keeps its status
-            fields["status"] = snap.status
-            fields["wake_at"] = snap.wake_at
-        if completed or kind == KIND_STEP_FAILED:
-            fields["context_set"] = {
-                "completed_steps": int(snap.context.get("completed_steps", 0)) + 1
-            }
-        return fields
 
     async def _record(
         self,
@@ -586,7 +567,7 @@ class RunExecutor(RunWriter):
         completed: bool = False,
     ) -> None:
         await self.write(
-            lambda _tx, snap: self._step_fields(kind, key, payload, meta, snap, completed),
+            lambda _tx, snap: step_row(kind, key, payload, meta, snap, completed, self.suspending),
             position=position,
         )
 

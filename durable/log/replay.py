@@ -12,7 +12,7 @@ ordinary ``step`` row with the outcome when the wait is over. Events sent to the
 run are ``event`` rows; operator actions (``resume``, ``fast_forward``) release
 the wait at the position they name.
 
-An operator's ``retry_run`` row (see :mod:`durable.operations`) names in its
+An operator's ``retry_run`` row (see :mod:`durable.control.repair`) names in its
 ``meta["voided"]`` the positions whose recorded outcome it voids: replay forgets
 them, so those steps run again, while every other recorded step is replayed.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from durable.records import (
+from durable.log.records import (
     KIND_EVENT,
     KIND_FAST_FORWARD,
     KIND_RESUME,

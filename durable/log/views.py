@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from durable.analysis import StepPlan
-from durable.records import (
+from durable.log.plan import StepPlan
+from durable.log.records import (
     COMPLETED,
     KIND_RETRY,
     KIND_STEP,

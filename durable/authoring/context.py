@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import BaseModel
 
-from durable.durations import Duration, to_seconds
-from durable.retry import RetryPolicy
-from durable.signals import Abort, Stop, Suspend, WorkflowSignal
-from durable.waits import MIN_POLL_INTERVAL, Approval, PollResult, WaitSpec
-from statewf.durations import InstantLike, parse_instant
+from durable.authoring.retry import RetryPolicy
+from durable.authoring.signals import Abort, Stop, Suspend, WorkflowSignal
+from durable.authoring.waits import MIN_POLL_INTERVAL, Approval, PollResult, WaitSpec
+from statewf.durations import DurationLike, InstantLike, parse_instant, to_seconds
 from statewf.errors import InvalidInput
 
 InputT = TypeVar("InputT")
@@ -55,6 +54,16 @@ def current_step() -> StepInfo | None:
     return _CURRENT_STEP.get()
 
 
+def enter_step(info: StepInfo) -> Token[StepInfo | None]:
+    """Make ``info`` what :func:`current_step` returns, until :func:`leave_step`."""
+    return _CURRENT_STEP.set(info)
+
+
+def leave_step(token: Token[StepInfo | None]) -> None:
+    """Undo the :func:`enter_step` that returned ``token``."""
+    _CURRENT_STEP.reset(token)
+
+
 class StepRunner(Protocol):
     """What :class:`Steps` delegates to (the run's executor)."""
 
@@ -65,9 +74,9 @@ class StepRunner(Protocol):
         args: tuple[Any, ...],
         *,
         retries: int | None,
-        retry_delay: Duration | None,
+        retry_delay: DurationLike | None,
         retry: RetryPolicy | None,
-        timeout: Duration | None,
+        timeout: DurationLike | None,
         result_type: type[BaseModel] | None,
         transactional: bool,
     ) -> StepCall[Any]: ...
@@ -104,9 +113,9 @@ class Steps:
         /,
         *args: Any,
         retries: int | None = None,
-        retry_delay: Duration | None = None,
+        retry_delay: DurationLike | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
         result_type: type[BaseModel] | None = None,
     ) -> StepCall[T]: ...
 
@@ -118,9 +127,9 @@ class Steps:
         /,
         *args: Any,
         retries: int | None = None,
-        retry_delay: Duration | None = None,
+        retry_delay: DurationLike | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
         result_type: type[BaseModel] | None = None,
     ) -> StepCall[T]: ...
 
@@ -131,9 +140,9 @@ class Steps:
         /,
         *args: Any,
         retries: int | None = None,
-        retry_delay: Duration | None = None,
+        retry_delay: DurationLike | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
         result_type: type[BaseModel] | None = None,
     ) -> StepCall[Any]:
         """Run ``fn(*args)`` once for this run and record its result under ``key``.
@@ -178,9 +187,9 @@ class Steps:
         /,
         *args: Any,
         retries: int | None = None,
-        retry_delay: Duration | None = None,
+        retry_delay: DurationLike | None = None,
         retry: RetryPolicy | None = None,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
         result_type: type[BaseModel] | None = None,
     ) -> StepCall[T]:
         """Run ``fn(conn, *args)`` in the same database transaction as the step's log row.
@@ -205,7 +214,7 @@ class Steps:
 
     # ------------------------------------------------------------ waiting
 
-    def sleep(self, key: str, duration: Duration, /) -> StepCall[None]:
+    def sleep(self, key: str, duration: DurationLike, /) -> StepCall[None]:
         """Wait for ``duration`` (``"30 days"``, ``{"hours": 2}``, seconds, timedelta).
 
         The run is suspended (status ``waiting``, nothing held in memory) and resumed
@@ -227,7 +236,7 @@ class Steps:
         /,
         *,
         event: str,
-        timeout: Duration | None = None,
+        timeout: DurationLike | None = None,
         schema: type[BaseModel] | None = None,
     ) -> StepCall[Any]:
         """Wait for an event sent with ``engine.trigger_event(run_id, event, data)``.
@@ -252,8 +261,8 @@ class Steps:
         fn: Callable[[], Any],
         /,
         *,
-        interval: Duration = 30.0,
-        timeout: Duration | None = None,
+        interval: DurationLike = 30.0,
+        timeout: DurationLike | None = None,
     ) -> StepCall[PollResult]:
         """Call ``fn`` every ``interval`` until it returns something truthy.
 
@@ -271,7 +280,7 @@ class Steps:
         spec = WaitSpec("poll", seconds=seconds, fn=fn, interval=every)
         return self._runner.call_wait(key, spec)
 
-    def approval(self, key: str, /, *, timeout: Duration | None = None) -> StepCall[Approval]:
+    def approval(self, key: str, /, *, timeout: DurationLike | None = None) -> StepCall[Approval]:
         """Wait for ``engine.approve(...)`` or ``engine.reject(...)``; the decision.
 
         Who decided, and why, is recorded in the log with the event. A rejection is

@@ -7,7 +7,7 @@ never runs workflow code: a run that must go on is made due (``status="waiting"`
 
 * ``retry_run`` appends one ``retry_run`` row whose ``meta["voided"]`` lists the
   step positions whose outcome replay forgets (see
-  :meth:`durable.replay.History.to_void_on_retry`); the steps before them are
+  :meth:`durable.log.replay.History.to_void_on_retry`); the steps before them are
   replayed from the log, never executed again.
 * ``discard_run`` appends one ``discard`` row: the run is ``cancelled`` for good.
 * ``fork_run`` creates a new run whose log copies the original's recorded steps
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from durable.control import append_row, load_run
+from durable.control.actions import append_row, load_run
 from durable.errors import RunFinished
-from durable.records import (
+from durable.log.records import (
     CANCELLED,
     COMPLETED,
     DEAD,
@@ -39,7 +39,7 @@ from durable.records import (
     WAIT_KINDS,
     WAITING,
 )
-from durable.replay import History
+from durable.log.replay import History
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.fold import apply
 from statewf.records import KIND_CREATE, Instance, Page, TransitionRecord
