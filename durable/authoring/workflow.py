@@ -15,7 +15,7 @@ from durable.log.codec import encode
 from durable.log.plan import StepPlan
 from statewf.decide import DEFAULT_MAX_PAYLOAD_BYTES
 from statewf.durations import DurationLike, to_seconds
-from statewf.errors import InvalidInput
+from statewf.errors import InvalidInput, validation_summary
 
 if TYPE_CHECKING:
     from durable.authoring.context import Context
@@ -44,10 +44,7 @@ def validate_input(name: str, adapter: TypeAdapter[Any] | None, data: Any, max_b
         try:
             value = adapter.validate_python(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
-                for e in exc.errors()[:5]
-            )
+            problems = validation_summary(exc, root="input")
             raise InvalidInput(
                 f"input of workflow {name!r} is invalid: {problems}; no run was created",
                 workflow=name,

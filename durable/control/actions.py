@@ -26,9 +26,9 @@ from durable.log.records import (
     TERMINAL,
     WAITING,
 )
-from statewf.errors import InvalidPayload
-from statewf.fold import apply
-from statewf.records import Instance, TransitionRecord
+from statewf.appending import append_row
+from statewf.errors import InvalidPayload, validation_summary
+from statewf.records import Instance
 from statewf.store import SqlStore, Tx
 from statewf.store.runs import notify_wake
 
@@ -62,26 +62,6 @@ def _locked(tx: Tx, run_id: str, resource_id: str | None, action: str) -> Instan
             state=snap.status,
         )
     return snap
-
-
-def next_row(snap: Instance, now: datetime, **fields: Any) -> tuple[TransitionRecord, Instance]:
-    """The row built from ``fields`` on top of ``snap``, and the snapshot it implies."""
-    record = TransitionRecord(
-        instance_id=snap.id,
-        seq=snap.version + 1,
-        source=snap.configuration,
-        created_at=now,
-        **fields,
-    )
-    return record, apply(snap, record)
-
-
-def append_row(tx: Tx, snap: Instance, now: datetime, **fields: Any) -> Instance:
-    """Append one row built from ``fields`` on top of ``snap`` (locked); the new snapshot."""
-    record, new = next_row(snap, now, **fields)
-    tx.update_instance(new, snap.version)
-    tx.append([record])
-    return new
 
 
 def cancel(
@@ -162,10 +142,7 @@ def trigger(
                 try:
                     model.model_validate(payload)
                 except ValidationError as exc:
-                    problems = "; ".join(
-                        f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}"
-                        for e in exc.errors()[:5]
-                    )
+                    problems = validation_summary(exc, root="data")
                     raise InvalidPayload(
                         f"data of event {event!r} does not match {model.__name__} that run "
                         f"{run_id!r} waits for: {problems}; nothing was recorded",

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from durable.control.actions import append_row, next_row
 from durable.log.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
+from statewf.appending import Move, append, append_row, next_row
 from statewf.clock import Clock
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
@@ -93,6 +93,28 @@ class Claimer:
     prepare: Callable[[Instance], dict[str, Any]] | None = None
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What one claim reads, under its locks, before it decides anything."""
+
+    candidates: list[Claimable]
+    #: runs executing now per limited queue, and per resource of the candidates
+    queue_counts: dict[str, int]
+    resource_counts: dict[str, int]
+    #: the engine's clock (row times, due waits) and the wall clock (leases)
+    now: datetime
+    lease_now: datetime
+
+
+@dataclass
+class ClaimPlan:
+    """What a claim writes: the claim rows with their leases, and the dead letters."""
+
+    claims: list[tuple[Instance, TransitionRecord, Instance, Lease]] = field(default_factory=list)
+    #: (run, the holder whose lease ran out, the crash count) per run to dead-letter
+    dead: list[tuple[Instance, str | None, dict[str, int]]] = field(default_factory=list)
+
+
 def claim(
     store: SqlStore,
     claimer: Claimer,
@@ -104,77 +126,112 @@ def claim(
 ) -> tuple[list[ClaimedRun], list[str]]:
     """Claim up to ``limit`` runs; the claimed runs and the ids dead-lettered on the way.
 
-    Times are read inside the transaction, once its locks are held: ``clock`` (the
-    engine's) decides which waits are due and stamps the rows; leases are measured
-    on the wall clock.
+    One transaction: load (lock the candidates, read the counts the limits need) →
+    :func:`plan_claim` (pure) → write. Times are read inside the transaction, once its
+    locks are held: ``clock`` (the engine's) decides which waits are due and stamps
+    the rows; leases are measured on the wall clock.
     """
     if limit <= 0:
         return [], []
-    limits = claimer.limits
     with store.transaction() as tx:
-        if limits.any:
-            lock_claims(tx, "limits")
-        now, lease_now = clock.now(), wall_now()
-        scope: ClaimScope | None = claimer.scope
-        running = (
-            active_counts(tx, lease_now, by="queue", among=list(limits.queues))
-            if limits.queues
-            else {}
-        )
-        if limits.queues:
-            scope = _open_queues(claimer.scope, limits, running)
-        if scope is None:
+        loaded = load_claimable(tx, claimer, clock, limit=limit, exclude=exclude, only=only)
+        if loaded is None:
             return [], []
-        full = saturated(tx, lease_now, limits.per_resource) if limits.per_resource else []
-        window = limit * 4 if limits.any else limit
-        candidates = claimable(
-            tx,
-            scope,
-            now,
-            lease_now=lease_now,
-            limit=window,
-            exclude=exclude,
-            saturated_resources=full,
-            only=only,
+        plan = plan_claim(claimer, loaded, limit)
+        return write_claim(tx, plan, loaded.now)
+
+
+def load_claimable(
+    tx: Tx,
+    claimer: Claimer,
+    clock: Clock,
+    *,
+    limit: int,
+    exclude: Collection[str],
+    only: str | None,
+) -> Loaded | None:
+    """Lock the runs this claimer may take and read the counts its limits need (None: none)."""
+    limits = claimer.limits
+    if limits.any:
+        lock_claims(tx, "limits")
+    now, lease_now = clock.now(), wall_now()
+    scope: ClaimScope | None = claimer.scope
+    running = (
+        active_counts(tx, lease_now, by="queue", among=list(limits.queues)) if limits.queues else {}
+    )
+    if limits.queues:
+        scope = _open_queues(claimer.scope, limits, running)
+    if scope is None:
+        return None
+    full = saturated(tx, lease_now, limits.per_resource) if limits.per_resource else []
+    window = limit * 4 if limits.any else limit
+    candidates = claimable(
+        tx,
+        scope,
+        now,
+        lease_now=lease_now,
+        limit=window,
+        exclude=exclude,
+        saturated_resources=full,
+        only=only,
+    )
+    resources = {i.instance.resource_id for i in candidates if i.instance.resource_id}
+    per_resource = (
+        active_counts(tx, lease_now, by="resource", among=resources)
+        if limits.per_resource is not None and limits.any
+        else {}
+    )
+    # the rows' time comes after every count read above (PostgreSQL reads each
+    # statement's own snapshot): a release those counts saw happened before it
+    return Loaded(candidates, running, per_resource, max(now, clock.now()), lease_now)
+
+
+def plan_claim(claimer: Claimer, loaded: Loaded, limit: int) -> ClaimPlan:
+    """Which loaded runs to take (within the limits), with which rows and leases. Pure."""
+    plan = ClaimPlan()
+    until = loaded.lease_now + claimer.lease_for
+    taken = _within_limits(loaded, claimer.limits, limit)
+    for item in taken:
+        snap = item.instance
+        takeover = (
+            item.previous_owner is not None
+            and snap.status in EXECUTING
+            and item.previous_owner != claimer.owner
         )
-        taken = _within_limits(tx, candidates, limits, running, lease_now, limit)
-        # the rows' time comes after every count read above (PostgreSQL reads each
-        # statement's own snapshot): a release those counts saw happened before it
-        now = max(now, clock.now())
-        dead: list[str] = []
-        rows: list[TransitionRecord] = []
-        held: list[tuple[Instance, Lease]] = []
-        until = lease_now + claimer.lease_for
-        for item in taken:
-            snap = item.instance
-            takeover = (
-                item.previous_owner is not None
-                and snap.status in EXECUTING
-                and item.previous_owner != claimer.owner
-            )
-            crashes = _crashes(snap, takeover)
-            if takeover and crashes["count"] >= claimer.crash_limit:
-                _dead_letter(tx, snap, item.previous_owner, crashes, now)
-                dead.append(snap.id)
-                continue
-            # the row is locked: its next epoch is known, and the lease goes in with
-            # the snapshot the claim row implies (one UPDATE per run)
-            epoch = item.previous_epoch + 1
-            fields = _claim_fields(claimer, item, epoch, takeover, crashes)
-            record, new = next_row(snap, now, **fields)
-            tx.update_instance(
-                new,
-                snap.version,
-                lease_owner=claimer.owner,
-                lease_expires_at=until,
-                lease_epoch=epoch,
-            )
-            rows.append(record)
-            held.append((new, Lease(owner=claimer.owner, epoch=epoch, expires_at=until)))
-        tx.append(rows)  # every claim row in one statement
-        logs = run_logs(tx, [snap.id for snap, _ in held])
-        claimed = [ClaimedRun(snap, logs[snap.id], lease) for snap, lease in held]
-    return claimed, dead
+        crashes = _crashes(snap, takeover)
+        if takeover and crashes["count"] >= claimer.crash_limit:
+            plan.dead.append((snap, item.previous_owner, crashes))
+            continue
+        # the row is locked: its next epoch is known, and the lease goes in with
+        # the snapshot the claim row implies (one UPDATE per run)
+        epoch = item.previous_epoch + 1
+        fields = _claim_fields(claimer, item, epoch, takeover, crashes)
+        record, new = next_row(snap, loaded.now, **fields)
+        lease = Lease(owner=claimer.owner, epoch=epoch, expires_at=until)
+        plan.claims.append((snap, record, new, lease))
+    return plan
+
+
+def write_claim(tx: Tx, plan: ClaimPlan, now: datetime) -> tuple[list[ClaimedRun], list[str]]:
+    """Write a claim plan: dead letters, then every claim row in one statement."""
+    for snap, previous, crashes in plan.dead:
+        _dead_letter(tx, snap, previous, crashes, now)
+    moves = [
+        Move(
+            new,
+            snap.version,
+            {
+                "lease_owner": lease.owner,
+                "lease_expires_at": lease.expires_at,
+                "lease_epoch": lease.epoch,
+            },
+        )
+        for snap, _, new, lease in plan.claims
+    ]
+    append(tx, [record for _, record, _, _ in plan.claims], *moves)
+    logs = run_logs(tx, [new.id for _, _, new, _ in plan.claims])
+    claimed = [ClaimedRun(new, logs[new.id], lease) for _, _, new, lease in plan.claims]
+    return claimed, [snap.id for snap, _, _ in plan.dead]
 
 
 def _open_queues(scope: ClaimScope, limits: Limits, running: dict[str, int]) -> ClaimScope | None:
@@ -185,26 +242,14 @@ def _open_queues(scope: ClaimScope, limits: Limits, running: dict[str, int]) -> 
     return replace(scope, closed_queues=full) if full else scope
 
 
-def _within_limits(
-    tx: Tx,
-    candidates: list[Claimable],
-    limits: Limits,
-    running: dict[str, int],
-    now: datetime,
-    limit: int,
-) -> list[Claimable]:
-    """The candidates to take, best first, keeping every queue and resource within limits.
-
-    ``running``: the runs each limited queue executes now (read once per claim).
-    """
+def _within_limits(loaded: Loaded, limits: Limits, limit: int) -> list[Claimable]:
+    """The candidates to take, best first, keeping every queue and resource within limits."""
+    candidates = loaded.candidates
     if not limits.any:
         return candidates[:limit]
-    queue_room = {q: n - running.get(q, 0) for q, n in limits.queues.items()}
-    resources = {i.instance.resource_id for i in candidates if i.instance.resource_id}
+    queue_room = {q: n - loaded.queue_counts.get(q, 0) for q, n in limits.queues.items()}
     per_resource = limits.per_resource
-    active = (
-        active_counts(tx, now, by="resource", among=resources) if per_resource is not None else {}
-    )
+    active = dict(loaded.resource_counts)
     taken: list[Claimable] = []
     for item in candidates:
         if len(taken) >= limit:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from durable.control.actions import append_row, load_run
+from durable.control.actions import load_run
 from durable.errors import RunFinished
 from durable.log.records import (
     CANCELLED,
@@ -40,6 +40,7 @@ from durable.log.records import (
     WAITING,
 )
 from durable.log.replay import History
+from statewf.appending import Move, append, append_row
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.fold import apply
 from statewf.records import KIND_CREATE, Instance, Page, TransitionRecord
@@ -172,12 +173,12 @@ def fork(
         for record in rows:
             snap = apply(snap, record)
         assert snap is not None
-        if not tx.insert_instance(snap, **route_of(tx, run_id)):  # same queue, priority, labels
+        route = route_of(tx, run_id)  # same queue, priority, labels
+        if not append(tx, rows, Move(snap, None, route)):
             raise DuplicateInstance(
                 f"a run or instance with id {new_id!r} already exists; choose another id",
                 instance_id=new_id,
             )
-        tx.append(rows)
         notify_wake(store, tx, new_id)
         return snap
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from durable.log.rows import RunSpec, create_record
+from statewf.appending import Move, append
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
 from statewf.errors import DuplicateInstance, InvalidInput
@@ -67,8 +68,7 @@ def insert_run(
             existing = tx.find_by_idempotency_key(snapshot.machine, key)
             if existing is not None:
                 return False, _same_owner(existing, key, resource)
-        if tx.insert_instance(snapshot, **columns):
-            tx.append([record])
+        if append(tx, [record], Move(snapshot, None, columns)):
             if notify:
                 notify_wake(store, tx, snapshot.id)
             return True, None

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 from durable.authoring.signals import Stop, WorkflowSignal
 from durable.log.records import KIND_STEP, KIND_STEP_FAILED, PAUSED, TERMINAL
+from statewf.appending import Move, append, next_row
 from statewf.clock import Clock
 from statewf.errors import ConcurrencyConflict, StoreError
-from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
 from statewf.store.leases import Lease, lease_of
@@ -282,11 +282,8 @@ class RunWriter:
             return new
         with store.transaction() as tx:
             record, new = self._build(make, tx, snap)
-            if self._releasing:
-                tx.update_instance(new, snap.version, lease_owner=None, lease_expires_at=None)
-            else:
-                tx.update_instance(new, snap.version)
-            tx.append([record])
+            released = {"lease_owner": None, "lease_expires_at": None} if self._releasing else {}
+            append(tx, [record], Move(new, snap.version, released))
         return new
 
     def _build(
@@ -308,14 +305,7 @@ class RunWriter:
         ):
             raise _PositionTaken(int(meta["position"]))
         self._tried = fields
-        record = TransitionRecord(
-            instance_id=snap.id,
-            seq=snap.version + 1,
-            source=snap.configuration,
-            created_at=self.host.clock.now(),
-            **fields,
-        )
-        return record, apply(snap, record)
+        return next_row(snap, self.host.clock.now(), **fields)
 
     async def _reload(self) -> None:
         known = self.snapshot.version

@@ -11,6 +11,9 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict
 
+# an event row means the same in a run's log as in a machine's: statewf's kind
+from statewf.records import KIND_EVENT as KIND_EVENT
+
 #: The instance ``kind`` of workflow runs in the statewf tables.
 RUN_KIND = "workflow"
 
@@ -45,7 +48,6 @@ KIND_WAIT = "wait"
 KIND_PAUSE = "pause"
 KIND_POLL = "poll"
 WAIT_KINDS: frozenset[str] = frozenset({KIND_SLEEP, KIND_WAIT, KIND_PAUSE, KIND_POLL})
-KIND_EVENT = "event"
 KIND_RESUME = "resume"
 KIND_FAST_FORWARD = "fast_forward"
 KIND_WAKE = "wake"
