@@ -111,3 +111,13 @@ def test_no_class_has_several_bases_outside_the_error_hierarchy() -> None:
                 if not any(b.startswith("Generic") or b == "Protocol" for b in bases):
                     several.append(f"{name}.{node.name}({', '.join(bases)})")
     assert several == []
+
+
+def test_the_contributing_guide_maps_every_module_of_durable() -> None:
+    guide = (ROOT.parent / "docs" / "contributing.md").read_text()
+    missing = [
+        str(path.relative_to(ROOT.parent))
+        for path in MODULES.values()
+        if f"`{path.relative_to(ROOT.parent)}`" not in guide
+    ]
+    assert missing == []

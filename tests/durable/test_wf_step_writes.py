@@ -1,6 +1,6 @@
-"""Fixes from the durable review, on both stores: the log holds one outcome per step
-position whoever writes it, the engine's own write failures are not step failures,
-and a pause during a step keeps the step's result."""
+"""Writing a step's row, on both stores: the log holds one outcome per step position
+whoever writes it, the engine's own write failures are not step failures, and a
+pause during a step keeps the step's result."""
 
 from __future__ import annotations
 

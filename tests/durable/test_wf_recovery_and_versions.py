@@ -1,5 +1,6 @@
-"""Regression tests from the durable review (scheduler and recovery side); each fails
-on the code before its fix."""
+"""Waking and recovering runs: a rejected event is not delivered again on replay, a
+cancel during recovery leaves the engine working, runs of versions an engine lacks
+stay waiting, and a run whose log writes failed is taken up again."""
 
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def test_runs_of_a_version_this_engine_lacks_are_left_waiting(
 def test_a_live_engine_takes_a_run_up_again_after_its_log_writes_failed(
     make_engine: Make, monkeypatch: Any
 ) -> None:
-    from test_wf_review_fixes import blip, failing_step_writes
+    from test_wf_step_writes import blip, failing_step_writes
 
     import durable.execution.writer
 
