@@ -149,7 +149,7 @@ async def bench_statewf(schema: str, raw: float, args: argparse.Namespace) -> di
                     loaded.model_copy(update={"status": "running"}),
                     records,
                 )
-                executor.finished = True  # replay only: nothing is written
+                executor.finish()  # replay only: nothing is written
                 outcome = await executor.execute()
                 t2 = time.perf_counter()
             assert outcome.kind == "completed", outcome

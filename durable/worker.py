@@ -215,7 +215,7 @@ class Worker:
         if self._timers is not None:
             await self._timers.stop()
         for executor in list(executing.running.values()):
-            executor.draining = True  # finish the step under way, start no other
+            executor.drain()  # finish the step under way, start no other
         tasks = list(executing.tasks.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)

@@ -232,8 +232,7 @@ class Executor:
         """Stop the execution of a run here (it was cancelled), if there is one."""
         executor = self.running.get(run_id)
         if executor is not None:
-            executor.cancelled = True
-            executor.finished = True
+            executor.cancel()
         task = self.tasks.get(run_id)
         if task is not None:
             task.cancel()

@@ -119,7 +119,7 @@ class RunExecutor(RunWriter):
             return outcome
 
     async def _execute(self) -> Outcome:
-        self.executing = True
+        self.life.begin()
         main = asyncio.ensure_future(self._call_function())
         watcher = (
             asyncio.ensure_future(sleep_until(self.host.clock, self.deadline))
@@ -416,7 +416,7 @@ class RunExecutor(RunWriter):
             if retry_at is not None:
                 await sleep_until(clock, retry_at)
                 self._check_deadline(key)
-            if self.pausing or self.draining:
+            if self.holding_back:
                 raise Stop()  # paused from outside, or the worker stops: no new attempt
             attempt += 1
             info = StepInfo(self.run_id, self.workflow.name, key, position, attempt)

@@ -46,7 +46,13 @@ class WaitingRun(Protocol):
     history: History
     host: RunHost
     deadline: datetime | None
-    suspending: bool
+
+    @property
+    def suspending(self) -> bool:
+        """Whether a suspension row was written."""
+
+    def suspend(self) -> None:
+        """Record that a suspension row was written."""
 
     @property
     def run_id(self) -> str:
@@ -143,7 +149,7 @@ async def run_wait(ex: WaitingRun, position: int, key: str, spec: WaitSpec) -> A
             await ex.write(_suspension(ex, position, key, spec, wake, meta, info), retry=False)
         except ConcurrencyConflict:
             continue  # something arrived (an event?) while we decided: look again
-        ex.suspending = True
+        ex.suspend()
         raise Suspend(f"{spec.kind} {key!r}")
 
 

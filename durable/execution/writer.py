@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from durable.authoring.signals import Stop, WorkflowSignal
+from durable.execution.lifecycle import Lifecycle, Mode, Phase
 from durable.log.records import KIND_STEP, KIND_STEP_FAILED, PAUSED, TERMINAL
 from statewf.appending import Move, append, next_row
 from statewf.clock import Clock
@@ -92,29 +93,13 @@ class RunWriter:
     def __init__(self, host: RunHost, snapshot: Instance) -> None:
         self.host = host
         self.snapshot = snapshot
-        self.finished = snapshot.status in TERMINAL
-        self.cancelled = False
-        #: Stop executing when a reload finds the run paused from outside.
-        self.stop_when_paused = True
-        #: A reload found the run paused from outside: step outcomes are still
-        #: appended (keeping ``paused``), anything else stops this execution.
-        self.pausing = False
-        #: This execution must not write again (another executor recorded a step
-        #: position first); every later write raises :class:`Stop`.
-        self.stopped = False
-        #: The workflow function is running: a write that keeps failing with a
-        #: database error raises :class:`LogWriteFailed` instead of ``StoreError``.
-        self.executing = False
+        #: the phase of this execution and its modes (:mod:`durable.execution.lifecycle`)
+        self.life = Lifecycle(finished=snapshot.status in TERMINAL)
         #: Set once a write gave up on database errors; later writes raise it again.
         self.write_failed: LogWriteFailed | None = None
-        #: A suspension row was written: later rows keep the run's waiting status.
-        self.suspending = False
         #: The lease this execution holds (from a claim), or None for an unleased
         #: execution. A reload that finds another lease stops it: fencing.
         self.lease: Lease | None = None
-        #: The worker is shutting down: no new step attempt starts (recorded ones still
-        #: go in); the run is left in progress for another worker.
-        self.draining = False
         #: The final row gave up the lease (nothing left to release).
         self.released = False
         self._releasing = False
@@ -127,6 +112,38 @@ class RunWriter:
     def run_id(self) -> str:
         """The run's id."""
         return self.snapshot.id
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled (this execution stops without an error)."""
+        return self.life.phase is Phase.CANCELLED
+
+    @property
+    def suspending(self) -> bool:
+        """Whether a suspension row was written: later rows keep the run's waiting status."""
+        return self.life.has(Mode.SUSPENDING)
+
+    @property
+    def holding_back(self) -> bool:
+        """Whether no new step attempt may start (paused from outside, or draining)."""
+        return self.life.has(Mode.PAUSING) or self.life.has(Mode.DRAINING)
+
+    def suspend(self) -> None:
+        """A suspension row was written."""
+        self.life.take(Mode.SUSPENDING)
+
+    def drain(self) -> None:
+        """The worker is stopping: finish the step under way, start no other (recorded
+        outcomes still go in); the run is left in progress for another worker."""
+        self.life.take(Mode.DRAINING)
+
+    def cancel(self) -> None:
+        """The run was cancelled: nothing more is written."""
+        self.life.move(Phase.CANCELLED)
+
+    def finish(self) -> None:
+        """Write nothing more (the run is finished, or this executor only replays)."""
+        self.life.end(Phase.FINISHED)
 
     def recorded(self, position: int) -> bool:
         """Whether the log (as last read) holds the outcome of the step at ``position``."""
@@ -218,15 +235,15 @@ class RunWriter:
     def _check_may_write(self, position: int | None) -> None:
         if self.write_failed is not None:
             raise LogWriteFailed(self.run_id, self.write_failed.error)
-        if self.finished or self.stopped:
+        if self.life.ended:
             raise Stop()
-        if self.pausing and position is None:
+        if self.life.has(Mode.PAUSING) and position is None:
             raise Stop()  # paused from outside: only a finished step's row goes in
         if position is not None and self.recorded(position):
             self._superseded(position)
 
     def _superseded(self, position: int | None) -> None:
-        self.stopped = True
+        self.life.end(Phase.STOPPED)
         log.warning(
             "run %s: step position %s was recorded by another execution of the run; "
             "this execution stops and leaves the run to it",
@@ -243,14 +260,15 @@ class RunWriter:
             tries,
             exc.message,
         )
-        if not self.executing:
-            raise exc
+        if self.life.phase is Phase.READY:
+            raise exc  # not from the workflow function: the caller sees the StoreError
+        self.life.move(Phase.WRITE_FAILED)
         self.write_failed = LogWriteFailed(self.run_id, exc)
         raise self.write_failed from exc
 
     def _after_write(self, final: bool) -> None:
         if final:
-            self.finished = True
+            self.life.move(Phase.FINISHED)
             self.released = self._releasing
 
     def _landed(self, fields: dict[str, Any]) -> bool:
@@ -322,21 +340,21 @@ class RunWriter:
             self.lose_lease(lease)
             raise Stop()
         if snap is None or snap.status in TERMINAL:
-            self.finished = True
-            self.cancelled = snap is not None and snap.status == "cancelled"
+            cancelled = snap is not None and snap.status == "cancelled"
+            self.life.move(Phase.CANCELLED if cancelled else Phase.FINISHED)
             raise Stop()
         self.snapshot = snap
         self._tail = tail
         self.absorb(tail)
-        if snap.status == PAUSED and self.stop_when_paused:
-            self.pausing = True
+        if snap.status == PAUSED:
+            self.life.take(Mode.PAUSING)
 
     def lose_lease(self, current: Lease | None = None) -> None:
         """Mark this execution stopped for good: its lease ended or another worker took the run.
 
         Every later write raises :class:`Stop`; the caller stops the task if it must.
         """
-        self.stopped = True
+        self.life.end(Phase.STOPPED)
         holder = f"worker {current.owner} (epoch {current.epoch})" if current else "nobody"
         mine = self.lease
         log.warning(

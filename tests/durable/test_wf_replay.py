@@ -288,7 +288,7 @@ def test_parallel_steps_replay_identically_whatever_the_completion_order(
                     snap.model_copy(update={"status": "running"}),
                     engine.engine.history(f"par-{i}"),
                 )
-                executor.finished = True  # replay only: writing the end again is refused
+                executor.finish()  # replay only: writing the end again is refused
                 outcome = await executor.execute()
                 assert outcome.kind == "completed"
                 assert outcome.output == expected
