@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from statewf.adapter import CompiledMachine
 from statewf.aio import off_loop
+from statewf.appending import Move, append
 from statewf.clock import Clock, SystemClock
 from statewf.decide import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -268,7 +269,7 @@ class Engine(TimerOperations):
         )
         claimed: Claimed = []
         with self.store.transaction() as tx:
-            inserted = tx.insert_instance(decision.snapshot)
+            inserted = append(tx, [decision.record], Move(decision.snapshot, None))
             if inserted:
                 claimed = self._write(tx, decision)
         if not inserted:
@@ -330,7 +331,8 @@ class Engine(TimerOperations):
                 compiled, current, event, payload, now, max_bytes=self.max_payload_bytes
             )
             claimed = [c for step in [*fired, decision] for c in self._write(tx, step)]
-            tx.update_instance(decision.snapshot, snapshot.version)
+            rows = [step.record for step in [*fired, decision]]
+            append(tx, rows, Move(decision.snapshot, snapshot.version))
         self._snapshots.put(decision.snapshot)
         self._after_commit(claimed)
         return decision.snapshot
@@ -381,12 +383,11 @@ class Engine(TimerOperations):
         return None
 
     def _write(self, tx: Tx, decision: Decision) -> Claimed:
-        """Append the decision's log row and record its effects in the outbox.
+        """Record the decision's effects in the outbox (its row goes in with ``append``).
 
         When this engine dispatches inline, the effects are written already claimed
         by it (saving a claim transaction) and returned, to run after the commit.
         """
-        tx.append([decision.record])
         if not decision.effects:
             return []
         snap = decision.snapshot
