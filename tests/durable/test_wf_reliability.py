@@ -20,11 +20,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import wf_flows
+from click.testing import CliRunner
 from pydantic import BaseModel
 from wf_flows import Make, kinds, until
 
 import durable
 import statewf
+from statewf.cli import _load_plugins
+from statewf.cli import cli as cli_group
 from tests.db_snapshot import dump_tables, frozen
 
 HOSTILE = [
@@ -272,11 +275,6 @@ def test_the_cli_refuses_an_event_that_does_not_fit_the_wait(
     make_engine: Make, db: dict[str, str | None]
 ) -> None:
     """The reported case: ``statewf runs trigger RUN confirmed --data '{"who":"ops"}'``."""
-    from click.testing import CliRunner
-
-    from statewf.cli import _load_plugins
-    from statewf.cli import cli as cli_group
-
     _load_plugins()
     flow, _ = confirm_flow()
     options = ["--database", str(db["url"])]
