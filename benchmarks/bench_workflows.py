@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 import durable
 import statewf
-from durable.runner import RunExecutor
+from durable.execution.runner import RunExecutor
 from statewf.store.runs import load_run
 
 PG_URL = os.environ.get("STATEWF_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -144,9 +144,12 @@ async def bench_statewf(schema: str, raw: float, args: argparse.Namespace) -> di
                 loaded, records = load()
                 t1 = time.perf_counter()
                 executor = RunExecutor(
-                    engine.host, thousand, loaded.model_copy(update={"status": "running"}), records
+                    engine.executor.host,
+                    thousand,
+                    loaded.model_copy(update={"status": "running"}),
+                    records,
                 )
-                executor.finished = True  # replay only: nothing is written
+                executor.finish()  # replay only: nothing is written
                 outcome = await executor.execute()
                 t2 = time.perf_counter()
             assert outcome.kind == "completed", outcome

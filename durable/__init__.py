@@ -14,11 +14,13 @@ replaying the log instead of repeating finished steps::
         print(await engine.result(run.id))
 """
 
-from durable.analysis import StepPlan
+from durable.authoring.context import Context, StepCall, StepInfo, Steps, current_step
+from durable.authoring.pipeline import Pipeline
+from durable.authoring.refs import WorkflowRef, ref
+from durable.authoring.retry import RetryPolicy
+from durable.authoring.waits import Approval, PollResult
+from durable.authoring.workflow import Workflow, workflow
 from durable.client import Client
-from durable.context import Context, StepCall, StepInfo, Steps, current_step
-from durable.definition import Workflow, workflow
-from durable.durations import Duration
 from durable.engine import WorkflowEngine
 from durable.errors import (
     DuplicateStepKey,
@@ -35,12 +37,17 @@ from durable.errors import (
     WorkflowNotRegistered,
     WorkflowTimeout,
 )
-from durable.pipeline import Pipeline
-from durable.records import Progress, RunError, RunStatus, StepAttempt, StepTimeline, WorkflowRun
-from durable.refs import WorkflowRef, ref
-from durable.retry import RetryPolicy
-from durable.waits import Approval, PollResult
+from durable.log.plan import StepPlan
+from durable.log.records import (
+    Progress,
+    RunError,
+    RunStatus,
+    StepAttempt,
+    StepTimeline,
+    WorkflowRun,
+)
 from durable.worker import Queue, Worker
+from statewf.durations import DurationLike as Duration
 from statewf.errors import InvalidInput
 from statewf.store.runs import Connection
 

@@ -1,10 +1,11 @@
-"""The client side of durable workflows: start, signal, steer and inspect runs without their code.
+"""The client side of durable workflows: start, signal, steer, inspect and repair runs.
 
-An API service creates a :class:`Client` on the same database as its workers. It
-starts runs by :func:`~durable.ref` (input validated before anything is written),
-sends events, pauses, resumes, cancels, retries and reads runs; workers
-(:class:`~durable.Worker`) execute them. A client never executes workflow code and
-imports none::
+A :class:`Client` owns every operation on runs and executes nothing: it appends log
+rows (each one transaction, :mod:`durable.control.actions`, :mod:`durable.control.repair`) and
+reads runs; whoever has the code (a :class:`~durable.Worker`, or a
+:class:`~durable.WorkflowEngine`, which has a client of its own) executes them. An
+API service creates one on the same database as its workers; it imports no
+workflow code::
 
     client = durable.Client("postgresql+psycopg://...")
     run = await client.start_workflow(onboard, {"email": "a@example.com"})
@@ -16,28 +17,39 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
-from durable import control
-from durable.definition import Workflow
-from durable.inspection import RunInspection
-from durable.operations import RunOperations
-from durable.records import WorkflowRun
-from durable.refs import WorkflowRef
-from durable.report import run_of
-from durable.scheduling import WaitControl
-from durable.starting import RunSpec, create_record, engine_of, insert_run, route_columns
-from durable.writer import RunHost
+from durable.authoring.refs import WorkflowRef
+from durable.authoring.waits import Approval
+from durable.authoring.workflow import Workflow
+from durable.control import actions as control
+from durable.control import repair as operations
+from durable.control.start import check_start_ids, engine_of, insert_run, new_run
+from durable.errors import WorkflowFailed
+from durable.log.records import (
+    CANCELLED,
+    DEAD,
+    FAILED,
+    RUN_KIND,
+    Progress,
+    StepTimeline,
+    WorkflowRun,
+)
+from durable.log.rows import RunSpec, route_columns
+from durable.log.views import progress_of, run_of, timeline_of
 from statewf.clock import Clock
-from statewf.engine import Engine, check_id
+from statewf.engine import Engine, check_event_name, check_id
 from statewf.errors import InvalidInput
-from statewf.fold import apply
+from statewf.records import Instance, Page
+
+T = TypeVar("T")
 
 
-class Client(RunInspection, WaitControl, RunOperations):
-    """Starts and steers runs that workers execute; holds no workflow code.
+class Client:
+    """Starts, steers, inspects and repairs runs; executes none and holds no workflow code.
 
     Args:
         engine: a :class:`statewf.Engine` or a database URL (None:
@@ -61,19 +73,11 @@ class Client(RunInspection, WaitControl, RunOperations):
         self.engine, self._owns_engine = engine_of(engine, schema, table_prefix, clock)
         self.clock: Clock = clock or self.engine.clock
         self._pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="durable-client")
-        self.host = RunHost(
-            store=self.engine.store,
-            clock=self.clock,
-            max_bytes=self.engine.max_payload_bytes,
-            rand=lambda: 0.5,
-            executor=self._pool,
-        )
-        self.poll_interval = 1.0
-        self._scheduler = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._executors = {}
-        self._crashes: dict[str, BaseException] = {}
         self._closed = False
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking database work in the client's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def close(self) -> None:
         """Free the client's threads and (if it made it) its database engine."""
@@ -89,6 +93,8 @@ class Client(RunInspection, WaitControl, RunOperations):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    # ------------------------------------------------------------ starting and stopping
 
     async def start_workflow(
         self,
@@ -126,13 +132,7 @@ class Client(RunInspection, WaitControl, RunOperations):
             raise InvalidInput(
                 f"start_workflow() takes a durable.ref(...), a workflow or a name, got {workflow!r}"
             )
-        for value, what in (
-            (run_id, "run id"),
-            (resource_id, "resource_id"),
-            (idempotency_key, "idempotency_key"),
-        ):
-            if value is not None:
-                check_id(value, what)
+        check_start_ids(run_id, resource_id, idempotency_key)
         route = route_columns(
             queue if queue is not None else workflow.queue,
             priority if priority is not None else workflow.priority,
@@ -140,16 +140,10 @@ class Client(RunInspection, WaitControl, RunOperations):
         )
         stored = workflow.validate_input(input, max_bytes=self.engine.max_payload_bytes)
         spec = RunSpec(workflow.name, version or workflow.version)
-        record = create_record(
-            spec,
-            run_id or uuid.uuid4().hex,
-            stored,
-            resource_id,
-            idempotency_key,
-            self.clock.now(),
+        record, snapshot = new_run(
+            spec, run_id or uuid.uuid4().hex, stored, resource_id, idempotency_key, self.clock.now()
         )
-        snapshot = apply(None, record)
-        created, existing, _ = await self.host.db(
+        created, existing, _ = await self._db(
             insert_run, self.engine.store, snapshot, record, route, True
         )
         if not created:
@@ -160,9 +154,321 @@ class Client(RunInspection, WaitControl, RunOperations):
     async def cancel_workflow(
         self, run_id: str, *, resource_id: str | None = None, reason: str | None = None
     ) -> WorkflowRun:
-        """Cancel a run: a ``cancel`` row; the worker executing it stops at its next step."""
+        """Cancel a run: a ``cancel`` row; whoever executes it stops at its next step.
+
+        Raises :class:`RunFinished` for a finished run.
+        """
         check_id(run_id, "run id")
-        snapshot = await self.host.db(
+        snapshot = await self._db(
             control.cancel, self.engine.store, run_id, resource_id, reason, self.clock.now()
         )
         return run_of(snapshot)
+
+    # ------------------------------------------------------------ events and waits
+
+    async def trigger_event(
+        self,
+        run_id: str,
+        event: str,
+        data: Any = None,
+        *,
+        resource_id: str | None = None,
+        by: str | None = None,
+    ) -> WorkflowRun:
+        """Send ``event`` with ``data`` to a run; the run after (``by``: who, for the log).
+
+        The event is recorded in the run's log. If the run waits for it, the run is
+        made due; otherwise the event is kept for the next ``wait_for`` of that name.
+        Data that does not match the waiting step's ``schema`` raises
+        :class:`~statewf.errors.InvalidPayload` and records nothing. Events to a
+        finished run raise :class:`~durable.RunFinished`.
+        """
+        check_id(run_id, "run id")
+        check_event_name(event)
+        snap = await self._db(
+            control.trigger,
+            self.engine.store,
+            run_id,
+            resource_id,
+            event,
+            data,
+            self.clock.now(),
+            self.engine.max_payload_bytes,
+            by,
+        )
+        return run_of(snap)
+
+    async def pause_workflow(
+        self, run_id: str, *, resource_id: str | None = None, by: str | None = None
+    ) -> WorkflowRun:
+        """Pause a run: it stops at its next step boundary until :meth:`resume_workflow`."""
+        check_id(run_id, "run id")
+        snap = await self._db(
+            control.pause, self.engine.store, run_id, resource_id, self.clock.now(), by
+        )
+        return run_of(snap)
+
+    async def resume_workflow(
+        self, run_id: str, *, resource_id: str | None = None, by: str | None = None
+    ) -> WorkflowRun:
+        """Resume a paused run (paused from outside or by ``ctx.step.pause``)."""
+        check_id(run_id, "run id")
+        snap = await self._db(
+            control.resume, self.engine.store, run_id, resource_id, self.clock.now(), by
+        )
+        return run_of(snap)
+
+    async def fast_forward_workflow(
+        self,
+        run_id: str,
+        data: Any = None,
+        *,
+        resource_id: str | None = None,
+        by: str | None = None,
+    ) -> WorkflowRun:
+        """Satisfy whatever the run waits on now: a sleep ends, a wait gets an event
+        with ``data``, a poll gets ``data`` as its result, a pause is resumed.
+
+        A run that waits on nothing is left as it is. Meant for tests and operations.
+        """
+        check_id(run_id, "run id")
+        snap, event = await self._db(
+            control.fast_forward,
+            self.engine.store,
+            run_id,
+            resource_id,
+            data,
+            self.clock.now(),
+            by,
+        )
+        if event is not None:
+            return await self.trigger_event(
+                run_id, event, {} if data is None else data, resource_id=resource_id, by=by
+            )
+        if snap.status == "paused":
+            return await self.resume_workflow(run_id, resource_id=resource_id, by=by)
+        return run_of(snap)
+
+    async def approve(
+        self,
+        run_id: str,
+        *,
+        reviewer: str,
+        comment: str | None = None,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Approve the run's pending ``ctx.step.approval`` (or the one named ``step``)."""
+        return await self._decide(run_id, True, reviewer, comment, step, resource_id)
+
+    async def reject(
+        self,
+        run_id: str,
+        *,
+        reviewer: str,
+        reason: str,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Reject the run's pending approval; the workflow sees ``approved=False``."""
+        return await self._decide(run_id, False, reviewer, reason, step, resource_id)
+
+    async def _decide(
+        self,
+        run_id: str,
+        approved: bool,
+        reviewer: str,
+        reason: str | None,
+        step: str | None,
+        resource_id: str | None,
+    ) -> WorkflowRun:
+        if not isinstance(reviewer, str) or not reviewer:
+            raise InvalidInput("reviewer must be a non-empty string (who decided)")
+        if step is None:
+            run = await self._load(run_id, resource_id)
+            waiting = run.context.get("waiting") or {}
+            event = str(waiting.get("event", ""))
+            if not event.startswith("approval:"):
+                raise InvalidInput(
+                    f"run {run_id!r} is not waiting for an approval; name the step= to "
+                    "record a decision in advance",
+                    instance_id=run_id,
+                )
+            due = run.wake_at is not None and run.wake_at <= self.clock.now()
+            if run.status != "waiting" or due:
+                raise InvalidInput(
+                    f"run {run_id!r} is not waiting for a decision right now (a decision for "
+                    f"{event.removeprefix('approval:')!r} may be queued already); try again "
+                    "when it waits, or name the step= to decide in advance",
+                    instance_id=run_id,
+                )
+            step = event.removeprefix("approval:")
+        decision = Approval(approved=approved, reviewer=reviewer, reason=reason)
+        return await self.trigger_event(
+            run_id, f"approval:{step}", decision.model_dump(), resource_id=resource_id
+        )
+
+    # ------------------------------------------------------------ reading
+
+    async def _load(self, run_id: str, resource_id: str | None) -> Instance:
+        check_id(run_id, "run id")
+
+        def get() -> Instance:
+            with self.engine.store.transaction() as tx:
+                return control.load_run(tx, run_id, resource_id, lock=False)
+
+        return await self._db(get)
+
+    async def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        """A run: status, input, output or error, timestamps.
+
+        Raises :class:`RunNotFound` for an unknown id or a run of another resource.
+        """
+        return run_of(await self._load(run_id, resource_id))
+
+    async def get_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | Sequence[str] | None = None,
+        resource_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[WorkflowRun]:
+        """A page of runs, oldest first; pass ``next_cursor`` back as ``cursor`` for more."""
+
+        def page() -> Page[Instance]:
+            return self.engine.list(
+                machine=workflow,
+                status=status,
+                resource_id=resource_id,
+                kind=RUN_KIND,
+                created_after=created_after,
+                created_before=created_before,
+                limit=limit,
+                cursor=cursor,
+            )
+
+        found = await self._db(page)
+        return Page[WorkflowRun](
+            items=[run_of(i) for i in found.items], next_cursor=found.next_cursor
+        )
+
+    async def check_progress(self, run_id: str, *, resource_id: str | None = None) -> Progress:
+        """Completed and total steps of a run (total from the workflow's source, stored)."""
+        return progress_of(await self._load(run_id, resource_id))
+
+    async def get_timeline(
+        self, run_id: str, *, resource_id: str | None = None
+    ) -> list[StepTimeline]:
+        """Each step of a run with its attempts, durations, result or error."""
+        await self._load(run_id, resource_id)
+        records = await self._db(self.engine.history, run_id)
+        return timeline_of(records)
+
+    async def wait_for_run(
+        self,
+        run_id: str,
+        *,
+        resource_id: str | None = None,
+        timeout: float | None = None,
+        poll_interval: float = 0.05,
+    ) -> WorkflowRun:
+        """Wait until a run is completed, failed or cancelled; the run.
+
+        Raises ``TimeoutError`` after ``timeout`` real seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                run = await self.get_run(run_id, resource_id=resource_id)
+                if run.finished:
+                    return run
+                await asyncio.sleep(poll_interval)
+
+    async def result(
+        self, run_id: str, *, resource_id: str | None = None, timeout: float | None = None
+    ) -> Any:
+        """Wait for a run and return its output; :class:`WorkflowFailed` if it did not complete."""
+        run = await self.wait_for_run(run_id, resource_id=resource_id, timeout=timeout)
+        return output_of(run)
+
+    # ------------------------------------------------------------ repairing
+
+    async def dead_letters(
+        self,
+        *,
+        workflow: str | None = None,
+        include_failed: bool = True,
+        resource_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[WorkflowRun]:
+        """A page of dead (and, by default, failed) runs, oldest first; follow ``next_cursor``."""
+        statuses = [DEAD, FAILED] if include_failed else [DEAD]
+        found = await self._db(
+            operations.list_runs, self.engine.store, statuses, workflow, resource_id, limit, cursor
+        )
+        return Page[WorkflowRun](
+            items=[run_of(i) for i in found.items], next_cursor=found.next_cursor
+        )
+
+    async def retry_run(
+        self, run_id: str, *, reason: str | None = None, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Make a failed or dead run go on from its failed step; earlier steps are replayed."""
+        check_id(run_id, "run id")
+        now = self.clock.now()
+        snap = await self._db(operations.retry, self.engine.store, run_id, resource_id, reason, now)
+        return run_of(snap)
+
+    async def discard_run(
+        self, run_id: str, *, reason: str, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Give up a failed or dead run: it is ``cancelled``, with ``reason`` in the log."""
+        check_id(run_id, "run id")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInput(f"discarding run {run_id!r} needs a reason (a non-empty string)")
+        now = self.clock.now()
+        snap = await self._db(
+            operations.discard, self.engine.store, run_id, resource_id, reason, now
+        )
+        return run_of(snap)
+
+    async def fork_run(
+        self,
+        run_id: str,
+        *,
+        from_step: str,
+        new_run_id: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """A new run of the same workflow and input that replays the steps before ``from_step``."""
+        check_id(run_id, "run id")
+        new_id = check_id(new_run_id, "new run id") if new_run_id is not None else None
+        snap = await self._db(
+            operations.fork,
+            self.engine.store,
+            run_id,
+            resource_id,
+            from_step,
+            new_id or uuid.uuid4().hex,
+            self.clock.now(),
+        )
+        return run_of(snap)
+
+
+def output_of(run: WorkflowRun) -> Any:
+    """A finished run's output; :class:`WorkflowFailed` if it failed, was cancelled or died."""
+    if run.status in (FAILED, CANCELLED, DEAD):
+        error = run.error
+        raise WorkflowFailed(
+            f"run {run.id!r} of workflow {run.workflow!r} {run.status}"
+            + (f": {error.type}: {error.message}" if error else ""),
+            instance_id=run.id,
+            status=run.status,
+            error_type=error.type if error else None,
+            error_message=error.message if error else None,
+        )
+    return run.output

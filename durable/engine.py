@@ -1,55 +1,44 @@
-"""The workflow engine: starts runs, executes them in-process, recovers them, reports on them.
+"""The workflow engine: a client that steers runs and an executor that executes them here.
 
 A run is a statewf instance of kind ``"workflow"``; everything it does is a row in
-the same transition log as machine instances. The engine executes each run as an
-asyncio task in this process; database work runs in a small thread pool.
+the same transition log as machine instances. A :class:`WorkflowEngine` has a
+:class:`~durable.Client` (every operation on runs) and an
+:class:`~durable.execution.executor.Executor` (each run an asyncio task of this process,
+held under a lease, woken by its scheduler when due); database work runs in a
+small thread pool.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import random
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Any
 
-from durable import control
-from durable.definition import Workflow
-from durable.errors import (
-    EngineClosed,
-    WorkflowNotRegistered,
-)
-from durable.holding import LeaseHolder, new_worker_id
-from durable.inspection import RunInspection
-from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, ClaimedRun, Limits
-from durable.operations import RunOperations
-from durable.pipeline import Pipeline
-from durable.records import (
-    WorkflowRun,
-)
-from durable.report import run_of
-from durable.runner import RunExecutor
-from durable.scheduling import WaitControl
-from durable.starting import RunSpec, create_record, engine_of, insert_run, route_columns
-from durable.writer import RunHost
+from durable.authoring.workflow import Workflow
+from durable.client import Client, output_of
+from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE
+from durable.control.start import check_start_ids, engine_of, insert_run, new_run
+from durable.errors import EngineClosed
+from durable.execution.executor import Executor
+from durable.execution.leases import Leases, new_worker_id
+from durable.execution.registry import Registry, WorkflowLike
+from durable.execution.runner import RunExecutor
+from durable.execution.writer import RunHost
+from durable.log.records import Progress, StepTimeline, WorkflowRun
+from durable.log.rows import RunSpec, route_columns
+from durable.log.views import run_of
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
-from statewf.errors import InvalidInput, StatewfError
-from statewf.fold import apply
-from statewf.records import Instance
+from statewf.errors import InvalidInput
+from statewf.records import Page
 from statewf.store.leases import Lease
 
-log = logging.getLogger("durable")
-T = TypeVar("T")
 
-WorkflowLike = Workflow[Any, Any] | Pipeline
-
-
-class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
+class WorkflowEngine:
     """Runs durable workflows on a statewf database.
 
     Args:
@@ -80,7 +69,9 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
 
     Use it as ``async with WorkflowEngine(url, workflows=[...]) as engine: ...``, or
     call :meth:`start` and :meth:`close` yourself. Methods that start or resume runs
-    call :meth:`start` on first use.
+    call :meth:`start` on first use. Every operation of :class:`~durable.Client` is
+    here too (``engine.client`` is that client), and pokes the scheduler when it
+    makes a run due.
     """
 
     def __init__(
@@ -110,76 +101,54 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
             )
         self.engine, self._owns_engine = engine_of(engine, schema, table_prefix, clock)
         self.clock: Clock = clock or self.engine.clock
-        self.recover = recover
-        self.run_scheduler = scheduler
-        self.poll_interval = poll_interval
-        self._scheduler: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="durable-db")
-        self._random = random.Random(seed)
-        self.host = RunHost(
+        #: every operation on runs (start, trigger, pause, cancel, inspect, repair)
+        self.client = Client(self.engine, clock=self.clock)
+        self._registry = Registry()
+        host = RunHost(
             store=self.engine.store,
             clock=self.clock,
             max_bytes=self.engine.max_payload_bytes,
-            rand=self._random.random,
-            executor=self._pool,
+            rand=random.Random(seed).random,
+            executor=ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="durable-db"),
         )
-        self._workflows: dict[tuple[str, str], Workflow[Any, Any]] = {}
-        self._latest: dict[str, Workflow[Any, Any]] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._executors: dict[str, RunExecutor] = {}
-        self._crashes: dict[str, BaseException] = {}
+        leases = Leases(
+            host=host,
+            registry=self._registry,
+            owner=worker_id or new_worker_id(),
+            seconds=float(lease),
+            crash_limit=crash_limit,
+            queues=list(queues) if queues is not None else None,
+            labels=dict(labels or {}),
+        )
+        #: the runs executing in this process, their leases and scheduler
+        self.executor = Executor(
+            host,
+            self._registry,
+            leases,
+            recover=recover,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+        )
+        self._run_scheduler = scheduler
         self._started = False
         self._start_lock = asyncio.Lock()
-        self._redrives: set[asyncio.Task[None]] = set()
         self._closed = False
-        self.worker_id = worker_id or new_worker_id()
-        self.lease_seconds = float(lease)
-        self.crash_limit = crash_limit
-        self.concurrency = concurrency
-        self.queues = list(queues) if queues is not None else None
-        self.labels = dict(labels or {})
-        self.limits = Limits()
-        self._heartbeat: asyncio.Task[None] | None = None
-        #: runs whose execution here crashed: still held (a dead process would hold them)
-        self._crashed: set[str] = set()
         self.register(*workflows)
+
+    @property
+    def worker_id(self) -> str:
+        """This engine's id as the holder of leases (host, pid and a random part)."""
+        return self.executor.leases.owner
 
     # ------------------------------------------------------------ set-up
 
     def register(self, *workflows: WorkflowLike) -> None:
         """Make workflows executable by this engine (several versions of one name may coexist)."""
-        for item in workflows:
-            wf = item.workflow if isinstance(item, Pipeline) else item
-            if not isinstance(wf, Workflow):
-                raise InvalidInput(
-                    f"register() takes workflows made with @durable.workflow or "
-                    f"durable.Pipeline, got {item!r}"
-                )
-            key = (wf.name, wf.version)
-            known = self._workflows.get(key)
-            if known is not None and known is not wf:
-                raise InvalidInput(
-                    f"workflow {wf.name!r} version {wf.version!r} is registered twice with "
-                    "different code; give the new one another version="
-                )
-            self._workflows[key] = wf
-            self._latest[wf.name] = wf
+        self._registry.register(*workflows)
 
     def workflows(self) -> list[Workflow[Any, Any]]:
         """The registered workflows, by name and version."""
-        return [self._workflows[k] for k in sorted(self._workflows)]
-
-    def _definition(self, name: str, version: str | None = None) -> Workflow[Any, Any]:
-        wf = self._latest.get(name) if version is None else self._workflows.get((name, version))
-        if wf is None:
-            known = ", ".join(f"{n}@{v}" for n, v in sorted(self._workflows)) or "none"
-            which = f"{name!r}" + (f" version {version!r}" if version else "")
-            raise WorkflowNotRegistered(
-                f"workflow {which} is not registered with this engine (registered: {known}); "
-                "pass it in WorkflowEngine(..., workflows=[...])",
-                machine=name,
-            )
-        return wf
+        return self._registry.workflows()
 
     async def start(self) -> None:
         """Start the engine: resume runs left in progress (when ``recover``). Idempotent."""
@@ -192,66 +161,23 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
         async with self._start_lock:
             if self._started:
                 return
-            self._start_heartbeat()
-            if self.recover:
-                await self.recover_runs()
-            if self.run_scheduler:
-                self._start_scheduler()
+            self.executor.start(scheduler=False)
+            if self.executor.recover:
+                await self.executor.recover_runs()
+            if self._run_scheduler:
+                self.executor.start(scheduler=True)
             # only now: a start that failed half-way can be tried again
             self._started = True
-
-    async def recover_runs(self) -> list[str]:
-        """Take up every run in progress that nobody holds (within ``concurrency``); their ids."""
-        resumed: list[str] = []
-        while True:
-            claimed = await self._claim(executing=True, due=False, limit=self.capacity())
-            for item in claimed:
-                self._spawn(self._executor_of(item))
-                resumed.append(item.snapshot.id)
-            if not claimed:
-                return resumed
-
-    def _executor_of(self, item: ClaimedRun) -> RunExecutor:
-        wf = self._definition(item.snapshot.machine, item.snapshot.machine_version)
-        executor = RunExecutor(self.host, wf, item.snapshot, item.records)
-        executor.lease = item.lease
-        return executor
-
-    def _prepare(self, snapshot: Instance) -> dict[str, Any]:
-        """Context a claim row adds to a run started by a client without the code."""
-        wf = self._workflows.get((snapshot.machine, snapshot.machine_version))
-        if wf is None:
-            return {}
-        fields: dict[str, Any] = {}
-        if "plan" not in snapshot.context:
-            fields["plan"] = wf.plan.to_json()
-        if wf.timeout is not None and "deadline" not in snapshot.context:
-            deadline = snapshot.created_at + timedelta(seconds=wf.timeout)
-            fields["deadline"] = deadline.isoformat()
-        return fields
 
     async def close(self) -> None:
         """Stop executing (runs stay in progress, resumed on the next start); free resources."""
         if self._closed:
             return
         self._closed = True
-        await self._stop_scheduler()
-        await self._stop_heartbeat()
-        tasks = [*self._tasks.values(), *self._redrives]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        # no database call is in flight after this (a claim cancelled mid-way may
-        # still have committed): then hand back everything this engine holds
-        self._pool.shutdown(wait=True)
-        await asyncio.to_thread(self._release_everything)
-        await self._closing()
+        await self.executor.close()
+        await self.client.close()
         if self._owns_engine:
             self.engine.close()
-
-    async def _closing(self) -> None:
-        """Last words before the database engine closes (a worker records its stop)."""
 
     async def __aenter__(self) -> WorkflowEngine:
         await self.start()
@@ -260,7 +186,7 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # ------------------------------------------------------------ starting runs
+    # ------------------------------------------------------------ executing here
 
     async def start_workflow(
         self,
@@ -289,19 +215,10 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
                 (on close) and another engine or worker takes it up.
         """
         await self.start()
-        if isinstance(workflow, str):
-            wf = self._definition(workflow)
-        else:
-            wf = workflow.workflow if isinstance(workflow, Pipeline) else workflow
-            self._definition(wf.name, wf.version)
-        if run_id is not None:
-            check_id(run_id, "run id")
-        if resource_id is not None:
-            check_id(resource_id, "resource_id")
-        if idempotency_key is not None:
-            check_id(idempotency_key, "idempotency_key")
+        wf = self._registry.resolve(workflow)
+        check_start_ids(run_id, resource_id, idempotency_key)
         stored_input = wf.validate_input(input, max_bytes=self.engine.max_payload_bytes)
-        record = create_record(
+        record, snapshot = new_run(
             RunSpec(wf.name, wf.version, wf.plan.to_json(), wf.timeout),
             run_id or uuid.uuid4().hex,
             stored_input,
@@ -309,96 +226,25 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
             idempotency_key,
             self.clock.now(),
         )
-        snapshot = apply(None, record)
         route = route_columns(wf.queue if queue is None else queue, priority, labels)
         lease = {"lease_owner": self.worker_id, "lease_epoch": 1}
-        created, existing, until = await self.host.db(
+        created, existing, until = await self.executor.host.db(
             insert_run,
             self.engine.store,
             snapshot,
             record,
             {**route, **lease},
             False,
-            timedelta(seconds=self.lease_seconds),
+            timedelta(seconds=self.executor.leases.seconds),
         )
         if not created:
             assert existing is not None
             return run_of(existing)
         assert until is not None
-        executor = RunExecutor(self.host, wf, snapshot, [record])
+        executor = RunExecutor(self.executor.host, wf, snapshot, [record])
         executor.lease = Lease(owner=self.worker_id, epoch=1, expires_at=until)
-        self._spawn(executor)
+        self.executor.spawn(executor)
         return run_of(snapshot)
-
-    # ------------------------------------------------------------ executing runs
-
-    def _workflow_versions(self) -> list[tuple[str, str]]:
-        return sorted(self._workflows)
-
-    def _spawn(self, executor: RunExecutor) -> None:
-        run_id = executor.run_id
-        self._executors[run_id] = executor
-        self._tasks[run_id] = asyncio.get_running_loop().create_task(
-            self._drive(executor), name=f"durable-run-{run_id}"
-        )
-
-    async def _drive(self, executor: RunExecutor) -> None:
-        run_id = executor.run_id
-        try:
-            outcome = await executor.execute()
-            if outcome.kind == "suspended":
-                self._wake_soon()  # the scheduler learns the new wake-up time now
-            if executor.write_failed is not None:
-                self._redrive_later(run_id, attempt=1)
-        except asyncio.CancelledError:
-            if not executor.cancelled:
-                raise
-        except (KeyboardInterrupt, SystemExit):
-            # the process goes down with the run in flight: its lease is left to run
-            # out, so the next claim (by any worker) counts this execution as a crash
-            self._crashed.add(run_id)
-            raise
-        except BaseException as exc:  # a crash: leave the run in progress, as a dead process would
-            self._crashes[run_id] = exc
-            self._crashed.add(run_id)  # still held: released on close, or taken over
-            log.error("run %s stopped unexpectedly and stays in progress: %r", run_id, exc)
-        finally:
-            done = executor.write_failed is None and run_id not in self._crashed
-            if done and executor.lease is not None and not executor.released and not self._closed:
-                await self._release([run_id])
-            self._tasks.pop(run_id, None)
-            self._executors.pop(run_id, None)
-            if self._more_work:
-                self._wake_soon()
-
-    def _redrive_later(self, run_id: str, *, attempt: int) -> None:
-        """Take up again, after a back-off, a run whose log writes kept failing.
-
-        The run was left in progress (nothing wrong was recorded); without this only
-        the next engine start would resume it. Real time, like the scheduler's own
-        retries after database errors.
-        """
-        if self._closed:
-            return
-        delay = min(60.0, self.poll_interval * 2**attempt)
-
-        async def redrive() -> None:
-            await asyncio.sleep(delay)
-            if self._closed or run_id in self._tasks or run_id in self._executors:
-                return
-            try:
-                claimed = await self._claim(
-                    executing=True, due=False, limit=1, only=run_id, own=[run_id]
-                )
-                for item in claimed:
-                    self._spawn(self._executor_of(item))
-            except StatewfError as exc:  # the database is still away: later
-                log.warning("run %s: cannot take it up again yet: %s", run_id, exc)
-                self._redrive_later(run_id, attempt=attempt + 1)
-
-        task = asyncio.get_running_loop().create_task(redrive(), name=f"durable-redrive-{run_id}")
-        self._redrives.add(task)
-        task.add_done_callback(self._redrives.discard)
 
     async def resume(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Execute a run to its end (or its next wait) in the caller's task; the run after.
@@ -412,23 +258,53 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
         """
         await self.start()
         check_id(run_id, "run id")
-        task = self._tasks.get(run_id)
+        task = self.executor.tasks.get(run_id)
+        await self.client.get_run(run_id, resource_id=resource_id)  # scope check
         if task is not None:
-            await self.get_run(run_id, resource_id=resource_id)  # scope check
             await asyncio.shield(task)
-            return await self.get_run(run_id, resource_id=resource_id)
-        await self.get_run(run_id, resource_id=resource_id)  # scope check
-        # a run this engine holds but stopped executing (after failed writes) is its own
-        claimed = await self._claim(executing=True, due=False, limit=1, only=run_id, own=[run_id])
-        if claimed:
-            executor = self._executor_of(claimed[0])
-            self._executors[run_id] = executor
-            try:
-                await executor.execute()
-            finally:
-                self._executors.pop(run_id, None)
-                await self._release([run_id])
-        return await self.get_run(run_id, resource_id=resource_id)
+        else:
+            await self.executor.execute_here(run_id)
+        return await self.client.get_run(run_id, resource_id=resource_id)
+
+    async def recover_runs(self) -> list[str]:
+        """Take up every run in progress that nobody holds (within ``concurrency``); their ids."""
+        return await self.executor.recover_runs()
+
+    async def wake_due(self) -> list[str]:
+        """Claim the runs this engine may take now and execute them; their ids.
+
+        Due waiting runs, and (with ``recover``) runs in progress that nobody holds,
+        within this engine's ``concurrency``, queues and labels.
+        """
+        return await self.executor.wake_due()
+
+    async def wait_for_run(
+        self,
+        run_id: str,
+        *,
+        resource_id: str | None = None,
+        timeout: float | None = None,
+        poll_interval: float = 0.05,
+    ) -> WorkflowRun:
+        """Wait until a run is completed, failed or cancelled; the run.
+
+        If the run's execution in this engine stopped unexpectedly (a crash), that
+        exception is raised. Raises ``TimeoutError`` after ``timeout`` real seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                await self.executor.settled(run_id)
+                run = await self.client.get_run(run_id, resource_id=resource_id)
+                if run.finished:
+                    return run
+                if run_id not in self.executor.tasks:
+                    await asyncio.sleep(poll_interval)
+
+    async def result(
+        self, run_id: str, *, resource_id: str | None = None, timeout: float | None = None
+    ) -> Any:
+        """Wait for a run and return its output; :class:`WorkflowFailed` if it did not complete."""
+        return output_of(await self.wait_for_run(run_id, resource_id=resource_id, timeout=timeout))
 
     async def cancel_workflow(
         self, run_id: str, *, resource_id: str | None = None, reason: str | None = None
@@ -438,18 +314,164 @@ class WorkflowEngine(RunInspection, WaitControl, RunOperations, LeaseHolder):
         A run executing in another process stops at its next step boundary (its next
         write finds the run cancelled). Raises :class:`RunFinished` for a finished run.
         """
-        check_id(run_id, "run id")
+        run = await self.client.cancel_workflow(run_id, resource_id=resource_id, reason=reason)
+        await self.executor.stop(run_id)
+        return run
 
-        snapshot = await self.host.db(
-            control.cancel, self.engine.store, run_id, resource_id, reason, self.clock.now()
+    # ------------------------------------------------------------ the client's operations
+
+    async def trigger_event(
+        self,
+        run_id: str,
+        event: str,
+        data: Any = None,
+        *,
+        resource_id: str | None = None,
+        by: str | None = None,
+    ) -> WorkflowRun:
+        """Send ``event`` with ``data`` to a run (see :meth:`Client.trigger_event`)."""
+        run = await self.client.trigger_event(run_id, event, data, resource_id=resource_id, by=by)
+        self.executor.wake_soon()
+        return run
+
+    async def pause_workflow(
+        self, run_id: str, *, resource_id: str | None = None, by: str | None = None
+    ) -> WorkflowRun:
+        """Pause a run: it stops at its next step boundary until :meth:`resume_workflow`."""
+        return await self.client.pause_workflow(run_id, resource_id=resource_id, by=by)
+
+    async def resume_workflow(
+        self, run_id: str, *, resource_id: str | None = None, by: str | None = None
+    ) -> WorkflowRun:
+        """Resume a paused run (paused from outside or by ``ctx.step.pause``)."""
+        run = await self.client.resume_workflow(run_id, resource_id=resource_id, by=by)
+        self.executor.wake_soon()
+        return run
+
+    async def fast_forward_workflow(
+        self,
+        run_id: str,
+        data: Any = None,
+        *,
+        resource_id: str | None = None,
+        by: str | None = None,
+    ) -> WorkflowRun:
+        """Satisfy whatever the run waits on now (see :meth:`Client.fast_forward_workflow`)."""
+        run = await self.client.fast_forward_workflow(run_id, data, resource_id=resource_id, by=by)
+        self.executor.wake_soon()
+        return run
+
+    async def approve(
+        self,
+        run_id: str,
+        *,
+        reviewer: str,
+        comment: str | None = None,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Approve the run's pending ``ctx.step.approval`` (or the one named ``step``)."""
+        run = await self.client.approve(
+            run_id, reviewer=reviewer, comment=comment, step=step, resource_id=resource_id
         )
-        executor = self._executors.get(run_id)
-        if executor is not None:
-            executor.cancelled = True
-            executor.finished = True
-        task = self._tasks.get(run_id)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-        return run_of(snapshot)
+        self.executor.wake_soon()
+        return run
+
+    async def reject(
+        self,
+        run_id: str,
+        *,
+        reviewer: str,
+        reason: str,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Reject the run's pending approval; the workflow sees ``approved=False``."""
+        run = await self.client.reject(
+            run_id, reviewer=reviewer, reason=reason, step=step, resource_id=resource_id
+        )
+        self.executor.wake_soon()
+        return run
+
+    async def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
+        """A run: status, input, output or error, timestamps (:class:`RunNotFound` if unknown)."""
+        return await self.client.get_run(run_id, resource_id=resource_id)
+
+    async def get_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | Sequence[str] | None = None,
+        resource_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[WorkflowRun]:
+        """A page of runs, oldest first; pass ``next_cursor`` back as ``cursor`` for more."""
+        return await self.client.get_runs(
+            workflow=workflow,
+            status=status,
+            resource_id=resource_id,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def check_progress(self, run_id: str, *, resource_id: str | None = None) -> Progress:
+        """Completed and total steps of a run (total from the workflow's source, stored)."""
+        return await self.client.check_progress(run_id, resource_id=resource_id)
+
+    async def get_timeline(
+        self, run_id: str, *, resource_id: str | None = None
+    ) -> list[StepTimeline]:
+        """Each step of a run with its attempts, durations, result or error."""
+        return await self.client.get_timeline(run_id, resource_id=resource_id)
+
+    async def dead_letters(
+        self,
+        *,
+        workflow: str | None = None,
+        include_failed: bool = True,
+        resource_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[WorkflowRun]:
+        """A page of dead (and, by default, failed) runs, oldest first; follow ``next_cursor``."""
+        return await self.client.dead_letters(
+            workflow=workflow,
+            include_failed=include_failed,
+            resource_id=resource_id,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def retry_run(
+        self, run_id: str, *, reason: str | None = None, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Make a failed or dead run go on from its failed step; earlier steps are replayed."""
+        run = await self.client.retry_run(run_id, reason=reason, resource_id=resource_id)
+        self.executor.wake_soon()
+        return run
+
+    async def discard_run(
+        self, run_id: str, *, reason: str, resource_id: str | None = None
+    ) -> WorkflowRun:
+        """Give up a failed or dead run: it is ``cancelled``, with ``reason`` in the log."""
+        return await self.client.discard_run(run_id, reason=reason, resource_id=resource_id)
+
+    async def fork_run(
+        self,
+        run_id: str,
+        *,
+        from_step: str,
+        new_run_id: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """A new run of the same workflow and input that replays the steps before ``from_step``."""
+        run = await self.client.fork_run(
+            run_id, from_step=from_step, new_run_id=new_run_id, resource_id=resource_id
+        )
+        self.executor.wake_soon()
+        return run

@@ -3,7 +3,7 @@
 Errors a caller of :class:`~durable.WorkflowEngine` sees are ordinary exceptions.
 :class:`StepFailed` and :class:`NonRetryableError` are raised *inside* workflow code
 and may be caught there. The engine's own control-flow signals (suspension, abort)
-live in :mod:`durable.signals` and derive from ``BaseException`` instead.
+live in :mod:`durable.authoring.signals` and derive from ``BaseException`` instead.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Two halves, both optional for the engine to use and cheap when unused:
 - **OpenTelemetry.** :func:`run_span` and :func:`step_span` start a span per run and
   per step attempt when ``opentelemetry-api`` is importable (the ``otel`` extra), and
   only bind the log fields when it is not. The engine's control-flow signals
-  (:class:`~durable.signals.WorkflowSignal`, ``BaseException`` subclasses) end a span
+  (:class:`~durable.authoring.signals.WorkflowSignal`, ``BaseException`` subclasses) end a span
   without an error status; an ``Exception`` marks it failed.
 
 :func:`configure_logging` is what a worker process calls once at start.

@@ -1,6 +1,6 @@
 """Workers: processes that claim runs from queues and execute them, on many machines at once.
 
-A :class:`Worker` is a :class:`~durable.WorkflowEngine` that serves queues: it claims
+A :class:`Worker` has a :class:`~durable.WorkflowEngine` that serves queues: it claims
 runnable runs of the workflows it implements (``FOR UPDATE SKIP LOCKED``), holds
 each under a lease that it extends while working, and writes only while it holds
 it. A worker that dies loses its runs when their leases run out; any other worker
@@ -26,13 +26,15 @@ import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from durable.engine import WorkflowEngine, WorkflowLike
-from durable.leases import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits
+from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE, Limits
+from durable.control.start import engine_of
+from durable.engine import WorkflowEngine
+from durable.execution.registry import WorkflowLike
+from durable.execution.timing import WakeLoop
 from durable.observe import bind
-from durable.scheduling import stop_task
 from statewf.clock import Clock
 from statewf.engine import Engine
 from statewf.errors import InvalidInput, StatewfError, StoreError
@@ -68,8 +70,12 @@ class Queue:
     concurrency: int | None = None
 
 
-class Worker(WorkflowEngine):
+class Worker:
     """A process that executes runs from queues, alongside any number of others.
+
+    It has a :class:`~durable.WorkflowEngine` (``workflow_engine``) that executes
+    the runs it claims, and the leases that engine holds, whose heartbeat also
+    writes this worker's row of the workers table.
 
     Args:
         engine: a :class:`statewf.Engine` or a database URL.
@@ -116,16 +122,17 @@ class Worker(WorkflowEngine):
             raise InvalidInput(
                 f"resource_concurrency must be at least 1, got {resource_concurrency!r}"
             )
-        super().__init__(
-            engine,
+        self.engine, self._owns_engine = engine_of(engine, schema, table_prefix, clock)
+        self.clock: Clock = clock or self.engine.clock
+        #: executes the runs this worker claims
+        self.workflow_engine = WorkflowEngine(
+            self.engine,
             workflows=workflows,
             clock=clock,
             recover=True,
             scheduler=True,
             poll_interval=poll_interval,
             db_threads=db_threads or min(32, concurrency + 4),
-            schema=schema,
-            table_prefix=table_prefix,
             lease=lease,
             crash_limit=crash_limit,
             concurrency=concurrency,
@@ -133,13 +140,23 @@ class Worker(WorkflowEngine):
             labels=labels,
             worker_id=worker_id,
         )
-        self.limits = Limits(queues=limits, per_resource=resource_concurrency)
+        executor = self.workflow_engine.executor
+        #: the leases this worker's engine holds (claims, heartbeats, releases)
+        self.leases = executor.leases
+        self.leases.limits = Limits(queues=limits, per_resource=resource_concurrency)
+        self._executor = executor
+        self.worker_id = self.leases.owner
+        self.queues = names
+        self.concurrency = concurrency
+        self.labels = dict(labels or {})
+        self.poll_interval = poll_interval
         self.shutdown_timeout = shutdown_timeout
         self.engine.register(*machines)
         self.fire_timers = timers
         self._stop = asyncio.Event()
         self._registered = False
-        self._timer_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._timers: WakeLoop | None = None
 
     # ------------------------------------------------------------ running
 
@@ -152,16 +169,18 @@ class Worker(WorkflowEngine):
                 await self.shutdown()
                 return
             if self._wants_timers():
-                self._timer_task = asyncio.get_running_loop().create_task(
-                    self._fire_timers(), name=f"statewf-timers-{self.worker_id}"
+                self._timers = WakeLoop(
+                    f"timers of {self.worker_id}", self._fire_timers, self.clock, self.poll_interval
                 )
+                self._timers.start()
             log.info(
                 "worker %s started: queues %s, concurrency %s, labels %s, workflows %s",
                 self.worker_id,
                 self.queues,
                 self.concurrency,
                 self.labels or "none",
-                ", ".join(f"{n}@{v}" for n, v in self._workflow_versions()) or "none",
+                ", ".join(f"{wf.name}@{wf.version}" for wf in self.workflow_engine.workflows())
+                or "none",
             )
             try:
                 await self._stop.wait()
@@ -175,7 +194,7 @@ class Worker(WorkflowEngine):
         while not self._stop.is_set():
             try:
                 await self._register()  # first: it ends a previous incarnation's leases
-                await self.start()
+                await self.workflow_engine.start()
                 return True
             except StoreError as exc:
                 log.warning(
@@ -198,13 +217,14 @@ class Worker(WorkflowEngine):
         """Stop claiming, let running steps finish (up to ``shutdown_timeout``), release, close."""
         if self._closed:
             return
-        log.info("worker %s stopping: %s run(s) executing", self.worker_id, len(self._tasks))
-        await self._stop_scheduler()  # no new claims from here on
-        if self._timer_task is not None:
-            await stop_task(self._timer_task)
-        for executor in list(self._executors.values()):
-            executor.draining = True  # finish the step under way, start no other
-        tasks = list(self._tasks.values())
+        executing = self._executor
+        log.info("worker %s stopping: %s run(s) executing", self.worker_id, len(executing.tasks))
+        await executing.stop_scheduler()  # no new claims from here on
+        if self._timers is not None:
+            await self._timers.stop()
+        for executor in list(executing.running.values()):
+            executor.drain()  # finish the step under way, start no other
+        tasks = list(executing.tasks.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
             if pending:
@@ -217,6 +237,18 @@ class Worker(WorkflowEngine):
                 )
         await self.close()  # cancels what is left, releases every lease, records the stop
         log.info("worker %s stopped", self.worker_id)
+
+    async def close(self) -> None:
+        """Stop at once (runs under way stay in progress, handed back), record the stop, free."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timers is not None:
+            await self._timers.stop()
+        await self.workflow_engine.close()
+        await self._unregister()
+        if self._owns_engine:
+            self.engine.close()
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -249,9 +281,10 @@ class Worker(WorkflowEngine):
                 register_worker(tx, {**values, "started_at": now, "heartbeat_at": now})
                 return expire_all(tx, self.worker_id, now, keep=mine)
 
-        mine = self._executing()
-        ended = await self.host.db(insert)
+        mine = self._executor.executing()
+        ended = await self._executor.host.db(insert)
         self._registered = True
+        self.leases.beat_row = self._beat_row
         if ended:
             log.warning(
                 "worker %s: ended the leases of %s run(s) its previous incarnation held; "
@@ -259,10 +292,7 @@ class Worker(WorkflowEngine):
                 self.worker_id,
                 ended,
             )
-            self._wake_soon()
-
-    async def _closing(self) -> None:
-        await self._unregister()
+            self._executor.wake_soon()
 
     async def _unregister(self) -> None:
         if not self._registered:
@@ -277,12 +307,8 @@ class Worker(WorkflowEngine):
         except StatewfError as exc:
             log.warning("worker %s could not record its stop: %s", self.worker_id, exc)
 
-    def _records_beats(self) -> bool:
-        return self._registered
-
-    def _record_beat(self, tx: Tx, held: int) -> None:
-        if self._registered:
-            beat(tx, self.worker_id, db_now(tx), held)
+    def _beat_row(self, tx: Tx, executing: int) -> None:
+        beat(tx, self.worker_id, db_now(tx), executing)
 
     # ------------------------------------------------------------ machine timers
 
@@ -291,21 +317,12 @@ class Worker(WorkflowEngine):
             return self.fire_timers
         return bool(self.engine.machines())
 
-    async def _fire_timers(self) -> None:
-        """Fire declarative machines' due timers until the worker stops."""
-        while True:
-            try:
-                fired = await self.host.db(self.engine.fire_due_timers)
-                if fired:
-                    continue
-                wake = await self.host.db(self.engine.next_wake_at)
-            except StatewfError as exc:
-                log.warning("worker %s: firing timers failed: %s", self.worker_id, exc)
-                wake = None
-            delay = self.poll_interval
-            if wake is not None:
-                delay = min(delay, (wake - self.clock.now()).total_seconds())
-            await asyncio.sleep(max(0.05, delay))
+    async def _fire_timers(self) -> datetime | None:
+        """One pass of the timer loop: fire due timers; when the next one is due."""
+        db = self._executor.host.db
+        if await db(self.engine.fire_due_timers):
+            return self.clock.now()  # a full batch may have left more: look again now
+        return await db(self.engine.next_wake_at)
 
 
 def _queues(queues: Sequence[str | Queue]) -> tuple[list[str], dict[str, int]]:

@@ -152,3 +152,15 @@ def parse_instant(value: Any) -> datetime:
             "(e.g. datetime(..., tzinfo=UTC)) or a string ending in Z or +HH:MM"
         )
     return value.astimezone(UTC)
+
+
+def to_seconds(value: Any, *, what: str = "duration") -> float:
+    """``value`` in seconds; :class:`~statewf.errors.InvalidInput` naming ``what`` if bad.
+
+    >>> to_seconds("1h 30m"), to_seconds(2.5), to_seconds({"days": 3})
+    (5400.0, 2.5, 259200.0)
+    """
+    try:
+        return parse_duration(value).total_seconds()
+    except InvalidInput as exc:
+        raise InvalidInput(f"{what}: {exc.message}") from None

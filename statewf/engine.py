@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from statewf.adapter import CompiledMachine
 from statewf.aio import off_loop
+from statewf.appending import Move, append
 from statewf.clock import Clock, SystemClock
 from statewf.decide import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -279,7 +280,7 @@ class Engine(TimerOperations):
         )
         claimed: Claimed = []
         with self.store.transaction() as tx:
-            inserted = tx.insert_instance(decision.snapshot)
+            inserted = append(tx, [decision.record], Move(decision.snapshot, None))
             if inserted:
                 claimed = self._write(tx, decision)
         if not inserted:
@@ -348,7 +349,11 @@ class Engine(TimerOperations):
                 steps = fired
             claimed = [c for step in steps for c in self._write(tx, step)]
             if steps:
-                tx.update_instance(steps[-1].snapshot, snapshot.version)
+                append(
+                    tx,
+                    [step.record for step in steps],
+                    Move(steps[-1].snapshot, snapshot.version),
+                )
         result = steps[-1].snapshot if steps else current
         self._snapshots.put(result)
         self._after_commit(claimed)
@@ -402,12 +407,11 @@ class Engine(TimerOperations):
         return None
 
     def _write(self, tx: Tx, decision: Decision) -> Claimed:
-        """Append the decision's log row and record its effects in the outbox.
+        """Record the decision's effects in the outbox (its row goes in with ``append``).
 
         When this engine dispatches inline, the effects are written already claimed
         by it (saving a claim transaction) and returned, to run after the commit.
         """
-        tx.append([decision.record])
         if not decision.effects:
             return []
         snap = decision.snapshot

@@ -7,7 +7,10 @@ them, and their message says what happened and what to do next.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class StatewfError(Exception):
@@ -125,3 +128,15 @@ class StoreError(StatewfError):
 
 class EffectFailed(StatewfError):
     """An outbox effect raised when dispatched; it stays pending and is retried."""
+
+
+def validation_summary(exc: ValidationError, *, root: str = "(root)") -> str:
+    """The first five problems of a pydantic validation error, one ``where: what`` each.
+
+    ``root`` names the value itself when a problem is not inside a field.
+    """
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or root
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from statewf.adapter import CompiledMachine
+from statewf.appending import Move, append
 from statewf.clock import Clock
 from statewf.decide import Decision, fire_timer
 from statewf.records import EffectRecord, Instance
@@ -78,7 +79,7 @@ class TimerOperations:
                             now,
                             max_bytes=self.max_payload_bytes,
                         )
-                        tx.update_instance(decision.snapshot, snapshot.version)
+                        append(tx, [decision.record], Move(decision.snapshot, snapshot.version))
                         mine = self._write(tx, decision)
                 except Exception:
                     log.exception("cannot fire the due timer of instance %s", snapshot.id)

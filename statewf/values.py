@@ -41,7 +41,7 @@ def stored_json(
     try:
         encoded = pydantic_core.to_json(value)
     except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
-        problem = too_deep(value)  # deep (or circular) data fails to encode
+        problem = _depth_problem(value)  # deep (or circular) data fails to encode
         if problem is None:
             problem = (
                 f"(of type {type(value).__name__}) is not JSON-serializable: {exc}; use JSON "
@@ -57,7 +57,7 @@ def stored_json(
         raise error(f"{what} {_find_nul(value)}, which cannot be stored; remove it")
     if encoded.count(b"[") + encoded.count(b"{") >= MAX_DEPTH:  # only then can it be too deep
         try:
-            problem = too_deep(pydantic_core.from_json(encoded, allow_inf_nan=True))
+            problem = _depth_problem(pydantic_core.from_json(encoded, allow_inf_nan=True))
         except ValueError:  # the parser's own recursion limit, well past ours
             problem = f"is nested deeper than {MAX_DEPTH} levels"
         if problem is not None:
@@ -72,7 +72,21 @@ def stored_json(
 
 
 def too_deep(value: Any) -> str | None:
-    """What is wrong if ``value`` nests lists and objects deeper than :data:`MAX_DEPTH`."""
+    """What is wrong if ``value`` nests lists and objects deeper than :data:`MAX_DEPTH`.
+
+    Cheap for ordinary data: its JSON text (encoded in C) has fewer brackets than the
+    bound; only data that fails to encode, or has that many brackets, is walked.
+    """
+    try:
+        encoded = pydantic_core.to_json(value)
+    except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
+        return _depth_problem(value)  # deep, circular, or not JSON at all
+    if encoded.count(b"[") + encoded.count(b"{") < MAX_DEPTH:
+        return None
+    return _depth_problem(value)
+
+
+def _depth_problem(value: Any) -> str | None:
     stack: list[tuple[Any, int, str]] = [(value, 0, "$")]
     while stack:
         item, depth, path = stack.pop()

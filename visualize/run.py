@@ -1,6 +1,6 @@
 """Workflow-run diagrams: the static step plan overlaid with the run's log.
 
-The plan is the list of step call sites that :mod:`durable.analysis` found in the
+The plan is the list of step call sites that :mod:`durable.authoring.analysis` found in the
 workflow function's source (the same analysis that gives ``check_progress`` its
 total), stored with the run, so a process without the workflow's code draws it
 too. Each step recorded in the log is matched to its call site; a call site in a
@@ -30,7 +30,7 @@ from visualize.graph import Edge, Graph, Mark, Node
 
 if TYPE_CHECKING:
     from durable.engine import WorkflowEngine
-    from durable.records import StepTimeline
+    from durable.log.records import StepTimeline
 
 RUN_KIND = "workflow"
 _IN_FLIGHT = frozenset({"pending", "running"})
@@ -136,8 +136,8 @@ def _reached(node: Node) -> bool:
 
 def run_graph(snapshot: Instance, records: Sequence[TransitionRecord]) -> Graph:
     """The step graph of a workflow run: plan order, statuses, attempts, durations."""
-    from durable.analysis import StepPlan
-    from durable.report import progress_of, run_of, timeline_of
+    from durable.log.plan import StepPlan
+    from durable.log.views import progress_of, run_of, timeline_of
 
     run = run_of(snapshot)
     plan = StepPlan.from_json(snapshot.context.get("plan"))

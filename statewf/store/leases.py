@@ -34,8 +34,8 @@ from statewf.store.sql import Tx, instance_from_row
 
 #: Statuses a run is executed in (claimable when nobody holds a live lease).
 EXECUTING = ("pending", "running")
-#: Statuses of runs that wait; claimable when their ``wake_at`` has come.
-WAITING = ("waiting", "paused")
+#: Statuses of runs a wake-up may claim when their ``wake_at`` has come.
+WAKEABLE = ("waiting", "paused")
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def claimable(
     if scope.executing:
         wanted.append(c.status.in_(EXECUTING))
     if scope.due:
-        wanted.append(and_(c.status.in_(WAITING), c.wake_at <= now))
+        wanted.append(and_(c.status.in_(WAKEABLE), c.wake_at <= now))
     if not wanted or not scope.versions or limit <= 0:
         return []
     query = select(tx.t.instances).where(
@@ -202,7 +202,7 @@ def _live(c: Any, now: datetime) -> Any:
     return and_(
         c.lease_owner.is_not(None),
         c.lease_expires_at >= now,
-        c.status.in_([*EXECUTING, *WAITING]),
+        c.status.in_([*EXECUTING, *WAKEABLE]),
     )
 
 

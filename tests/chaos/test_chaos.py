@@ -24,6 +24,7 @@ from statewf.fold import fold
 from tests.chaos.harness import Chaos, ChaosPlan, ChaosReport, check
 from tests.workers.conftest import PgTarget, WorkerPool, wait_until
 from tests.workers.test_worker_crash import start_runs, wait_finished
+from tests.workers.test_worker_pg_restart import pg_versions, restart_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -167,8 +168,6 @@ ALLOWED = os.environ.get("CI", "").lower() == "true" or os.environ.get("STATEWF_
 )
 @pytest.mark.timeout(150)
 def test_a_postgres_restart_mid_load(pg: PgTarget, workers: WorkerPool) -> None:
-    from tests.workers.test_worker_pg_restart import pg_versions, restart_postgres
-
     if len(pg_versions()) != 1:
         pytest.skip("needs exactly one cluster version in /etc/postgresql")
     plan = ChaosPlan(workers=2, runs=20, steps=8, pause=0.05, kill_every=None, duration=0)

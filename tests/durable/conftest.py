@@ -18,11 +18,12 @@ from tests.conftest import database
 #: in-memory store too (the others open the database's URL a second time).
 MEMORY_MODULES = {
     "test_wf_basics",
+    "test_wf_lifecycle",
     "test_wf_observe",
+    "test_wf_recovery_and_versions",
     "test_wf_replay",
     "test_wf_retries_timeouts",
-    "test_wf_review_fixes",
-    "test_wf_scheduler_fixes",
+    "test_wf_step_writes",
     "test_wf_units",
 }
 

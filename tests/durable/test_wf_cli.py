@@ -89,7 +89,7 @@ def test_runs_cli_errors_are_one_line_messages(db: dict[str, str | None]) -> Non
 
 
 def test_waiting_commands(make_engine: Make, db: dict[str, str | None]) -> None:
-    from durable import cli as durable_cli
+    from durable.cli import runs as durable_cli
 
     @durable.workflow("cli-waits")
     async def cli_waits(ctx: durable.Context[None]) -> list[Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import durable
+from durable.authoring.signals import Stop, Suspend
 from durable.observe import (
     FIELDS,
     JsonFormatter,
@@ -28,7 +29,6 @@ from durable.observe import (
     run_span,
     step_span,
 )
-from durable.signals import Stop, Suspend
 
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("durable.test_observe")

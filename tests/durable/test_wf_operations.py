@@ -12,7 +12,7 @@ from wf_flows import CALLS, EXPECTED_OUTPUT, ORDER, Make, counted, kinds, pipeli
 
 import durable
 from durable.errors import RunFinished
-from durable.records import DEAD, KIND_DEAD, RUN_KIND
+from durable.log.records import DEAD, KIND_DEAD, RUN_KIND
 from statewf import cli
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.fold import apply
@@ -117,7 +117,7 @@ def dead_letter(engine: durable.WorkflowEngine, run_id: str, reason: str) -> Non
             source=snap.configuration,
             status=DEAD,
             meta={"reason": reason, "takeovers": 3},
-            created_at=engine.host.clock.now(),
+            created_at=engine.executor.host.clock.now(),
         )
         tx.update_instance(apply(snap, record), snap.version)
         tx.append([record])

@@ -20,11 +20,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import wf_flows
+from click.testing import CliRunner
 from pydantic import BaseModel
 from wf_flows import Make, kinds, until
 
 import durable
 import statewf
+from durable.execution.writer import RunHost, RunWriter
+from statewf.cli import _load_plugins
+from statewf.cli import cli as cli_group
 from tests.db_snapshot import dump_tables, frozen
 
 HOSTILE = [
@@ -264,5 +268,73 @@ def test_an_event_recorded_before_the_wait_never_fails_the_run(make_engine: Make
             done = await engine.wait_for_run(run.id, timeout=30)
             assert done.status == "completed", done.error
             assert done.output == {"who": "ops", "count": 1}
+
+    asyncio.run(main())
+
+
+def test_the_cli_refuses_an_event_that_does_not_fit_the_wait(
+    make_engine: Make, db: dict[str, str | None]
+) -> None:
+    """The reported case: ``statewf runs trigger RUN confirmed --data '{"who":"ops"}'``."""
+    _load_plugins()
+    flow, _ = confirm_flow()
+    options = ["--database", str(db["url"])]
+    if db["schema"] is not None:
+        options += ["--schema", db["schema"]]
+
+    async def main() -> None:
+        async with make_engine(workflows=[flow]) as engine:
+            run = await engine.start_workflow(flow)
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the wait")
+            before = frozen(engine.engine, run.id)
+            argv = [*options, "runs", "trigger", run.id, "confirmed", "--data", '{"who":"ops"}']
+            result = await asyncio.to_thread(CliRunner().invoke, cli_group, argv)
+            assert result.exit_code == 1, result.output
+            assert "does not match" in result.output
+            assert frozen(engine.engine, run.id) == before
+            await engine.cancel_workflow(run.id)
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- the writer's retries
+
+
+def test_a_row_the_database_refuses_is_not_retried_as_an_outage(
+    make_engine: Make, db: dict[str, str | None]
+) -> None:
+    """The class behind defect 1: a data error (SQLSTATE 22) is no outage to wait out.
+
+    The row is built past every check (a NUL in its meta), as a future bug might: the
+    writer raises the ``StoreError`` at once instead of retrying it for seconds and
+    leaving the run to be driven again, forever.
+    """
+    if db["schema"] is None:
+        pytest.skip("SQLite stores a NUL; the refusal is PostgreSQL's")
+
+    flow, _ = confirm_flow()
+
+    async def main() -> None:
+        async with make_engine(workflows=[flow]) as engine:
+            run = await engine.start_workflow(flow)
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the wait")
+            store = engine.engine.store
+            host = RunHost(store, engine.engine.clock, 1 << 20, lambda: 0.5)
+            writer = RunWriter(host, engine.engine.get(run.id))
+            before = frozen(engine.engine, run.id)
+            tries: list[int] = []
+
+            def make(_tx: Any, snap: Any) -> dict[str, Any]:
+                tries.append(snap.version)
+                return {"kind": "note", "status": snap.status, "meta": {"bad": "a\x00b"}}
+
+            with pytest.raises(statewf.StoreError) as caught:
+                await writer.write(make)
+            assert caught.value.sqlstate is not None
+            assert caught.value.sqlstate.startswith("22")
+            assert not caught.value.transient
+            assert len(tries) == 1  # refused once, not retried
+            assert frozen(engine.engine, run.id) == before
+            await engine.cancel_workflow(run.id)
 
     asyncio.run(main())

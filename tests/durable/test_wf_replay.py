@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from wf_flows import EXPECTED_OUTPUT, ORDER, STEP_KEYS, Crash, Make, crash_at_write, pipeline5
 
 import durable
-from durable.runner import RunExecutor
+from durable.execution.runner import RunExecutor
 from statewf.fold import fold
 
 #: Writes of an uninterrupted pipeline-5 run: one per step, plus the completed row.
@@ -286,12 +286,12 @@ def test_parallel_steps_replay_identically_whatever_the_completion_order(
                 snap = engine.engine.get(f"par-{i}")
                 assert snap.status == "completed"
                 executor = RunExecutor(
-                    engine.host,
+                    engine.executor.host,
                     engine.workflows()[0],
                     snap.model_copy(update={"status": "running"}),
                     engine.engine.history(f"par-{i}"),
                 )
-                executor.finished = True  # replay only: writing the end again is refused
+                executor.finish()  # replay only: writing the end again is refused
                 outcome = await executor.execute()
                 assert outcome.kind == "completed"
                 assert outcome.output == expected

@@ -10,10 +10,11 @@ from pydantic import BaseModel
 
 import durable
 import statewf
-from durable.analysis import StepPlan, analyze
-from durable.codec import decode, encode
-from durable.durations import to_seconds
-from durable.report import progress_of, timeline_of
+from durable.authoring.analysis import analyze
+from durable.log.codec import decode, encode
+from durable.log.plan import StepPlan
+from durable.log.views import progress_of, timeline_of
+from statewf.durations import to_seconds
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 

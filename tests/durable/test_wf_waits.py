@@ -42,7 +42,7 @@ def test_sleep_fires_at_its_time_not_before_and_holds_no_task(
             run = await engine.start_workflow(sleeper)
             await until(lambda: status(engine, run.id) == "waiting", "the sleep")
             assert engine.engine.get(run.id).wake_at == t0 + timedelta(days=30)
-            await until(lambda: run.id not in engine._tasks, "the executor to end")
+            await until(lambda: run.id not in engine.executor.tasks, "the executor to end")
             clock.advance(timedelta(days=30) - timedelta(seconds=1))
             await asyncio.sleep(0.05)
             assert status(engine, run.id) == "waiting"
@@ -182,7 +182,7 @@ def test_pause_from_outside_stops_at_the_next_step_and_resume_continues(
             paused = await engine.pause_workflow(run.id)
             assert paused.status == "paused"
             gate.set()  # step one finishes while paused: its result is kept, the run stops
-            await until(lambda: run.id not in engine._tasks, "the executor to stop")
+            await until(lambda: run.id not in engine.executor.tasks, "the executor to stop")
             assert wf_flows.CALLS["two"] == 0
             await engine.resume_workflow(run.id)
             await until(lambda: status(engine, run.id) == "paused", "the in-code pause")

@@ -109,7 +109,7 @@ def crash_at_write(n: int, *, after_commit: bool) -> Iterator[list[int]]:
     Before the commit (the row is not written) or right after it (the row is).
     Yields a one-element list with the number of writes seen so far.
     """
-    from durable import runner
+    from durable.execution import runner
 
     original = runner.RunExecutor._write_sync
     seen = [0]

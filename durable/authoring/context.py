@@ -1,0 +1,360 @@
+"""What workflow code sees: :class:`Context` (input, run id, ``step``, ``gather``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Generator
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, overload
+
+from pydantic import BaseModel
+
+from durable.authoring.retry import RetryPolicy
+from durable.authoring.signals import Abort, Stop, Suspend, WorkflowSignal
+from durable.authoring.waits import MIN_POLL_INTERVAL, Approval, PollResult, WaitSpec
+from statewf.durations import DurationLike, InstantLike, parse_instant, to_seconds
+from statewf.errors import InvalidInput
+
+InputT = TypeVar("InputT")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """The step being executed, as seen from inside the step function.
+
+    Attributes:
+        run_id: the run.
+        workflow: the workflow's name.
+        key: the step key.
+        position: the step's index in the run's call order.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        idempotency_key: ``"<run id>:<step key>"``, the same on every attempt and
+            after a crash: pass it to external APIs so a repeated call is recognized.
+    """
+
+    run_id: str
+    workflow: str
+    key: str
+    position: int
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and crashes: ``"<run id>:<step key>"``."""
+        return f"{self.run_id}:{self.key}"
+
+
+_CURRENT_STEP: ContextVar[StepInfo | None] = ContextVar("durable_current_step", default=None)
+
+
+def current_step() -> StepInfo | None:
+    """The step being executed (inside a step function), else None."""
+    return _CURRENT_STEP.get()
+
+
+def enter_step(info: StepInfo) -> Token[StepInfo | None]:
+    """Make ``info`` what :func:`current_step` returns, until :func:`leave_step`."""
+    return _CURRENT_STEP.set(info)
+
+
+def leave_step(token: Token[StepInfo | None]) -> None:
+    """Undo the :func:`enter_step` that returned ``token``."""
+    _CURRENT_STEP.reset(token)
+
+
+class StepRunner(Protocol):
+    """What :class:`Steps` delegates to (the run's executor)."""
+
+    def call_step(
+        self,
+        key: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        retries: int | None,
+        retry_delay: DurationLike | None,
+        retry: RetryPolicy | None,
+        timeout: DurationLike | None,
+        result_type: type[BaseModel] | None,
+        transactional: bool,
+    ) -> StepCall[Any]: ...
+
+    def call_wait(self, key: str, spec: WaitSpec) -> StepCall[Any]: ...
+
+
+class StepCall(Generic[T]):
+    """A step that was asked for: await it (alone or in :meth:`Context.gather`).
+
+    The step's position in the run is fixed when ``ctx.step.run(...)`` is called,
+    not when it is awaited, so parallel steps replay in a fixed order. The work
+    starts on the first await; a step call that is never awaited does nothing.
+    """
+
+    def __init__(self, factory: Callable[[], Awaitable[T]]) -> None:
+        self._factory = factory
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._factory().__await__()
+
+
+class Steps:
+    """``ctx.step``: record steps in the run's log (``run``, ``transaction``)."""
+
+    def __init__(self, runner: StepRunner) -> None:
+        self._runner = runner
+
+    @overload
+    def run(
+        self,
+        key: str,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        retries: int | None = None,
+        retry_delay: DurationLike | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: DurationLike | None = None,
+        result_type: type[BaseModel] | None = None,
+    ) -> StepCall[T]: ...
+
+    @overload
+    def run(
+        self,
+        key: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retries: int | None = None,
+        retry_delay: DurationLike | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: DurationLike | None = None,
+        result_type: type[BaseModel] | None = None,
+    ) -> StepCall[T]: ...
+
+    def run(
+        self,
+        key: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retries: int | None = None,
+        retry_delay: DurationLike | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: DurationLike | None = None,
+        result_type: type[BaseModel] | None = None,
+    ) -> StepCall[Any]:
+        """Run ``fn(*args)`` once for this run and record its result under ``key``.
+
+        On replay the recorded result is returned and ``fn`` is not called. ``fn``
+        may be async or sync (sync functions run in a thread). The result must be
+        JSON data or a pydantic model.
+
+        Args:
+            key: the step's name, unique within the run (``f"process-{item}"`` in loops).
+            fn: the step function; inside it, :func:`durable.current_step` gives the
+                attempt number and the step's idempotency key.
+            *args: positional arguments for ``fn`` (use a lambda or
+                ``functools.partial`` for keyword arguments).
+            retries: retries after a failed attempt (default: the workflow's).
+            retry_delay: delay before the first retry (default: the workflow's).
+            retry: a full :class:`RetryPolicy` for this step.
+            timeout: limit for one attempt; a slower attempt fails with
+                :class:`~durable.StepTimeout` (and may be retried).
+            result_type: the pydantic model to rebuild the result as (default: the
+                function's return annotation, or the model it returned).
+
+        Raises:
+            StepFailed: the step failed for good; catch it to compensate.
+        """
+        return self._runner.call_step(
+            key,
+            fn,
+            args,
+            retries=retries,
+            retry_delay=retry_delay,
+            retry=retry,
+            timeout=timeout,
+            result_type=result_type,
+            transactional=False,
+        )
+
+    def transaction(
+        self,
+        key: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retries: int | None = None,
+        retry_delay: DurationLike | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: DurationLike | None = None,
+        result_type: type[BaseModel] | None = None,
+    ) -> StepCall[T]:
+        """Run ``fn(conn, *args)`` in the same database transaction as the step's log row.
+
+        ``conn`` is a SQLAlchemy ``Connection`` on statewf's database; whatever ``fn``
+        writes with it commits together with the step's result, or not at all. So a
+        transactional step's database effects happen exactly once. ``fn`` must be a
+        plain (sync) function; it runs in a worker thread. On PostgreSQL ``timeout``
+        becomes a ``statement_timeout``; SQLite cannot interrupt a statement.
+        """
+        return self._runner.call_step(
+            key,
+            fn,
+            args,
+            retries=retries,
+            retry_delay=retry_delay,
+            retry=retry,
+            timeout=timeout,
+            result_type=result_type,
+            transactional=True,
+        )
+
+    # ------------------------------------------------------------ waiting
+
+    def sleep(self, key: str, duration: DurationLike, /) -> StepCall[None]:
+        """Wait for ``duration`` (``"30 days"``, ``{"hours": 2}``, seconds, timedelta).
+
+        The run is suspended (status ``waiting``, nothing held in memory) and resumed
+        by the engine's scheduler when the time comes, even after a restart.
+        """
+        seconds = to_seconds(duration, what=f"duration of sleep {key!r}")
+        return self._runner.call_wait(key, WaitSpec("sleep", seconds=seconds))
+
+    def wait_until(self, key: str, when: InstantLike, /) -> StepCall[None]:
+        """Wait until ``when`` (an aware datetime or an ISO 8601 string with an offset).
+
+        A time in the past continues at once. Naive datetimes are rejected.
+        """
+        return self._runner.call_wait(key, WaitSpec("sleep", until=parse_instant(when)))
+
+    def wait_for(
+        self,
+        key: str,
+        /,
+        *,
+        event: str,
+        timeout: DurationLike | None = None,
+        schema: type[BaseModel] | None = None,
+    ) -> StepCall[Any]:
+        """Wait for an event sent with ``engine.trigger_event(run_id, event, data)``.
+
+        Returns the event's data (validated as ``schema`` when given), or None when
+        ``timeout`` passes first. Events that arrived before the wait are kept and
+        the oldest one not yet consumed is taken.
+        """
+        if not isinstance(event, str) or not event:
+            raise InvalidInput(f"wait_for {key!r}: event must be a non-empty string")
+        seconds = to_seconds(timeout, what=f"timeout of wait {key!r}") if timeout else None
+        spec = WaitSpec("wait", seconds=seconds, event=event, schema=schema)
+        return self._runner.call_wait(key, spec)
+
+    def pause(self, key: str, /) -> StepCall[None]:
+        """Pause the run here until ``engine.resume_workflow(run_id)`` is called."""
+        return self._runner.call_wait(key, WaitSpec("pause"))
+
+    def poll(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        /,
+        *,
+        interval: DurationLike = 30.0,
+        timeout: DurationLike | None = None,
+    ) -> StepCall[PollResult]:
+        """Call ``fn`` every ``interval`` until it returns something truthy.
+
+        Returns ``PollResult(timed_out=False, data=value)``, or
+        ``PollResult(timed_out=True)`` once ``timeout`` has passed. Each check is
+        recorded; between checks the run is suspended. The interval is at least
+        one second.
+        """
+        every = to_seconds(interval, what=f"interval of poll {key!r}")
+        if every < MIN_POLL_INTERVAL:
+            raise InvalidInput(
+                f"poll {key!r}: interval must be at least {MIN_POLL_INTERVAL:g}s, got {every:g}s"
+            )
+        seconds = to_seconds(timeout, what=f"timeout of poll {key!r}") if timeout else None
+        spec = WaitSpec("poll", seconds=seconds, fn=fn, interval=every)
+        return self._runner.call_wait(key, spec)
+
+    def approval(self, key: str, /, *, timeout: DurationLike | None = None) -> StepCall[Approval]:
+        """Wait for ``engine.approve(...)`` or ``engine.reject(...)``; the decision.
+
+        Who decided, and why, is recorded in the log with the event. A rejection is
+        an ``Approval`` with ``approved=False`` (the code decides what to do); a
+        timeout is ``approved=False`` with reason ``"timed out"``.
+        """
+        seconds = to_seconds(timeout, what=f"timeout of approval {key!r}") if timeout else None
+        spec = WaitSpec("wait", seconds=seconds, event=f"approval:{key}", schema=Approval)
+        call = self._runner.call_wait(key, spec)
+
+        async def decided() -> Approval:
+            result = await call
+            return result if result is not None else Approval(approved=False, reason="timed out")
+
+        return StepCall(decided)
+
+
+class Context(Generic[InputT]):
+    """What a workflow function receives: its input, its run id, and ``step``.
+
+    ``Context[MyInput]`` types ``ctx.input`` as ``MyInput``.
+
+    Attributes:
+        input: the validated input (a model instance when the workflow has ``input=``).
+        run_id: the run's id.
+        workflow: the workflow's name.
+        resource_id: the run's resource (tenant/owner) id, if any.
+        step: record steps: ``await ctx.step.run("key", fn, *args)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        input: InputT,
+        run_id: str,
+        workflow: str,
+        resource_id: str | None,
+        steps: Steps,
+    ) -> None:
+        self.input = input
+        self.run_id = run_id
+        self.workflow = workflow
+        self.resource_id = resource_id
+        self.step = steps
+
+    def idempotency_key(self, step_key: str) -> str:
+        """The idempotency key of step ``step_key`` of this run: ``"<run id>:<step key>"``."""
+        return f"{self.run_id}:{step_key}"
+
+    async def gather(self, *steps: Awaitable[Any]) -> list[Any]:
+        """Await steps concurrently; results in argument order, whichever finishes first.
+
+        Unlike ``asyncio.gather`` this waits for every step before raising, and
+        raises the error of the *first argument* that failed (not the first to fail
+        in time), so a replay raises the same error as the first execution.
+        """
+        tasks = [asyncio.ensure_future(s) for s in steps]
+        if not tasks:
+            return []
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        signals = [t.exception() for t in tasks if not t.cancelled()]
+        for kind in (Abort, Stop, Suspend, WorkflowSignal):
+            for exc in signals:
+                if isinstance(exc, kind):
+                    raise exc
+        for task in tasks:
+            if task.cancelled():
+                raise asyncio.CancelledError()
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+        return [t.result() for t in tasks]

@@ -1,0 +1,188 @@
+"""The Sagewai style: a linear pipeline of decorated steps, each fed the previous output.
+
+A :class:`Pipeline` is a thin layer that builds an ordinary :class:`Workflow`, so
+its runs are the same runs, in the same log, with the same engine.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from durable.authoring.context import Context
+from durable.authoring.retry import RetryPolicy
+from durable.authoring.workflow import Workflow, check_name
+from durable.errors import RunNotFound, WorkflowDefinitionError
+from durable.log.codec import return_model
+from durable.log.plan import StepPlan
+from durable.log.records import WorkflowRun
+from statewf.durations import DurationLike
+
+
+class PipelineEngine(Protocol):
+    """What :meth:`Pipeline.run` needs of a :class:`~durable.WorkflowEngine`."""
+
+    async def get_run(self, run_id: str) -> WorkflowRun:
+        """The run ``run_id``."""
+
+    async def resume(self, run_id: str) -> WorkflowRun:
+        """Execute run ``run_id`` to its end here."""
+
+    async def result(self, run_id: str) -> Any:
+        """The output of run ``run_id``, once finished."""
+
+    async def start_workflow(
+        self, workflow: Pipeline, input: Any = None, *, run_id: str | None = None
+    ) -> WorkflowRun:
+        """Start a run of ``workflow``."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    """One step of a pipeline and its options."""
+
+    name: str
+    fn: Callable[..., Any]
+    retries: int
+    retry_delay: DurationLike
+    timeout: DurationLike | None
+
+
+class Pipeline:
+    """A named, linear pipeline of steps (Sagewai's ``DurableWorkflow``).
+
+    The first step is called with the run's input (as keyword arguments when the
+    input is a dict), every later step with the previous step's result, and the
+    last step's result is the run's output::
+
+        wf = durable.Pipeline("article")
+
+        @wf.step("research")
+        async def research(topic: str) -> str: ...
+
+        @wf.step("draft", retries=3, retry_delay=2.0)
+        async def draft(findings: str) -> str: ...
+
+        output = await wf.run(engine, topic="quantum computing")
+
+    Args:
+        name: the workflow name of the pipeline's runs.
+        input: optional type to validate the input against.
+        timeout: limit for the whole run.
+        version: stored with each run (see :func:`durable.workflow`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        input: type[Any] | None = None,
+        timeout: DurationLike | None = None,
+        version: str = "1",
+    ) -> None:
+        self.name = check_name(name)
+        self._input = input
+        self._timeout = timeout
+        self._version = version
+        self._steps: list[PipelineStep] = []
+        self._workflow: Workflow[Any, Any] | None = None
+
+    @property
+    def steps(self) -> tuple[PipelineStep, ...]:
+        """The steps in order."""
+        return tuple(self._steps)
+
+    def step(
+        self,
+        name: str,
+        *,
+        retries: int = 0,
+        retry_delay: DurationLike = 1.0,
+        timeout: DurationLike | None = None,
+    ) -> Callable[[F], F]:
+        """Append the decorated function as the next step (the function is returned as is).
+
+        Args:
+            name: the step's name, unique in the pipeline.
+            retries: retry attempts on failure.
+            retry_delay: seconds before the first retry (then exponential backoff).
+            timeout: limit for one attempt.
+        """
+        check_name(name, "step name")
+        if self._workflow is not None:
+            raise WorkflowDefinitionError(
+                f"pipeline {self.name!r} is already registered; add its steps before "
+                "passing it to a WorkflowEngine"
+            )
+        if any(s.name == name for s in self._steps):
+            raise WorkflowDefinitionError(f"pipeline {self.name!r} already has a step {name!r}")
+        RetryPolicy(retries=retries, delay=retry_delay)  # validates the options
+
+        def add(fn: F) -> F:
+            self._steps.append(PipelineStep(name, fn, retries, retry_delay, timeout))
+            return fn
+
+        return add
+
+    @property
+    def workflow(self) -> Workflow[Any, Any]:
+        """The workflow this pipeline runs as (built once, on first use)."""
+        if self._workflow is None:
+            if not self._steps:
+                raise WorkflowDefinitionError(f"pipeline {self.name!r} has no steps")
+            plan = StepPlan(len(self._steps), False, tuple(s.name for s in self._steps))
+            self._workflow = Workflow(
+                self.name,
+                self._run,
+                input=self._input,
+                timeout=self._timeout,
+                version=self._version,
+                plan=plan,
+            )
+        return self._workflow
+
+    async def _run(self, ctx: Context[Any]) -> Any:
+        value: Any = ctx.input
+        for index, step in enumerate(self._steps):
+            if index == 0 and isinstance(value, dict):
+                call: Callable[..., Any] = functools.partial(step.fn, **value)
+                args: tuple[Any, ...] = ()
+            elif index == 0 and value is None:
+                call, args = step.fn, ()
+            else:
+                call, args = step.fn, (value,)
+            value = await ctx.step.run(
+                step.name,
+                call,
+                *args,
+                retries=step.retries,
+                retry_delay=step.retry_delay,
+                timeout=step.timeout,
+                result_type=return_model(step.fn),
+            )
+        return value
+
+    async def run(
+        self, engine: PipelineEngine, /, *, run_id: str | None = None, **input: Any
+    ) -> Any:
+        """Run the pipeline to its end and return the last step's output.
+
+        Passing the ``run_id`` of an unfinished run resumes it (completed steps are
+        not run again); of a completed run returns its output.
+        """
+        if run_id is not None:
+            try:
+                existing = await engine.get_run(run_id)
+            except RunNotFound:
+                existing = None
+            if existing is not None:
+                if not existing.finished:
+                    await engine.resume(run_id)
+                return await engine.result(run_id)
+        run = await engine.start_workflow(self, input or None, run_id=run_id)
+        return await engine.result(run.id)

@@ -1,0 +1,56 @@
+"""What a wait waits for (sleeps, events, pauses, polls) and what it returns.
+
+``ctx.step.sleep``, ``wait_for``, ``pause``, ``poll`` and ``approval`` build a
+:class:`WaitSpec`; :mod:`durable.execution.waiting` finishes the wait or suspends
+the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from durable.log.records import KIND_POLL
+
+#: The shortest interval between two checks of a poll.
+MIN_POLL_INTERVAL = 1.0
+
+
+class PollResult(BaseModel):
+    """What ``ctx.step.poll`` returns: the truthy value found, or a timeout."""
+
+    timed_out: bool
+    data: Any = None
+
+
+class Approval(BaseModel):
+    """What ``ctx.step.approval`` returns: the reviewer's decision."""
+
+    approved: bool
+    reviewer: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitSpec:
+    """What a wait waits for (built by :class:`durable.Steps`)."""
+
+    kind: str
+    seconds: float | None = None
+    until: datetime | None = None
+    event: str | None = None
+    schema: type[BaseModel] | None = None
+    fn: Callable[..., Any] | None = None
+    interval: float | None = None
+
+    def result(self, stored: Any) -> Any:
+        """The value the wait returns for its stored outcome."""
+        if self.kind == KIND_POLL:
+            return PollResult.model_validate(stored)
+        if stored is not None and self.schema is not None:
+            return self.schema.model_validate(stored)
+        return stored

@@ -1,0 +1,147 @@
+"""The leases one engine holds on the runs it executes: claiming, extending, releasing.
+
+Every run an engine executes is held under a lease: runs it starts itself are
+inserted already leased, others are claimed (:mod:`durable.control.claim`). Its executor
+extends the leases every third of the lease (a run whose lease could not be
+extended, because another worker took it over after this process stalled, is
+stopped); a run that waits or ends is released, and closing releases every run
+still held, so another engine takes them up without waiting for the leases to run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from durable.control.claim import ClaimedRun, Claimer, Limits, claim
+from durable.execution.registry import Registry
+from durable.execution.writer import RunHost
+from statewf.errors import StatewfError
+from statewf.store import Tx
+from statewf.store.leases import ClaimScope, db_now, expire_all, extend, release, release_all
+
+log = logging.getLogger("durable")
+
+
+def new_worker_id() -> str:
+    """A unique id for one engine or worker process: host, pid and a random part."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Leases:
+    """Who holds (``owner``), for how long, and what it may claim; the lease queries."""
+
+    host: RunHost
+    registry: Registry
+    owner: str
+    seconds: float
+    crash_limit: int
+    queues: list[str] | None
+    labels: dict[str, str]
+    limits: Limits = field(default_factory=Limits)
+    #: what else a heartbeat writes in its transaction (a worker's own row), given
+    #: the number of runs executing; None: nothing
+    beat_row: Callable[[Tx, int], None] | None = None
+
+    def until(self, tx: Tx) -> datetime:
+        """When a lease taken or extended now (in ``tx``) runs out, on the database's clock."""
+        return db_now(tx) + timedelta(seconds=self.seconds)
+
+    async def claim(
+        self,
+        *,
+        executing: bool,
+        due: bool,
+        limit: int,
+        exclude: Collection[str],
+        only: str | None = None,
+        own: Collection[str] = (),
+    ) -> list[ClaimedRun]:
+        """Claim up to ``limit`` runs this holder may take (none if it has no workflows)."""
+        versions = self.registry.versions()
+        if limit <= 0 or not versions:
+            return []
+        scope = ClaimScope(
+            kind="workflow",
+            versions=versions,
+            queues=self.queues,
+            labels=[f"{k}={v}" for k, v in self.labels.items()],
+            executing=executing,
+            due=due,
+            owner=self.owner,
+            own=own,
+        )
+        claimer = Claimer(
+            owner=self.owner,
+            scope=scope,
+            lease_for=timedelta(seconds=self.seconds),
+            limits=self.limits,
+            crash_limit=self.crash_limit,
+            prepare=self.registry.prepare,
+        )
+        store, clock, excluded = self.host.store, self.host.clock, set(exclude)
+        claimed, dead = await self.host.db(
+            lambda: claim(store, claimer, clock, limit=limit, exclude=excluded, only=only)
+        )
+        for run_id in dead:
+            log.error("run %s was moved to the dead letters", run_id)
+        return claimed
+
+    def writes_beats(self) -> bool:
+        """Whether a heartbeat writes something even when no run is held."""
+        return self.beat_row is not None
+
+    async def extend(self, held: Mapping[str, int], executing: int) -> set[str]:
+        """Extend the leases of ``held`` (run id -> epoch held; and write the beat row);
+        the ids still held. A run claimed again since, at another epoch, is not."""
+        leases = dict(held)
+
+        def extend_sync() -> set[str]:
+            # one transaction: the leases and (for a worker) its heartbeat row
+            with self.host.store.transaction() as tx:
+                kept = extend(tx, self.owner, leases, self.until(tx))
+                if self.beat_row is not None:
+                    self.beat_row(tx, executing)
+                return kept
+
+        return await self.host.db(extend_sync)
+
+    async def release(self, run_ids: Collection[str]) -> bool:
+        """Give up the leases of these runs; whether one of them is due already."""
+        if not run_ids:
+            return False
+        ids = list(run_ids)
+
+        def release_sync() -> list[tuple[str, datetime | None]]:
+            with self.host.store.transaction() as tx:
+                return release(tx, self.owner, ids)
+
+        try:
+            released = await self.host.db(release_sync)
+        except StatewfError as exc:  # the lease runs out by itself
+            log.warning("could not release runs %s: %s", ids, exc)
+            return False
+        now = self.host.clock.now()
+        return any(wake is not None and wake <= now for _, wake in released)
+
+    def release_everything(self, crashed: Collection[str] = ()) -> None:
+        """Give up every lease this holder holds (when it closes); blocking.
+
+        ``crashed``: runs whose execution crashed here; their leases are ended, not
+        handed back, so the next claim (at once, by anyone) counts the crash.
+        """
+        try:
+            with self.host.store.transaction() as tx:
+                count = release_all(tx, self.owner, keep=crashed)
+                expire_all(tx, self.owner, db_now(tx), only=crashed)
+        except StatewfError as exc:  # the leases run out by themselves
+            log.warning("%s could not release its runs on closing: %s", self.owner, exc)
+            return
+        if count:
+            log.info("%s released %s run(s) on closing", self.owner, count)

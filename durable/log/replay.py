@@ -1,0 +1,182 @@
+"""Reading a run's log into what replay needs: recorded steps by position. Pure.
+
+A run's log holds one ``step`` (or ``step_failed``) row per finished step and one
+``retry`` row per failed attempt that was retried, each with the step's *position*:
+its index in the order the workflow code called steps. Replaying the code asks
+for steps in the same order, so the position is the step's identity in the log, and
+the key recorded there must equal the key the code asks for.
+
+Waits (sleeps, waits for events, pauses, polls) are positional too: a suspension
+row (``sleep``, ``wait``, ``pause``, ``poll``) when the run starts waiting, and an
+ordinary ``step`` row with the outcome when the wait is over. Events sent to the
+run are ``event`` rows; operator actions (``resume``, ``fast_forward``) release
+the wait at the position they name.
+
+An operator's ``retry_run`` row (see :mod:`durable.control.repair`) names in its
+``meta["voided"]`` the positions whose recorded outcome it voids: replay forgets
+them, so those steps run again, while every other recorded step is replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from durable.log.records import (
+    KIND_EVENT,
+    KIND_FAST_FORWARD,
+    KIND_RESUME,
+    KIND_RETRY,
+    KIND_RETRY_RUN,
+    KIND_STEP,
+    KIND_STEP_FAILED,
+    WAIT_KINDS,
+    RunError,
+)
+from statewf.records import TransitionRecord
+
+
+@dataclass(frozen=True)
+class RecordedStep:
+    """A finished step as the log has it."""
+
+    position: int
+    key: str
+    ok: bool
+    result: Any = None
+    model: str | None = None
+    error: RunError | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class RecordedRetries:
+    """Failed attempts of a step that had not finished when the log was read."""
+
+    attempts: int
+    retry_at: datetime | None
+
+
+@dataclass
+class History:
+    """Everything replay needs from one run's log."""
+
+    steps: dict[int, RecordedStep] = field(default_factory=dict)
+    retries: dict[int, RecordedRetries] = field(default_factory=dict)
+    #: step key -> position, and position -> (key, what kind of call)
+    positions: dict[str, int] = field(default_factory=dict)
+    calls: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: the latest suspension row of each unfinished wait
+    waits: dict[int, TransitionRecord] = field(default_factory=dict)
+    #: event rows in arrival order, and the seqs that waits have consumed
+    events: list[TransitionRecord] = field(default_factory=list)
+    consumed: set[int] = field(default_factory=set)
+    #: positions released by an operator (resume, fast-forward) -> the row doing it
+    released: dict[int, TransitionRecord] = field(default_factory=dict)
+
+    @classmethod
+    def from_log(cls, records: Iterable[TransitionRecord]) -> History:
+        """Index a log's rows by position."""
+        history = cls()
+        for record in records:
+            history.add(record)
+        return history
+
+    def add(self, record: TransitionRecord) -> None:
+        """Take one more row into account (rows must come in log order)."""
+        kind = record.kind
+        if kind == KIND_EVENT:
+            self.events.append(record)
+            return
+        if kind in (KIND_RESUME, KIND_FAST_FORWARD):
+            if "position" in record.meta:
+                self.released[int(record.meta["position"])] = record
+            return
+        if kind == KIND_RETRY_RUN:
+            for position in record.meta.get("voided", ()):
+                self.void(int(position))
+            return
+        if kind not in (KIND_STEP, KIND_STEP_FAILED, KIND_RETRY, *WAIT_KINDS):
+            return
+        if "position" not in record.meta:
+            return  # a pause from outside, not one the code asked for
+        position = int(record.meta["position"])
+        key = record.key or ""
+        self.positions[key] = position
+        self.calls[position] = (
+            key,
+            str(record.meta.get("wait", kind if kind in WAIT_KINDS else "run")),
+        )
+        if kind in WAIT_KINDS:
+            self.waits[position] = record
+            return
+        attempt = int(record.meta.get("attempt", 1))
+        if kind == KIND_RETRY:
+            retry_at = record.meta.get("retry_at")
+            self.retries[position] = RecordedRetries(
+                attempt, datetime.fromisoformat(retry_at) if retry_at else None
+            )
+            return
+        payload = record.payload if isinstance(record.payload, dict) else {}
+        if kind == KIND_STEP:
+            self.steps[position] = RecordedStep(
+                position,
+                key,
+                True,
+                payload.get("result"),
+                record.meta.get("model"),
+                attempts=attempt,
+            )
+        else:
+            self.steps[position] = RecordedStep(
+                position,
+                key,
+                False,
+                error=RunError.model_validate(payload["error"]),
+                attempts=attempt,
+            )
+        if "event_seq" in record.meta:
+            # a wait took this event, whether it passed the wait's schema or failed it
+            self.consumed.add(int(record.meta["event_seq"]))
+        self.retries.pop(position, None)
+        self.waits.pop(position, None)
+
+    def void(self, position: int) -> None:
+        """Forget everything recorded at ``position``: replay runs that step afresh."""
+        self.steps.pop(position, None)
+        self.retries.pop(position, None)
+        self.waits.pop(position, None)
+        self.released.pop(position, None)
+        key, _ = self.calls.pop(position, ("", ""))
+        if self.positions.get(key) == position:
+            del self.positions[key]
+
+    def to_void_on_retry(self, failed_step: str | None) -> list[int]:
+        """The positions an operator's retry voids, given the step named in the run's error.
+
+        After the last successful step: every failed step (a failed compensation as
+        well as the failure it compensated), and the failed attempts of steps left
+        unfinished, so they get all their attempts again. Before it, only the failed
+        outcome of ``failed_step`` (a sibling of a later successful step in
+        ``gather``). Successful steps and unfinished waits (a sleep keeps its time)
+        are kept.
+        """
+        last_ok = max((p for p, s in self.steps.items() if s.ok), default=-1)
+        voided = []
+        for position in sorted(self.calls):
+            step = self.steps.get(position)
+            if step is None:
+                if position > last_ok and position in self.retries:
+                    voided.append(position)
+            elif not step.ok and (position > last_ok or step.key == failed_step):
+                voided.append(position)
+        return voided
+
+    def next_event(self, name: str) -> TransitionRecord | None:
+        """The oldest event called ``name`` that no wait has consumed yet."""
+        for record in self.events:
+            if record.event == name and record.seq not in self.consumed:
+                return record
+        return None
