@@ -224,9 +224,11 @@ class Steps:
         return self._runner.call_wait(key, WaitSpec("sleep", seconds=seconds))
 
     def wait_until(self, key: str, when: InstantLike, /) -> StepCall[None]:
-        """Wait until ``when`` (an aware datetime or an ISO 8601 string with an offset).
+        """Wait until ``when``: an aware datetime, an ISO 8601 string with an offset,
+        a date (``"2027-01-01"`` or a ``date``: midnight UTC) or ``{"date": ...}``.
 
-        A time in the past continues at once. Naive datetimes are rejected.
+        A time in the past continues at once. Naive datetimes, and strings with a
+        time but no offset, are rejected with :class:`~statewf.errors.InvalidInput`.
         """
         return self._runner.call_wait(key, WaitSpec("sleep", until=parse_instant(when)))
 
@@ -238,17 +240,21 @@ class Steps:
         event: str,
         timeout: DurationLike | None = None,
         schema: type[BaseModel] | None = None,
+        timeout_value: Any = None,
     ) -> StepCall[Any]:
         """Wait for an event sent with ``engine.trigger_event(run_id, event, data)``.
 
-        Returns the event's data (validated as ``schema`` when given), or None when
-        ``timeout`` passes first. Events that arrived before the wait are kept and
-        the oldest one not yet consumed is taken.
+        Returns the event's data (validated as ``schema`` when given), or
+        ``timeout_value`` (default None) when ``timeout`` passes first; the log
+        records the timeout, so a replay returns ``timeout_value`` again. Events that
+        arrived before the wait are kept and the oldest one not yet consumed is taken.
         """
         if not isinstance(event, str) or not event:
             raise InvalidInput(f"wait_for {key!r}: event must be a non-empty string")
         seconds = to_seconds(timeout, what=f"timeout of wait {key!r}") if timeout else None
-        spec = WaitSpec("wait", seconds=seconds, event=event, schema=schema)
+        spec = WaitSpec(
+            "wait", seconds=seconds, event=event, schema=schema, timeout_value=timeout_value
+        )
         return self._runner.call_wait(key, spec)
 
     def pause(self, key: str, /) -> StepCall[None]:

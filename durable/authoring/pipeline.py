@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from durable.authoring.context import Context
-from durable.authoring.retry import RetryPolicy
+from durable.authoring.retry import RetryPolicy, make_policy
 from durable.authoring.workflow import Workflow, check_name
 from durable.errors import RunNotFound, WorkflowDefinitionError
 from durable.log.codec import return_model
@@ -48,9 +48,10 @@ class PipelineStep:
 
     name: str
     fn: Callable[..., Any]
-    retries: int
-    retry_delay: DurationLike
+    retries: int | None
+    retry_delay: DurationLike | None
     timeout: DurationLike | None
+    retry: RetryPolicy | None = None
 
 
 class Pipeline:
@@ -101,16 +102,19 @@ class Pipeline:
         self,
         name: str,
         *,
-        retries: int = 0,
-        retry_delay: DurationLike = 1.0,
+        retries: int | None = None,
+        retry_delay: DurationLike | None = None,
+        retry: RetryPolicy | None = None,
         timeout: DurationLike | None = None,
     ) -> Callable[[F], F]:
         """Append the decorated function as the next step (the function is returned as is).
 
         Args:
             name: the step's name, unique in the pipeline.
-            retries: retry attempts on failure.
-            retry_delay: seconds before the first retry (then exponential backoff).
+            retries: retry attempts on failure (default: none).
+            retry_delay: seconds between retries (a constant delay, unless ``retry``
+                gives a backoff).
+            retry: a full :class:`RetryPolicy` (fixed, linear or exponential backoff).
             timeout: limit for one attempt.
         """
         check_name(name, "step name")
@@ -121,10 +125,10 @@ class Pipeline:
             )
         if any(s.name == name for s in self._steps):
             raise WorkflowDefinitionError(f"pipeline {self.name!r} already has a step {name!r}")
-        RetryPolicy(retries=retries, delay=retry_delay)  # validates the options
+        make_policy(retry, retries, retry_delay, RetryPolicy())  # validates the options
 
         def add(fn: F) -> F:
-            self._steps.append(PipelineStep(name, fn, retries, retry_delay, timeout))
+            self._steps.append(PipelineStep(name, fn, retries, retry_delay, timeout, retry))
             return fn
 
         return add
@@ -162,6 +166,7 @@ class Pipeline:
                 *args,
                 retries=step.retries,
                 retry_delay=step.retry_delay,
+                retry=step.retry,
                 timeout=step.timeout,
                 result_type=return_model(step.fn),
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from durable.log.records import KIND_POLL
+from durable.log.records import KIND_POLL, KIND_WAIT
 
 #: The shortest interval between two checks of a poll.
 MIN_POLL_INTERVAL = 1.0
@@ -46,11 +46,15 @@ class WaitSpec:
     schema: type[BaseModel] | None = None
     fn: Callable[..., Any] | None = None
     interval: float | None = None
+    #: what a wait for an event returns when its timeout passes first (not stored)
+    timeout_value: Any = None
 
-    def result(self, stored: Any) -> Any:
+    def result(self, stored: Any, *, timed_out: bool = False) -> Any:
         """The value the wait returns for its stored outcome."""
         if self.kind == KIND_POLL:
             return PollResult.model_validate(stored)
+        if timed_out and self.kind == KIND_WAIT:
+            return self.timeout_value
         if stored is not None and self.schema is not None:
             return self.schema.model_validate(stored)
         return stored

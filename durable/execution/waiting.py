@@ -82,7 +82,7 @@ async def run_wait(ex: WaitingRun, position: int, key: str, spec: WaitSpec) -> A
             raise StepFailed(
                 key, recorded.error.type, recorded.error.message, attempts=1, instance_id=ex.run_id
             )
-        return spec.result(recorded.result)
+        return spec.result(recorded.result, timed_out=recorded.timed_out)
     while True:
         now = ex.host.clock.now()
         row = ex.history.waits.get(position)
@@ -230,7 +230,7 @@ async def _finish(
 ) -> Any:
     meta = {"position": position, "wait": spec.kind, **extra}
     await ex.write(lambda _tx, snap: _row(ex, snap, KIND_STEP, key, {"result": result}, meta))
-    return spec.result(result)
+    return spec.result(result, timed_out=bool(extra.get("timed_out")))
 
 
 def _row(
