@@ -14,7 +14,8 @@ replaying the log instead of repeating finished steps::
         print(await engine.result(run.id))
 """
 
-from durable.authoring.context import Context, StepCall, StepInfo, Steps, current_step
+from durable.authoring.context import Context, StepCall, Steps
+from durable.authoring.current import StepInfo, current_step
 from durable.authoring.pipeline import Pipeline
 from durable.authoring.refs import WorkflowRef, ref
 from durable.authoring.retry import RetryPolicy

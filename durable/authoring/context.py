@@ -4,64 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator
-from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import BaseModel
 
+from durable.authoring.logger import RunLogger
 from durable.authoring.retry import RetryPolicy
 from durable.authoring.signals import Abort, Stop, Suspend, WorkflowSignal
 from durable.authoring.waits import MIN_POLL_INTERVAL, Approval, PollResult, WaitSpec
+from durable.log.records import StepTimeline
 from statewf.durations import DurationLike, InstantLike, parse_instant, to_seconds
 from statewf.errors import InvalidInput
 
 InputT = TypeVar("InputT")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """The step being executed, as seen from inside the step function.
-
-    Attributes:
-        run_id: the run.
-        workflow: the workflow's name.
-        key: the step key.
-        position: the step's index in the run's call order.
-        attempt: 1 for the first attempt, 2 for the first retry, ...
-        idempotency_key: ``"<run id>:<step key>"``, the same on every attempt and
-            after a crash: pass it to external APIs so a repeated call is recognized.
-    """
-
-    run_id: str
-    workflow: str
-    key: str
-    position: int
-    attempt: int
-
-    @property
-    def idempotency_key(self) -> str:
-        """Stable across attempts and crashes: ``"<run id>:<step key>"``."""
-        return f"{self.run_id}:{self.key}"
-
-
-_CURRENT_STEP: ContextVar[StepInfo | None] = ContextVar("durable_current_step", default=None)
-
-
-def current_step() -> StepInfo | None:
-    """The step being executed (inside a step function), else None."""
-    return _CURRENT_STEP.get()
-
-
-def enter_step(info: StepInfo) -> Token[StepInfo | None]:
-    """Make ``info`` what :func:`current_step` returns, until :func:`leave_step`."""
-    return _CURRENT_STEP.set(info)
-
-
-def leave_step(token: Token[StepInfo | None]) -> None:
-    """Undo the :func:`enter_step` that returned ``token``."""
-    _CURRENT_STEP.reset(token)
 
 
 class StepRunner(Protocol):
@@ -82,6 +38,14 @@ class StepRunner(Protocol):
     ) -> StepCall[Any]: ...
 
     def call_wait(self, key: str, spec: WaitSpec) -> StepCall[Any]: ...
+
+    def replaying(self) -> bool:
+        """Whether the code is still before the last step the log had recorded."""
+        ...
+
+    def timeline(self) -> tuple[StepTimeline, ...]:
+        """The steps finished so far, completed or failed, in position order."""
+        ...
 
 
 class StepCall(Generic[T]):
@@ -104,6 +68,11 @@ class Steps:
 
     def __init__(self, runner: StepRunner) -> None:
         self._runner = runner
+
+    @property
+    def runner(self) -> StepRunner:
+        """What records the steps (the run's executor)."""
+        return self._runner
 
     @overload
     def run(
@@ -315,6 +284,8 @@ class Context(Generic[InputT]):
         workflow: the workflow's name.
         resource_id: the run's resource (tenant/owner) id, if any.
         step: record steps: ``await ctx.step.run("key", fn, *args)``.
+        logger: a :class:`logging.LoggerAdapter` bound to the run (and, inside a
+            step function, to the step); see :mod:`durable.authoring.logger`.
     """
 
     def __init__(
@@ -331,6 +302,18 @@ class Context(Generic[InputT]):
         self.workflow = workflow
         self.resource_id = resource_id
         self.step = steps
+        self.logger = RunLogger(run_id, workflow, steps.runner.replaying)
+
+    @property
+    def timeline(self) -> tuple[StepTimeline, ...]:
+        """The steps finished so far (completed or failed), in position order.
+
+        Only steps the code has already asked for, so a replay sees what the first
+        execution saw. Read from the run's log as this execution loaded it plus the
+        rows it wrote since: no database query. Each is a frozen
+        :class:`~durable.StepTimeline` with its attempts and result.
+        """
+        return self.step.runner.timeline()
 
     def idempotency_key(self, step_key: str) -> str:
         """The idempotency key of step ``step_key`` of this run: ``"<run id>:<step key>"``."""
