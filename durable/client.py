@@ -33,6 +33,7 @@ from durable.log.records import (
     CANCELLED,
     DEAD,
     FAILED,
+    PENDING,
     RUN_KIND,
     Progress,
     StepTimeline,
@@ -109,7 +110,7 @@ class Client:
         priority: int | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> WorkflowRun:
-        """Create a run for a worker to execute; the new run (``running``, not yet claimed).
+        """Create a run for a worker to execute; the new run, ``pending`` until a worker claims it.
 
         Args:
             workflow: a :func:`~durable.ref` (its input type validates ``input``), a
@@ -141,7 +142,13 @@ class Client:
         stored = workflow.validate_input(input, max_bytes=self.engine.max_payload_bytes)
         spec = RunSpec(workflow.name, version or workflow.version)
         record, snapshot = new_run(
-            spec, run_id or uuid.uuid4().hex, stored, resource_id, idempotency_key, self.clock.now()
+            spec,
+            run_id or uuid.uuid4().hex,
+            stored,
+            resource_id,
+            idempotency_key,
+            self.clock.now(),
+            PENDING,
         )
         created, existing, _ = await self._db(
             insert_run, self.engine.store, snapshot, record, route, True
