@@ -40,7 +40,7 @@ from durable.log.records import (
     WorkflowRun,
 )
 from durable.log.rows import RunSpec, route_columns
-from durable.log.views import progress_of, run_of, timeline_of
+from durable.log.views import check_status_filter, progress_of, run_of, timeline_of
 from statewf.clock import Clock
 from statewf.engine import Engine, check_event_name, check_id
 from statewf.errors import InvalidInput
@@ -328,6 +328,7 @@ class Client:
         cursor: str | None = None,
     ) -> Page[WorkflowRun]:
         """A page of runs, oldest first; pass ``next_cursor`` back as ``cursor`` for more."""
+        check_status_filter(status)
 
         def page() -> Page[Instance]:
             return self.engine.list(

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from durable.client import Client
-from durable.log.records import Progress, StepTimeline, WorkflowRun
+from durable.log.records import RUN_STATUSES, Progress, StepTimeline, WorkflowRun
 from statewf.cli import CliContext, echo_json, errors_as_messages, parse_json
 from statewf.records import TransitionRecord
 
@@ -101,7 +101,7 @@ def runs() -> None:
 
 @runs.command("list")
 @click.option("--workflow", help="Only runs of this workflow.")
-@click.option("--status", help="Only runs in this status (running, completed, failed, ...).")
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this status.")
 @click.option("--resource", "resource_id", help="Only runs of this resource.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--cursor", help="The next-page cursor printed by a previous call.")
@@ -189,7 +189,27 @@ def trigger(
     """Send EVENT (with --data) to a run; a waiting run is woken by its scheduler."""
     payload = parse_json(data, "--data")
     run = _call(obj, lambda e: e.trigger_event(run_id, event, payload, resource_id=resource_id))
-    click.echo(f"run {run.id} got {event!r}; it is {run.status}")
+    click.echo(trigger_reply(run, event))
+
+
+def trigger_reply(run: WorkflowRun, event: str) -> str:
+    """What ``runs trigger`` says: the event was recorded, and what the run does with it."""
+    said = f"recorded event {event!r} for run {run.id}"
+    waiting = run.waiting or {}
+    if run.status == "waiting" and waiting.get("kind") == "wait" and waiting.get("event") == event:
+        return (
+            f"{said}; the run was waiting for it at step {waiting.get('key')!r} and is "
+            "now due: a worker of its workflow takes it up"
+        )
+    if run.status == "paused":
+        return (
+            f"{said}; the run is paused: once resumed (statewf runs resume {run.id}) its "
+            f"next wait for {event!r} takes it"
+        )
+    return (
+        f"{said}; the run ({run.status}) is not waiting for it now: the event is kept "
+        f"for its next wait for {event!r}"
+    )
 
 
 @runs.command("pause")

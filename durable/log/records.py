@@ -7,7 +7,7 @@ does not have the workflow's code (a CLI, an API service) reads the same answers
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,6 +21,8 @@ RUN_KIND = "workflow"
 RunStatus: TypeAlias = Literal[
     "pending", "running", "waiting", "paused", "completed", "failed", "cancelled", "dead"
 ]
+#: The statuses in order, as filters (``statewf runs list --status``) accept them.
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
 PENDING: RunStatus = "pending"
 RUNNING: RunStatus = "running"
 WAITING: RunStatus = "waiting"

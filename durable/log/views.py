@@ -6,7 +6,7 @@ workflow's code, so a CLI or an API service reports the same as the worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from durable.log.records import (
     KIND_RETRY,
     KIND_STEP,
     KIND_STEP_FAILED,
+    RUN_STATUSES,
     TERMINAL,
     Progress,
     RunError,
@@ -23,7 +24,18 @@ from durable.log.records import (
     StepTimeline,
     WorkflowRun,
 )
+from statewf.errors import InvalidInput
 from statewf.records import Instance, TransitionRecord
+
+
+def check_status_filter(status: str | Sequence[str] | None) -> None:
+    """Raise :class:`InvalidInput` for a status filter naming no run status."""
+    names = [status] if isinstance(status, str) else list(status or ())
+    for name in names:
+        if name not in RUN_STATUSES:
+            raise InvalidInput(
+                f"{name!r} is not a run status; use one of {', '.join(RUN_STATUSES)}"
+            )
 
 
 def run_of(snapshot: Instance) -> WorkflowRun:
