@@ -24,6 +24,7 @@ from durable.authoring.workflow import Workflow, workflow
 from durable.client import Client
 from durable.engine import WorkflowEngine
 from durable.errors import (
+    ApprovalRejected,
     DuplicateStepKey,
     EngineClosed,
     NonDeterminismError,
@@ -40,6 +41,7 @@ from durable.errors import (
 )
 from durable.log.plan import StepPlan
 from durable.log.records import (
+    HumanTask,
     Progress,
     RunError,
     RunStatus,
@@ -54,12 +56,14 @@ from statewf.store.runs import Connection
 
 __all__ = [
     "Approval",
+    "ApprovalRejected",
     "Client",
     "Connection",
     "Context",
     "DuplicateStepKey",
     "Duration",
     "EngineClosed",
+    "HumanTask",
     "InvalidInput",
     "NonDeterminismError",
     "NonRetryableError",

@@ -28,7 +28,7 @@ from durable.execution.leases import Leases, new_worker_id
 from durable.execution.registry import Registry, WorkflowLike
 from durable.execution.runner import RunExecutor
 from durable.execution.writer import RunHost
-from durable.log.records import Progress, StepTimeline, WorkflowRun
+from durable.log.records import HumanTask, Progress, StepTimeline, WorkflowRun
 from durable.log.rows import RunSpec, route_columns
 from durable.log.views import run_of
 from statewf.clock import Clock
@@ -354,13 +354,52 @@ class WorkflowEngine:
         comment: str | None = None,
         step: str | None = None,
         resource_id: str | None = None,
+        answer: Any = None,
     ) -> WorkflowRun:
-        """Approve the run's pending ``ctx.step.approval`` (or the one named ``step``)."""
+        """Approve the run's pending ``ctx.step.approval`` (see :meth:`Client.approve`)."""
         run = await self.client.approve(
-            run_id, reviewer=reviewer, comment=comment, step=step, resource_id=resource_id
+            run_id,
+            reviewer=reviewer,
+            comment=comment,
+            step=step,
+            resource_id=resource_id,
+            answer=answer,
         )
         self.executor.wake_soon()
         return run
+
+    async def complete_task(
+        self,
+        run_id: str,
+        data: Any = None,
+        *,
+        reviewer: str,
+        comment: str | None = None,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Complete the run's pending ``ctx.step.human_task`` (see :meth:`Client.complete_task`)."""
+        run = await self.client.complete_task(
+            run_id, data, reviewer=reviewer, comment=comment, step=step, resource_id=resource_id
+        )
+        self.executor.wake_soon()
+        return run
+
+    async def tasks(
+        self,
+        *,
+        assignee: str | None = None,
+        resource_id: str | None = None,
+        workflow: str | None = None,
+    ) -> list[HumanTask]:
+        """The open human tasks, oldest first (see :meth:`Client.tasks`)."""
+        return await self.client.tasks(
+            assignee=assignee, resource_id=resource_id, workflow=workflow
+        )
+
+    async def get_task(self, run_id: str, *, resource_id: str | None = None) -> HumanTask:
+        """The open human task of run ``run_id`` (see :meth:`Client.get_task`)."""
+        return await self.client.get_task(run_id, resource_id=resource_id)
 
     async def reject(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator
+from dataclasses import replace
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import BaseModel
@@ -11,7 +12,8 @@ from pydantic import BaseModel
 from durable.authoring.logger import RunLogger
 from durable.authoring.retry import RetryPolicy
 from durable.authoring.signals import Abort, Stop, Suspend, WorkflowSignal
-from durable.authoring.waits import MIN_POLL_INTERVAL, Approval, PollResult, WaitSpec
+from durable.authoring.waits import MIN_POLL_INTERVAL, Approval, PollResult, TaskAnswer, WaitSpec
+from durable.log.codec import encode
 from durable.log.records import StepTimeline
 from statewf.durations import DurationLike, InstantLike, parse_instant, to_seconds
 from statewf.errors import InvalidInput
@@ -255,15 +257,30 @@ class Steps:
         spec = WaitSpec("poll", seconds=seconds, fn=fn, interval=every)
         return self._runner.call_wait(key, spec)
 
-    def approval(self, key: str, /, *, timeout: DurationLike | None = None) -> StepCall[Approval]:
-        """Wait for ``engine.approve(...)`` or ``engine.reject(...)``; the decision.
+    def approval(
+        self,
+        key: str,
+        /,
+        *,
+        prompt: str | None = None,
+        context: Any = None,
+        assignee: str | None = None,
+        schema: type[BaseModel] | None = None,
+        timeout: DurationLike | None = None,
+    ) -> StepCall[Approval]:
+        """Wait for ``approve(...)`` or ``reject(...)``; the decision.
 
-        Who decided, and why, is recorded in the log with the event. A rejection is
-        an ``Approval`` with ``approved=False`` (the code decides what to do); a
+        ``prompt``, ``context`` (JSON data) and ``assignee`` are stored with the wait,
+        so whoever lists tasks (``client.tasks()``, ``statewf tasks``) sees what to
+        decide on. With ``schema`` (a pydantic model), an approval must carry an
+        answer that fits it (checked by any client: its JSON Schema is stored too),
+        returned as ``Approval.answer``. Who decided, and why, is recorded in the log
+        with the event. A rejection is an ``Approval`` with ``approved=False``; a
         timeout is ``approved=False`` with reason ``"timed out"``.
         """
-        seconds = to_seconds(timeout, what=f"timeout of approval {key!r}") if timeout else None
-        spec = WaitSpec("wait", seconds=seconds, event=f"approval:{key}", schema=Approval)
+        spec = self._task_spec(
+            key, "approval", "answer", Approval, prompt, context, assignee, schema, timeout
+        )
         call = self._runner.call_wait(key, spec)
 
         async def decided() -> Approval:
@@ -271,6 +288,75 @@ class Steps:
             return result if result is not None else Approval(approved=False, reason="timed out")
 
         return StepCall(decided)
+
+    def human_task(
+        self,
+        key: str,
+        /,
+        *,
+        prompt: str | None = None,
+        context: Any = None,
+        assignee: str | None = None,
+        schema: type[BaseModel] | None = None,
+        timeout: DurationLike | None = None,
+        timeout_value: Any = None,
+    ) -> StepCall[Any]:
+        """Wait for a person to complete this task with ``complete_task(...)``; their data.
+
+        Like :meth:`approval`, ``prompt``, ``context`` and ``assignee`` are stored
+        with the wait and shown to whoever lists tasks; the data is checked against
+        ``schema`` (and returned as an instance of it). The reviewer and comment are
+        in the log. ``timeout_value`` is returned when ``timeout`` passes first.
+        """
+        spec = self._task_spec(
+            key, "task", "data", TaskAnswer, prompt, context, assignee, schema, timeout
+        )
+        call = self._runner.call_wait(key, replace(spec, timeout_value=_TIMED_OUT))
+
+        async def completed() -> Any:
+            result = await call
+            return timeout_value if result is _TIMED_OUT else result.data
+
+        return StepCall(completed)
+
+    def _task_spec(
+        self,
+        key: str,
+        kind: str,
+        field: str,
+        envelope: type[BaseModel],
+        prompt: str | None,
+        context: Any,
+        assignee: str | None,
+        schema: type[BaseModel] | None,
+        timeout: DurationLike | None,
+    ) -> WaitSpec:
+        what = f"{'approval' if kind == 'approval' else 'human task'} {key!r}"
+        if prompt is not None and not isinstance(prompt, str):
+            raise InvalidInput(f"{what}: prompt must be a string, got {prompt!r}")
+        if assignee is not None and (not isinstance(assignee, str) or not assignee):
+            raise InvalidInput(f"{what}: assignee must be a non-empty string, got {assignee!r}")
+        if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise InvalidInput(f"{what}: schema must be a pydantic model class, got {schema!r}")
+        stored, _ = encode(context, what=f"context of {what}", max_bytes=_MAX_TASK_CONTEXT)
+        seconds = to_seconds(timeout, what=f"timeout of {what}") if timeout else None
+        task = {"type": kind, "prompt": prompt, "context": stored, "assignee": assignee}
+        event = f"{'approval' if kind == 'approval' else 'task'}:{key}"
+        return WaitSpec(
+            "wait",
+            seconds=seconds,
+            event=event,
+            schema=envelope,
+            task=task,
+            answer=schema,
+            answer_field=field,
+        )
+
+
+#: the largest context a human task stores with its wait (JSON bytes)
+_MAX_TASK_CONTEXT = 256 * 1024
+#: what a timed-out human task's wait returns inside :meth:`Steps.human_task`
+_TIMED_OUT = object()
 
 
 class Context(Generic[InputT]):

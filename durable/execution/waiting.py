@@ -123,6 +123,12 @@ async def run_wait(ex: WaitingRun, position: int, key: str, spec: WaitSpec) -> A
                 # other process, so every client checks an event before recording it
                 info["schema"] = model_path(spec.schema)
                 info["json_schema"] = spec.schema.model_json_schema()
+            if spec.task is not None:
+                info["task"] = dict(spec.task)
+                if spec.answer is not None:
+                    info["task"]["answer_field"] = spec.answer_field
+                    info["task"]["answer_schema"] = model_path(spec.answer)
+                    info["task"]["answer_json_schema"] = spec.answer.model_json_schema()
         elif spec.kind == KIND_PAUSE:
             if released is not None:
                 return await _finish(ex, position, key, spec, None, {})
@@ -182,7 +188,7 @@ def _matches(ex: WaitingRun, spec: WaitSpec, seq: int, data: Any) -> bool:
     if spec.schema is None:
         return True
     try:
-        spec.schema.model_validate(data)
+        spec.validate(data)
     except ValidationError as exc:
         log.warning(
             "run %s: event %r (row %s) does not match %s (%s); the wait skips it",
@@ -201,7 +207,7 @@ async def _deliver(
 ) -> Any:
     if spec.schema is not None:
         try:
-            spec.schema.model_validate(data)
+            spec.validate(data)
         except ValidationError as exc:
             error = RunError(
                 type=InvalidPayload.__name__,

@@ -100,6 +100,28 @@ class WorkflowRun(BaseModel):
         return self.status in TERMINAL
 
 
+class HumanTask(BaseModel):
+    """An open human task: a run waiting in ``ctx.step.approval`` or ``ctx.step.human_task``.
+
+    ``answer_schema`` is the JSON Schema the answer must fit (None: any answer, or
+    none for an approval); ``timeout_at`` is when the task times out, if it does.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    workflow: str
+    key: str
+    type: Literal["approval", "task"]
+    prompt: str | None = None
+    context: Any = None
+    assignee: str | None = None
+    answer_schema: dict[str, Any] | None = None
+    resource_id: str | None = None
+    waiting_since: datetime
+    timeout_at: datetime | None = None
+
+
 class Progress(BaseModel):
     """How far a run has got.
 

@@ -18,6 +18,8 @@ from durable.log.records import (
     KIND_STEP_FAILED,
     RUN_STATUSES,
     TERMINAL,
+    WAITING,
+    HumanTask,
     Progress,
     RunError,
     StepAttempt,
@@ -139,3 +141,25 @@ def timeline_of(records: Iterable[TransitionRecord]) -> list[StepTimeline]:
             )
         )
     return timeline
+
+
+def task_of(snapshot: Instance) -> HumanTask | None:
+    """The open human task of a waiting run (from the wait stored in its snapshot), if any."""
+    waiting = snapshot.context.get("waiting") or {}
+    task = waiting.get("task")
+    if snapshot.status != WAITING or waiting.get("kind") != "wait" or not isinstance(task, dict):
+        return None
+    timeout_at = waiting.get("timeout_at")
+    return HumanTask(
+        run_id=snapshot.id,
+        workflow=snapshot.machine,
+        key=str(waiting.get("key")),
+        type=task.get("type", "approval"),
+        prompt=task.get("prompt"),
+        context=task.get("context"),
+        assignee=task.get("assignee"),
+        answer_schema=task.get("answer_json_schema"),
+        resource_id=snapshot.resource_id,
+        waiting_since=snapshot.updated_at,
+        timeout_at=datetime.fromisoformat(timeout_at) if timeout_at else None,
+    )
