@@ -15,7 +15,7 @@ replaying the log instead of repeating finished steps::
 """
 
 from durable.authoring.context import Context, StepCall, Steps
-from durable.authoring.current import StepInfo, current_step
+from durable.authoring.current import StepInfo, credentials, current_step
 from durable.authoring.pipeline import Pipeline
 from durable.authoring.refs import WorkflowRef, ref
 from durable.authoring.retry import RetryPolicy
@@ -94,6 +94,7 @@ __all__ = [
     "WorkflowRef",
     "WorkflowRun",
     "WorkflowTimeout",
+    "credentials",
     "current_step",
     "ref",
     "workflow",

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+from durable.authoring.current import read_only
 from durable.authoring.workflow import Workflow
 from durable.client import Client, output_of
 from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE
@@ -66,6 +67,10 @@ class WorkflowEngine:
         queues: the queues this engine claims runs from (None: every queue).
         labels: what this engine offers; a run started with labels only goes to an
             engine (or worker) that offers all of them.
+        credentials: any object (or a mapping, kept read-only) that workflow code and
+            steps executed here read with :func:`durable.credentials` (or
+            ``ctx.credentials``): API keys, clients, settings of this process. Never
+            written to the log or to log lines.
 
     Use it as ``async with WorkflowEngine(url, workflows=[...]) as engine: ...``, or
     call :meth:`start` and :meth:`close` yourself. Methods that start or resume runs
@@ -93,6 +98,7 @@ class WorkflowEngine:
         queues: Sequence[str] | None = None,
         labels: Mapping[str, str] | None = None,
         worker_id: str | None = None,
+        credentials: Any = None,
     ) -> None:
         if lease <= 0 or crash_limit < 1 or (concurrency is not None and concurrency < 1):
             raise InvalidInput(
@@ -110,6 +116,7 @@ class WorkflowEngine:
             max_bytes=self.engine.max_payload_bytes,
             rand=random.Random(seed).random,
             executor=ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="durable-db"),
+            credentials=read_only(credentials),
         )
         leases = Leases(
             host=host,

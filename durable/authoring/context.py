@@ -9,6 +9,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import BaseModel
 
+from durable.authoring.current import credentials
 from durable.authoring.logger import RunLogger
 from durable.authoring.retry import RetryPolicy
 from durable.authoring.signals import Abort, Stop, Suspend, WorkflowSignal
@@ -389,6 +390,11 @@ class Context(Generic[InputT]):
         self.resource_id = resource_id
         self.step = steps
         self.logger = RunLogger(run_id, workflow, steps.runner.replaying)
+
+    @property
+    def credentials(self) -> Any:
+        """The executing worker's credentials (see :func:`durable.credentials`)."""
+        return credentials()
 
     @property
     def timeline(self) -> tuple[StepTimeline, ...]:

@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from durable.authoring.signals import Stop, WorkflowSignal
@@ -81,6 +81,8 @@ class RunHost:
     max_bytes: int
     rand: Callable[[], float]
     executor: Executor | None = None
+    #: what :func:`durable.credentials` returns in runs executed here (never logged)
+    credentials: Any = field(default=None, repr=False)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking database work in the engine's thread pool."""

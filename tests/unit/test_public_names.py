@@ -85,6 +85,7 @@ DURABLE = [
     "WorkflowRef",
     "WorkflowRun",
     "WorkflowTimeout",
+    "credentials",
     "current_step",
     "ref",
     "workflow",
