@@ -14,7 +14,8 @@ replaying the log instead of repeating finished steps::
         print(await engine.result(run.id))
 """
 
-from durable.authoring.context import Context, StepCall, StepInfo, Steps, current_step
+from durable.authoring.context import Context, StepCall, Steps
+from durable.authoring.current import StepInfo, credentials, current_step
 from durable.authoring.pipeline import Pipeline
 from durable.authoring.refs import WorkflowRef, ref
 from durable.authoring.retry import RetryPolicy
@@ -23,6 +24,7 @@ from durable.authoring.workflow import Workflow, workflow
 from durable.client import Client
 from durable.engine import WorkflowEngine
 from durable.errors import (
+    ApprovalRejected,
     DuplicateStepKey,
     EngineClosed,
     NonDeterminismError,
@@ -39,6 +41,7 @@ from durable.errors import (
 )
 from durable.log.plan import StepPlan
 from durable.log.records import (
+    HumanTask,
     Progress,
     RunError,
     RunStatus,
@@ -53,12 +56,14 @@ from statewf.store.runs import Connection
 
 __all__ = [
     "Approval",
+    "ApprovalRejected",
     "Client",
     "Connection",
     "Context",
     "DuplicateStepKey",
     "Duration",
     "EngineClosed",
+    "HumanTask",
     "InvalidInput",
     "NonDeterminismError",
     "NonRetryableError",
@@ -89,6 +94,7 @@ __all__ = [
     "WorkflowRef",
     "WorkflowRun",
     "WorkflowTimeout",
+    "credentials",
     "current_step",
     "ref",
     "workflow",

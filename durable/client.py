@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from durable.authoring.refs import WorkflowRef
-from durable.authoring.waits import Approval
+from durable.authoring.waits import Approval, TaskAnswer
 from durable.authoring.workflow import Workflow
 from durable.control import actions as control
 from durable.control import repair as operations
@@ -33,16 +33,18 @@ from durable.log.records import (
     CANCELLED,
     DEAD,
     FAILED,
+    PENDING,
     RUN_KIND,
+    HumanTask,
     Progress,
     StepTimeline,
     WorkflowRun,
 )
 from durable.log.rows import RunSpec, route_columns
-from durable.log.views import progress_of, run_of, timeline_of
+from durable.log.views import check_status_filter, progress_of, run_of, task_of, timeline_of
 from statewf.clock import Clock
 from statewf.engine import Engine, check_event_name, check_id
-from statewf.errors import InvalidInput
+from statewf.errors import InvalidInput, InvalidPayload
 from statewf.records import Instance, Page
 
 T = TypeVar("T")
@@ -109,7 +111,7 @@ class Client:
         priority: int | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> WorkflowRun:
-        """Create a run for a worker to execute; the new run (``running``, not yet claimed).
+        """Create a run for a worker to execute; the new run, ``pending`` until a worker claims it.
 
         Args:
             workflow: a :func:`~durable.ref` (its input type validates ``input``), a
@@ -141,7 +143,13 @@ class Client:
         stored = workflow.validate_input(input, max_bytes=self.engine.max_payload_bytes)
         spec = RunSpec(workflow.name, version or workflow.version)
         record, snapshot = new_run(
-            spec, run_id or uuid.uuid4().hex, stored, resource_id, idempotency_key, self.clock.now()
+            spec,
+            run_id or uuid.uuid4().hex,
+            stored,
+            resource_id,
+            idempotency_key,
+            self.clock.now(),
+            PENDING,
         )
         created, existing, _ = await self._db(
             insert_run, self.engine.store, snapshot, record, route, True
@@ -257,9 +265,14 @@ class Client:
         comment: str | None = None,
         step: str | None = None,
         resource_id: str | None = None,
+        answer: Any = None,
     ) -> WorkflowRun:
-        """Approve the run's pending ``ctx.step.approval`` (or the one named ``step``)."""
-        return await self._decide(run_id, True, reviewer, comment, step, resource_id)
+        """Approve the run's pending ``ctx.step.approval`` (or the one named ``step``).
+
+        ``answer`` is the reviewer's answer; an approval with a ``schema`` needs one
+        that fits it (``InvalidPayload`` otherwise, and nothing is recorded).
+        """
+        return await self._decide(run_id, True, reviewer, comment, step, resource_id, answer)
 
     async def reject(
         self,
@@ -281,32 +294,118 @@ class Client:
         reason: str | None,
         step: str | None,
         resource_id: str | None,
+        answer: Any = None,
     ) -> WorkflowRun:
         if not isinstance(reviewer, str) or not reviewer:
             raise InvalidInput("reviewer must be a non-empty string (who decided)")
+        waiting = await self._waiting_task(run_id, "approval", step, resource_id)
         if step is None:
-            run = await self._load(run_id, resource_id)
-            waiting = run.context.get("waiting") or {}
-            event = str(waiting.get("event", ""))
-            if not event.startswith("approval:"):
-                raise InvalidInput(
-                    f"run {run_id!r} is not waiting for an approval; name the step= to "
-                    "record a decision in advance",
-                    instance_id=run_id,
-                )
-            due = run.wake_at is not None and run.wake_at <= self.clock.now()
-            if run.status != "waiting" or due:
-                raise InvalidInput(
-                    f"run {run_id!r} is not waiting for a decision right now (a decision for "
-                    f"{event.removeprefix('approval:')!r} may be queued already); try again "
-                    "when it waits, or name the step= to decide in advance",
-                    instance_id=run_id,
-                )
-            step = event.removeprefix("approval:")
-        decision = Approval(approved=approved, reviewer=reviewer, reason=reason)
+            step = str(waiting.get("key"))
+        task = waiting.get("task") or {}
+        if approved and answer is None and task.get("answer_schema") and waiting.get("key") == step:
+            raise InvalidPayload(
+                f"approval {step!r} of run {run_id!r} asks for an answer fitting "
+                f"{task['answer_schema'].rpartition(':')[2]}; pass answer= "
+                "(statewf tasks approve ... --answer JSON); nothing was recorded",
+                instance_id=run_id,
+            )
+        decision = Approval(approved=approved, reviewer=reviewer, reason=reason, answer=answer)
         return await self.trigger_event(
-            run_id, f"approval:{step}", decision.model_dump(), resource_id=resource_id
+            run_id, f"approval:{step}", decision.model_dump(mode="json"), resource_id=resource_id
         )
+
+    async def complete_task(
+        self,
+        run_id: str,
+        data: Any = None,
+        *,
+        reviewer: str,
+        comment: str | None = None,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Complete the run's pending ``ctx.step.human_task`` (or the one named ``step``)
+        with ``data``, checked against the task's schema (``InvalidPayload`` if it does not fit).
+        """
+        if not isinstance(reviewer, str) or not reviewer:
+            raise InvalidInput("reviewer must be a non-empty string (who completed the task)")
+        waiting = await self._waiting_task(run_id, "task", step, resource_id)
+        key = step if step is not None else str(waiting.get("key"))
+        answer = TaskAnswer(data=data, reviewer=reviewer, comment=comment)
+        return await self.trigger_event(
+            run_id, f"task:{key}", answer.model_dump(mode="json"), resource_id=resource_id
+        )
+
+    async def _waiting_task(
+        self, run_id: str, kind: str, step: str | None, resource_id: str | None
+    ) -> dict[str, Any]:
+        """The wait of the run's open task of ``kind`` (``{}`` when ``step`` names one ahead)."""
+        run = await self._load(run_id, resource_id)
+        waiting = run.context.get("waiting") or {}
+        event = str(waiting.get("event", ""))
+        what = "an approval" if kind == "approval" else "a human task"
+        if step is not None:
+            return waiting if event == f"{kind}:{step}" else {}
+        if not event.startswith(f"{kind}:"):
+            raise InvalidInput(
+                f"run {run_id!r} is not waiting for {what}; name the step= to record it in advance",
+                instance_id=run_id,
+            )
+        due = run.wake_at is not None and run.wake_at <= self.clock.now()
+        if run.status != "waiting" or due:
+            raise InvalidInput(
+                f"run {run_id!r} is not waiting for {what} right now (an answer for "
+                f"{event.removeprefix(kind + ':')!r} may be queued already); try again "
+                "when it waits, or name the step= to answer in advance",
+                instance_id=run_id,
+            )
+        return waiting
+
+    async def tasks(
+        self,
+        *,
+        assignee: str | None = None,
+        resource_id: str | None = None,
+        workflow: str | None = None,
+    ) -> list[HumanTask]:
+        """The open human tasks (approvals and ``human_task`` waits), oldest first.
+
+        ``assignee`` keeps the tasks assigned to that person; ``resource_id`` and
+        ``workflow`` keep those of one resource or workflow.
+        """
+
+        def scan() -> list[HumanTask]:
+            found: list[HumanTask] = []
+            cursor: str | None = None
+            while True:
+                page = self.engine.list(
+                    machine=workflow,
+                    status="waiting",
+                    resource_id=resource_id,
+                    kind=RUN_KIND,
+                    limit=500,
+                    cursor=cursor,
+                )
+                for snapshot in page.items:
+                    task = task_of(snapshot)
+                    if task is not None and (assignee is None or task.assignee == assignee):
+                        found.append(task)
+                if page.next_cursor is None:
+                    return found
+                cursor = page.next_cursor
+
+        return await self._db(scan)
+
+    async def get_task(self, run_id: str, *, resource_id: str | None = None) -> HumanTask:
+        """The open human task of run ``run_id`` (``InvalidInput`` if it waits for none)."""
+        task = task_of(await self._load(run_id, resource_id))
+        if task is None:
+            raise InvalidInput(
+                f"run {run_id!r} is not waiting for an approval or a human task; "
+                "statewf tasks list shows the open ones",
+                instance_id=run_id,
+            )
+        return task
 
     # ------------------------------------------------------------ reading
 
@@ -338,6 +437,7 @@ class Client:
         cursor: str | None = None,
     ) -> Page[WorkflowRun]:
         """A page of runs, oldest first; pass ``next_cursor`` back as ``cursor`` for more."""
+        check_status_filter(status)
 
         def page() -> Page[Instance]:
             return self.engine.list(

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+from durable.authoring.current import read_only
 from durable.authoring.workflow import Workflow
 from durable.client import Client, output_of
 from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE
@@ -28,7 +29,7 @@ from durable.execution.leases import Leases, new_worker_id
 from durable.execution.registry import Registry, WorkflowLike
 from durable.execution.runner import RunExecutor
 from durable.execution.writer import RunHost
-from durable.log.records import Progress, StepTimeline, WorkflowRun
+from durable.log.records import HumanTask, Progress, StepTimeline, WorkflowRun
 from durable.log.rows import RunSpec, route_columns
 from durable.log.views import run_of
 from statewf.clock import Clock
@@ -66,6 +67,10 @@ class WorkflowEngine:
         queues: the queues this engine claims runs from (None: every queue).
         labels: what this engine offers; a run started with labels only goes to an
             engine (or worker) that offers all of them.
+        credentials: any object (or a mapping, kept read-only) that workflow code and
+            steps executed here read with :func:`durable.credentials` (or
+            ``ctx.credentials``): API keys, clients, settings of this process. Never
+            written to the log or to log lines.
 
     Use it as ``async with WorkflowEngine(url, workflows=[...]) as engine: ...``, or
     call :meth:`start` and :meth:`close` yourself. Methods that start or resume runs
@@ -93,6 +98,7 @@ class WorkflowEngine:
         queues: Sequence[str] | None = None,
         labels: Mapping[str, str] | None = None,
         worker_id: str | None = None,
+        credentials: Any = None,
     ) -> None:
         if lease <= 0 or crash_limit < 1 or (concurrency is not None and concurrency < 1):
             raise InvalidInput(
@@ -110,6 +116,7 @@ class WorkflowEngine:
             max_bytes=self.engine.max_payload_bytes,
             rand=random.Random(seed).random,
             executor=ThreadPoolExecutor(max_workers=db_threads, thread_name_prefix="durable-db"),
+            credentials=read_only(credentials),
         )
         leases = Leases(
             host=host,
@@ -369,13 +376,52 @@ class WorkflowEngine:
         comment: str | None = None,
         step: str | None = None,
         resource_id: str | None = None,
+        answer: Any = None,
     ) -> WorkflowRun:
-        """Approve the run's pending ``ctx.step.approval`` (or the one named ``step``)."""
+        """Approve the run's pending ``ctx.step.approval`` (see :meth:`Client.approve`)."""
         run = await self.client.approve(
-            run_id, reviewer=reviewer, comment=comment, step=step, resource_id=resource_id
+            run_id,
+            reviewer=reviewer,
+            comment=comment,
+            step=step,
+            resource_id=resource_id,
+            answer=answer,
         )
         self.executor.wake_soon()
         return run
+
+    async def complete_task(
+        self,
+        run_id: str,
+        data: Any = None,
+        *,
+        reviewer: str,
+        comment: str | None = None,
+        step: str | None = None,
+        resource_id: str | None = None,
+    ) -> WorkflowRun:
+        """Complete the run's pending ``ctx.step.human_task`` (see :meth:`Client.complete_task`)."""
+        run = await self.client.complete_task(
+            run_id, data, reviewer=reviewer, comment=comment, step=step, resource_id=resource_id
+        )
+        self.executor.wake_soon()
+        return run
+
+    async def tasks(
+        self,
+        *,
+        assignee: str | None = None,
+        resource_id: str | None = None,
+        workflow: str | None = None,
+    ) -> list[HumanTask]:
+        """The open human tasks, oldest first (see :meth:`Client.tasks`)."""
+        return await self.client.tasks(
+            assignee=assignee, resource_id=resource_id, workflow=workflow
+        )
+
+    async def get_task(self, run_id: str, *, resource_id: str | None = None) -> HumanTask:
+        """The open human task of run ``run_id`` (see :meth:`Client.get_task`)."""
+        return await self.client.get_task(run_id, resource_id=resource_id)
 
     async def reject(
         self,

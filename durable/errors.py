@@ -104,6 +104,10 @@ class NonRetryableError(StatewfError):
     """
 
 
+class ApprovalRejected(NonRetryableError):
+    """A pipeline's approval step was rejected (or timed out): the run fails with it."""
+
+
 class StepFailed(StatewfError):
     """A step failed for good (retries exhausted or not retryable).
 

@@ -94,6 +94,10 @@ class Worker:
         crash_limit: crashed executions at one step before a run is dead-lettered.
         shutdown_timeout: seconds a stopping worker lets running steps finish.
         timers: fire machines' due timers (default: when any machine is registered).
+        credentials: this worker's credentials or settings (any object, or a mapping,
+            kept read-only): read inside workflow code and steps with
+            :func:`durable.credentials` or ``ctx.credentials``; never written to the
+            log or to log lines.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class Worker:
         table_prefix: str = "statewf_",
         worker_id: str | None = None,
         db_threads: int | None = None,
+        credentials: Any = None,
     ) -> None:
         names, limits = _queues(queues)
         if resource_concurrency is not None and resource_concurrency < 1:
@@ -136,6 +141,7 @@ class Worker:
             lease=lease,
             crash_limit=crash_limit,
             concurrency=concurrency,
+            credentials=credentials,
             queues=names,
             labels=labels,
             worker_id=worker_id,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeAlias
 
 from statewf.errors import InvalidInput
 
 DurationLike: TypeAlias = "str | int | float | timedelta | Mapping[str, float]"
-InstantLike: TypeAlias = "str | datetime"
+InstantLike: TypeAlias = "str | datetime | date | Mapping[str, str | datetime | date]"
 
 _UNITS = {
     "ms": "milliseconds",
@@ -130,28 +130,52 @@ def format_duration(span: timedelta) -> str:
 
 
 def parse_instant(value: Any) -> datetime:
-    """An aware UTC datetime from an aware datetime or an ISO-8601 string with an offset.
+    """An aware UTC datetime from what people write for a point in time.
 
-    Naive datetimes (and strings without an offset or ``Z``) are rejected: the engine
-    cannot guess which time zone they meant.
+    Accepted: an aware datetime; an ISO-8601 string with an offset or ``Z``; a date
+    (a ``date`` or a date-only string such as ``"2027-01-01"``), read as midnight
+    UTC; and ``{"date": <any of these>}``. Naive datetimes (and strings with a time
+    but no offset) are rejected: the engine cannot guess which time zone they meant.
     """
+    if isinstance(value, Mapping):
+        if set(value) != {"date"}:
+            raise InvalidInput(
+                f"cannot read {dict(value)!r} as a point in time; a mapping must be "
+                "{'date': ...} with a datetime or an ISO 8601 string"
+            )
+        value = value["date"]
+        if isinstance(value, Mapping):
+            raise InvalidInput("{'date': ...} takes a datetime or a string, not a mapping")
     if isinstance(value, str):
+        text = value.strip()
+        if _DATE_ONLY.fullmatch(text):
+            try:
+                return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
+            except ValueError as exc:
+                raise InvalidInput(f"{value!r} is not a calendar date: {exc}") from exc
         try:
-            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
             raise InvalidInput(
                 f"cannot read {value!r} as a date and time; use ISO 8601 with an offset, "
-                "e.g. '2027-01-01T09:00:00Z'"
+                "e.g. '2027-01-01T09:00:00Z', or a date such as '2027-01-01'"
             ) from exc
         value = parsed
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, time(), tzinfo=UTC)
     if not isinstance(value, datetime):
-        raise InvalidInput(f"expected a datetime or an ISO-8601 string, got {value!r}")
+        raise InvalidInput(
+            f"expected a datetime, a date, an ISO-8601 string or {{'date': ...}}, got {value!r}"
+        )
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInput(
             f"{value.isoformat()} has no time zone; pass an aware datetime "
             "(e.g. datetime(..., tzinfo=UTC)) or a string ending in Z or +HH:MM"
         )
     return value.astimezone(UTC)
+
+
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def to_seconds(value: Any, *, what: str = "duration") -> float:

@@ -4,64 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Generator
-from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import BaseModel
 
+from durable.authoring.current import credentials
+from durable.authoring.logger import RunLogger
 from durable.authoring.retry import RetryPolicy
 from durable.authoring.signals import Abort, Stop, Suspend, WorkflowSignal
-from durable.authoring.waits import MIN_POLL_INTERVAL, Approval, PollResult, WaitSpec
+from durable.authoring.waits import MIN_POLL_INTERVAL, Approval, PollResult, TaskAnswer, WaitSpec
+from durable.log.codec import encode
+from durable.log.records import StepTimeline
 from statewf.durations import DurationLike, InstantLike, parse_instant, to_seconds
 from statewf.errors import InvalidInput
 
 InputT = TypeVar("InputT")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """The step being executed, as seen from inside the step function.
-
-    Attributes:
-        run_id: the run.
-        workflow: the workflow's name.
-        key: the step key.
-        position: the step's index in the run's call order.
-        attempt: 1 for the first attempt, 2 for the first retry, ...
-        idempotency_key: ``"<run id>:<step key>"``, the same on every attempt and
-            after a crash: pass it to external APIs so a repeated call is recognized.
-    """
-
-    run_id: str
-    workflow: str
-    key: str
-    position: int
-    attempt: int
-
-    @property
-    def idempotency_key(self) -> str:
-        """Stable across attempts and crashes: ``"<run id>:<step key>"``."""
-        return f"{self.run_id}:{self.key}"
-
-
-_CURRENT_STEP: ContextVar[StepInfo | None] = ContextVar("durable_current_step", default=None)
-
-
-def current_step() -> StepInfo | None:
-    """The step being executed (inside a step function), else None."""
-    return _CURRENT_STEP.get()
-
-
-def enter_step(info: StepInfo) -> Token[StepInfo | None]:
-    """Make ``info`` what :func:`current_step` returns, until :func:`leave_step`."""
-    return _CURRENT_STEP.set(info)
-
-
-def leave_step(token: Token[StepInfo | None]) -> None:
-    """Undo the :func:`enter_step` that returned ``token``."""
-    _CURRENT_STEP.reset(token)
 
 
 class StepRunner(Protocol):
@@ -82,6 +41,14 @@ class StepRunner(Protocol):
     ) -> StepCall[Any]: ...
 
     def call_wait(self, key: str, spec: WaitSpec) -> StepCall[Any]: ...
+
+    def replaying(self) -> bool:
+        """Whether the code is still before the last step the log had recorded."""
+        ...
+
+    def timeline(self) -> tuple[StepTimeline, ...]:
+        """The steps finished so far, completed or failed, in position order."""
+        ...
 
 
 class StepCall(Generic[T]):
@@ -104,6 +71,11 @@ class Steps:
 
     def __init__(self, runner: StepRunner) -> None:
         self._runner = runner
+
+    @property
+    def runner(self) -> StepRunner:
+        """What records the steps (the run's executor)."""
+        return self._runner
 
     @overload
     def run(
@@ -224,9 +196,11 @@ class Steps:
         return self._runner.call_wait(key, WaitSpec("sleep", seconds=seconds))
 
     def wait_until(self, key: str, when: InstantLike, /) -> StepCall[None]:
-        """Wait until ``when`` (an aware datetime or an ISO 8601 string with an offset).
+        """Wait until ``when``: an aware datetime, an ISO 8601 string with an offset,
+        a date (``"2027-01-01"`` or a ``date``: midnight UTC) or ``{"date": ...}``.
 
-        A time in the past continues at once. Naive datetimes are rejected.
+        A time in the past continues at once. Naive datetimes, and strings with a
+        time but no offset, are rejected with :class:`~statewf.errors.InvalidInput`.
         """
         return self._runner.call_wait(key, WaitSpec("sleep", until=parse_instant(when)))
 
@@ -238,17 +212,21 @@ class Steps:
         event: str,
         timeout: DurationLike | None = None,
         schema: type[BaseModel] | None = None,
+        timeout_value: Any = None,
     ) -> StepCall[Any]:
         """Wait for an event sent with ``engine.trigger_event(run_id, event, data)``.
 
-        Returns the event's data (validated as ``schema`` when given), or None when
-        ``timeout`` passes first. Events that arrived before the wait are kept and
-        the oldest one not yet consumed is taken.
+        Returns the event's data (validated as ``schema`` when given), or
+        ``timeout_value`` (default None) when ``timeout`` passes first; the log
+        records the timeout, so a replay returns ``timeout_value`` again. Events that
+        arrived before the wait are kept and the oldest one not yet consumed is taken.
         """
         if not isinstance(event, str) or not event:
             raise InvalidInput(f"wait_for {key!r}: event must be a non-empty string")
         seconds = to_seconds(timeout, what=f"timeout of wait {key!r}") if timeout else None
-        spec = WaitSpec("wait", seconds=seconds, event=event, schema=schema)
+        spec = WaitSpec(
+            "wait", seconds=seconds, event=event, schema=schema, timeout_value=timeout_value
+        )
         return self._runner.call_wait(key, spec)
 
     def pause(self, key: str, /) -> StepCall[None]:
@@ -280,15 +258,30 @@ class Steps:
         spec = WaitSpec("poll", seconds=seconds, fn=fn, interval=every)
         return self._runner.call_wait(key, spec)
 
-    def approval(self, key: str, /, *, timeout: DurationLike | None = None) -> StepCall[Approval]:
-        """Wait for ``engine.approve(...)`` or ``engine.reject(...)``; the decision.
+    def approval(
+        self,
+        key: str,
+        /,
+        *,
+        prompt: str | None = None,
+        context: Any = None,
+        assignee: str | None = None,
+        schema: type[BaseModel] | None = None,
+        timeout: DurationLike | None = None,
+    ) -> StepCall[Approval]:
+        """Wait for ``approve(...)`` or ``reject(...)``; the decision.
 
-        Who decided, and why, is recorded in the log with the event. A rejection is
-        an ``Approval`` with ``approved=False`` (the code decides what to do); a
+        ``prompt``, ``context`` (JSON data) and ``assignee`` are stored with the wait,
+        so whoever lists tasks (``client.tasks()``, ``statewf tasks``) sees what to
+        decide on. With ``schema`` (a pydantic model), an approval must carry an
+        answer that fits it (checked by any client: its JSON Schema is stored too),
+        returned as ``Approval.answer``. Who decided, and why, is recorded in the log
+        with the event. A rejection is an ``Approval`` with ``approved=False``; a
         timeout is ``approved=False`` with reason ``"timed out"``.
         """
-        seconds = to_seconds(timeout, what=f"timeout of approval {key!r}") if timeout else None
-        spec = WaitSpec("wait", seconds=seconds, event=f"approval:{key}", schema=Approval)
+        spec = self._task_spec(
+            key, "approval", "answer", Approval, prompt, context, assignee, schema, timeout
+        )
         call = self._runner.call_wait(key, spec)
 
         async def decided() -> Approval:
@@ -296,6 +289,75 @@ class Steps:
             return result if result is not None else Approval(approved=False, reason="timed out")
 
         return StepCall(decided)
+
+    def human_task(
+        self,
+        key: str,
+        /,
+        *,
+        prompt: str | None = None,
+        context: Any = None,
+        assignee: str | None = None,
+        schema: type[BaseModel] | None = None,
+        timeout: DurationLike | None = None,
+        timeout_value: Any = None,
+    ) -> StepCall[Any]:
+        """Wait for a person to complete this task with ``complete_task(...)``; their data.
+
+        Like :meth:`approval`, ``prompt``, ``context`` and ``assignee`` are stored
+        with the wait and shown to whoever lists tasks; the data is checked against
+        ``schema`` (and returned as an instance of it). The reviewer and comment are
+        in the log. ``timeout_value`` is returned when ``timeout`` passes first.
+        """
+        spec = self._task_spec(
+            key, "task", "data", TaskAnswer, prompt, context, assignee, schema, timeout
+        )
+        call = self._runner.call_wait(key, replace(spec, timeout_value=_TIMED_OUT))
+
+        async def completed() -> Any:
+            result = await call
+            return timeout_value if result is _TIMED_OUT else result.data
+
+        return StepCall(completed)
+
+    def _task_spec(
+        self,
+        key: str,
+        kind: str,
+        field: str,
+        envelope: type[BaseModel],
+        prompt: str | None,
+        context: Any,
+        assignee: str | None,
+        schema: type[BaseModel] | None,
+        timeout: DurationLike | None,
+    ) -> WaitSpec:
+        what = f"{'approval' if kind == 'approval' else 'human task'} {key!r}"
+        if prompt is not None and not isinstance(prompt, str):
+            raise InvalidInput(f"{what}: prompt must be a string, got {prompt!r}")
+        if assignee is not None and (not isinstance(assignee, str) or not assignee):
+            raise InvalidInput(f"{what}: assignee must be a non-empty string, got {assignee!r}")
+        if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise InvalidInput(f"{what}: schema must be a pydantic model class, got {schema!r}")
+        stored, _ = encode(context, what=f"context of {what}", max_bytes=_MAX_TASK_CONTEXT)
+        seconds = to_seconds(timeout, what=f"timeout of {what}") if timeout else None
+        task = {"type": kind, "prompt": prompt, "context": stored, "assignee": assignee}
+        event = f"{'approval' if kind == 'approval' else 'task'}:{key}"
+        return WaitSpec(
+            "wait",
+            seconds=seconds,
+            event=event,
+            schema=envelope,
+            task=task,
+            answer=schema,
+            answer_field=field,
+        )
+
+
+#: the largest context a human task stores with its wait (JSON bytes)
+_MAX_TASK_CONTEXT = 256 * 1024
+#: what a timed-out human task's wait returns inside :meth:`Steps.human_task`
+_TIMED_OUT = object()
 
 
 class Context(Generic[InputT]):
@@ -309,6 +371,8 @@ class Context(Generic[InputT]):
         workflow: the workflow's name.
         resource_id: the run's resource (tenant/owner) id, if any.
         step: record steps: ``await ctx.step.run("key", fn, *args)``.
+        logger: a :class:`logging.LoggerAdapter` bound to the run (and, inside a
+            step function, to the step); see :mod:`durable.authoring.logger`.
     """
 
     def __init__(
@@ -325,6 +389,23 @@ class Context(Generic[InputT]):
         self.workflow = workflow
         self.resource_id = resource_id
         self.step = steps
+        self.logger = RunLogger(run_id, workflow, steps.runner.replaying)
+
+    @property
+    def credentials(self) -> Any:
+        """The executing worker's credentials (see :func:`durable.credentials`)."""
+        return credentials()
+
+    @property
+    def timeline(self) -> tuple[StepTimeline, ...]:
+        """The steps finished so far (completed or failed), in position order.
+
+        Only steps the code has already asked for, so a replay sees what the first
+        execution saw. Read from the run's log as this execution loaded it plus the
+        rows it wrote since: no database query. Each is a frozen
+        :class:`~durable.StepTimeline` with its attempts and result.
+        """
+        return self.step.runner.timeline()
 
     def idempotency_key(self, step_key: str) -> str:
         """The idempotency key of step ``step_key`` of this run: ``"<run id>:<step key>"``."""

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
+
 from durable.authoring.context import Context
-from durable.authoring.retry import RetryPolicy
+from durable.authoring.retry import RetryPolicy, make_policy
 from durable.authoring.workflow import Workflow, check_name
-from durable.errors import RunNotFound, WorkflowDefinitionError
+from durable.errors import ApprovalRejected, RunNotFound, WorkflowDefinitionError
 from durable.log.codec import return_model
 from durable.log.plan import StepPlan
 from durable.log.records import WorkflowRun
@@ -48,8 +50,23 @@ class PipelineStep:
 
     name: str
     fn: Callable[..., Any]
-    retries: int
-    retry_delay: DurationLike
+    retries: int | None
+    retry_delay: DurationLike | None
+    timeout: DurationLike | None
+    retry: RetryPolicy | None = None
+    #: set for an approval step (:meth:`Pipeline.approval`)
+    approval: PipelineApproval | None = None
+
+
+@dataclass(frozen=True)
+class PipelineApproval:
+    """The options of an approval step; ``prompt`` and ``context`` may be functions of
+    the previous step's output."""
+
+    prompt: str | Callable[[Any], str] | None
+    context: Any
+    assignee: str | None
+    schema: type[BaseModel] | None
     timeout: DurationLike | None
 
 
@@ -101,18 +118,53 @@ class Pipeline:
         self,
         name: str,
         *,
-        retries: int = 0,
-        retry_delay: DurationLike = 1.0,
+        retries: int | None = None,
+        retry_delay: DurationLike | None = None,
+        retry: RetryPolicy | None = None,
         timeout: DurationLike | None = None,
     ) -> Callable[[F], F]:
         """Append the decorated function as the next step (the function is returned as is).
 
         Args:
             name: the step's name, unique in the pipeline.
-            retries: retry attempts on failure.
-            retry_delay: seconds before the first retry (then exponential backoff).
+            retries: retry attempts on failure (default: none).
+            retry_delay: seconds between retries (a constant delay, unless ``retry``
+                gives a backoff).
+            retry: a full :class:`RetryPolicy` (fixed, linear or exponential backoff).
             timeout: limit for one attempt.
         """
+        self._check_new(name)
+        make_policy(retry, retries, retry_delay, RetryPolicy())  # validates the options
+
+        def add(fn: F) -> F:
+            self._steps.append(PipelineStep(name, fn, retries, retry_delay, timeout, retry))
+            return fn
+
+        return add
+
+    def approval(
+        self,
+        name: str,
+        *,
+        prompt: str | Callable[[Any], str] | None = None,
+        context: Any = None,
+        assignee: str | None = None,
+        schema: type[BaseModel] | None = None,
+        timeout: DurationLike | None = None,
+    ) -> None:
+        """Append an approval step: the run waits until ``approve``/``reject`` (Sagewai's
+        ``request_approval``), like ``ctx.step.approval``.
+
+        An approval passes the previous step's output on to the next step; a rejection
+        (or a timeout) fails the run with :class:`~durable.ApprovalRejected`.
+        ``prompt`` and ``context`` may be functions of the previous output, so the
+        reviewer sees what they approve.
+        """
+        self._check_new(name)
+        options = PipelineApproval(prompt, context, assignee, schema, timeout)
+        self._steps.append(PipelineStep(name, _no_call, None, None, None, approval=options))
+
+    def _check_new(self, name: str) -> None:
         check_name(name, "step name")
         if self._workflow is not None:
             raise WorkflowDefinitionError(
@@ -121,13 +173,6 @@ class Pipeline:
             )
         if any(s.name == name for s in self._steps):
             raise WorkflowDefinitionError(f"pipeline {self.name!r} already has a step {name!r}")
-        RetryPolicy(retries=retries, delay=retry_delay)  # validates the options
-
-        def add(fn: F) -> F:
-            self._steps.append(PipelineStep(name, fn, retries, retry_delay, timeout))
-            return fn
-
-        return add
 
     @property
     def workflow(self) -> Workflow[Any, Any]:
@@ -149,6 +194,9 @@ class Pipeline:
     async def _run(self, ctx: Context[Any]) -> Any:
         value: Any = ctx.input
         for index, step in enumerate(self._steps):
+            if step.approval is not None:
+                await _approve(ctx, step.name, step.approval, value)
+                continue
             if index == 0 and isinstance(value, dict):
                 call: Callable[..., Any] = functools.partial(step.fn, **value)
                 args: tuple[Any, ...] = ()
@@ -162,6 +210,7 @@ class Pipeline:
                 *args,
                 retries=step.retries,
                 retry_delay=step.retry_delay,
+                retry=step.retry,
                 timeout=step.timeout,
                 result_type=return_model(step.fn),
             )
@@ -186,3 +235,27 @@ class Pipeline:
                 return await engine.result(run_id)
         run = await engine.start_workflow(self, input or None, run_id=run_id)
         return await engine.result(run.id)
+
+
+def _no_call(*_args: Any) -> None:
+    """The function of an approval step: never called."""
+
+
+async def _approve(ctx: Context[Any], key: str, options: PipelineApproval, value: Any) -> None:
+    prompt = options.prompt(value) if callable(options.prompt) else options.prompt
+    context = options.context(value) if callable(options.context) else options.context
+    decision = await ctx.step.approval(
+        key,
+        prompt=prompt,
+        context=context,
+        assignee=options.assignee,
+        schema=options.schema,
+        timeout=options.timeout,
+    )
+    if not decision.approved:
+        by = f" by {decision.reviewer}" if decision.reviewer else ""
+        raise ApprovalRejected(
+            f"approval {key!r} of pipeline {ctx.workflow!r} was rejected{by}: "
+            f"{decision.reason or 'no reason given'}",
+            instance_id=ctx.run_id,
+        )

@@ -5,24 +5,37 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from durable.errors import NonRetryableError, WorkflowDefinitionError
 from statewf.durations import DurationLike, to_seconds
+
+#: The named ways a delay grows from one retry to the next.
+Backoff = Literal["fixed", "linear", "exponential"]
+BACKOFFS: tuple[str, ...] = ("fixed", "linear", "exponential")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """When and how a failed step attempt is retried.
 
-    The delay before retry ``n`` (1 for the first retry) is
-    ``min(max_delay, delay * backoff ** (n - 1))``, then scaled by a random factor in
-    ``[1 - jitter, 1]`` so that many runs failing together do not retry in lockstep.
-    The delay actually used is recorded in the log with the failed attempt.
+    The delay before retry ``n`` (1 for the first retry) is, before the cap
+    ``max_delay``:
+
+    - ``backoff="fixed"``: ``delay`` every time;
+    - ``backoff="linear"``: ``delay * n`` (``delay``, ``2*delay``, ``3*delay``, ...);
+    - ``backoff="exponential"``: ``delay * factor ** (n - 1)``;
+    - ``backoff=<number>``: exponential with that number as the factor (``1.0`` is fixed).
+
+    It is then scaled by a random factor in ``[1 - jitter, 1]`` so that many runs
+    failing together do not retry in lockstep. The delay actually used is recorded
+    in the log with the failed attempt.
 
     Args:
         retries: retries after the first attempt (``retries=3`` means up to 4 attempts).
         delay: seconds (or a duration string) before the first retry.
-        backoff: factor by which each further delay grows (1.0 for a constant delay).
+        backoff: ``"fixed"``, ``"linear"``, ``"exponential"`` or an exponential factor.
+        factor: growth factor of ``backoff="exponential"``.
         max_delay: cap on one delay.
         jitter: fraction of the delay that is randomized (0 disables jitter).
         retry_on: only these exception types are retried (default: any ``Exception``).
@@ -32,7 +45,8 @@ class RetryPolicy:
 
     retries: int = 0
     delay: DurationLike = 1.0
-    backoff: float = 2.0
+    backoff: Backoff | float = 2.0
+    factor: float = 2.0
     max_delay: DurationLike = 300.0
     jitter: float = 0.1
     retry_on: tuple[type[BaseException], ...] = (Exception,)
@@ -45,8 +59,19 @@ class RetryPolicy:
             )
         to_seconds(self.delay, what="retry delay")
         to_seconds(self.max_delay, what="max retry delay")
-        if not self.backoff >= 1.0:
-            raise WorkflowDefinitionError(f"backoff must be >= 1.0, got {self.backoff!r}")
+        if isinstance(self.backoff, str):
+            if self.backoff not in BACKOFFS:
+                raise WorkflowDefinitionError(
+                    f"backoff must be one of {', '.join(BACKOFFS)} or a number >= 1.0, "
+                    f"got {self.backoff!r}"
+                )
+        elif isinstance(self.backoff, bool) or not self.backoff >= 1.0:
+            raise WorkflowDefinitionError(
+                f"backoff must be one of {', '.join(BACKOFFS)} or a number >= 1.0, "
+                f"got {self.backoff!r}"
+            )
+        if isinstance(self.factor, bool) or not self.factor >= 1.0:
+            raise WorkflowDefinitionError(f"factor must be >= 1.0, got {self.factor!r}")
         if not 0.0 <= self.jitter <= 1.0:
             raise WorkflowDefinitionError(f"jitter must be between 0 and 1, got {self.jitter!r}")
 
@@ -61,11 +86,22 @@ class RetryPolicy:
             return False
         return isinstance(exc, self.retry_on)
 
+    def base_delay(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1-based), capped, before jitter."""
+        n = max(1, retry)
+        first = to_seconds(self.delay)
+        if self.backoff == "fixed":
+            base = first
+        elif self.backoff == "linear":
+            base = first * n
+        else:
+            growth = self.factor if self.backoff == "exponential" else float(self.backoff)
+            base = first * growth ** (n - 1)
+        return min(to_seconds(self.max_delay), base)
+
     def delay_before(self, retry: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), jitter applied."""
-        base = to_seconds(self.delay) * self.backoff ** max(0, retry - 1)
-        capped = min(to_seconds(self.max_delay), base)
-        return capped * (1.0 - self.jitter * rand())
+        return self.base_delay(retry) * (1.0 - self.jitter * rand())
 
 
 def make_policy(
@@ -74,14 +110,20 @@ def make_policy(
     retry_delay: DurationLike | None,
     default: RetryPolicy,
 ) -> RetryPolicy:
-    """The policy for a step: ``policy`` or ``default``, with ``retries``/``retry_delay`` on top."""
+    """The policy for a step: ``policy`` or ``default``, with ``retries``/``retry_delay`` on top.
+
+    ``retry_delay`` without a ``policy`` is a constant delay (``backoff="fixed"``);
+    with a ``policy`` it replaces only the policy's first delay.
+    """
     base = policy if policy is not None else default
     if retries is None and retry_delay is None:
         return base
+    fixed = retry_delay is not None and policy is None
     return RetryPolicy(
         retries=base.retries if retries is None else retries,
         delay=base.delay if retry_delay is None else retry_delay,
-        backoff=base.backoff,
+        backoff="fixed" if fixed else base.backoff,
+        factor=base.factor,
         max_delay=base.max_delay,
         jitter=base.jitter,
         retry_on=base.retry_on,

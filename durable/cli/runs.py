@@ -16,14 +16,14 @@ from typing import Any, TypeVar
 import click
 
 from durable.client import Client
-from durable.log.records import Progress, StepTimeline, WorkflowRun
+from durable.log.records import RUN_STATUSES, Progress, StepTimeline, WorkflowRun
 from statewf.cli import CliContext, echo_json, errors_as_messages, parse_json
 from statewf.records import TransitionRecord
 
 T = TypeVar("T")
 
 
-def _call(obj: CliContext, work: Callable[[Client], Awaitable[T]]) -> T:
+def call(obj: CliContext, work: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``work`` with a client: the CLI reads and steers runs, it never executes one."""
 
     async def main() -> T:
@@ -101,7 +101,7 @@ def runs() -> None:
 
 @runs.command("list")
 @click.option("--workflow", help="Only runs of this workflow.")
-@click.option("--status", help="Only runs in this status (running, completed, failed, ...).")
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this status.")
 @click.option("--resource", "resource_id", help="Only runs of this resource.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--cursor", help="The next-page cursor printed by a previous call.")
@@ -117,7 +117,7 @@ def list_runs(
     as_json: bool,
 ) -> None:
     """List runs, oldest first."""
-    page = _call(
+    page = call(
         obj,
         lambda e: e.get_runs(
             workflow=workflow, status=status, resource_id=resource_id, limit=limit, cursor=cursor
@@ -153,7 +153,7 @@ def show(obj: CliContext, run_id: str, resource_id: str | None, as_json: bool) -
             await e.get_timeline(run_id, resource_id=resource_id),
         )
 
-    run, progress, timeline = _call(obj, fetch)
+    run, progress, timeline = call(obj, fetch)
     if as_json:
         echo_json(
             {
@@ -173,7 +173,7 @@ def show(obj: CliContext, run_id: str, resource_id: str | None, as_json: bool) -
 @click.pass_obj
 def cancel(obj: CliContext, run_id: str, resource_id: str | None, reason: str | None) -> None:
     """Cancel a run (it stops at its next step boundary)."""
-    run = _call(obj, lambda e: e.cancel_workflow(run_id, resource_id=resource_id, reason=reason))
+    run = call(obj, lambda e: e.cancel_workflow(run_id, resource_id=resource_id, reason=reason))
     click.echo(f"run {run.id} is {run.status}")
 
 
@@ -188,8 +188,28 @@ def trigger(
 ) -> None:
     """Send EVENT (with --data) to a run; a waiting run is woken by its scheduler."""
     payload = parse_json(data, "--data")
-    run = _call(obj, lambda e: e.trigger_event(run_id, event, payload, resource_id=resource_id))
-    click.echo(f"run {run.id} got {event!r}; it is {run.status}")
+    run = call(obj, lambda e: e.trigger_event(run_id, event, payload, resource_id=resource_id))
+    click.echo(trigger_reply(run, event))
+
+
+def trigger_reply(run: WorkflowRun, event: str) -> str:
+    """What ``runs trigger`` says: the event was recorded, and what the run does with it."""
+    said = f"recorded event {event!r} for run {run.id}"
+    waiting = run.waiting or {}
+    if run.status == "waiting" and waiting.get("kind") == "wait" and waiting.get("event") == event:
+        return (
+            f"{said}; the run was waiting for it at step {waiting.get('key')!r} and is "
+            "now due: a worker of its workflow takes it up"
+        )
+    if run.status == "paused":
+        return (
+            f"{said}; the run is paused: once resumed (statewf runs resume {run.id}) its "
+            f"next wait for {event!r} takes it"
+        )
+    return (
+        f"{said}; the run ({run.status}) is not waiting for it now: the event is kept "
+        f"for its next wait for {event!r}"
+    )
 
 
 @runs.command("pause")
@@ -198,7 +218,7 @@ def trigger(
 @click.pass_obj
 def pause(obj: CliContext, run_id: str, resource_id: str | None) -> None:
     """Pause a run (it stops at its next step boundary)."""
-    run = _call(obj, lambda e: e.pause_workflow(run_id, resource_id=resource_id))
+    run = call(obj, lambda e: e.pause_workflow(run_id, resource_id=resource_id))
     click.echo(f"run {run.id} is {run.status}")
 
 
@@ -208,7 +228,7 @@ def pause(obj: CliContext, run_id: str, resource_id: str | None) -> None:
 @click.pass_obj
 def resume(obj: CliContext, run_id: str, resource_id: str | None) -> None:
     """Resume a paused run (a scheduler picks it up)."""
-    run = _call(obj, lambda e: e.resume_workflow(run_id, resource_id=resource_id))
+    run = call(obj, lambda e: e.resume_workflow(run_id, resource_id=resource_id))
     click.echo(f"run {run.id} is {run.status}")
 
 
@@ -220,7 +240,7 @@ def resume(obj: CliContext, run_id: str, resource_id: str | None) -> None:
 def fast_forward(obj: CliContext, run_id: str, data: str | None, resource_id: str | None) -> None:
     """Satisfy whatever the run waits on now (sleep, event, poll, pause)."""
     payload = parse_json(data, "--data")
-    run = _call(obj, lambda e: e.fast_forward_workflow(run_id, payload, resource_id=resource_id))
+    run = call(obj, lambda e: e.fast_forward_workflow(run_id, payload, resource_id=resource_id))
     click.echo(f"run {run.id} is {run.status}")
 
 
@@ -234,7 +254,7 @@ def fork(
     obj: CliContext, run_id: str, from_step: str, new_id: str | None, resource_id: str | None
 ) -> None:
     """Start a new run of RUN_ID's workflow and input that replays the steps before --from-step."""
-    run = _call(
+    run = call(
         obj,
         lambda e: e.fork_run(
             run_id, from_step=from_step, new_run_id=new_id, resource_id=resource_id
@@ -270,7 +290,7 @@ def dlq_list(
     as_json: bool,
 ) -> None:
     """List dead and failed runs, oldest first, with their errors."""
-    page = _call(
+    page = call(
         obj,
         lambda e: e.dead_letters(
             workflow=workflow,
@@ -323,7 +343,7 @@ def dlq_show(
             records[-rows:] if rows > 0 else [],
         )
 
-    run, progress, timeline, last = _call(obj, fetch)
+    run, progress, timeline, last = call(obj, fetch)
     if as_json:
         echo_json(
             {
@@ -350,7 +370,7 @@ def dlq_show(
 @click.pass_obj
 def dlq_retry(obj: CliContext, run_id: str, reason: str | None, resource_id: str | None) -> None:
     """Retry a dead or failed run from its failed step (earlier steps are not executed again)."""
-    run = _call(obj, lambda e: e.retry_run(run_id, reason=reason, resource_id=resource_id))
+    run = call(obj, lambda e: e.retry_run(run_id, reason=reason, resource_id=resource_id))
     click.echo(
         f"run {run.id} is {run.status}: an engine or worker of {run.workflow!r} "
         "will go on from its failed step"
@@ -364,7 +384,7 @@ def dlq_retry(obj: CliContext, run_id: str, reason: str | None, resource_id: str
 @click.pass_obj
 def dlq_discard(obj: CliContext, run_id: str, reason: str, resource_id: str | None) -> None:
     """Discard a dead or failed run: it becomes cancelled, for good."""
-    run = _call(obj, lambda e: e.discard_run(run_id, reason=reason, resource_id=resource_id))
+    run = call(obj, lambda e: e.discard_run(run_id, reason=reason, resource_id=resource_id))
     click.echo(f"run {run.id} is {run.status} (discarded: {reason})")
 
 
@@ -384,7 +404,7 @@ def approve(
     resource_id: str | None,
 ) -> None:
     """Approve a run's pending approval step."""
-    run = _call(
+    run = call(
         obj,
         lambda e: e.approve(
             run_id, reviewer=reviewer, comment=comment, step=step, resource_id=resource_id
@@ -409,7 +429,7 @@ def reject(
     resource_id: str | None,
 ) -> None:
     """Reject a run's pending approval step."""
-    run = _call(
+    run = call(
         obj,
         lambda e: e.reject(
             run_id, reviewer=reviewer, reason=reason, step=step, resource_id=resource_id

@@ -132,23 +132,40 @@ def check_event(run_id: str, event: str, payload: Any, waiting: dict[str, Any]) 
     """Refuse (``InvalidPayload``) event data that does not fit the schema the run waits for.
 
     With the workflow's code, the pydantic model checks it; without (a client in
-    another process, the CLI), the JSON Schema stored with the wait does.
+    another process, the CLI), the JSON Schema stored with the wait does. A human
+    task's answer (``waiting["task"]``) is checked the same way against its own schema.
     """
-    model = import_model(waiting["schema"])
-    name = waiting["schema"].rpartition(":")[2]
+    _check(run_id, event, payload, waiting["schema"], waiting.get("json_schema"), "data")
+    task = waiting.get("task") or {}
+    field = task.get("answer_field")
+    if task.get("answer_schema") and isinstance(payload, dict) and payload.get(field) is not None:
+        root = f"data.{field}"
+        _check(
+            run_id,
+            event,
+            payload[field],
+            task["answer_schema"],
+            task.get("answer_json_schema"),
+            root,
+        )
+
+
+def _check(run_id: str, event: str, data: Any, path: str, json_schema: Any, root: str) -> None:
+    model = import_model(path)
+    name = path.rpartition(":")[2]
     if model is not None:
         try:
-            model.model_validate(payload)
+            model.model_validate(data)
             return
         except ValidationError as exc:
-            problems = validation_summary(exc, root="data")
-    elif waiting.get("json_schema"):
-        validator = jsonschema.Draft202012Validator(waiting["json_schema"])
-        errors = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+            problems = validation_summary(exc, root=root)
+    elif json_schema:
+        validator = jsonschema.Draft202012Validator(json_schema)
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
         if not errors:
             return
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.absolute_path) or 'data'}: {e.message}"
+            f"{'.'.join([root, *(str(p) for p in e.absolute_path)])}: {e.message}"
             for e in errors[:5]
         )
     else:

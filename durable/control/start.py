@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from durable.log.records import RUNNING
 from durable.log.rows import RunSpec, create_record
 from statewf.appending import Move, append
 from statewf.clock import Clock
@@ -45,9 +46,10 @@ def new_run(
     resource_id: str | None,
     idempotency_key: str | None,
     now: datetime,
+    status: str = RUNNING,
 ) -> tuple[TransitionRecord, Instance]:
     """The create row of a new run and the snapshot it implies."""
-    record = create_record(spec, run_id, stored_input, resource_id, idempotency_key, now)
+    record = create_record(spec, run_id, stored_input, resource_id, idempotency_key, now, status)
     return record, apply(None, record)
 
 

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Collection
 from datetime import datetime
 
+from durable.authoring.current import using_credentials
 from durable.control.claim import ClaimedRun
 from durable.execution.leases import Leases
 from durable.execution.registry import Registry
@@ -162,7 +163,8 @@ class Executor:
     async def _drive(self, executor: RunExecutor) -> None:
         run_id = executor.run_id
         try:
-            outcome = await executor.execute()
+            with using_credentials(self.host.credentials):
+                outcome = await executor.execute()
             if outcome.kind == "suspended":
                 self.wake_soon()  # the scheduler learns the new wake-up time now
             if executor.write_failed is not None:
@@ -226,7 +228,8 @@ class Executor:
         executor = self.executor_of(claimed[0])
         self.running[run_id] = executor
         try:
-            await executor.execute()
+            with using_credentials(self.host.credentials):
+                await executor.execute()
         finally:
             self.running.pop(run_id, None)
             await self.release([run_id])

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from durable.authoring.context import Context, StepCall, StepInfo, Steps, enter_step, leave_step
+from durable.authoring.context import Context, StepCall, Steps
+from durable.authoring.current import StepInfo, enter_step, leave_step
 from durable.authoring.retry import RetryPolicy, make_policy
 from durable.authoring.signals import Abort, ExecutionCrashed, Stop, Suspend, WorkflowSignal
 from durable.authoring.waits import WaitSpec
@@ -53,9 +54,11 @@ from durable.log.records import (
     KIND_RETRY,
     KIND_STEP,
     KIND_STEP_FAILED,
+    StepTimeline,
 )
 from durable.log.replay import History
 from durable.log.rows import step_row
+from durable.log.views import timeline_of
 from durable.observe import record_outcome, run_span, step_span
 from statewf.durations import DurationLike, to_seconds
 from statewf.errors import InvalidInput, StatewfError
@@ -80,6 +83,9 @@ class RunExecutor(RunWriter):
         super().__init__(host, snapshot)
         self.workflow = workflow
         self.history = History.from_log(records)
+        self._loaded = records
+        self._timeline: tuple[tuple[int, int], tuple[StepTimeline, ...]] = ((-1, -1), ())
+        self._last_recorded = max(self.history.steps, default=-1)
         self.next_position = 0
         self.used_keys: dict[str, int] = {}
         self.fatal: Abort | None = None
@@ -288,6 +294,20 @@ class RunExecutor(RunWriter):
         finally:
             if task is not None:
                 self._inflight.discard(task)
+
+    def replaying(self) -> bool:
+        """Whether the code has not yet reached the last step the loaded log recorded."""
+        return self.next_position <= self._last_recorded
+
+    def timeline(self) -> tuple[StepTimeline, ...]:
+        """The finished steps the code has reached, from the loaded log and this
+        execution's rows (cached): the same on a replay as the first time."""
+        mark = (len(self.written), self.next_position)
+        if self._timeline[0] != mark:
+            steps = timeline_of([*self._loaded, *self.written])
+            reached = [s for s in steps if s.position < mark[1] and s.status != "retrying"]
+            self._timeline = (mark, tuple(reached))
+        return self._timeline[1]
 
     def absorb(self, records: list[TransitionRecord]) -> None:
         """Learn of rows another writer appended: events and releases of waits."""

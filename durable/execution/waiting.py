@@ -82,7 +82,7 @@ async def run_wait(ex: WaitingRun, position: int, key: str, spec: WaitSpec) -> A
             raise StepFailed(
                 key, recorded.error.type, recorded.error.message, attempts=1, instance_id=ex.run_id
             )
-        return spec.result(recorded.result)
+        return spec.result(recorded.result, timed_out=recorded.timed_out)
     while True:
         now = ex.host.clock.now()
         row = ex.history.waits.get(position)
@@ -123,6 +123,12 @@ async def run_wait(ex: WaitingRun, position: int, key: str, spec: WaitSpec) -> A
                 # other process, so every client checks an event before recording it
                 info["schema"] = model_path(spec.schema)
                 info["json_schema"] = spec.schema.model_json_schema()
+            if spec.task is not None:
+                info["task"] = dict(spec.task)
+                if spec.answer is not None:
+                    info["task"]["answer_field"] = spec.answer_field
+                    info["task"]["answer_schema"] = model_path(spec.answer)
+                    info["task"]["answer_json_schema"] = spec.answer.model_json_schema()
         elif spec.kind == KIND_PAUSE:
             if released is not None:
                 return await _finish(ex, position, key, spec, None, {})
@@ -182,7 +188,7 @@ def _matches(ex: WaitingRun, spec: WaitSpec, seq: int, data: Any) -> bool:
     if spec.schema is None:
         return True
     try:
-        spec.schema.model_validate(data)
+        spec.validate(data)
     except ValidationError as exc:
         log.warning(
             "run %s: event %r (row %s) does not match %s (%s); the wait skips it",
@@ -201,7 +207,7 @@ async def _deliver(
 ) -> Any:
     if spec.schema is not None:
         try:
-            spec.schema.model_validate(data)
+            spec.validate(data)
         except ValidationError as exc:
             error = RunError(
                 type=InvalidPayload.__name__,
@@ -230,7 +236,7 @@ async def _finish(
 ) -> Any:
     meta = {"position": position, "wait": spec.kind, **extra}
     await ex.write(lambda _tx, snap: _row(ex, snap, KIND_STEP, key, {"result": result}, meta))
-    return spec.result(result)
+    return spec.result(result, timed_out=bool(extra.get("timed_out")))
 
 
 def _row(

@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from durable.authoring.signals import Stop, WorkflowSignal
@@ -81,6 +81,8 @@ class RunHost:
     max_bytes: int
     rand: Callable[[], float]
     executor: Executor | None = None
+    #: what :func:`durable.credentials` returns in runs executed here (never logged)
+    credentials: Any = field(default=None, repr=False)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking database work in the engine's thread pool."""
@@ -107,6 +109,8 @@ class RunWriter:
         self._tried: dict[str, Any] | None = None
         self._in_make = False
         self._tail: list[TransitionRecord] = []
+        #: the rows this execution appended, in order
+        self.written: list[TransitionRecord] = []
 
     @property
     def run_id(self) -> str:
@@ -284,6 +288,7 @@ class RunWriter:
                 and record.payload == fields.get("payload")
                 and record.meta == fields.get("meta", {})
             ):
+                self.written.append(record)
                 return True
         return False
 
@@ -301,11 +306,13 @@ class RunWriter:
                 raise ConcurrencyConflict(
                     f"run {snap.id!r} moved past version {snap.version}", instance_id=snap.id
                 )
+            self.written.append(record)
             return new
         with store.transaction() as tx:
             record, new = self._build(make, tx, snap)
             released = {"lease_owner": None, "lease_expires_at": None} if self._releasing else {}
             append(tx, [record], Move(new, snap.version, released))
+        self.written.append(record)
         return new
 
     def _build(

@@ -7,7 +7,7 @@ does not have the workflow's code (a CLI, an API service) reads the same answers
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,6 +21,8 @@ RUN_KIND = "workflow"
 RunStatus: TypeAlias = Literal[
     "pending", "running", "waiting", "paused", "completed", "failed", "cancelled", "dead"
 ]
+#: The statuses in order, as filters (``statewf runs list --status``) accept them.
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
 PENDING: RunStatus = "pending"
 RUNNING: RunStatus = "running"
 WAITING: RunStatus = "waiting"
@@ -96,6 +98,28 @@ class WorkflowRun(BaseModel):
     def finished(self) -> bool:
         """True once the run completed, failed, was cancelled or dead-lettered."""
         return self.status in TERMINAL
+
+
+class HumanTask(BaseModel):
+    """An open human task: a run waiting in ``ctx.step.approval`` or ``ctx.step.human_task``.
+
+    ``answer_schema`` is the JSON Schema the answer must fit (None: any answer, or
+    none for an approval); ``timeout_at`` is when the task times out, if it does.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    workflow: str
+    key: str
+    type: Literal["approval", "task"]
+    prompt: str | None = None
+    context: Any = None
+    assignee: str | None = None
+    answer_schema: dict[str, Any] | None = None
+    resource_id: str | None = None
+    waiting_since: datetime
+    timeout_at: datetime | None = None
 
 
 class Progress(BaseModel):

@@ -49,6 +49,8 @@ class RecordedStep:
     model: str | None = None
     error: RunError | None = None
     attempts: int = 1
+    #: a wait that ended because its timeout passed
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class History:
                 payload.get("result"),
                 record.meta.get("model"),
                 attempts=attempt,
+                timed_out=bool(record.meta.get("timed_out", False)),
             )
         else:
             self.steps[position] = RecordedStep(

@@ -57,8 +57,10 @@ def create_record(
     resource_id: str | None,
     idempotency_key: str | None,
     now: datetime,
+    status: str = RUNNING,
 ) -> TransitionRecord:
-    """The create row of a new run."""
+    """The create row of a new run: ``running`` when its creator executes it at once,
+    ``pending`` when it waits for a worker to claim it."""
     context: dict[str, Any] = {"input": stored_input, "completed_steps": 0}
     if spec.plan is not None:
         context["plan"] = spec.plan
@@ -70,7 +72,7 @@ def create_record(
         kind=KIND_CREATE,
         target=("start",),
         context_set=context,
-        status=RUNNING,
+        status=status,
         meta={
             "machine": spec.name,
             "machine_version": spec.version,

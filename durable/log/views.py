@@ -6,7 +6,7 @@ workflow's code, so a CLI or an API service reports the same as the worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,14 +16,28 @@ from durable.log.records import (
     KIND_RETRY,
     KIND_STEP,
     KIND_STEP_FAILED,
+    RUN_STATUSES,
     TERMINAL,
+    WAITING,
+    HumanTask,
     Progress,
     RunError,
     StepAttempt,
     StepTimeline,
     WorkflowRun,
 )
+from statewf.errors import InvalidInput
 from statewf.records import Instance, TransitionRecord
+
+
+def check_status_filter(status: str | Sequence[str] | None) -> None:
+    """Raise :class:`InvalidInput` for a status filter naming no run status."""
+    names = [status] if isinstance(status, str) else list(status or ())
+    for name in names:
+        if name not in RUN_STATUSES:
+            raise InvalidInput(
+                f"{name!r} is not a run status; use one of {', '.join(RUN_STATUSES)}"
+            )
 
 
 def run_of(snapshot: Instance) -> WorkflowRun:
@@ -127,3 +141,25 @@ def timeline_of(records: Iterable[TransitionRecord]) -> list[StepTimeline]:
             )
         )
     return timeline
+
+
+def task_of(snapshot: Instance) -> HumanTask | None:
+    """The open human task of a waiting run (from the wait stored in its snapshot), if any."""
+    waiting = snapshot.context.get("waiting") or {}
+    task = waiting.get("task")
+    if snapshot.status != WAITING or waiting.get("kind") != "wait" or not isinstance(task, dict):
+        return None
+    timeout_at = waiting.get("timeout_at")
+    return HumanTask(
+        run_id=snapshot.id,
+        workflow=snapshot.machine,
+        key=str(waiting.get("key")),
+        type=task.get("type", "approval"),
+        prompt=task.get("prompt"),
+        context=task.get("context"),
+        assignee=task.get("assignee"),
+        answer_schema=task.get("answer_json_schema"),
+        resource_id=snapshot.resource_id,
+        waiting_since=snapshot.updated_at,
+        timeout_at=datetime.fromisoformat(timeout_at) if timeout_at else None,
+    )

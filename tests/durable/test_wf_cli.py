@@ -8,10 +8,12 @@ import sys
 import threading
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from wf_flows import ORDER, Make, pipeline5
 
 import durable
+import statewf
 from statewf import cli
 
 
@@ -127,7 +129,7 @@ def test_waiting_commands(make_engine: Make, db: dict[str, str | None]) -> None:
             out = await asyncio.to_thread(
                 run_cli, durable_cli.runs, "runs", "trigger", run.id, "paid", "--data", '{"n": 1}'
             )
-            assert "got 'paid'" in out
+            assert "recorded event 'paid'" in out
             await waiting_on(engine, run.id, "ship")
             out = await asyncio.to_thread(
                 run_cli, durable_cli.approve, "approve", run.id, "--reviewer", "ed"
@@ -160,5 +162,73 @@ def test_waiting_commands(make_engine: Make, db: dict[str, str | None]) -> None:
             await waiting_on(engine, second.id, "hold")
             await asyncio.to_thread(run_cli, durable_cli.runs, "runs", "fast-forward", second.id)
             assert await engine.result(second.id, timeout=10) == ["x", False, "legal"]
+
+    asyncio.run(main())
+
+
+def test_a_bogus_status_filter_is_a_usage_error_naming_the_statuses(
+    make_engine: Make, db: dict[str, str | None]
+) -> None:
+    cli._load_plugins()
+    base = ["--database", str(db["url"])] + (["--schema", db["schema"]] if db["schema"] else [])
+    result = CliRunner().invoke(cli.cli, [*base, "runs", "list", "--status", "bogus"])
+    assert result.exit_code == 2
+    assert "'bogus' is not one of" in result.output
+    for status in ("pending", "running", "waiting", "paused", "completed", "dead"):
+        assert status in result.output
+    assert invoke(db, "runs", "list", "--status", "pending") == "no runs\n"
+
+    async def main() -> None:
+        async with make_engine(workflows=[pipeline5]) as engine:
+            with pytest.raises(statewf.InvalidInput, match="'bogus' is not a run status; use one"):
+                await engine.get_runs(status="bogus")
+            with pytest.raises(statewf.InvalidInput, match="'done' is not a run status"):
+                await engine.get_runs(status=["completed", "done"])
+
+    asyncio.run(main())
+
+
+@durable.workflow("cli-trigger")
+async def cli_trigger(ctx: durable.Context[None]) -> Any:
+    return await ctx.step.wait_for("pay", event="paid")
+
+
+def test_trigger_says_the_event_was_recorded_and_what_the_run_does_with_it(
+    make_engine: Make, db: dict[str, str | None]
+) -> None:
+    async def main() -> None:
+        async with make_engine(workflows=[cli_trigger], poll_interval=0.05) as engine:
+            run = await engine.start_workflow(cli_trigger)
+            for _ in range(2000):
+                if engine.engine.get(run.id).status == "waiting":
+                    break
+                await asyncio.sleep(0.005)
+            other = await asyncio.to_thread(invoke, db, "runs", "trigger", run.id, "shipped")
+            assert other == (
+                f"recorded event 'shipped' for run {run.id}; the run (waiting) is not waiting "
+                "for it now: the event is kept for its next wait for 'shipped'\n"
+            )
+            await engine.pause_workflow(run.id)
+            held = await asyncio.to_thread(invoke, db, "runs", "trigger", run.id, "paid")
+            assert held == (
+                f"recorded event 'paid' for run {run.id}; the run is paused: once resumed "
+                f"(statewf runs resume {run.id}) its next wait for 'paid' takes it\n"
+            )
+            await engine.resume_workflow(run.id)
+            assert await engine.result(run.id, timeout=10) is None  # the kept 'paid' event
+
+            second = await engine.start_workflow(cli_trigger)
+            for _ in range(2000):
+                if engine.engine.get(second.id).status == "waiting":
+                    break
+                await asyncio.sleep(0.005)
+            out = await asyncio.to_thread(
+                invoke, db, "runs", "trigger", second.id, "paid", "--data", '{"n": 2}'
+            )
+            assert out == (
+                f"recorded event 'paid' for run {second.id}; the run was waiting for it at "
+                "step 'pay' and is now due: a worker of its workflow takes it up\n"
+            )
+            assert await engine.result(second.id, timeout=10) == {"n": 2}
 
     asyncio.run(main())

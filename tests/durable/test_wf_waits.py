@@ -302,11 +302,13 @@ def test_approval_records_who_decided_and_a_rejection_is_visible(make_engine: Ma
                 "approved": True,
                 "reviewer": "editor@acme.com",
                 "reason": "fine",
+                "answer": None,  # no schema: no answer asked for
             }
             assert await engine.result(no.id, timeout=10) == {
                 "approved": False,
                 "reviewer": "legal@acme.com",
                 "reason": "needs citations",
+                "answer": None,
             }
             (event,) = [r for r in engine.engine.history(no.id) if r.kind == "event"]
             assert event.event == "approval:publish"

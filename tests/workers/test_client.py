@@ -63,14 +63,16 @@ def test_start_by_ref_validates_input_then_a_worker_executes_it_with_real_progre
             assert count_rows(client.engine, "transitions") == 0
 
             run = await client.start_workflow(flow_app.three, {"sleep": 0.3, "tag": "t1"})
-            assert run.status == "running"
+            assert run.status == "pending"  # created, not yet claimed by a worker
             assert count_rows(client.engine, "instances") == 1
             assert count_rows(client.engine, "transitions") == 1  # the create row only
             # the client has no code: before a worker claims the run nothing knows its plan
             before = await client.check_progress(run.id)
             assert before.completed_steps == 0
             assert before.total_steps is None
-            assert before.status == "running"
+            assert before.status == "pending"
+            pending = await client.get_runs(status="pending")
+            assert [r.id for r in pending.items] == [run.id]
 
             worker = worker_of(db)
             async with Running(worker):
@@ -96,6 +98,7 @@ def test_start_by_ref_validates_input_then_a_worker_executes_it_with_real_progre
             (claim,) = claims(history)
             assert claim.meta["worker"] == worker.worker_id
             assert claim.meta["epoch"] == 1
+            assert [r.status for r in history[:2]] == ["pending", "running"]  # the claim
             assert [k for r, k in flow_app.LEDGER if r == run.id] == ["one", "two", "three"]
 
     asyncio.run(main())
@@ -301,7 +304,7 @@ def test_a_version_no_worker_implements_waits_unclaimed_until_one_appears(db: Db
                 assert (await client.wait_for_run(now.id, timeout=20)).status == "completed"
                 await asyncio.sleep(1.0)  # ten poll intervals
                 run = await client.get_run(later.id)
-                assert run.status == "running"
+                assert run.status == "pending"  # no worker has its version: never claimed
                 assert [r.kind for r in client.engine.history(later.id)] == ["create"]
                 assert count_rows(client.engine, "instances", id=later.id, lease_owner=None) == 1
                 new = worker_of(db, workflows=[v2.implement(_v2)])
