@@ -190,7 +190,12 @@ class Engine(TimerOperations):
                     )
                     # another process may have registered it between the two statements
                     stored = tx.get_machine(machine.name, machine.version)
-                if stored is not None and stored[0] != fingerprint:
+                # A machine stored before lambda guards were named by their source text
+                # has the earlier fingerprint; it is the same machine.
+                if stored is not None and stored[0] not in (
+                    fingerprint,
+                    machine.earlier_fingerprint,
+                ):
                     raise self._version_conflict(machine, stored[0])
             compiled = CompiledMachine(machine)
             with self._lock:

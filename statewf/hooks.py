@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from statewf.errors import SpecError
+from statewf.lambdas import lambda_source
 
 
 class Effect:
@@ -22,7 +23,8 @@ class Effect:
 
     def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
         self.fn = fn
-        self.name = name or _callable_name(fn)
+        # effects keep their qualified name: outbox rows are dispatched by it
+        self.name = name or _qualified_name(fn)
 
     def __call__(self, call: Any) -> Any:
         """Call the wrapped function with an :class:`~statewf.records.EffectCall`."""
@@ -97,7 +99,7 @@ class Registry:
             elif isinstance(hook, Effect):
                 self.add(hook.name, hook)
             else:
-                self.add(_callable_name(hook), hook)
+                self.add(_qualified_name(hook), hook)
 
     def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: register a guard under its function name."""
@@ -125,8 +127,19 @@ class Registry:
 
 
 def _callable_name(fn: Any) -> str:
+    """A hook's name: its qualified name, or for a lambda the lambda's source text."""
+    return lambda_source(fn) or _qualified_name(fn)
+
+
+def _qualified_name(fn: Any) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     return str(name) if name else type(fn).__name__
+
+
+def earlier_name(fn: Any) -> str | None:
+    """The name releases before lambda labels gave ``fn`` (``<lambda>``), if it differs."""
+    earlier = _qualified_name(fn)
+    return earlier if earlier != _callable_name(fn) else None
 
 
 def _as_list(refs: Any) -> list[Any]:

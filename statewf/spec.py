@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from statewf.chart.model import History
 from statewf.durations import format_duration, parse_duration
 from statewf.errors import SpecError, StatewfError
-from statewf.hooks import Effect, Hook, Registry, _as_list, _callable_name
+from statewf.hooks import Effect, Hook, Registry, _as_list, _callable_name, earlier_name
 
 if TYPE_CHECKING:
     from statewf.chart.model import Cancel, Chart, In, Log, Raise, Send
@@ -224,6 +224,8 @@ class Machine:
         self.context = context
         self.description = description
         self.registry = registry
+        # a lambda hook's label -> the name releases before labels gave it ("<lambda>")
+        self._earlier_names: dict[str, str] = {}
         self.chart: Chart | None = None
         #: states a run can never enter (only SCXML documents and allow_unreachable keep them)
         self.unreachable: tuple[str, ...] = ()
@@ -327,7 +329,11 @@ class Machine:
                     "actions are plain functions (do outside work in an @statewf.effect)"
                 )
                 return None
-            return Hook(_callable_name(ref), ref)
+            name = _callable_name(ref)
+            earlier = earlier_name(ref)
+            if earlier is not None:
+                self._earlier_names[name] = earlier
+            return Hook(name, ref)
         problems.append(f"{where}: expected a callable or a hook name, got {ref!r}")
         return None
 
@@ -564,8 +570,18 @@ class Machine:
     @property
     def fingerprint(self) -> str:
         """A hash of the definition's structure; it changes when the machine changes."""
-        text = json.dumps(self.to_definition(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest(self.to_definition())
+
+    @property
+    def earlier_fingerprint(self) -> str | None:
+        """The fingerprint releases before lambda labels gave this machine, if it differs.
+
+        Those releases named a lambda hook ``<lambda>``; a machine stored by them
+        under this version still registers (see :meth:`statewf.Engine.register`).
+        """
+        if not self._earlier_names:
+            return None
+        return _digest(_renamed(self.to_definition(), self._earlier_names))
 
     def __repr__(self) -> str:
         return f"Machine({self.name!r}, version={self.version!r}, states={len(self.states)})"
@@ -594,3 +610,21 @@ def _check_name(what: str, value: Any, problems: list[str]) -> None:
         problems.append(f"{what} {value[:40]!r}... is longer than {MAX_NAME_LENGTH} characters")
     elif any(ord(c) < 32 for c in value):
         problems.append(f"{what} {value!r} contains control characters")
+
+
+def _digest(definition: Any) -> str:
+    text = json.dumps(definition, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _renamed(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with every string that names a hook (or ``effect:`` one) renamed."""
+    if isinstance(value, str):
+        if value in names:
+            return names[value]
+        return value
+    if isinstance(value, list):
+        return [_renamed(v, names) for v in value]
+    if isinstance(value, dict):
+        return {k: _renamed(v, names) for k, v in value.items()}
+    return value
