@@ -133,6 +133,16 @@ class TransitionRecord(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
 
+    @property
+    def source_state(self) -> str:
+        """The configuration before this row as one display string (``"a"``, ``"p.x,p.y"``)."""
+        return state_label(self.source) if self.source else ""
+
+    @property
+    def target_state(self) -> str:
+        """The configuration after this row, as one display string ("" if it did not move)."""
+        return state_label(self.target) if self.target else ""
+
 
 class Page(BaseModel, Generic[T]):
     """One page of a listing; pass ``next_cursor`` back to get the next one."""
