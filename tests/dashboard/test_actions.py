@@ -49,14 +49,24 @@ def test_approve_and_reject_record_the_acting_user(world: World, as_user: Client
     assert approved.status_code == 303
     (event,) = rows(world, "waiting", "event")
     assert event["event"] == "approval:manager"
-    assert event["payload"] == {"approved": True, "reviewer": "alice", "reason": "ok"}
+    assert event["payload"] == {
+        "approved": True,
+        "reviewer": "alice",
+        "reason": "ok",
+        "answer": None,
+    }
     url = path("runs", world.ids["globex_waiting"], "do", "reject")
     no_reason = post(gina, url, headers=JSON)
     assert no_reason.status_code == 400
     assert "needs a reason" in no_reason.json()["error"]
     assert post(gina, url, {"reason": "too much"}).status_code == 303
     (event,) = rows(world, "globex_waiting", "event")
-    assert event["payload"] == {"approved": False, "reviewer": "gina", "reason": "too much"}
+    assert event["payload"] == {
+        "approved": False,
+        "reviewer": "gina",
+        "reason": "too much",
+        "answer": None,
+    }
 
 
 def test_cancel_pause_resume_fast_forward_trigger(world: World, as_user: Clients) -> None:
