@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import TYPE_CHECKING, Any
 
 from statewf.chart.describe import chart_definition
@@ -69,3 +71,31 @@ def machine_definition(machine: Machine) -> dict[str, Any]:
         "context": machine.context.model_json_schema() if machine.context else None,
         "states": states,
     }
+
+
+def digest(definition: Any) -> str:
+    """A definition's fingerprint: a hash of its JSON with sorted keys."""
+    text = json.dumps(definition, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def renamed(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with every string that names a hook (or ``effect:`` one) renamed."""
+    if isinstance(value, str):
+        if value in names:
+            return names[value]
+        return value
+    if isinstance(value, list):
+        return [renamed(v, names) for v in value]
+    if isinstance(value, dict):
+        return {k: renamed(v, names) for k, v in value.items()}
+    return value
+
+
+def earlier_fingerprint(machine: Machine, earlier_names: dict[str, str]) -> str | None:
+    """The fingerprint of ``machine`` with its lambda hooks named as releases before lambda
+    labels named them (``<lambda>``), or None if it has none; a machine stored by those
+    releases under this version still registers (see :meth:`statewf.Engine.register`)."""
+    if not earlier_names:
+        return None
+    return digest(renamed(machine.to_definition(), earlier_names))

@@ -8,9 +8,7 @@ can be fingerprinted, stored and drawn without running any of its code.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import BaseModel
 
+from statewf.chart.content import uses_content
 from statewf.chart.model import History
 from statewf.durations import format_duration, parse_duration
 from statewf.errors import SpecError, StatewfError
@@ -131,7 +130,7 @@ class State:
             or self.transitions
             or self.id is not None
             or self.initial is not None
-            or _uses_content(self)
+            or uses_content(self)
         )
 
 
@@ -562,45 +561,26 @@ class Machine:
 
     def to_definition(self) -> dict[str, Any]:
         """A JSON-able description of the machine (hooks by name), stored on register."""
-        # definition.py reads this module's types: import it when used.
-        from statewf.definition import machine_definition
+        from statewf.definition import machine_definition  # it reads this module's types
 
         return machine_definition(self)
 
     @property
     def fingerprint(self) -> str:
         """A hash of the definition's structure; it changes when the machine changes."""
-        return _digest(self.to_definition())
+        from statewf.definition import digest
+
+        return digest(self.to_definition())
 
     @property
     def earlier_fingerprint(self) -> str | None:
-        """The fingerprint releases before lambda labels gave this machine, if it differs.
+        """The fingerprint releases that named lambda hooks ``<lambda>`` gave this machine."""
+        from statewf.definition import earlier_fingerprint
 
-        Those releases named a lambda hook ``<lambda>``; a machine stored by them
-        under this version still registers (see :meth:`statewf.Engine.register`).
-        """
-        if not self._earlier_names:
-            return None
-        return _digest(_renamed(self.to_definition(), self._earlier_names))
+        return earlier_fingerprint(self, self._earlier_names)
 
     def __repr__(self) -> str:
         return f"Machine({self.name!r}, version={self.version!r}, states={len(self.states)})"
-
-
-def _uses_content(state: State) -> bool:
-    """True if a hook of ``state`` is statechart content (Raise, Send, Cancel, Log, In)."""
-    refs: list[Any] = [state.on_enter, state.on_exit]
-    options: list[Any] = [*state.after.values(), state.on_timeout]
-    for spec in state.on.values() if isinstance(state.on, Mapping) else ():
-        options.extend(spec if isinstance(spec, Sequence) and not isinstance(spec, str) else [spec])
-    for option in options:
-        if isinstance(option, Transition):
-            refs.extend((option.guards, option.unless, option.actions))
-    for ref in refs:
-        items = ref if isinstance(ref, Sequence) and not isinstance(ref, str) else [ref]
-        if any(hasattr(item, "_statewf_content") for item in items):
-            return True
-    return False
 
 
 def _check_name(what: str, value: Any, problems: list[str]) -> None:
@@ -610,21 +590,3 @@ def _check_name(what: str, value: Any, problems: list[str]) -> None:
         problems.append(f"{what} {value[:40]!r}... is longer than {MAX_NAME_LENGTH} characters")
     elif any(ord(c) < 32 for c in value):
         problems.append(f"{what} {value!r} contains control characters")
-
-
-def _digest(definition: Any) -> str:
-    text = json.dumps(definition, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _renamed(value: Any, names: dict[str, str]) -> Any:
-    """``value`` with every string that names a hook (or ``effect:`` one) renamed."""
-    if isinstance(value, str):
-        if value in names:
-            return names[value]
-        return value
-    if isinstance(value, list):
-        return [_renamed(v, names) for v in value]
-    if isinstance(value, dict):
-        return {k: _renamed(v, names) for k, v in value.items()}
-    return value

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    create_engine,
     func,
     null,
     or_,
@@ -36,12 +34,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
 from statewf.records import Instance, TransitionRecord
-from statewf.store import migrations, postgres, sqlite
+from statewf.store import connect, driver_errors, migrations, postgres, sqlite
 from statewf.store.effects import OutboxQueries, version_filter
 from statewf.store.schema import Tables, UTCDateTime, build_tables, is_document
 
@@ -386,9 +383,9 @@ class SqlStore:
         #: the application's to dispose, and statewf keeps to it (no second pool).
         self.owns_engine = not isinstance(url, Engine)
         if isinstance(url, Engine):
-            engine = _adopt(url)
+            engine = connect.adopt(url)
         else:
-            engine = _create(url, pool_size=pool_size, max_overflow=max_overflow, echo=echo)
+            engine = connect.create(url, pool_size=pool_size, max_overflow=max_overflow, echo=echo)
         if schema is not None and engine.dialect.name == "sqlite":
             raise InvalidInput("schema= is for PostgreSQL; on SQLite use table_prefix= instead")
         self.engine: Engine = engine
@@ -403,12 +400,7 @@ class SqlStore:
         # pooled connection's isolation level per use costs round trips. An adopted
         # engine gets no second pool, and so no fast path: sends take the locked path.
         self._autocommit: Engine | None = (
-            create_engine(
-                engine.url,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                isolation_level="AUTOCOMMIT",
-            )
+            connect.autocommit_pool(engine, pool_size, max_overflow)
             if engine.dialect.name == "postgresql" and self.owns_engine
             else None
         )
@@ -451,7 +443,7 @@ class SqlStore:
                 with self._errors():
                     row = self._fast.read(instance_id)
             except psycopg.Error as exc:
-                raise _wrap_driver(exc, self.url) from exc
+                raise driver_errors.wrap_driver(exc, self.url) from exc
             if row is None:
                 return None
             for column in ("wake_at", "created_at", "updated_at"):
@@ -488,7 +480,7 @@ class SqlStore:
             except psycopg.errors.UniqueViolation:
                 return False  # another writer appended this seq first
             except psycopg.Error as exc:
-                raise _wrap_driver(exc, self.url) from exc
+                raise driver_errors.wrap_driver(exc, self.url) from exc
         try:
             with self._errors(), self._single_statement() as conn:
                 return conn.execute(self._write_query, params).first() is not None
@@ -577,7 +569,7 @@ class SqlStore:
         except DBAPIError as exc:
             if exc.connection_invalidated and self.dialect == "postgresql":
                 self._connections_lost()
-            raise _wrap(exc, self.url, self.tables.transitions.name) from exc
+            raise driver_errors.wrap(exc, self.url, self.tables.transitions.name) from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database error on {self.url}: {exc}") from exc
 
@@ -599,94 +591,5 @@ class SqlStore:
             self._autocommit.dispose()
 
 
-def _create(url: str, *, pool_size: int, max_overflow: int, echo: bool) -> Engine:
-    """A new SQLAlchemy engine for a statewf URL."""
-    try:
-        if url.startswith("sqlite"):
-            return sqlite.create(url, echo=echo)
-        if url.startswith("postgresql://") or url.startswith("postgres://"):
-            url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        # No pre-ping: it costs a round trip per transaction. A dropped
-        # connection surfaces once as StoreError and the pool is refreshed.
-        engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise InvalidInput(
-            f"cannot use database URL {_hide_password(url)!r}: {exc}; use "
-            "sqlite:///path.db or postgresql+psycopg://user@host/db"
-        ) from exc
-    _check_dialect(engine)
-    return engine
-
-
-def _adopt(engine: Engine) -> Engine:
-    """An application's own engine, checked, and configured where SQLite needs it."""
-    _check_dialect(engine)
-    if engine.dialect.name == "sqlite":
-        sqlite.configure(engine)
-    return engine
-
-
-def _check_dialect(engine: Engine) -> None:
-    where = engine.url.render_as_string(hide_password=True)
-    if engine.dialect.name not in ("sqlite", "postgresql"):
-        raise InvalidInput(
-            f"statewf supports SQLite and PostgreSQL, not {engine.dialect.name} ({where})"
-        )
-    if engine.dialect.name == "postgresql" and engine.dialect.driver != "psycopg":
-        raise InvalidInput(
-            f"statewf talks to PostgreSQL through psycopg 3, not {engine.dialect.driver} "
-            f"({where}); create the engine with a postgresql+psycopg:// URL"
-        )
-
-
-def _hide_password(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
-
-
 def _is_json(type_: Any) -> bool:
     return isinstance(type_, JSON)
-
-
-def _wrap_driver(exc: psycopg.Error, url: str) -> StatewfError:
-    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
-        return ConcurrencyConflict(
-            "the database reported a conflicting concurrent write; retry the operation"
-        )
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreError(
-        f"database error on {url}: {type(exc).__name__}: {first_line}", sqlstate=exc.sqlstate
-    )
-
-
-def _wrap(exc: DBAPIError, url: str, log_table: str) -> StatewfError:
-    if _is_serialization_failure(exc, log_table):
-        return ConcurrencyConflict(
-            "the database reported a conflicting concurrent write; retry the operation"
-        )
-    first_line = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-    lost = (
-        " (connection lost; the pool reconnects on the next call)"
-        if (exc.connection_invalidated)
-        else ""
-    )
-    return StoreError(
-        f"database error on {url}: {type(exc.orig).__name__}: {first_line}{lost}",
-        sqlstate=getattr(exc.orig, "sqlstate", None),
-    )
-
-
-def _is_serialization_failure(exc: DBAPIError, log_table: str) -> bool:
-    """A conflicting concurrent write: a serialization failure, a deadlock, or a log row
-    another writer appended first (the log's own unique key). A unique violation on
-    any other table (a transactional step's own SQL) is the caller's error, not this."""
-    code = getattr(exc.orig, "sqlstate", None)
-    if code in ("40001", "40P01"):
-        return True
-    if code == "23505":
-        diag = getattr(exc.orig, "diag", None)
-        return getattr(diag, "table_name", None) == log_table
-    text = str(exc.orig)
-    return "UNIQUE constraint failed" in text and f"{log_table}." in text
