@@ -12,6 +12,7 @@ import json
 import click
 
 from durable.cli.runs import call
+from durable.cli.runs import reject as reject_approval
 from durable.log.records import HumanTask
 from statewf.cli import CliContext, echo_json, parse_json
 
@@ -119,29 +120,8 @@ def approve(
     click.echo(f"approved run {run.id} as {reviewer}; it is {run.status}")
 
 
-@tasks.command("reject")
-@click.argument("run_id")
-@click.option("--reviewer", required=True, help="Who rejects (recorded in the log).")
-@click.option("--reason", required=True, help="Why (recorded in the log; the workflow sees it).")
-@click.option("--step", help="The approval's key (default: the one the run waits on).")
-@_RESOURCE
-@click.pass_obj
-def reject(
-    obj: CliContext,
-    run_id: str,
-    reviewer: str,
-    reason: str,
-    step: str | None,
-    resource_id: str | None,
-) -> None:
-    """Reject a run's open approval."""
-    run = call(
-        obj,
-        lambda c: c.reject(
-            run_id, reviewer=reviewer, reason=reason, step=step, resource_id=resource_id
-        ),
-    )
-    click.echo(f"rejected run {run.id} as {reviewer}; it is {run.status}")
+# Rejecting a task is rejecting the run's approval: the same command as `statewf reject`.
+tasks.add_command(reject_approval, "reject")
 
 
 @tasks.command("complete")
