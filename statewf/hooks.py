@@ -38,12 +38,26 @@ def effect(fn: Callable[[Any], Any] | None = None, *, name: str | None = None) -
     """Mark a function as an effect: dispatched after commit from the outbox, at least once."""
     if fn is None:
         return lambda f: effect(f, name=name)
-    if inspect.iscoroutinefunction(fn):
-        raise SpecError(
-            f"effect {_callable_name(fn)!r} is an async function; effects are plain functions "
-            "(run async code inside with asyncio.run, or hand it to your own queue)"
-        )
     return Effect(fn, name)
+
+
+#: Why a guard cannot be async (in the errors for one that is).
+ASYNC_GUARD_REASON = (
+    "guards must be synchronous and pure: the engine evaluates them while it picks a "
+    "transition, before anything is committed, possibly several times (every candidate "
+    "of a statechart, again when a concurrent write makes it retry), so a guard cannot "
+    "wait on I/O. Fetch what it needs first and pass it in the event payload, or do the "
+    "awaiting in an async action or effect"
+)
+
+
+def guard_problem(hook: Hook, where: str) -> str | None:
+    """Why ``hook`` cannot be a guard (an effect, an async function), or None."""
+    if hook.is_effect:
+        return f"{where}: effect {hook.name!r} cannot be a guard"
+    if inspect.iscoroutinefunction(hook.fn):
+        return f"{where}: {hook.name!r} is an async function; {ASYNC_GUARD_REASON}"
+    return None
 
 
 @dataclass(frozen=True)

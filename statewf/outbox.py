@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from statewf.aio import wait_for_hook
 from statewf.clock import Clock
 from statewf.hooks import Hook
 from statewf.records import EffectCall, EffectRecord
@@ -101,9 +102,7 @@ class Outbox:
                 )
             )
             if inspect.isawaitable(result):
-                if inspect.iscoroutine(result):
-                    result.close()
-                raise TypeError("the effect returned an awaitable; effects are plain functions")
+                wait_for_hook(result, what=f"effect {effect.name!r}")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning(

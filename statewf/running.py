@@ -15,8 +15,9 @@ import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from statewf.adapter import CompiledMachine
+from statewf.aio import wait_for_hook
 from statewf.errors import ActionFailed, InvalidInput, InvalidPayload
-from statewf.hooks import Hook
+from statewf.hooks import ASYNC_GUARD_REASON, Hook
 from statewf.records import Instance, TransitionRecord
 from statewf.spec import ResolvedTransition
 from statewf.values import stored_json, too_deep
@@ -75,7 +76,8 @@ class HookRun:
             return
         try:
             result = hook.fn(self.ctx, self.payload)
-            _not_awaitable(result, "action", hook)
+            if inspect.isawaitable(result):
+                result = wait_for_hook(result, what=f"action {hook.name!r}")
             self.changed = True
             if isinstance(result, Mapping):
                 for key, value in result.items():
@@ -108,10 +110,7 @@ def _not_awaitable(result: Any, kind: str, hook: Hook) -> None:
     if inspect.isawaitable(result):
         if inspect.iscoroutine(result):
             result.close()
-        raise TypeError(
-            f"{kind} {hook.name!r} returned an awaitable; guards and actions are plain "
-            "functions (do outside work in an @statewf.effect)"
-        )
+        raise TypeError(f"{kind} {hook.name!r} returned an awaitable; {ASYNC_GUARD_REASON}")
 
 
 def to_json(value: Any, *, what: str, max_bytes: int) -> Any:

@@ -8,7 +8,6 @@ can be fingerprinted, stored and drawn without running any of its code.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,7 +19,15 @@ from statewf.chart.content import uses_content
 from statewf.chart.model import History
 from statewf.durations import format_duration, parse_duration
 from statewf.errors import SpecError, StatewfError
-from statewf.hooks import Effect, Hook, Registry, _as_list, _callable_name, earlier_name
+from statewf.hooks import (
+    Effect,
+    Hook,
+    Registry,
+    _as_list,
+    _callable_name,
+    earlier_name,
+    guard_problem,
+)
 
 if TYPE_CHECKING:
     from statewf.chart.model import Cancel, Chart, In, Log, Raise, Send
@@ -303,9 +310,11 @@ class Machine:
 
     def _resolve(self, ref: Any, where: str, problems: list[str]) -> Hook | None:
         hook = self._resolve_any(ref, where, problems)
-        if hook is not None and hook.is_effect and where.endswith(("guard", "unless")):
-            problems.append(f"{where}: effect {hook.name!r} cannot be a guard")
-            return None
+        if hook is not None and where.endswith(("guard", "unless")):
+            problem = guard_problem(hook, where)
+            if problem is not None:
+                problems.append(problem)
+                return None
         return hook
 
     def _resolve_any(self, ref: Any, where: str, problems: list[str]) -> Hook | None:
@@ -322,12 +331,6 @@ class Machine:
                 problems.append(f"{where}: no hook named {ref!r}; {hint}")
             return hook
         if callable(ref):
-            if inspect.iscoroutinefunction(ref):
-                problems.append(
-                    f"{where}: {_callable_name(ref)!r} is an async function; guards and "
-                    "actions are plain functions (do outside work in an @statewf.effect)"
-                )
-                return None
             name = _callable_name(ref)
             earlier = earlier_name(ref)
             if earlier is not None:

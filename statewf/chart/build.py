@@ -33,7 +33,7 @@ from statewf.chart.model import (
 )
 from statewf.durations import format_duration, parse_duration
 from statewf.errors import StatewfError
-from statewf.hooks import Hook, _as_list
+from statewf.hooks import Hook, _as_list, guard_problem
 from statewf.spec import Machine, ResolvedState, State, Transition, transition
 
 #: Resolves one hook reference (a callable, an Effect or a registry name), or notes a problem.
@@ -311,8 +311,9 @@ class ChartBuilder:
                 continue
             hook = self.resolve(ref, where, self.problems)
             if hook is not None:
-                if hook.is_effect:
-                    self.problems.append(f"{where}: effect {hook.name!r} cannot be a guard")
+                problem = guard_problem(hook, where)
+                if problem is not None:
+                    self.problems.append(problem)
                 else:
                     found.append(hook)
         return tuple(found)

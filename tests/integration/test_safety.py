@@ -79,20 +79,6 @@ def test_a_dict_update_naming_no_field_is_action_failed(db: dict[str, Any]) -> N
     assert engine.get(inst.id).version == 1
 
 
-def test_async_hooks_are_spec_errors() -> None:
-    async def guard(ctx: Any, ev: Any) -> bool:
-        return False
-
-    with pytest.raises(statewf.SpecError, match="async function"):
-        statewf.Machine("m", initial="a", states={
-            "a": statewf.State(on={"GO": statewf.transition("a", guard=guard)})})
-
-    with pytest.raises(statewf.SpecError, match="async function"):
-        @statewf.effect
-        async def notify(call: statewf.EffectCall) -> None:
-            return None
-
-
 def test_effects_with_one_name_are_a_spec_error() -> None:
     def make(text: str) -> statewf.Effect:
         @statewf.effect
