@@ -107,7 +107,27 @@ async def delivery(ctx: durable.Context[dict[str, Any]]) -> dict[str, Any]:
     return {"booked": arrived.boxes}
 
 
-WORKFLOWS = [refund, broken, report, delivery]
+class Review(BaseModel):
+    """What a person answers to the ``review`` workflow's task."""
+
+    verdict: str
+    score: int
+
+
+@durable.workflow("review")
+async def review(ctx: durable.Context[dict[str, Any]]) -> dict[str, Any]:
+    """Ask a named person to check a text, with a prompt, the text and an answer form."""
+    answer = await ctx.step.human_task(
+        "copy-check",
+        prompt="Is this product text fit to publish? " + HOSTILE,
+        context={"text": "Fresh apples " + HOSTILE, "lang": "en"},
+        assignee="alice",
+        schema=Review,
+    )
+    return {"verdict": answer.verdict, "score": answer.score}
+
+
+WORKFLOWS = [refund, broken, report, delivery, review]
 
 
 @dataclass
@@ -149,6 +169,7 @@ def seed(engine: statewf.Engine) -> World:
                 "failed": await wf.start_workflow(broken, {}, resource_id="acme"),
                 "completed": await wf.start_workflow(report, {}, resource_id="acme"),
                 "event_waiting": await wf.start_workflow(delivery, {}, resource_id="acme"),
+                "task_waiting": await wf.start_workflow(review, {}, resource_id="acme"),
             }
             for key, run in made.items():
                 world.ids[key] = run.id

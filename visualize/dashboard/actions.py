@@ -9,6 +9,7 @@ cancel, retry or discard, and as ``by`` of a pause, resume, fast-forward or even
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -37,6 +38,7 @@ RUN_ACTIONS = frozenset(
         "trigger",
         "approve",
         "reject",
+        "complete",
     }
 )
 
@@ -73,8 +75,21 @@ def _text(form: Any, name: str) -> str | None:
     return value or None
 
 
+def _answer_schema(waiting: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The JSON schema of the answer a waiting approval or human task asks for, if any."""
+    task = (waiting or {}).get("task")
+    schema = task.get("answer_json_schema") if isinstance(task, Mapping) else None
+    return schema if isinstance(schema, Mapping) else None
+
+
+def _answer(form: Any, waiting: Mapping[str, Any] | None) -> Any:
+    """A person's answer to an approval or human task, read from its schema's form."""
+    return payload_from(form, fields_of(_answer_schema(waiting)))
+
+
 def run_action(dash: Dashboard) -> Handler:
-    """Cancel, pause, resume, fast-forward, retry, discard, fork, trigger, approve or reject."""
+    """Cancel, pause, resume, fast-forward, retry, discard, fork, trigger, approve, reject or
+    complete a human task."""
 
     async def action(request: Request, user: User) -> Response:
         run_id = request.path_params["id"]
@@ -119,6 +134,16 @@ def run_action(dash: Dashboard) -> Handler:
         elif name == "approve":
             after = await c.approve(
                 run_id,
+                reviewer=user.name,
+                comment=reason,
+                step=_text(form, "step"),
+                resource_id=scope,
+                answer=_answer(form, found.waiting) if _answer_schema(found.waiting) else None,
+            )
+        elif name == "complete":
+            after = await c.complete_task(
+                run_id,
+                _answer(form, found.waiting),
                 reviewer=user.name,
                 comment=reason,
                 step=_text(form, "step"),

@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from durable.log.views import task_of
 from statewf import browse
+from statewf.errors import InvalidInput
+from statewf.records import Instance
 from visualize.dashboard.forms import fields_of
 from visualize.dashboard.live import token as live_token
 from visualize.dashboard.pages import PAGE_SIZE, RUN_KIND, live_workers_of, query_text
@@ -19,40 +22,65 @@ if TYPE_CHECKING:
     from visualize.dashboard.app import Dashboard, Handler
 
 
+#: The tabs of the task inbox: what each lists, by the prefix of the event a run waits for.
+TASK_TABS = {"approval": "approval:", "task": "task:", "event": ""}
+
+
+def _task_item(snap: Instance) -> dict[str, Any] | None:
+    """What the inbox shows of one waiting run, or None when it waits for no person."""
+    waiting = snap.context.get("waiting") or {}
+    event = str(waiting.get("event") or "")
+    if not event:
+        return None
+    task = task_of(snap)
+    kind = "approval" if event.startswith("approval:") else "event"
+    if event.startswith("task:"):
+        kind = "task"
+    return {
+        "snap": snap,
+        "kind": kind,
+        "waiting": waiting,
+        "step": event.partition(":")[2] if kind != "event" else "",
+        "event": event,
+        "approval": kind == "approval",
+        "task": task,
+        # an approval's or task's answer form follows the answer schema stored with the
+        # wait; an event's follows its payload schema, when this process has the model
+        "fields": fields_of(task.answer_schema)
+        if task is not None
+        else fields_of(answer_schema(waiting)),
+        "input": snap.context.get("input"),
+        "assignee": (task.assignee if task is not None else None)
+        or snap.context.get("assignee"),
+    }
+
+
 def tasks(dash: Dashboard) -> Handler:
-    """Runs waiting for a person: approvals (approve or reject) and events with an answer form."""
+    """Runs waiting for a person: approvals, human tasks and events, each with its answer form."""
 
     async def page(request: Request, user: User) -> Response:
         kind = query_text(request, "kind") or "approval"
+        if kind not in TASK_TABS:
+            raise InvalidInput(f"unknown task kind {kind!r}; use one of {', '.join(TASK_TABS)}")
+        assignee = query_text(request, "assignee")
         found = await asyncio.to_thread(
             browse.newest,
             dash.engine,
             kind=RUN_KIND,
             status="waiting",
             machine=query_text(request, "workflow"),
-            waiting_for="approval:" if kind == "approval" else "",
+            waiting_for=TASK_TABS[kind],
             resource_ids=user.scope(query_text(request, "resource")),
             cursor=query_text(request, "cursor"),
             limit=PAGE_SIZE,
         )
-        items: list[dict[str, Any]] = []
-        for snap in found.items:
-            waiting = snap.context.get("waiting") or {}
-            event = str(waiting.get("event") or "")
-            if kind != "approval" and (not event or event.startswith("approval:")):
-                continue
-            items.append(
-                {
-                    "snap": snap,
-                    "waiting": waiting,
-                    "step": event.removeprefix("approval:"),
-                    "event": event,
-                    "approval": event.startswith("approval:"),
-                    "fields": fields_of(answer_schema(waiting)),
-                    "input": snap.context.get("input"),
-                    "assignee": snap.context.get("assignee") or waiting.get("assignee"),
-                }
-            )
+        items = [
+            item
+            for item in map(_task_item, found.items)
+            if item is not None
+            and item["kind"] == kind
+            and (assignee is None or item["assignee"] == assignee)
+        ]
         return dash.html(
             request,
             user,
@@ -60,6 +88,7 @@ def tasks(dash: Dashboard) -> Handler:
             items=items,
             page=found,
             kind=kind,
+            assignee=assignee,
             filters=dict(request.query_params),
             token=await asyncio.to_thread(live_token, dash, user, "list:runs"),
         )

@@ -237,7 +237,15 @@ def run(dash: Dashboard) -> Handler:
         waiting = found.waiting or {}
         event = str(waiting.get("event") or "")
         approval = event.removeprefix("approval:") if event.startswith("approval:") else None
-        answer = None if approval else fields_of(answer_schema(waiting))
+        human_task = event.removeprefix("task:") if event.startswith("task:") else None
+        task = waiting.get("task") if isinstance(waiting.get("task"), dict) else None
+        # a person's answer follows the schema stored with the wait; an event's payload
+        # follows its model, when this process has imported it
+        answer = (
+            fields_of(task.get("answer_json_schema"))
+            if task is not None
+            else fields_of(answer_schema(waiting))
+        )
         return dash.html(
             request,
             user,
@@ -248,8 +256,10 @@ def run(dash: Dashboard) -> Handler:
             timeline=timeline,
             route=routes.get(run_id, {}),
             approval=approval,
+            human_task=human_task,
+            task=task,
             waiting_event=event or None,
-            answer_fields=answer or [],
+            answer_fields=answer,
             finished=found.finished,
         )
 
