@@ -46,6 +46,7 @@ from statewf.clock import Clock
 from statewf.engine import Engine, check_event_name, check_id
 from statewf.errors import InvalidInput, InvalidPayload
 from statewf.records import Instance, Page
+from statewf.store import DatabaseEngine
 
 T = TypeVar("T")
 
@@ -65,7 +66,7 @@ class Client:
 
     def __init__(
         self,
-        engine: Engine | str | None = None,
+        engine: Engine | DatabaseEngine | str | None = None,
         *,
         schema: str | None = None,
         table_prefix: str = "statewf_",

@@ -36,6 +36,7 @@ from statewf.clock import Clock
 from statewf.engine import Engine, check_id
 from statewf.errors import InvalidInput
 from statewf.records import Page
+from statewf.store import DatabaseEngine
 from statewf.store.leases import Lease
 
 
@@ -81,7 +82,7 @@ class WorkflowEngine:
 
     def __init__(
         self,
-        engine: Engine | str | None = None,
+        engine: Engine | DatabaseEngine | str | None = None,
         *,
         workflows: Iterable[WorkflowLike] = (),
         clock: Clock | None = None,

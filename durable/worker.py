@@ -39,7 +39,7 @@ from statewf.clock import Clock
 from statewf.engine import Engine
 from statewf.errors import InvalidInput, StatewfError, StoreError
 from statewf.spec import Machine
-from statewf.store import Tx
+from statewf.store import DatabaseEngine, Tx
 from statewf.store.leases import (
     beat,
     db_now,
@@ -102,7 +102,7 @@ class Worker:
 
     def __init__(
         self,
-        engine: Engine | str | None = None,
+        engine: Engine | DatabaseEngine | str | None = None,
         *,
         workflows: Iterable[WorkflowLike] = (),
         machines: Iterable[Machine] = (),

@@ -18,13 +18,16 @@ from statewf.engine import Engine, check_id
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
-from statewf.store import SqlStore
+from statewf.store import DatabaseEngine, SqlStore
 from statewf.store.leases import db_now
 from statewf.store.runs import notify_wake
 
 
 def engine_of(
-    engine: Engine | str | None, schema: str | None, table_prefix: str, clock: Clock | None
+    engine: Engine | DatabaseEngine | str | None,
+    schema: str | None,
+    table_prefix: str,
+    clock: Clock | None,
 ) -> tuple[Engine, bool]:
     """The statewf engine to use, and whether the caller made it (and so closes it)."""
     if isinstance(engine, Engine):

@@ -148,3 +148,18 @@ async def use_workflows() -> None:
         print(progress.completed_steps, progress.total_steps)
         await engine.trigger_event(run.id, "confirmed", {"ok": True})
         await engine.cancel_workflow(run.id)
+
+
+async def use_my_own_pool() -> None:
+    """The application's own SQLAlchemy engine, handed to every face (no second pool)."""
+    from sqlalchemy import create_engine
+
+    pool = create_engine("sqlite:///typed-own.db")
+    machines = statewf.Engine(pool)
+    async with durable.WorkflowEngine(pool, workflows=[onboard]) as engine:
+        await engine.start_workflow(onboard, Signup(email="b@example.com"))
+    async with durable.Client(pool) as client:
+        await client.get_runs(limit=5)
+    worker = durable.Worker(pool, workflows=[onboard])
+    await worker.close()
+    machines.close()
