@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
-from durable.authoring.refs import WorkflowRef
+from durable.authoring.refs import Served, WorkflowRef
 from durable.authoring.waits import Approval, TaskAnswer
 from durable.authoring.workflow import Workflow
 from durable.control import actions as control
@@ -568,10 +568,7 @@ class Client:
         return [run_of(s) for s in found]
 
     async def unserved_runs(
-        self,
-        served: Iterable[Workflow[Any, Any] | WorkflowRef[Any] | tuple[str, str]],
-        *,
-        limit: int = 100,
+        self, served: Iterable[Served], *, limit: int = 100
     ) -> list[WorkflowRun]:
         """Unfinished runs of versions not in ``served`` (workflows, or (name, version) pairs)."""
         pairs = {w if isinstance(w, tuple) else (w.name, w.version) for w in served}

@@ -187,9 +187,9 @@ class RunExecutor(RunWriter):
             return Outcome("failed", error=error_of(exc, trace=True))
         if self.fatal is not None:
             return self._aborted(self.fatal)
-        leftover = sorted(p for p in self.history.steps if p >= self.next_position)
+        leftover = sorted(p for p in self.history.calls if p >= self.next_position)
         if leftover:
-            recorded = self.history.steps[leftover[0]].key
+            recorded = self.history.calls[leftover[0]][0]
             error = NonDeterminismError(
                 f"run {self.run_id!r} returned after {self.next_position} step(s), but its "
                 f"log records step {recorded!r} at position {leftover[0]}; the workflow code "
