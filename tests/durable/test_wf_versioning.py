@@ -66,9 +66,7 @@ async def onboard_v2(ctx: durable.Context[Any]) -> list[str]:
 
 
 def _patch_rows(engine: durable.WorkflowEngine, run_id: str) -> list[tuple[str | None, bool]]:
-    return [
-        (r.key, r.meta["patched"]) for r in engine.engine.history(run_id) if r.kind == "patch"
-    ]
+    return [(r.key, r.meta["patched"]) for r in engine.engine.history(run_id) if r.kind == "patch"]
 
 
 def _status(engine: durable.WorkflowEngine, run_id: str) -> str:
@@ -146,7 +144,8 @@ def test_deprecate_patch_replays_patched_runs_and_names_the_patch_for_old_ones(
             new_history = await engine.export_history(new.id)
         # the check before the deploy: the patched run replays, the old one is named
         ok = await durable.testing.replay_async(onboard_v1_deprecated, new_history)
-        assert ok.ok and ok.reached == "frontier"
+        assert ok.ok
+        assert ok.reached == "frontier"
         bad = await durable.testing.replay_async(onboard_v1_deprecated, old_history)
         assert bad.divergence is not None
         assert bad.divergence.recorded == "patch send-sms-too (old branch)"
@@ -157,7 +156,8 @@ def test_deprecate_patch_replays_patched_runs_and_names_the_patch_for_old_ones(
             with pytest.raises(durable.WorkflowFailed, match="send-sms-too"):
                 await engine.result(old.id, timeout=10)
             error = (await engine.get_run(old.id)).error
-            assert error is not None and error.type == "NonDeterminismError"
+            assert error is not None
+            assert error.type == "NonDeterminismError"
         assert "welcome user-old@x" not in SENT  # the old run executed nothing more
 
     asyncio.run(scenario())
@@ -182,7 +182,8 @@ def test_runs_of_a_version_served_nowhere_are_reported_and_warned_about_once(
             assert [r.id for r in await engine.unserved_runs()] == [old.id]
             assert await engine.executor.warn_unserved() == {("onboard", "1"): 1}
             message = warned()[0].getMessage()
-            assert "'onboard'" in message and "version '1'" in message
+            assert "'onboard'" in message
+            assert "version '1'" in message
             assert len(warned()) == 1  # once, however often the scheduler looks
             assert _status(engine, old.id) == "waiting"  # left alone, not failed
             unserved = await engine.client.unserved_runs([onboard_v2])
