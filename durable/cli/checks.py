@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,14 +30,14 @@ from statewf.durations import parse_instant
 CHECKED_BY_DEFAULT = ("pending", "running", "waiting", "paused", "failed", "dead")
 
 
+@dataclass(frozen=True)
 class Problem:
     """A run that new code cannot take up: it diverged, or no code has its version."""
 
-    def __init__(self, run_id: str, workflow: str, version: str, text: str) -> None:
-        self.run_id = run_id
-        self.workflow = workflow
-        self.version = version
-        self.text = text
+    run_id: str
+    workflow: str
+    version: str
+    text: str
 
     def as_json(self) -> dict[str, Any]:
         """The problem as JSON data."""

@@ -37,9 +37,10 @@ from statewf.store import SqlStore
 class Divergence:
     """Where the code and a run's log part: the position, the recorded call, the new call.
 
-    ``recorded`` and ``requested`` read like ``"step 'send-sms' (run)"``; None where
-    the log holds nothing (the code asked for a step past the log's end... never a
-    divergence by itself) or the code asked for nothing (it returned, or failed).
+    ``recorded`` and ``requested`` read like ``"step 'send-sms' (run)"`` (a
+    deprecated patch: ``"patch ID (old branch)"``); ``recorded`` is None where the
+    log holds no call at the position, ``requested`` where the code asked for none
+    there (it returned, or raised).
     """
 
     run_id: str

@@ -160,6 +160,12 @@ def test_runs_check_export_and_list_patch_on_stored_runs(
     assert f"run {run_id} (gen version 1) diverged at step position 0" in bad.output
     assert "the log recorded step 's0' (run), the code asks for step 's1' (sleep)" in bad.output
 
+    later = run_cli(db, "runs", "check", "--app", moved, "--since", "2999-01-01T00:00:00+00:00")
+    assert later.exit_code == 0, later.output
+    assert "checked 0 run(s)" in later.output
+    earlier = run_cli(db, "runs", "check", "--app", moved, "--since", "2000-01-01T00:00:00+00:00")
+    assert earlier.exit_code == 1
+
     old = run_cli(db, "runs", "check", "--app", patched, "--status", "waiting")
     assert old.exit_code == 0, old.output
     assert "patch 'extra': 1 run(s) take the old branch" in old.output
