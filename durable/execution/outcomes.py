@@ -13,10 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from durable.authoring.current import StepInfo, enter_step, leave_step
-from durable.errors import StepTimeout
+from durable.errors import StepFailed, StepTimeout
 from durable.execution.timing import sleep_until
 from durable.log.codec import decode, import_model, return_model
 from durable.log.records import RunError
+from durable.log.replay import RecordedStep
 from statewf.clock import Clock
 from statewf.errors import StatewfError
 
@@ -31,6 +32,18 @@ class Outcome:
     output: Any = None
     output_model: str | None = None
     error: RunError | None = None
+
+
+def failure_of(recorded: RecordedStep, key: str, run_id: str) -> StepFailed:
+    """The :class:`StepFailed` a replay raises again for a step the log records as failed."""
+    assert recorded.error is not None
+    return StepFailed(
+        key,
+        recorded.error.type,
+        recorded.error.message,
+        attempts=recorded.attempts,
+        instance_id=run_id,
+    )
 
 
 def error_of(exc: BaseException, *, step: str | None = None, trace: bool = False) -> RunError:

@@ -17,17 +17,15 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from durable.authoring.context import StepCall
-from durable.authoring.retry import RetryPolicy
 from durable.authoring.signals import Suspend
 from durable.authoring.waits import WaitSpec
 from durable.authoring.workflow import Workflow
-from durable.errors import NonDeterminismError, StepFailed
-from durable.execution.outcomes import Outcome, decode_result
+from durable.errors import NonDeterminismError
+from durable.execution.outcomes import Outcome, decode_result, failure_of
 from durable.execution.runner import RunExecutor
 from durable.execution.writer import RunHost
 from durable.log.records import FAILED
 from statewf.clock import SystemClock
-from statewf.durations import DurationLike
 from statewf.records import Instance, TransitionRecord
 from statewf.running import DEFAULT_MAX_PAYLOAD_BYTES
 from statewf.store import SqlStore
@@ -128,12 +126,8 @@ class ReplayExecutor(RunExecutor):
         fn: Any,
         args: tuple[Any, ...],
         *,
-        retries: int | None,
-        retry_delay: DurationLike | None,
-        retry: RetryPolicy | None,
-        timeout: DurationLike | None,
         result_type: type[BaseModel] | None,
-        transactional: bool,
+        **_options: Any,
     ) -> StepCall[Any]:
         """Check the step against the log; awaiting it returns the recorded outcome."""
         position = self.claim_position(key, "run")
@@ -161,14 +155,7 @@ class ReplayExecutor(RunExecutor):
                 self.frontier = position
             raise _Frontier(f"no outcome recorded at position {position} ({key!r})")
         if not recorded.ok:
-            assert recorded.error is not None
-            raise StepFailed(
-                key,
-                recorded.error.type,
-                recorded.error.message,
-                attempts=recorded.attempts,
-                instance_id=self.run_id,
-            )
+            raise failure_of(recorded, key, self.run_id)
         return recorded
 
     async def write(self, make: Any, **_options: Any) -> None:

@@ -34,7 +34,14 @@ from durable.errors import (
     deprecated_patch_on_old_run,
     diverged,
 )
-from durable.execution.outcomes import Outcome, call_once, decode_result, error_of, timing
+from durable.execution.outcomes import (
+    Outcome,
+    call_once,
+    decode_result,
+    error_of,
+    failure_of,
+    timing,
+)
 from durable.execution.timing import sleep_until
 from durable.execution.waiting import run_wait
 from durable.execution.writer import LogWriteFailed, RunHost, RunWriter
@@ -415,14 +422,7 @@ class RunExecutor(RunWriter):
         if recorded is not None:
             if recorded.ok:
                 return decode_result(recorded.result, recorded.model, model, fn)
-            assert recorded.error is not None
-            raise StepFailed(
-                key,
-                recorded.error.type,
-                recorded.error.message,
-                attempts=recorded.attempts,
-                instance_id=self.run_id,
-            )
+            raise failure_of(recorded, key, self.run_id)
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
