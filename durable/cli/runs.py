@@ -142,7 +142,9 @@ def list_runs(
         served = _served(app_specs)
 
         async def chosen(c: Client) -> list[WorkflowRun]:
-            found = await (c.on_old_branch(patch_id) if patch_id else c.unserved_runs(served))
+            found = await (
+                c.on_old_branch(patch_id) if patch_id else c.unserved_runs(served, limit=limit)
+            )
             if unserved and patch_id:
                 found = [r for r in found if (r.workflow, r.version) not in served]
             return found
