@@ -14,6 +14,7 @@ replaying the log instead of repeating finished steps::
         print(await engine.result(run.id))
 """
 
+from durable import testing
 from durable.authoring.context import Context, StepCall, Steps
 from durable.authoring.current import StepInfo, credentials, current_step
 from durable.authoring.pipeline import Pipeline
@@ -97,5 +98,6 @@ __all__ = [
     "credentials",
     "current_step",
     "ref",
+    "testing",
     "workflow",
 ]

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
-from durable.authoring.refs import WorkflowRef
+from durable.authoring.refs import Served, WorkflowRef
 from durable.authoring.waits import Approval, TaskAnswer
 from durable.authoring.workflow import Workflow
 from durable.control import actions as control
 from durable.control import repair as operations
+from durable.control import versions
 from durable.control.start import check_start_ids, engine_of, insert_run, new_run
 from durable.errors import WorkflowFailed
+from durable.log.export import RunHistory
 from durable.log.records import (
     CANCELLED,
     DEAD,
@@ -412,12 +414,7 @@ class Client:
 
     async def _load(self, run_id: str, resource_id: str | None) -> Instance:
         check_id(run_id, "run id")
-
-        def get() -> Instance:
-            with self.engine.store.transaction() as tx:
-                return control.load_run(tx, run_id, resource_id, lock=False)
-
-        return await self._db(get)
+        return await self._db(lambda: self._read(control.load_run, run_id, resource_id, lock=False))
 
     async def get_run(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """A run: status, input, output or error, timestamps.
@@ -558,6 +555,30 @@ class Client:
             self.clock.now(),
         )
         return run_of(snap)
+
+    # ------------------------------------------------------------ code versions
+
+    async def export_history(self, run_id: str, *, resource_id: str | None = None) -> RunHistory:
+        """A run's whole log, to write as JSON and replay with :func:`durable.testing.replay`."""
+        check_id(run_id, "run id")
+        return await self._db(self._read, versions.export_run, run_id, resource_id)
+
+    async def on_old_branch(self, patch_id: str) -> list[WorkflowRun]:
+        """Runs whose log records the old branch of ``ctx.patched(patch_id)``, oldest first."""
+        found = await self._db(self._read, versions.on_old_branch, patch_id)
+        return [run_of(s) for s in found]
+
+    async def unserved_runs(
+        self, served: Iterable[Served], *, limit: int = 100
+    ) -> list[WorkflowRun]:
+        """Unfinished runs of versions not in ``served`` (workflows, or (name, version) pairs)."""
+        pairs = {w if isinstance(w, tuple) else (w.name, w.version) for w in served}
+        found = await self._db(self._read, versions.unserved_runs, pairs, limit)
+        return [run_of(s) for s in found]
+
+    def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self.engine.store.transaction(readonly=True) as tx:
+            return fn(tx, *args, **kwargs)
 
 
 def output_of(run: WorkflowRun) -> Any:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from durable.authoring.current import read_only
+from durable.authoring.refs import Served
 from durable.authoring.workflow import Workflow
 from durable.client import Client, output_of
 from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE
@@ -29,6 +30,7 @@ from durable.execution.leases import Leases, new_worker_id
 from durable.execution.registry import Registry, WorkflowLike
 from durable.execution.runner import RunExecutor
 from durable.execution.writer import RunHost
+from durable.log.export import RunHistory
 from durable.log.records import HumanTask, Progress, StepTimeline, WorkflowRun
 from durable.log.rows import RunSpec, route_columns
 from durable.log.views import run_of
@@ -522,3 +524,20 @@ class WorkflowEngine:
         )
         self.executor.wake_soon()
         return run
+
+    # ------------------------------------------------------------ code versions
+
+    async def export_history(self, run_id: str, *, resource_id: str | None = None) -> RunHistory:
+        """A run's whole log, to write as JSON and replay with :func:`durable.testing.replay`."""
+        return await self.client.export_history(run_id, resource_id=resource_id)
+
+    async def on_old_branch(self, patch_id: str) -> list[WorkflowRun]:
+        """Runs whose log records the old branch of ``ctx.patched(patch_id)``, oldest first."""
+        return await self.client.on_old_branch(patch_id)
+
+    async def unserved_runs(
+        self, served: Iterable[Served] | None = None, *, limit: int = 100
+    ) -> list[WorkflowRun]:
+        """Unfinished runs of versions not in ``served`` (default: this engine's workflows)."""
+        pairs = self._registry.versions() if served is None else served
+        return await self.client.unserved_runs(pairs, limit=limit)

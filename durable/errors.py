@@ -196,3 +196,20 @@ def diverged(
         recorded=recorded,
         requested=requested,
     )
+
+
+def deprecated_patch_on_old_run(
+    run_id: str, workflow: str, patch_id: str, position: int
+) -> NonDeterminismError:
+    """The error for a run that took the old branch of a patch the code now deprecates."""
+    return NonDeterminismError(
+        f"run {run_id!r} of workflow {workflow!r} took the old branch of patch {patch_id!r} "
+        f"(it passed step position {position} before the patch was deployed), but the code "
+        f"now calls ctx.deprecate_patch({patch_id!r}), which only takes the new branch. Keep "
+        f"ctx.patched({patch_id!r}) and the old branch until `statewf runs list --patch "
+        f"{patch_id}` shows no run in progress.",
+        instance_id=run_id,
+        position=position,
+        recorded=f"patch {patch_id} (old branch)",
+        requested=f"deprecate_patch {patch_id}",
+    )

@@ -46,6 +46,10 @@ class StepRunner(Protocol):
         """Whether the code is still before the last step the log had recorded."""
         ...
 
+    def patched(self, patch_id: str, *, deprecated: bool) -> bool:
+        """The answer of ``ctx.patched`` (or ``ctx.deprecate_patch``) for this run."""
+        ...
+
     def timeline(self) -> tuple[StepTimeline, ...]:
         """The steps finished so far, completed or failed, in position order."""
         ...
@@ -406,6 +410,26 @@ class Context(Generic[InputT]):
         :class:`~durable.StepTimeline` with its attempts and result.
         """
         return self.step.runner.timeline()
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new branch of a code change named ``patch_id``.
+
+        True for a run that reaches this point under the patched code, False for a
+        run that had already passed it under code without the patch (its log holds
+        later steps): ``if ctx.patched("x"): new code else: old code``. The answer
+        is recorded in the run's log the first time, and every replay returns it.
+        """
+        return self.step.runner.patched(patch_id, deprecated=False)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Mark where ``ctx.patched(patch_id)`` was, once no run takes its old branch.
+
+        Behaves as if always patched and records nothing; a run that recorded the
+        patch's new branch replays on. A run that took the old branch fails with
+        :class:`~durable.NonDeterminismError` naming the patch (``statewf runs list
+        --patch ID`` lists them before you deploy).
+        """
+        self.step.runner.patched(patch_id, deprecated=True)
 
     def idempotency_key(self, step_key: str) -> str:
         """The idempotency key of step ``step_key`` of this run: ``"<run id>:<step key>"``."""

@@ -136,3 +136,7 @@ def ref(
     return WorkflowRef(
         name, input=input, version=version, queue=queue, priority=priority, labels=labels
     )
+
+
+#: What serves a workflow version: its code, a reference, or a (name, version) pair.
+Served = Workflow[Any, Any] | WorkflowRef[Any] | tuple[str, str]

@@ -10,33 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from durable.cli.calling import call
+from durable.cli.checks import check, export
+from durable.cli.workers import find_workflows
 from durable.client import Client
 from durable.log.records import RUN_STATUSES, Progress, StepTimeline, WorkflowRun
-from statewf.cli import CliContext, echo_json, errors_as_messages, parse_json
-from statewf.records import TransitionRecord
-
-T = TypeVar("T")
-
-
-def call(obj: CliContext, work: Callable[[Client], Awaitable[T]]) -> T:
-    """Run ``work`` with a client: the CLI reads and steers runs, it never executes one."""
-
-    async def main() -> T:
-        store = obj.engine()
-        client = Client(store)
-        try:
-            return await work(client)
-        finally:
-            await client.close()
-            store.close()  # one command per process: release the pool's connections
-
-    with errors_as_messages():
-        return asyncio.run(main())
+from statewf.cli import CliContext, echo_json, errors_as_messages, import_app, parse_json
+from statewf.records import Page, TransitionRecord
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -99,10 +83,41 @@ def runs() -> None:
     """Workflow runs: list, show, cancel, trigger, pause, resume, fast-forward, fork, dlq."""
 
 
+runs.add_command(check)
+runs.add_command(export)
+
+
+def _served(app_specs: tuple[str, ...]) -> set[tuple[str, str]]:
+    """The (workflow, version) pairs the code in ``--app`` modules registers."""
+    with errors_as_messages():
+        return {(w.name, w.version) for a in app_specs for w in find_workflows(import_app(a))}
+
+
 @runs.command("list")
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this status.")
 @click.option("--resource", "resource_id", help="Only runs of this resource.")
+@click.option(
+    "--patch",
+    "patch_id",
+    help="Only runs whose log records the OLD branch of ctx.patched(PATCH): they depend on "
+    "the code without the patch. Runs of any status are listed: the in-progress ones "
+    "(running, waiting, paused, failed, dead) still replay that branch. Runs started before "
+    "the patch that have not resumed since have no answer yet: `statewf runs check` shows "
+    "theirs. No in-progress run listed, and none from check: deprecate the patch.",
+)
+@click.option(
+    "--unserved",
+    is_flag=True,
+    help="Only unfinished runs whose workflow version no --app module registers (nothing "
+    "deployed with that code can resume them).",
+)
+@click.option(
+    "--app",
+    "app_specs",
+    multiple=True,
+    help="With --unserved: a module (module:obj, file.py) of deployed workflows (repeatable).",
+)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--cursor", help="The next-page cursor printed by a previous call.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -112,25 +127,57 @@ def list_runs(
     workflow: str | None,
     status: str | None,
     resource_id: str | None,
+    patch_id: str | None,
+    unserved: bool,
+    app_specs: tuple[str, ...],
     limit: int,
     cursor: str | None,
     as_json: bool,
 ) -> None:
-    """List runs, oldest first."""
-    page = call(
-        obj,
-        lambda e: e.get_runs(
-            workflow=workflow, status=status, resource_id=resource_id, limit=limit, cursor=cursor
-        ),
-    )
+    """List runs, oldest first (--patch: runs on a patch's old branch; --unserved: runs no
+    deployed code serves)."""
+    if unserved and not app_specs:
+        raise click.UsageError("--unserved needs --app MODULE: the workflows deployed now")
+    if patch_id is not None or unserved:
+        served = _served(app_specs)
+
+        async def chosen(c: Client) -> list[WorkflowRun]:
+            found = await (
+                c.on_old_branch(patch_id) if patch_id else c.unserved_runs(served, limit=limit)
+            )
+            if unserved and patch_id:
+                found = [r for r in found if (r.workflow, r.version) not in served]
+            return found
+
+        picked = [
+            r
+            for r in call(obj, chosen)
+            if (workflow is None or r.workflow == workflow)
+            and (status is None or r.status == status)
+            and (resource_id is None or r.resource_id == resource_id)
+        ][:limit]
+        page = Page[WorkflowRun](items=picked)
+    else:
+        page = call(
+            obj,
+            lambda e: e.get_runs(
+                workflow=workflow,
+                status=status,
+                resource_id=resource_id,
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
     if as_json:
         echo_json(page.model_dump(mode="json"))
         return
     for run in page.items:
         click.echo(
-            f"{run.id}  {run.workflow:<20} {run.status:<9} steps={run.completed_steps:<4} "
-            f"{run.created_at:%Y-%m-%d %H:%M:%S}"
+            f"{run.id}  {run.workflow:<20} v{run.version:<4} {run.status:<9} "
+            f"steps={run.completed_steps:<4} {run.created_at:%Y-%m-%d %H:%M:%S}"
             + (f"  resource={run.resource_id}" if run.resource_id else "")
+            + ("  UNSERVED" if unserved else "")
+            + (f"  old branch of {patch_id!r}" if patch_id else "")
         )
     if not page.items:
         click.echo("no runs")
@@ -141,10 +188,19 @@ def list_runs(
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--resource", "resource_id", help="Only if the run belongs to this resource.")
+@click.option(
+    "--app",
+    "app_specs",
+    multiple=True,
+    help="A module of deployed workflows (repeatable): say whether they serve the run's version.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def show(obj: CliContext, run_id: str, resource_id: str | None, as_json: bool) -> None:
+def show(
+    obj: CliContext, run_id: str, resource_id: str | None, app_specs: tuple[str, ...], as_json: bool
+) -> None:
     """Show a run: status, input, output or error, progress and the step timeline."""
+    served = _served(app_specs) if app_specs else None
 
     async def fetch(e: Client) -> tuple[WorkflowRun, Progress, list[StepTimeline]]:
         return (
@@ -154,16 +210,23 @@ def show(obj: CliContext, run_id: str, resource_id: str | None, as_json: bool) -
         )
 
     run, progress, timeline = call(obj, fetch)
+    is_served = None if served is None else (run.workflow, run.version) in served
     if as_json:
         echo_json(
             {
                 "run": run.model_dump(mode="json"),
                 "progress": progress.model_dump(mode="json"),
                 "timeline": [t.model_dump(mode="json") for t in timeline],
+                **({} if is_served is None else {"served": is_served}),
             }
         )
         return
     show_run(run, progress, timeline)
+    if is_served is False:
+        click.echo(
+            f"UNSERVED  no --app module registers {run.workflow!r} version {run.version!r}: "
+            "deploy that version's code (keep it registered) or nothing resumes this run"
+        )
 
 
 @runs.command("cancel")

@@ -11,7 +11,7 @@ import json
 
 import click
 
-from durable.cli.runs import call
+from durable.cli.calling import call
 from durable.cli.runs import reject as reject_approval
 from durable.log.records import HumanTask
 from statewf.cli import CliContext, echo_json, parse_json

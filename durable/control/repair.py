@@ -30,6 +30,7 @@ from durable.log.records import (
     KIND_DISCARD,
     KIND_EVENT,
     KIND_FORK,
+    KIND_PATCH,
     KIND_RETRY,
     KIND_RETRY_RUN,
     KIND_STEP,
@@ -239,6 +240,8 @@ def fork_log(
     copied = sorted((r for p in kept for r in by_position[p]), key=lambda r: r.seq)
     taken = {int(r.meta["event_seq"]) for r in copied if "event_seq" in r.meta}
     events = [r for r in records if r.kind == KIND_EVENT and r.seq in taken]
+    # the patch answers given before the fork point: the fork replays the same branches
+    events += [r for r in records if r.kind == KIND_PATCH and int(r.meta.get("at", 0)) <= position]
     new_seq: dict[int, int] = {}
     done = 0
     config: tuple[str, ...] = ("start",)

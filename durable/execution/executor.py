@@ -20,6 +20,7 @@ from datetime import datetime
 
 from durable.authoring.current import using_credentials
 from durable.control.claim import ClaimedRun
+from durable.control.versions import unserved_versions
 from durable.execution.leases import Leases
 from durable.execution.registry import Registry
 from durable.execution.runner import RunExecutor
@@ -67,6 +68,9 @@ class Executor:
         self._heartbeat: asyncio.Task[None] | None = None
         self._scheduler: WakeLoop | None = None
         self._more_work = False
+        #: versions warned about as unserved, and when the scheduler last looked
+        self._warned: set[tuple[str, str]] = set()
+        self._unserved_at: datetime | None = None
 
     # ------------------------------------------------------------ which runs
 
@@ -294,7 +298,46 @@ class Executor:
 
     async def _scheduler_pass(self) -> datetime | None:
         await self.wake_due()
+        now = self.host.clock.now()
+        if self._unserved_at is None or (now - self._unserved_at).total_seconds() >= 60:
+            self._unserved_at = now
+            await self.warn_unserved()
         return await self._next_wake()
+
+    async def warn_unserved(self) -> dict[tuple[str, str], int]:
+        """Log once per version a warning for unfinished runs of a workflow served here
+        at a version not registered here; those versions and their run counts."""
+        served = self.registry.versions()
+        names = {name for name, _ in served}
+
+        def read() -> dict[tuple[str, str], int]:
+            with self.host.store.transaction(readonly=True) as tx:
+                return unserved_versions(tx, served)
+
+        try:
+            found = {k: n for k, n in (await self.host.db(read)).items() if k[0] in names}
+        except StatewfError as exc:  # the database is away: the next pass looks again
+            log.debug("looking for runs of unserved versions failed: %s", exc)
+            return {}
+        for (name, version), count in found.items():
+            if (name, version) in self._warned:
+                continue
+            self._warned.add((name, version))
+            mine = ", ".join(repr(v) for n, v in served if n == name)
+            log.warning(
+                "%s unfinished run(s) of workflow %r are at version %r, which %s does not "
+                "serve (it serves version %s): unless another worker registers %r version "
+                "%r, nothing resumes them. Keep that version registered until `statewf runs "
+                "list --unserved --app APP` lists none.",
+                count,
+                name,
+                version,
+                self.leases.owner,
+                mine,
+                name,
+                version,
+            )
+        return found
 
     # ------------------------------------------------------------ leases
 

@@ -7,13 +7,18 @@ import inspect
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from durable.authoring.current import StepInfo, enter_step, leave_step
+from durable.errors import StepFailed, StepTimeout
+from durable.execution.timing import sleep_until
 from durable.log.codec import decode, import_model, return_model
 from durable.log.records import RunError
+from durable.log.replay import RecordedStep
+from statewf.clock import Clock
 from statewf.errors import StatewfError
 
 _MAX_TRACEBACK = 4000
@@ -27,6 +32,18 @@ class Outcome:
     output: Any = None
     output_model: str | None = None
     error: RunError | None = None
+
+
+def failure_of(recorded: RecordedStep, key: str, run_id: str) -> StepFailed:
+    """The :class:`StepFailed` a replay raises again for a step the log records as failed."""
+    assert recorded.error is not None
+    return StepFailed(
+        key,
+        recorded.error.type,
+        recorded.error.message,
+        attempts=recorded.attempts,
+        instance_id=run_id,
+    )
 
 
 def error_of(exc: BaseException, *, step: str | None = None, trace: bool = False) -> RunError:
@@ -76,3 +93,37 @@ def ignore_result(task: asyncio.Future[Any]) -> None:
     """Done-callback of an abandoned task: retrieve its exception so none is reported."""
     if not task.cancelled():
         task.exception()
+
+
+async def call_once(
+    clock: Clock,
+    info: StepInfo,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    timeout: float | None,
+) -> Any:
+    """Call a step function once, within ``timeout`` seconds of ``clock`` time if given."""
+    token = enter_step(info)
+    try:
+        if timeout is None:
+            return await invoke(fn, args)
+        work = asyncio.ensure_future(invoke(fn, args))
+        timer = asyncio.ensure_future(sleep_until(clock, clock.now() + timedelta(seconds=timeout)))
+        try:
+            done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            timer.cancel()
+        if work in done:
+            return work.result()
+        work.cancel()
+        work.add_done_callback(ignore_result)
+        raise StepTimeout(
+            f"step {info.key!r} attempt {info.attempt} did not finish within its "
+            f"timeout of {timeout}s",
+            instance_id=info.run_id,
+        )
+    finally:
+        leave_step(token)

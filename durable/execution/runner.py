@@ -30,16 +30,16 @@ from durable.errors import (
     NonDeterminismError,
     ResultNotSerializable,
     StepFailed,
-    StepTimeout,
     WorkflowTimeout,
+    deprecated_patch_on_old_run,
     diverged,
 )
 from durable.execution.outcomes import (
     Outcome,
+    call_once,
     decode_result,
     error_of,
-    ignore_result,
-    invoke,
+    failure_of,
     timing,
 )
 from durable.execution.timing import sleep_until
@@ -51,6 +51,7 @@ from durable.log.records import (
     FAILED,
     KIND_COMPLETED,
     KIND_FAILED,
+    KIND_PATCH,
     KIND_RETRY,
     KIND_STEP,
     KIND_STEP_FAILED,
@@ -88,6 +89,7 @@ class RunExecutor(RunWriter):
         self._last_recorded = max(self.history.steps, default=-1)
         self.next_position = 0
         self.used_keys: dict[str, int] = {}
+        self.patch_answers: dict[str, bool] = {}
         self.fatal: Abort | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         deadline = snapshot.context.get("deadline")
@@ -161,14 +163,15 @@ class RunExecutor(RunWriter):
         return outcome
 
     async def _call_function(self) -> Outcome:
-        outcome = await self._run_function()
+        outcome = await self.run_function()
         if self.write_failed is not None:
             # the engine could not write the log: not the run's failure; it stays in
             # progress (whatever the code did with the signal) for recovery to resume
             return Outcome("stopped")
         return outcome
 
-    async def _run_function(self) -> Outcome:
+    async def run_function(self) -> Outcome:
+        """Call the workflow function once; how it ended (nothing recorded here)."""
         if self.fatal is not None:  # nothing to run: the run cannot go on with this code
             return self._aborted(self.fatal)
         try:
@@ -191,9 +194,9 @@ class RunExecutor(RunWriter):
             return Outcome("failed", error=error_of(exc, trace=True))
         if self.fatal is not None:
             return self._aborted(self.fatal)
-        leftover = sorted(p for p in self.history.steps if p >= self.next_position)
+        leftover = sorted(p for p in self.history.calls if p >= self.next_position)
         if leftover:
-            recorded = self.history.steps[leftover[0]].key
+            recorded = self.history.calls[leftover[0]][0]
             error = NonDeterminismError(
                 f"run {self.run_id!r} returned after {self.next_position} step(s), but its "
                 f"log records step {recorded!r} at position {leftover[0]}; the workflow code "
@@ -299,6 +302,25 @@ class RunExecutor(RunWriter):
         """Whether the code has not yet reached the last step the loaded log recorded."""
         return self.next_position <= self._last_recorded
 
+    def patched(self, patch_id: str, *, deprecated: bool) -> bool:
+        """``ctx.patched(patch_id)``: the log's answer, or one decided now and recorded
+        ahead of the next row (``deprecated``: always True, recorded nowhere)."""
+        if self.fatal is not None:
+            raise Abort(self.fatal.error, step=self.fatal.step)
+        if not isinstance(patch_id, str) or not patch_id or len(patch_id) > 255:
+            self._abort(InvalidInput(f"patch id must be 1-255 characters, got {patch_id!r}"), None)
+        if patch_id not in self.patch_answers:
+            at = self.next_position
+            answer, recorded = self.history.patch(patch_id, at)
+            if deprecated and not answer:
+                error = deprecated_patch_on_old_run(self.run_id, self.workflow.name, patch_id, at)
+                self._abort(error, None)
+            if not recorded and not deprecated:
+                meta = {"patched": answer, "at": at}
+                self.markers.append({"kind": KIND_PATCH, "key": patch_id, "meta": meta})
+            self.patch_answers[patch_id] = answer
+        return self.patch_answers[patch_id]
+
     def timeline(self) -> tuple[StepTimeline, ...]:
         """The finished steps the code has reached, from the loaded log and this
         execution's rows (cached): the same on a replay as the first time."""
@@ -400,14 +422,7 @@ class RunExecutor(RunWriter):
         if recorded is not None:
             if recorded.ok:
                 return decode_result(recorded.result, recorded.model, model, fn)
-            assert recorded.error is not None
-            raise StepFailed(
-                key,
-                recorded.error.type,
-                recorded.error.message,
-                attempts=recorded.attempts,
-                instance_id=self.run_id,
-            )
+            raise failure_of(recorded, key, self.run_id)
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
@@ -452,7 +467,7 @@ class RunExecutor(RunWriter):
                         return await self._transactional(
                             info, fn, args, timeout, model, meta, started
                         )
-                    value = await self._attempt(info, fn, args, timeout)
+                    value = await call_once(clock, info, fn, args, timeout)
                     result, result_model = encode(
                         value, what=f"result of step {key!r}", max_bytes=self.host.max_bytes
                     )
@@ -505,40 +520,6 @@ class RunExecutor(RunWriter):
                 meta["model"] = result_model
             await self._record(KIND_STEP, key, {"result": result}, meta, position, completed=True)
             return decode_result(result, result_model, model, fn)
-
-    async def _attempt(
-        self,
-        info: StepInfo,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        timeout: float | None,
-    ) -> Any:
-        token = enter_step(info)
-        try:
-            if timeout is None:
-                return await invoke(fn, args)
-            work = asyncio.ensure_future(invoke(fn, args))
-            timer = asyncio.ensure_future(
-                sleep_until(self.host.clock, self.host.clock.now() + timedelta(seconds=timeout))
-            )
-            try:
-                done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
-                work.cancel()
-                raise
-            finally:
-                timer.cancel()
-            if work in done:
-                return work.result()
-            work.cancel()
-            work.add_done_callback(ignore_result)
-            raise StepTimeout(
-                f"step {info.key!r} attempt {info.attempt} did not finish within its "
-                f"timeout of {timeout}s",
-                instance_id=self.run_id,
-            )
-        finally:
-            leave_step(token)
 
     async def _transactional(
         self,

@@ -72,6 +72,11 @@ class _PositionTaken(Exception):
         self.position = position
 
 
+def _marker(fields: dict[str, Any]) -> Callable[[Tx | None, Instance], dict[str, Any]]:
+    """A patch row's fields on top of a snapshot: the run keeps its status and wake-up."""
+    return lambda _tx, snap: {**fields, "status": snap.status, "wake_at": snap.wake_at}
+
+
 @dataclass
 class RunHost:
     """What an executor needs from its engine: the store, the clock, threads, limits."""
@@ -111,6 +116,8 @@ class RunWriter:
         self._tail: list[TransitionRecord] = []
         #: the rows this execution appended, in order
         self.written: list[TransitionRecord] = []
+        #: patch rows to append before the next row (``ctx.patched`` cannot await)
+        self.markers: list[dict[str, Any]] = []
 
     @property
     def run_id(self) -> str:
@@ -177,68 +184,81 @@ class RunWriter:
         is raised, as :class:`LogWriteFailed` while the workflow runs.
         """
         async with self._write_lock:
-            conflicts = 0
-            failures = 0
-            stale = False
-            self._tried = None
-            while True:
-                self._check_may_write(position)
-                try:
-                    if stale:
+            while self.markers:  # ahead of any later row: a replay finds the answer first
+                await self._write_locked(_marker(self.markers[0]), False, False, True, position)
+                self.markers.pop(0)
+            await self._write_locked(make, final, needs_tx, retry, position)
+
+    async def _write_locked(
+        self,
+        make: Callable[[Tx | None, Instance], dict[str, Any]],
+        final: bool,
+        needs_tx: bool,
+        retry: bool,
+        position: int | None,
+    ) -> None:
+        conflicts = 0
+        failures = 0
+        stale = False
+        self._tried = None
+        while True:
+            self._check_may_write(position)
+            try:
+                if stale:
+                    await self._reload()
+                    stale = False
+                    if failures and self._tried is not None and self._landed(self._tried):
+                        # the failed try had committed after all: it is in the log
+                        self._tried = None
+                        self._after_write(final)
+                        return
+                    self._check_may_write(position)
+                # a final row also gives up the lease, in the same statement
+                self._releasing = final and self.lease is not None
+                self.snapshot = await self.host.db(self._write_sync, make, needs_tx)
+            except ConcurrencyConflict:
+                if self._in_make:
+                    raise  # the step's own code (its SQL, its own statewf call)
+                conflicts += 1
+                stale = True
+                if not retry:
+                    # the caller decides again on what it learns here; a database
+                    # error on this read surfaces at its next write, retried there
+                    with contextlib.suppress(StoreError):
                         await self._reload()
-                        stale = False
-                        if failures and self._tried is not None and self._landed(self._tried):
-                            # the failed try had committed after all: it is in the log
-                            self._tried = None
-                            self._after_write(final)
-                            return
-                        self._check_may_write(position)
-                    # a final row also gives up the lease, in the same statement
-                    self._releasing = final and self.lease is not None
-                    self.snapshot = await self.host.db(self._write_sync, make, needs_tx)
-                except ConcurrencyConflict:
-                    if self._in_make:
-                        raise  # the step's own code (its SQL, its own statewf call)
-                    conflicts += 1
-                    stale = True
-                    if not retry:
-                        # the caller decides again on what it learns here; a database
-                        # error on this read surfaces at its next write, retried there
-                        with contextlib.suppress(StoreError):
-                            await self._reload()
-                        raise
-                    if conflicts >= _MAX_CONFLICTS:
-                        raise ConcurrencyConflict(
-                            f"run {self.run_id!r} kept changing under its executor; "
-                            "giving up this write",
-                            instance_id=self.run_id,
-                        ) from None
-                    continue
-                except _PositionTaken as taken:
-                    self._superseded(taken.position)
-                except StoreError as exc:
-                    if self._in_make or not exc.transient:
-                        # raised by the step's own code in its transaction, or the
-                        # database refused the row: trying again cannot help
-                        raise
-                    if failures >= len(_STORE_BACKOFF):
-                        self._give_up(exc, failures + 1)
-                    delay = _STORE_BACKOFF[failures]
-                    failures += 1
-                    stale = True  # the failed try may have committed: look before trying again
-                    log.warning(
-                        "run %s: writing its log failed (%s); try %s of %s in %ss",
-                        self.run_id,
-                        exc.message,
-                        failures + 1,
-                        len(_STORE_BACKOFF) + 1,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                self._tried = None
-                self._after_write(final)
-                return
+                    raise
+                if conflicts >= _MAX_CONFLICTS:
+                    raise ConcurrencyConflict(
+                        f"run {self.run_id!r} kept changing under its executor; "
+                        "giving up this write",
+                        instance_id=self.run_id,
+                    ) from None
+                continue
+            except _PositionTaken as taken:
+                self._superseded(taken.position)
+            except StoreError as exc:
+                if self._in_make or not exc.transient:
+                    # raised by the step's own code in its transaction, or the
+                    # database refused the row: trying again cannot help
+                    raise
+                if failures >= len(_STORE_BACKOFF):
+                    self._give_up(exc, failures + 1)
+                delay = _STORE_BACKOFF[failures]
+                failures += 1
+                stale = True  # the failed try may have committed: look before trying again
+                log.warning(
+                    "run %s: writing its log failed (%s); try %s of %s in %ss",
+                    self.run_id,
+                    exc.message,
+                    failures + 1,
+                    len(_STORE_BACKOFF) + 1,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._tried = None
+            self._after_write(final)
+            return
 
     def _check_may_write(self, position: int | None) -> None:
         if self.write_failed is not None:

@@ -59,6 +59,8 @@ KIND_DEAD = "dead_letter"  # moved to the dead letters (meta: reason, takeovers)
 KIND_RETRY_RUN = "retry_run"  # an operator retries a failed or dead run
 KIND_DISCARD = "discard"  # an operator discards a failed or dead run (-> cancelled)
 KIND_FORK = "fork"  # a forked run's first rows: copied from another run (meta: from)
+#: the answer of ``ctx.patched(id)`` (key: the patch id; meta: patched, at: the next step position)
+KIND_PATCH = "patch"
 
 
 class RunError(BaseModel):

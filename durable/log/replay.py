@@ -12,6 +12,12 @@ ordinary ``step`` row with the outcome when the wait is over. Events sent to the
 run are ``event`` rows; operator actions (``resume``, ``fast_forward``) release
 the wait at the position they name.
 
+A ``patch`` row records the answer ``ctx.patched(id)`` gave the first time the
+run reached it (``meta["patched"]``), and ``meta["at"]``, the position of the next
+step then: the answer replay returns again. A run without that row answers from
+where it is: if the log holds a step at ``at`` or later, the run passed that point
+under code without the patch and takes the old branch.
+
 An operator's ``retry_run`` row (see :mod:`durable.control.repair`) names in its
 ``meta["voided"]`` the positions whose recorded outcome it voids: replay forgets
 them, so those steps run again, while every other recorded step is replayed.
@@ -27,6 +33,7 @@ from typing import Any
 from durable.log.records import (
     KIND_EVENT,
     KIND_FAST_FORWARD,
+    KIND_PATCH,
     KIND_RESUME,
     KIND_RETRY,
     KIND_RETRY_RUN,
@@ -77,6 +84,8 @@ class History:
     consumed: set[int] = field(default_factory=set)
     #: positions released by an operator (resume, fast-forward) -> the row doing it
     released: dict[int, TransitionRecord] = field(default_factory=dict)
+    #: patch id -> the answer ``ctx.patched`` recorded
+    patches: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def from_log(cls, records: Iterable[TransitionRecord]) -> History:
@@ -95,6 +104,9 @@ class History:
         if kind in (KIND_RESUME, KIND_FAST_FORWARD):
             if "position" in record.meta:
                 self.released[int(record.meta["position"])] = record
+            return
+        if kind == KIND_PATCH:
+            self.patches[record.key or ""] = bool(record.meta.get("patched"))
             return
         if kind == KIND_RETRY_RUN:
             for position in record.meta.get("voided", ()):
@@ -176,6 +188,13 @@ class History:
             elif not step.ok and (position > last_ok or step.key == failed_step):
                 voided.append(position)
         return voided
+
+    def patch(self, patch_id: str, position: int) -> tuple[bool, bool]:
+        """What ``ctx.patched(patch_id)`` answers when the next step is at ``position``,
+        and whether the log recorded that answer (else it is new and must be recorded)."""
+        if patch_id in self.patches:
+            return self.patches[patch_id], True
+        return not any(p >= position for p in self.calls), False
 
     def next_event(self, name: str) -> TransitionRecord | None:
         """The oldest event called ``name`` that no wait has consumed yet."""

@@ -12,6 +12,7 @@ import threading
 import zlib
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 import psycopg
 import psycopg.sql
@@ -20,7 +21,7 @@ from sqlalchemy import func, select, tuple_
 
 from statewf.records import Instance, TransitionRecord
 from statewf.store.schema import UTCDateTime
-from statewf.store.sql import SqlStore, Tx
+from statewf.store.sql import SqlStore, Tx, instance_from_row
 
 #: The connection a transactional step receives: a SQLAlchemy Core ``Connection``
 #: inside statewf's open transaction. Do not commit or close it.
@@ -166,3 +167,45 @@ class WakeListener:
                                 self._stop.set()
             except psycopg.Error:
                 self._stop.wait(2.0)
+
+
+def rows_with_key(tx: Tx, row_kind: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+    """(instance id, meta) of every log row of kind ``row_kind`` with ``key``, oldest first."""
+    c = tx.t.transitions.c
+    query = (
+        select(c.instance_id, c.meta)
+        .where(c.kind == row_kind, c.key == key)
+        .order_by(c.instance_id, c.seq)
+    )
+    return [(row.instance_id, dict(row.meta or {})) for row in tx.conn.execute(query)]
+
+
+def version_counts(tx: Tx, kind: str, statuses: Sequence[str]) -> dict[tuple[str, str], int]:
+    """How many instances of ``kind`` in ``statuses`` each (machine, version) pair has."""
+    c = tx.t.instances.c
+    query = (
+        select(c.machine, c.machine_version, func.count())
+        .where(c.kind == kind, c.status.in_(list(statuses)))
+        .group_by(c.machine, c.machine_version)
+    )
+    return {(row[0], row[1]): int(row[2]) for row in tx.conn.execute(query)}
+
+
+def instances_of_versions(
+    tx: Tx, kind: str, versions: Sequence[tuple[str, str]], statuses: Sequence[str], limit: int
+) -> list[Instance]:
+    """Up to ``limit`` instances of these (machine, version) pairs in ``statuses``, oldest first."""
+    if not versions:
+        return []
+    c = tx.t.instances.c
+    query = (
+        select(tx.t.instances)
+        .where(
+            c.kind == kind,
+            tuple_(c.machine, c.machine_version).in_([tuple(v) for v in versions]),
+            c.status.in_(list(statuses)),
+        )
+        .order_by(c.created_at, c.id)
+        .limit(limit)
+    )
+    return [instance_from_row(row) for row in tx.conn.execute(query)]

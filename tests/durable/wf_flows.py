@@ -167,6 +167,45 @@ async def napper(ctx: durable.Context[None]) -> str:
     return await ctx.step.run("after-nap", counted("after-nap", "rested"))
 
 
+def _op(key: str) -> str:
+    CALLS[key] += 1
+    return key
+
+
+Ops = list[tuple[str, str]]
+
+
+def generated(
+    *,
+    edit: Callable[[Ops], Ops] | None = None,
+    patch_at: int | None = None,
+    version: str = "1",
+) -> durable.Workflow[Any, list[str]]:
+    """Workflow ``gen`` that runs ``ctx.input["ops"]`` in order: ``("run", key)`` is a step,
+    ``("sleep", key)`` an hour's sleep. ``edit`` changes the ops the code asks for (a
+    removed or reordered step); ``patch_at`` puts ``if ctx.patched("extra")`` (a step
+    ``extra``) before that op (``len(ops)``: after the last)."""
+
+    @durable.workflow("gen", version=version)
+    async def gen(ctx: durable.Context[Any]) -> list[str]:
+        recorded: Ops = [(str(k), str(n)) for k, n in ctx.input["ops"]]
+        ops = edit(recorded) if edit is not None else recorded
+        out: list[str] = []
+        for index in range(len(ops) + 1):
+            if index == patch_at and ctx.patched("extra"):
+                out.append(await ctx.step.run("extra", _op, "extra"))
+            if index == len(ops):
+                break
+            kind, key = ops[index]
+            if kind == "run":
+                out.append(await ctx.step.run(key, _op, key))
+            else:
+                await ctx.step.sleep(key, 3600)
+        return out
+
+    return gen
+
+
 # ------------------------------------------------------------ helpers shared by the tests
 
 Make = Callable[..., durable.WorkflowEngine]

@@ -96,6 +96,7 @@ DURABLE = [
     "credentials",
     "current_step",
     "ref",
+    "testing",
     "workflow",
 ]
 
@@ -122,12 +123,14 @@ CLIENT = [
     "complete_task",
     "dead_letters",
     "discard_run",
+    "export_history",
     "fast_forward_workflow",
     "fork_run",
     "get_run",
     "get_runs",
     "get_task",
     "get_timeline",
+    "on_old_branch",
     "pause_workflow",
     "reject",
     "result",
@@ -136,6 +139,7 @@ CLIENT = [
     "start_workflow",
     "tasks",
     "trigger_event",
+    "unserved_runs",
     "wait_for_run",
 ]
 
