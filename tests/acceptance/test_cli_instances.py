@@ -8,6 +8,7 @@ could not move and says what to add.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,16 @@ def setup(db: dict[str, Any], tmp_path: Path) -> Any:
 
 
 MIGRATE = ["instances", "migrate", "--machine", "order", "--from", "1", "--to", "2"]
+#: The same command with every state mapped and the context upgraded.
+MAPPED = [
+    *MIGRATE,
+    "--map",
+    "late=delayed",
+    "--map",
+    "lost=placed",
+    "--upgrade",
+    "app_v2.py:upgrade",
+]
 
 
 def test_the_dry_run_reports_and_changes_nothing(setup: Any) -> None:
@@ -97,13 +108,7 @@ def test_the_dry_run_reports_and_changes_nothing(setup: Any) -> None:
 
     mapped = run(
         "app_v2.py",
-        *MIGRATE,
-        "--map",
-        "late=delayed",
-        "--map",
-        "lost=placed",
-        "--upgrade",
-        "app_v2.py:upgrade",
+        *MAPPED,
         "--dry-run",
     )
     assert mapped.exit_code == 0, mapped.output
@@ -120,7 +125,8 @@ def test_the_real_run_migrates_what_maps_and_says_what_to_type_next(setup: Any) 
     assert first.exit_code == 1, first.output
     assert "3 instance(s) moved to version 2" in first.output
     assert "1 instance(s) not migrated" in first.output
-    assert "in lost:" in first.output and "ids: x1" in first.output
+    assert "in lost:" in first.output
+    assert "ids: x1" in first.output
     assert "next: add --map lost=NEW_STATE" in first.output
     migrated = {i: engine.get(i) for i in ("p1", "p2", "l1")}
     assert {i.machine_version for i in migrated.values()} == {"2"}
@@ -169,17 +175,10 @@ def test_mistakes_for_every_instance_stop_before_any_is_touched(setup: Any) -> N
 
 def test_the_report_as_json(setup: Any) -> None:
     run, _ = setup
-    import json
 
     result = run(
         "app_v2.py",
-        *MIGRATE,
-        "--map",
-        "late=delayed",
-        "--map",
-        "lost=placed",
-        "--upgrade",
-        "app_v2.py:upgrade",
+        *MAPPED,
         "--dry-run",
         "--json",
     )

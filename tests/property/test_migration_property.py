@@ -8,6 +8,7 @@ the snapshot byte-identical.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -91,10 +92,8 @@ def test_fold_equals_snapshot_across_migrations(db: dict[str, Any]) -> None:
             for kind, arg in steps:
                 current = engine.get(instance_id)
                 if kind == "send":
-                    try:
+                    with contextlib.suppress(EventRejected):
                         engine.send(instance_id, arg)
-                    except EventRejected:
-                        pass
                 elif kind == "wait":
                     clock.advance(timedelta(hours=arg))
                     engine.fire_due_timers(limit=1000)
@@ -104,7 +103,11 @@ def test_fold_equals_snapshot_across_migrations(db: dict[str, Any]) -> None:
                     try:
                         moved = engine.migrate(instance_id, other, state_map=MAPS[other][arg])
                     except MigrationRejected as exc:
-                        assert exc.state == current.state
+                        rejected: MigrationRejected | None = exc
+                    else:
+                        rejected = None
+                    if rejected is not None:
+                        assert rejected.state == current.state
                         assert frozen(engine, instance_id) == before
                     else:
                         assert moved.machine_version == other
