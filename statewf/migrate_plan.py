@@ -132,10 +132,15 @@ def check_state_map(
                     "correct or remove that entry",
                     f"correct or remove --map {key}=...",
                 )
-    new_states = set(spec.states) if spec.chart is None else defined_states(spec.to_definition())
+    chart = spec.chart
+    new_states = (
+        set(spec.states)
+        if chart is None
+        else {n.path for n in chart.nodes if n.path} | {n.id for n in chart.nodes if n.path}
+    )
     for key, values in state_map.items():
         for value in values:
-            node = spec.chart.node(value) if spec.chart is not None else None
+            node = chart.node(value) if chart is not None else None
             if value not in new_states or (node is not None and node.kind == HISTORY):
                 reject(
                     f"state_map maps {key!r} to {value!r}, which is not a state of version "

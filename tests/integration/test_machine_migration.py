@@ -9,6 +9,7 @@ new version expects.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -522,3 +523,21 @@ def test_a_chart_can_become_a_flat_machine_and_back(charts: Engine) -> None:
     assert charts.send("s1", "done").state == "sent"
     assert_fold_is_snapshot(charts, "s1")
     assert [charts.state_at("s1", n).machine_version for n in (1, 2, 3, 4)] == ["1", "3", "1", "1"]
+
+
+def test_a_timer_of_a_state_mapped_away_is_cancelled(charts: Engine) -> None:
+    charts.create("shipping", id="s1")
+    assert charts.get("s1").wake_at is not None  # picking's day
+    charts.register(shipping("2"))
+    moved = charts.migrate("s1", "2", state_map={"work.picking": "late"})
+    assert (moved.configuration, moved.timers, moved.wake_at) == (("late",), (), None)
+    assert charts.next_wake_at() is None
+    assert_fold_is_snapshot(charts, "s1")
+
+
+def test_the_async_twin(engine: Engine) -> None:
+    engine.create("order", id="o1", context={"total": 1})
+    engine.register(order("2"))
+    moved = asyncio.run(engine.migrate_async("o1", "2", context=to_cents))
+    assert moved == engine.get("o1")
+    assert moved.machine_version == "2"
