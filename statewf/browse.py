@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from statewf.engine import Engine
 from statewf.errors import InvalidInput
@@ -35,6 +35,19 @@ class StatusCount(BaseModel):
     machine: str
     status: str
     count: int
+
+
+class StateCount(BaseModel):
+    """How many instances of one machine version are in one state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    machine: str
+    version: str
+    state: str
+    status: str
+    count: int
+    registered: bool = Field(description="whether the engine asked has this version registered")
 
 
 def _check_text(name: str, value: Any) -> None:
@@ -109,6 +122,25 @@ def status_counts(
     with engine.store.transaction(readonly=True) as tx:
         rows = queries.status_counts(tx, resource_ids=resource_ids)
     return [StatusCount(kind=k, machine=m, status=s, count=n) for k, m, s, n in rows]
+
+
+def state_counts(
+    engine: Engine, *, machine: str | None = None, resource_ids: Collection[str] | None = None
+) -> list[StateCount]:
+    """Machine instances counted by machine, version and state (a version this engine has
+    not registered is ``registered=False``: its instances need that version, or a migration)."""
+    _check_text("machine", machine)
+    if resource_ids is not None and not resource_ids:
+        return []
+    registered = {(m.name, m.version) for m in engine.machines()}
+    with engine.store.transaction(readonly=True) as tx:
+        rows = queries.state_counts(tx, machine=machine, resource_ids=resource_ids)
+    return [
+        StateCount(
+            machine=m, version=v, state=s, status=st, count=n, registered=(m, v) in registered
+        )
+        for m, v, s, st, n in rows
+    ]
 
 
 def routes(engine: Engine, ids: Collection[str]) -> dict[str, dict[str, Any]]:

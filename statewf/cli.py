@@ -23,7 +23,7 @@ import click
 
 from statewf.engine import Engine
 from statewf.errors import StatewfError
-from statewf.records import Instance, TransitionRecord
+from statewf.records import KIND_MIGRATE, Instance, TransitionRecord
 from statewf.spec import Machine
 from statewf.values import MAX_DEPTH
 
@@ -177,6 +177,8 @@ def show_history(records: list[TransitionRecord]) -> None:
     for r in records:
         moved = f"{','.join(r.source) or '-'} -> {','.join(r.target) or '-'}"
         label = r.event or r.key or ""
+        if r.kind == KIND_MIGRATE:
+            label = f"version {r.meta['from_version']} -> {r.meta['machine_version']}"
         changed = f"  ctx {json.dumps(r.context_set, default=_default)}" if r.context_set else ""
         click.echo(
             f"{r.seq:>4}  {r.created_at:%Y-%m-%d %H:%M:%S}  {r.kind:<8} "

@@ -33,6 +33,7 @@ from statewf.records import (
     FINAL,
     KIND_CREATE,
     KIND_EVENT,
+    KIND_MIGRATE,
     KIND_TIMER,
     Instance,
     TransitionRecord,
@@ -60,6 +61,7 @@ __all__ = [
     "first_wake",
     "load_context",
     "start",
+    "timer_position",
     "to_json",
 ]
 
@@ -234,10 +236,13 @@ def first_wake(spec: Machine, state: str, entered_at: datetime) -> datetime | No
     return entered_at + timers[0].delay if timers else None
 
 
-def _timer_position(history: list[TransitionRecord]) -> tuple[datetime, int]:
+def timer_position(history: list[TransitionRecord]) -> tuple[datetime, int]:
     """When the current state was entered, and how many of its timers were skipped since."""
     skipped = 0
     for record in reversed(history):
+        if record.kind == KIND_MIGRATE:  # the migration says where the new state's timers are
+            entered = datetime.fromisoformat(record.meta["timers_from"])
+            return entered, skipped + int(record.meta.get("timers_skipped", 0))
         if record.kind == KIND_TIMER and (
             record.meta.get("skipped") or record.meta.get("internal")
         ):
@@ -252,7 +257,7 @@ def due_timer(
 ) -> tuple[ResolvedTimer, datetime] | None:
     """The delayed transition the instance waits on and when the state was entered."""
     timers = compiled.spec.timers.get(snapshot.configuration[0], ())
-    entered_at, skipped = _timer_position(history)
+    entered_at, skipped = timer_position(history)
     if snapshot.status == FINAL or skipped >= len(timers):
         return None
     return timers[skipped], entered_at

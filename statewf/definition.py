@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from statewf.chart.describe import chart_definition
+from statewf.errors import MachineVersionConflict
 from statewf.hooks import Hook
 
 if TYPE_CHECKING:
@@ -99,3 +100,17 @@ def earlier_fingerprint(machine: Machine, earlier_names: dict[str, str]) -> str 
     if not earlier_names:
         return None
     return digest(renamed(machine.to_definition(), earlier_names))
+
+
+def version_conflict(machine: Machine, stored: str) -> MachineVersionConflict:
+    """The error for a changed ``machine`` registered under a name and version stored with
+    the fingerprint ``stored``."""
+    return MachineVersionConflict(
+        f"machine {machine.name!r} version {machine.version!r} is already registered "
+        f"with a different definition (stored fingerprint {stored}, this one "
+        f"{machine.fingerprint}); give the changed machine a new version= so existing "
+        "instances keep the definition they were created with (and move them with "
+        "engine.migrate or `statewf instances migrate` if they should change)",
+        machine=machine.name,
+        version=machine.version,
+    )

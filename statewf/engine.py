@@ -11,7 +11,6 @@ import builtins
 import functools
 import logging
 import os
-import re
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from statewf.decide import (
     decide,
     start,
 )
+from statewf.definition import version_conflict
 from statewf.errors import (
     DuplicateInstance,
     EventDiscarded,
@@ -38,64 +38,23 @@ from statewf.errors import (
     InstanceNotFound,
     InvalidInput,
     MachineNotRegistered,
-    MachineVersionConflict,
 )
 from statewf.fold import fold
-from statewf.hooks import Hook
-from statewf.outbox import Outbox
+from statewf.ids import check_event_name as check_event_name
+from statewf.ids import check_id as check_id
+from statewf.migrate import Upgrade, migrate_instance
+from statewf.outbox import Outbox, effect_hook
 from statewf.records import EffectRecord, Instance, Page, TransitionRecord
 from statewf.snapshots import SnapshotCache
-from statewf.spec import MAX_NAME_LENGTH, Machine
+from statewf.spec import Machine
 from statewf.store import DatabaseEngine, SqlStore, Tx
-from statewf.store.schema import ID_LENGTH
 from statewf.timers import Claimed, TimerOperations
 
 log = logging.getLogger("statewf")
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
 #: Used when neither ``url`` nor ``STATEWF_DATABASE_URL`` is given.
 DEFAULT_URL = "sqlite:///statewf.db"
-
-
-def check_id(value: Any, what: str) -> str:
-    """``value`` if it is a usable id (1-255 characters, no control characters)."""
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
-    if len(value) > ID_LENGTH:
-        raise InvalidInput(f"{what} {value[:40]!r}... is longer than {ID_LENGTH} characters")
-    if _CONTROL.search(value):
-        raise InvalidInput(f"{what} {value[:60]!r} contains control characters")
-    return value
-
-
-def check_event_name(value: Any) -> str:
-    """``value`` if it is a usable event name."""
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"event name must be a non-empty string, got {value!r}")
-    if len(value) > MAX_NAME_LENGTH:
-        raise InvalidInput(
-            f"event name {value[:40]!r}... is longer than {MAX_NAME_LENGTH} characters"
-        )
-    if _CONTROL.search(value):
-        raise InvalidInput(f"event name {value[:60]!r} contains control characters")
-    return value
-
-
-def _effect_hook(
-    compiled: dict[tuple[str, str], CompiledMachine], machine: str, version: str, name: str
-) -> Hook:
-    """The effect ``name`` of a registered machine version."""
-    found = compiled.get((machine, version))
-    hook = found.spec.effect_hooks().get(name) if found is not None else None
-    if hook is None:
-        raise MachineNotRegistered(
-            f"no effect {name!r} in registered machine {machine!r} version {version!r}; "
-            "register the machine (pass --app on the CLI) before dispatching its effects",
-            machine=machine,
-        )
-    return hook
 
 
 class Engine(TimerOperations):
@@ -150,7 +109,7 @@ class Engine(TimerOperations):
         self.outbox = Outbox(
             self.store,
             self.clock,
-            functools.partial(_effect_hook, self._compiled),
+            functools.partial(effect_hook, self._compiled),
             functools.partial(sorted, self._compiled),
             max_attempts=effect_max_attempts,
         )
@@ -177,7 +136,7 @@ class Engine(TimerOperations):
             with self._lock:
                 known = self._compiled.get(key)
                 if known is not None and known.spec.fingerprint != fingerprint:
-                    raise self._version_conflict(machine, known.spec.fingerprint)
+                    raise version_conflict(machine, known.spec.fingerprint)
             with self.store.transaction() as tx:
                 stored = tx.get_machine(machine.name, machine.version)
                 if stored is None:
@@ -196,22 +155,11 @@ class Engine(TimerOperations):
                     fingerprint,
                     machine.earlier_fingerprint,
                 ):
-                    raise self._version_conflict(machine, stored[0])
+                    raise version_conflict(machine, stored[0])
             compiled = CompiledMachine(machine)
             with self._lock:
                 self._compiled[key] = compiled
                 self._latest[machine.name] = machine.version
-
-    @staticmethod
-    def _version_conflict(machine: Machine, stored: str) -> MachineVersionConflict:
-        return MachineVersionConflict(
-            f"machine {machine.name!r} version {machine.version!r} is already registered "
-            f"with a different definition (stored fingerprint {stored}, this one "
-            f"{machine.fingerprint}); give the changed machine a new version= so existing "
-            "instances keep the definition they were created with",
-            machine=machine.name,
-            version=machine.version,
-        )
 
     def machines(self) -> list[Machine]:
         """The machines registered with this engine, by name and version."""
@@ -459,16 +407,45 @@ class Engine(TimerOperations):
             return self.compiled(snapshot.machine, snapshot.machine_version)
         except MachineNotRegistered as exc:
             raise MachineNotRegistered(
-                f"instance {snapshot.id!r} was created with machine {snapshot.machine!r} "
-                f"version {snapshot.machine_version!r}, which this engine has not "
-                "registered; register that version too so its instances can go on "
+                f"instance {snapshot.id!r} is on machine {snapshot.machine!r} version "
+                f"{snapshot.machine_version!r}, which this engine has not registered; register "
+                "that version too so its instances can go on, or move the instance to a "
+                f"registered version with engine.migrate({snapshot.id!r}, VERSION) "
                 f"({exc.message})",
-                cli_message=f"instance {snapshot.id!r} was created with machine "
-                f"{snapshot.machine!r} version {snapshot.machine_version!r}, which this command "
-                "does not know; pass --app MODULE naming the module that defines that version",
+                cli_message=f"instance {snapshot.id!r} is on machine {snapshot.machine!r} "
+                f"version {snapshot.machine_version!r}, which this command does not know; pass "
+                "--app MODULE naming the module that defines that version, or move its "
+                f"instances: statewf instances migrate --machine {snapshot.machine} --from "
+                f"{snapshot.machine_version} --to VERSION --dry-run",
                 instance_id=snapshot.id,
                 machine=snapshot.machine,
+                version=snapshot.machine_version,
             ) from None
+
+    def migrate(
+        self,
+        instance_id: str,
+        to_version: str,
+        *,
+        state_map: Mapping[str, str | Sequence[str]] | None = None,
+        context: Upgrade | None = None,
+        resource_id: str | None = None,
+        reason: str | None = None,
+    ) -> Instance:
+        """Move an instance to version ``to_version`` of its machine: one ``migrate`` log row.
+
+        ``state_map`` maps old states (names, statechart paths or ids, or a whole
+        configuration label) to new ones; unmapped states keep their name. ``context``
+        turns the old context into the new one. No hook runs. Raises
+        :class:`~statewf.errors.MigrationRejected`, changing nothing, when it cannot
+        apply (see :mod:`statewf.migrate`).
+        """
+        check_id(instance_id, "instance id")
+        moved = migrate_instance(
+            self, instance_id, to_version, state_map, context, resource_id, reason
+        )
+        self._snapshots.put(moved)
+        return moved
 
     # ------------------------------------------------------------ reads
 
@@ -595,5 +572,6 @@ class Engine(TimerOperations):
     history_async = off_loop(history)
     allowed_events_async = off_loop(allowed_events)
     state_at_async = off_loop(state_at)
+    migrate_async = off_loop(migrate)
     fire_due_timers_async = off_loop(TimerOperations.fire_due_timers)
     dispatch_effects_async = off_loop(dispatch_effects)

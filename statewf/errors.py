@@ -106,6 +106,13 @@ class ActionFailed(EventRejected):
     """A guard, entry/exit or transition action raised; the event was not applied."""
 
 
+class MigrationRejected(StatewfError):
+    """An instance could not move to another machine version; nothing was changed.
+
+    ``details`` hold ``machine``, ``from_version`` and ``to_version``.
+    """
+
+
 class ConcurrencyConflict(StatewfError):
     """Another writer changed the instance first; retry the operation."""
 

@@ -12,7 +12,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from statewf.errors import StatewfError
-from statewf.records import KIND_CREATE, Instance, TransitionRecord, chart_fields, state_label
+from statewf.records import (
+    KIND_CREATE,
+    KIND_MIGRATE,
+    Instance,
+    TransitionRecord,
+    chart_fields,
+    state_label,
+)
 
 
 def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
@@ -53,6 +60,7 @@ def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
     return snapshot.model_copy(
         update={
             **_chart(record, configuration),
+            **(_migrated(record) if record.kind == KIND_MIGRATE else {}),
             "state": state_label(configuration),
             "context": context,
             "status": record.status,
@@ -70,6 +78,15 @@ def _chart(record: TransitionRecord, configuration: tuple[str, ...] = ()) -> dic
     if stored is None:
         return {"configuration": configuration}
     return chart_fields({**stored, "active": list(configuration)})
+
+
+def _migrated(record: TransitionRecord) -> dict[str, Any]:
+    """What a migration row changes besides the configuration: the version, and for a
+    statechart that became a flat machine, the chart state it no longer has."""
+    found: dict[str, Any] = {"machine_version": record.meta["machine_version"]}
+    if "chart" not in record.meta:
+        found.update(chart=False, history={}, timers=(), state_ids=())
+    return found
 
 
 def fold(records: Iterable[TransitionRecord]) -> Instance:

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from statewf.adapter import CompiledMachine
 from statewf.aio import wait_for_hook
 from statewf.clock import Clock
+from statewf.errors import MachineNotRegistered
 from statewf.hooks import Hook
 from statewf.records import EffectCall, EffectRecord
 from statewf.store import SqlStore
@@ -25,6 +27,21 @@ log = logging.getLogger("statewf.outbox")
 
 #: Longest wait between two attempts of a failing effect.
 MAX_BACKOFF = timedelta(minutes=5)
+
+
+def effect_hook(
+    compiled: dict[tuple[str, str], CompiledMachine], machine: str, version: str, name: str
+) -> Hook:
+    """The effect ``name`` of a registered machine version (the engine's resolver)."""
+    found = compiled.get((machine, version))
+    hook = found.spec.effect_hooks().get(name) if found is not None else None
+    if hook is None:
+        raise MachineNotRegistered(
+            f"no effect {name!r} in registered machine {machine!r} version {version!r}; "
+            "register the machine (pass --app on the CLI) before dispatching its effects",
+            machine=machine,
+        )
+    return hook
 
 
 class Outbox:

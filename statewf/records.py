@@ -18,6 +18,8 @@ FINAL = "final"
 KIND_CREATE = "create"
 KIND_EVENT = "event"
 KIND_TIMER = "timer"
+#: A row that moved a machine instance to another version of its machine (``Engine.migrate``).
+KIND_MIGRATE = "migrate"
 
 
 def state_label(configuration: tuple[str, ...]) -> str:

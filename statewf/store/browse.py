@@ -114,3 +114,33 @@ def leased_by(
         query = query.where(c.resource_id.in_(sorted(resource_ids)))
     rows = tx.conn.execute(query.order_by(c.id).limit(limit)).all()
     return [(str(i), str(m), e) for i, m, e in rows]
+
+
+def of_version(
+    tx: Tx, machine: str, version: str, *, after: str | None, limit: int
+) -> list[Instance]:
+    """Instances of one machine version, by id, after the id ``after`` (a keyset page)."""
+    c = tx.t.instances.c
+    query = select(tx.t.instances).where(
+        c.kind == "machine", c.machine == machine, c.machine_version == version
+    )
+    if after is not None:
+        query = query.where(c.id > after)
+    rows = tx.conn.execute(query.order_by(c.id).limit(limit)).all()
+    return [instance_from_row(r) for r in rows]
+
+
+def state_counts(
+    tx: Tx, *, machine: str | None, resource_ids: Collection[str] | None
+) -> list[tuple[str, str, str, str, int]]:
+    """``(machine, version, state, status, count)`` of machine instances, by machine,
+    version and state."""
+    c = tx.t.instances.c
+    columns = (c.machine, c.machine_version, c.state, c.status)
+    query = select(*columns, func.count()).where(c.kind == "machine").group_by(*columns)
+    if machine is not None:
+        query = query.where(c.machine == machine)
+    if resource_ids is not None:
+        query = query.where(c.resource_id.in_(sorted(resource_ids)))
+    rows = tx.conn.execute(query).all()
+    return sorted((str(m), str(v), str(s), str(st), int(n)) for m, v, s, st, n in rows)

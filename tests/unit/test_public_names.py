@@ -35,6 +35,7 @@ STATEWF = [
     "MachineNotRegistered",
     "MachineVersionConflict",
     "MacrostepLimit",
+    "MigrationRejected",
     "Page",
     "Raise",
     "Registry",
