@@ -50,8 +50,7 @@ def _task_item(snap: Instance) -> dict[str, Any] | None:
         if task is not None
         else fields_of(answer_schema(waiting)),
         "input": snap.context.get("input"),
-        "assignee": (task.assignee if task is not None else None)
-        or snap.context.get("assignee"),
+        "assignee": (task.assignee if task is not None else None) or snap.context.get("assignee"),
     }
 
 
