@@ -189,8 +189,9 @@ def diverged(
         f"run {run_id!r} of workflow {workflow!r} diverged from its log at step position "
         f"{position}: the log recorded {recorded!r}, the code asked for {requested!r}{where}. "
         "The workflow code changed while the run was in progress; keep the old code path "
-        "for runs in progress (or give the changed workflow a new version) and start a new "
-        "run.",
+        'for runs in progress (put the new code under `if ctx.patched("PATCH-ID"):`, or '
+        "give the changed workflow a new version and keep the old one registered) and "
+        "check the change with `statewf runs check --app MODULE` before deploying it.",
         instance_id=run_id,
         position=position,
         recorded=recorded,

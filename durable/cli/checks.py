@@ -99,9 +99,8 @@ async def _stored(
 @click.option(
     "--app",
     "app_spec",
-    required=True,
-    help="module, module:obj or file.py[:obj] "
-    "holding the workflow code to check (every version it registers).",
+    help="module, module:obj or file.py[:obj] holding the workflow code to check (every "
+    "version it registers); default: statewf's own --app (or STATEWF_APP).",
 )
 @click.option("--workflow", help="Only runs of this workflow (default: every workflow in --app).")
 @click.option(
@@ -124,7 +123,7 @@ async def _stored(
 @click.pass_obj
 def check(
     obj: CliContext,
-    app_spec: str,
+    app_spec: str | None,
     workflow: str | None,
     statuses: tuple[str, ...],
     since: str | None,
@@ -140,6 +139,11 @@ def check(
     version in --app. The ``patch`` lines count the runs that take the old branch
     of each ``ctx.patched`` (0 everywhere: ready for ``ctx.deprecate_patch``).
     """
+    app_spec = app_spec or obj.app
+    if not app_spec:
+        raise click.UsageError(
+            "name the code to check: statewf runs check --app MODULE (or set STATEWF_APP)"
+        )
     with errors_as_messages():
         codes = {(wf.name, wf.version): wf for wf in find_workflows(import_app(app_spec))}
         if not codes:

@@ -136,6 +136,7 @@ def list_runs(
 ) -> None:
     """List runs, oldest first (--patch: runs on a patch's old branch; --unserved: runs no
     deployed code serves)."""
+    app_specs = app_specs or ((obj.app,) if obj.app else ())
     if unserved and not app_specs:
         raise click.UsageError("--unserved needs --app MODULE: the workflows deployed now")
     if patch_id is not None or unserved:

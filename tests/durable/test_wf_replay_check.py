@@ -160,6 +160,11 @@ def test_runs_check_export_and_list_patch_on_stored_runs(
     assert f"run {run_id} (gen version 1) diverged at step position 0" in bad.output
     assert "the log recorded step 's0' (run), the code asks for step 's1' (sleep)" in bad.output
 
+    assert run_cli(db, "--app", moved, "runs", "check").exit_code == 1  # statewf's own --app
+    nothing = run_cli(db, "runs", "check")
+    assert nothing.exit_code == 2
+    assert "statewf runs check --app MODULE" in nothing.output
+
     later = run_cli(db, "runs", "check", "--app", moved, "--since", "2999-01-01T00:00:00+00:00")
     assert later.exit_code == 0, later.output
     assert "checked 0 run(s)" in later.output
