@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
 from statewf.records import Instance, TransitionRecord
-from statewf.store import connect, driver_errors, migrations, postgres, sqlite
+from statewf.store import connect, driver_errors, logrows, migrations, postgres, sqlite
 from statewf.store.effects import OutboxQueries, version_filter
 from statewf.store.schema import Tables, UTCDateTime, build_tables, is_document
 
@@ -321,12 +321,12 @@ class Tx(OutboxQueries):
     ) -> list[TransitionRecord]:
         """An instance's log rows in order, optionally up to / after a sequence number."""
         c = self.t.transitions.c
-        query = select(self.t.transitions).where(c.instance_id == instance_id)
+        query = logrows.select_rows(self.t).where(c.instance_id == instance_id)
         if upto is not None:
             query = query.where(c.seq <= upto)
         if after is not None:
             query = query.where(c.seq > after)
-        return [record_from_row(r) for r in self.conn.execute(query.order_by(c.seq))]
+        return logrows.records(self.conn.execute(query.order_by(c.seq)).all())
 
     # ------------------------------------------------------------ machines
 

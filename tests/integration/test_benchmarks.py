@@ -43,6 +43,6 @@ def test_quick_benchmark_command_prints_every_chosen_row() -> None:
         "SQLite send",
         "30-step run: log load for resume",
         "history() of 32 rows",
-        "list(state (1%)) at 1,500 instances",
+        "list(state (newest 1%)) at 1,500 instances",
     ):
         assert row in table, done.stdout
