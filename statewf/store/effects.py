@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, select, tuple_, update
 
 from statewf.records import EffectRecord
+from statewf.store.prebuilt import statements
 from statewf.store.schema import Tables
 
 
@@ -61,8 +62,7 @@ class OutboxQueries:
             }
             for i, name in enumerate(names)
         ]
-        c = self.t.effects.c
-        ids = self.conn.execute(self.t.effects.insert().returning(c.id, c.position), rows).all()
+        ids = self.conn.execute(statements(self.t).add_effects, rows).all()
         by_position = {position: effect_id for effect_id, position in ids}
         return [
             EffectRecord(
@@ -138,20 +138,14 @@ class OutboxQueries:
         give_up: bool,
     ) -> bool:
         """Record the outcome of attempt ``attempt``; False if a later attempt owns it."""
+        params: dict[str, Any] = {"f_id": effect_id, "f_attempt": attempt, "f_error": error}
         if error is None:
-            values: dict[str, Any] = {"status": "done", "done_at": now, "last_error": None}
+            outcome, params = "done", {"f_id": effect_id, "f_attempt": attempt, "f_now": now}
         elif give_up:
-            values = {"status": "dead", "done_at": now, "last_error": error}
+            outcome, params["f_now"] = "dead", now
         else:
-            values = {"available_at": retry_at, "last_error": error}
-        c = self.t.effects.c
-        result = self.conn.execute(
-            update(self.t.effects)
-            # a success reported late still wins over a "presumed dead" mark
-            .where(c.id == effect_id, c.attempts == attempt, c.status != "done")
-            .values(values)
-            .returning(c.id)
-        )
+            outcome, params["f_retry_at"] = "retry", retry_at
+        result = self.conn.execute(statements(self.t).finish_effect[outcome], params)
         return result.first() is not None
 
     def list_effects(

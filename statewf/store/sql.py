@@ -8,8 +8,6 @@ at the edge, into :class:`~statewf.errors.StoreError`.
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +36,16 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
 from statewf.records import Instance, TransitionRecord
-from statewf.store import connect, driver_errors, logrows, migrations, postgres, sqlite
+from statewf.store import (
+    connect,
+    cursors,
+    driver_errors,
+    logrows,
+    migrations,
+    postgres,
+    prebuilt,
+    sqlite,
+)
 from statewf.store.effects import OutboxQueries, version_filter
 from statewf.store.schema import Tables, UTCDateTime, build_tables, is_document
 
@@ -60,17 +67,7 @@ _INSTANCE_FIELDS = (
     "created_at",
     "updated_at",
 )
-#: Snapshot columns a transition may change (the rest are fixed at creation).
-_MUTABLE_FIELDS = (
-    "machine_version",
-    "state",
-    "configuration",
-    "context",
-    "status",
-    "version",
-    "wake_at",
-    "updated_at",
-)
+_MUTABLE_FIELDS = prebuilt.MUTABLE_FIELDS
 _RECORD_FIELDS = (
     "instance_id",
     "seq",
@@ -124,24 +121,7 @@ def _owner_filter(
     return c.machine.in_(list(machines or ()))
 
 
-def encode_cursor(created_at: datetime, instance_id: str) -> str:
-    """An opaque cursor for keyset pagination on (created_at, id)."""
-    raw = json.dumps([created_at.isoformat(), instance_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (created_at, id) a cursor stands for; :class:`InvalidInput` if it is not ours."""
-    try:
-        created, instance_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("naive time in cursor")
-        return when, str(instance_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(
-            f"cursor {cursor[:40]!r} is not valid; pass the next_cursor of a previous page"
-        ) from exc
+encode_cursor, decode_cursor = cursors.encode_cursor, cursors.decode_cursor
 
 
 class Tx(OutboxQueries):
@@ -166,10 +146,9 @@ class Tx(OutboxQueries):
 
     def get_instance(self, instance_id: str, *, lock: bool = False) -> Instance | None:
         """The snapshot row, locked FOR UPDATE when ``lock`` (PostgreSQL)."""
-        query = select(self.t.instances).where(self.t.instances.c.id == instance_id)
-        if lock:
-            query = query.with_for_update()
-        row = self.conn.execute(query).first()
+        built = prebuilt.statements(self.t)
+        query = built.get_instance_locked if lock else built.get_instance
+        row = self.conn.execute(query, {"id": instance_id}).first()
         return instance_from_row(row) if row is not None else None
 
     def find_by_idempotency_key(self, machine: str, key: str) -> Instance | None:
@@ -193,12 +172,17 @@ class Tx(OutboxQueries):
         values = _instance_values(snapshot)
         for fixed in ("id", "machine", "kind", "created_at", "idempotency_key", "resource_id"):
             values.pop(fixed)
-        values.update(extra)
-        result = self.conn.execute(
-            update(self.t.instances)
-            .where(c.id == snapshot.id, c.version == expected_version)
-            .values(values)
-        )
+        if extra:  # a lease or a route besides the snapshot: built for these columns
+            values.update(extra)
+            result = self.conn.execute(
+                update(self.t.instances)
+                .where(c.id == snapshot.id, c.version == expected_version)
+                .values(values)
+            )
+        else:
+            values["w_id"] = snapshot.id
+            values["w_expected_version"] = expected_version
+            result = self.conn.execute(prebuilt.statements(self.t).update_instance, values)
         if result.rowcount != 1:
             raise ConcurrencyConflict(
                 f"instance {snapshot.id!r} changed while this transition was being "
@@ -314,7 +298,8 @@ class Tx(OutboxQueries):
     def append(self, records: Sequence[TransitionRecord]) -> None:
         """Append log rows; a duplicate (instance, seq) means another writer won."""
         if records:
-            self.conn.execute(self.t.transitions.insert(), [_record_values(r) for r in records])
+            rows = [_record_values(r) for r in records]
+            self.conn.execute(prebuilt.statements(self.t).append, rows)
 
     def log(
         self, instance_id: str, *, upto: int | None = None, after: int | None = None
@@ -486,6 +471,13 @@ class SqlStore:
                 return conn.execute(self._write_query, params).first() is not None
         except ConcurrencyConflict:
             return False
+
+    @contextmanager
+    def statement(self) -> Iterator[Tx]:
+        """A ``Tx`` for one statement: autocommitted on PostgreSQL (no BEGIN, no COMMIT
+        round trip), a transaction of its own on SQLite or an adopted engine."""
+        with self._turn(), self._errors(), self._single_statement() as conn:
+            yield Tx(conn, self.tables)
 
     @contextmanager
     def _single_statement(self) -> Iterator[Connection]:
