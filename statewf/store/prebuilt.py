@@ -12,10 +12,27 @@ cache afterwards.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, Select, Update, bindparam, select, update
+from sqlalchemy import (
+    Boolean,
+    Insert,
+    Integer,
+    Select,
+    Text,
+    Update,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    null,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from statewf.store.schema import Tables
 
@@ -79,3 +96,83 @@ def statements(tables: Tables) -> Statements:
             ),
         },
     )
+
+
+def conditional_writes(tables: Tables, record_fields: Sequence[str]) -> tuple[Insert, Insert]:
+    """The send's one-statement write, and the same write also recording its effects.
+
+    The first updates the snapshot only while it is at ``expected_version`` and
+    appends the log row from that update (``WITH moved AS (UPDATE ... RETURNING)
+    INSERT ... SELECT ... FROM moved``): both or neither. The second appends, from
+    the appended row, one outbox row per name in ``e_names`` (PostgreSQL: ``unnest``
+    ``WITH ORDINALITY`` gives each its position) and returns their ids: one
+    statement, one commit, for a transition with effects.
+    """
+    t = tables
+    c = t.instances.c
+    release = bindparam("release", type_=Boolean)
+    moved = (
+        update(t.instances)
+        .where(c.id == bindparam("i_id"), c.version == bindparam("expected_version"))
+        .values(
+            {
+                **{name: bindparam(f"i_{name}") for name in MUTABLE_FIELDS},
+                # a run's final row gives up its lease in the same statement
+                "lease_owner": case((release, null()), else_=c.lease_owner),
+                "lease_expires_at": case((release, null()), else_=c.lease_expires_at),
+            }
+        )
+        .returning(c.id)
+        .cte("moved")
+    )
+    cols = [t.transitions.c[name] for name in record_fields]
+    source = select(*[bindparam(f"t_{col.name}", type_=col.type) for col in cols])
+    write = (
+        t.transitions.insert()
+        .from_select(cols, source.select_from(moved))
+        .add_cte(moved)
+        .returning(t.transitions.c.seq)
+    )
+    logged = (
+        t.transitions.insert()
+        .from_select(cols, source.select_from(moved))
+        .returning(t.transitions.c.seq)
+        .cte("logged")
+    )
+    e = t.effects.c
+    names = (
+        func.unnest(bindparam("e_names", type_=ARRAY(Text)))
+        .table_valued("name", with_ordinality="ord")
+        .render_derived()
+        .alias("named")
+    )
+    rows = select(
+        bindparam("e_instance_id", type_=e.instance_id.type),
+        logged.c.seq,
+        (names.c.ord - literal_column("1")).cast(Integer),
+        names.c.name,
+        bindparam("e_args", type_=e.args.type),
+        literal_column("'pending'"),
+        bindparam("e_attempts", type_=Integer),
+        bindparam("e_available_at", type_=e.available_at.type),
+        bindparam("e_created_at", type_=e.created_at.type),
+    ).select_from(logged.join(names, true()))
+    effect_cols = [
+        e.instance_id,
+        e.seq,
+        e.position,
+        e.name,
+        e.args,
+        e.status,
+        e.attempts,
+        e.available_at,
+        e.created_at,
+    ]
+    with_effects = (
+        t.effects.insert()
+        .from_select(effect_cols, rows)
+        .add_cte(moved)
+        .add_cte(logged)
+        .returning(e.id, e.position)
+    )
+    return write, with_effects

@@ -17,15 +17,12 @@ from typing import Any
 import psycopg
 from sqlalchemy import (
     JSON,
-    Boolean,
     Connection,
     Engine,
     Row,
     and_,
     bindparam,
-    case,
     func,
-    null,
     or_,
     select,
     update,
@@ -35,7 +32,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
-from statewf.records import Instance, TransitionRecord
+from statewf.records import EffectRecord, Instance, TransitionRecord
 from statewf.store import (
     connect,
     cursors,
@@ -46,7 +43,7 @@ from statewf.store import (
     prebuilt,
     sqlite,
 )
-from statewf.store.effects import OutboxQueries, version_filter
+from statewf.store.effects import EffectRows, OutboxQueries, version_filter
 from statewf.store.schema import Tables, UTCDateTime, build_tables, is_document
 
 MAX_PAGE = 1000
@@ -472,6 +469,37 @@ class SqlStore:
         except ConcurrencyConflict:
             return False
 
+    def write_with_effects(
+        self,
+        snapshot: Instance,
+        record: TransitionRecord,
+        expected_version: int,
+        effects: EffectRows,
+    ) -> list[EffectRecord] | None:
+        """:meth:`write_if_version` that also records the row's effects in the outbox, in
+        the same statement; their records, or None (nothing written) if the instance moved.
+
+        PostgreSQL only.
+        """
+        params = {f"i_{k}": v for k, v in _instance_values(snapshot).items()}
+        params.update({f"t_{k}": v for k, v in _record_values(record).items()})
+        params.update(expected_version=expected_version, release=False, **effects.params())
+        try:
+            if self._fast is not None:
+                with self._errors():
+                    ids = self._fast.write_effects(params)
+            else:
+                with self._errors(), self._single_statement() as conn:
+                    found = conn.execute(self._write_effects_query, params).all()
+                    ids = [(int(i), int(p)) for i, p in found]
+        except psycopg.errors.UniqueViolation:
+            return None  # another writer appended this seq first
+        except psycopg.Error as exc:
+            raise driver_errors.wrap_driver(exc, self.url) from exc
+        except ConcurrencyConflict:
+            return None
+        return effects.records(ids) if ids else None
+
     @contextmanager
     def statement(self) -> Iterator[Tx]:
         """A ``Tx`` for one statement: autocommitted on PostgreSQL (no BEGIN, no COMMIT
@@ -496,28 +524,8 @@ class SqlStore:
         t = self.tables
         c = t.instances.c
         self._read_query = select(t.instances).where(c.id == bindparam("id"))
-        release = bindparam("release", type_=Boolean)
-        moved = (
-            update(t.instances)
-            .where(c.id == bindparam("i_id"), c.version == bindparam("expected_version"))
-            .values(
-                {
-                    **{name: bindparam(f"i_{name}") for name in _MUTABLE_FIELDS},
-                    # a run's final row gives up its lease in the same statement
-                    "lease_owner": case((release, null()), else_=c.lease_owner),
-                    "lease_expires_at": case((release, null()), else_=c.lease_expires_at),
-                }
-            )
-            .returning(c.id)
-            .cte("moved")
-        )
-        cols = [t.transitions.c[name] for name in _RECORD_FIELDS]
-        source = select(*[bindparam(f"t_{col.name}", type_=col.type) for col in cols])
-        self._write_query = (
-            t.transitions.insert()
-            .from_select(cols, source.select_from(moved))
-            .add_cte(moved)
-            .returning(t.transitions.c.seq)
+        self._write_query, self._write_effects_query = prebuilt.conditional_writes(
+            t, _RECORD_FIELDS
         )
         self._fast: postgres.FastPath | None = None
         if self._autocommit is not None:
@@ -528,10 +536,11 @@ class SqlStore:
                 for c in table.c
                 if _is_json(c.type)
             }
+            json_params["e_args"] = True
             self._fast = postgres.FastPath(
                 self._autocommit,
                 self._read_query,
-                self._write_query,
+                (self._write_query, self._write_effects_query),
                 json_params,
                 on_lost=self._connections_lost,
             )
