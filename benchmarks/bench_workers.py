@@ -47,6 +47,7 @@ import os
 import pstats
 import queue
 import re
+import resource
 import threading
 import time
 import uuid
@@ -320,6 +321,7 @@ def worker_process(conf: dict[str, Any], gates: dict[str, Any], results: Any) ->
                 "window": trips_delta(marks["stop"], marks["mark"]),
                 "life": trips_delta(TRIPS.snapshot(), marks["start"]),
                 "cpu": cpu["stop"] - cpu["mark"],
+                "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "profile": profile,
             },
         )
@@ -697,6 +699,7 @@ def bench_idle(url: str, database: str, base: str, n: int, args: argparse.Namesp
         "server_per_s_each": (after - before) / life / n,
         "life": life,
         "kinds": kinds,
+        "rss_mib": max(r["rss_mib"] for r in reports),
     }
 
 

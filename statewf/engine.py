@@ -48,6 +48,7 @@ from statewf.records import EffectRecord, Instance, Page, TransitionRecord
 from statewf.snapshots import SnapshotCache
 from statewf.spec import Machine
 from statewf.store import DatabaseEngine, SqlStore, Tx
+from statewf.store.effects import EffectRows
 from statewf.timers import Claimed, TimerOperations
 
 log = logging.getLogger("statewf")
@@ -349,9 +350,16 @@ class Engine(TimerOperations):
                 if isinstance(exc, EventDiscarded):
                     return None  # the locked path returns the snapshot unchanged
                 raise
-            if decision.effects:
-                return None
-            if self.store.write_if_version(decision.snapshot, decision.record, snapshot.version):
+            if decision.effects:  # the row and its outbox rows in one statement
+                rows = self._effect_rows(decision)
+                written = self.store.write_with_effects(
+                    decision.snapshot, decision.record, snapshot.version, rows
+                )
+                if written is not None:
+                    self._snapshots.put(decision.snapshot)
+                    self._after_commit([(e, rows.args) for e in written] if rows.claimed else [])
+                    return decision
+            elif self.store.write_if_version(decision.snapshot, decision.record, snapshot.version):
                 self._snapshots.put(decision.snapshot)
                 return decision
             self._snapshots.drop(instance_id)
@@ -367,6 +375,14 @@ class Engine(TimerOperations):
         """
         if not decision.effects:
             return []
+        rows = self._effect_rows(decision)
+        effects = tx.add_effects(
+            rows.instance_id, rows.seq, rows.names, rows.args, rows.now, claimed_until=rows.until
+        )
+        return [(effect, rows.args) for effect in effects] if rows.claimed else []
+
+    def _effect_rows(self, decision: Decision) -> EffectRows:
+        """The outbox rows of a decision's effects (claimed by this engine if it runs them)."""
         snap = decision.snapshot
         args = {
             "machine": snap.machine,
@@ -378,10 +394,7 @@ class Engine(TimerOperations):
         }
         now = decision.record.created_at
         lease_until = now + self.outbox.lease if self.inline_effects else None
-        effects = tx.add_effects(
-            snap.id, decision.record.seq, decision.effects, args, now, claimed_until=lease_until
-        )
-        return [(effect, args) for effect in effects] if self.inline_effects else []
+        return EffectRows(snap.id, decision.record.seq, decision.effects, args, now, lease_until)
 
     def _after_commit(self, claimed: Claimed) -> None:
         # The transition is committed: nothing here may make the caller think it was

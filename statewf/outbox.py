@@ -133,7 +133,8 @@ class Outbox:
             )
         now = self.clock.now()
         backoff = min(MAX_BACKOFF, timedelta(seconds=2.0 ** min(effect.attempts, 10)))
-        with self.store.transaction() as tx:
+        # one autocommitted statement on PostgreSQL: no BEGIN and COMMIT round trips
+        with self.store.statement() as tx:
             finished = tx.finish_effect(
                 effect.id,
                 attempt=effect.attempts,

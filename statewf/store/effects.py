@@ -7,18 +7,84 @@ caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, tuple_, update
 
 from statewf.records import EffectRecord
+from statewf.store.prebuilt import statements
 from statewf.store.schema import Tables
 
 
 def version_filter(c: Any, versions: Sequence[tuple[str, str]]) -> Any:
     """Rows of these (machine, version) pairs only."""
     return tuple_(c.machine, c.machine_version).in_([tuple(v) for v in versions])
+
+
+@dataclass(frozen=True)
+class EffectRows:
+    """The outbox rows a transition records: one per name, in order, sharing ``args``.
+
+    With ``until`` they are written already claimed (attempt 1, leased until
+    then) by the process that runs them right after the commit.
+    """
+
+    instance_id: str
+    seq: int
+    names: Sequence[str]
+    args: dict[str, Any]
+    now: datetime
+    until: datetime | None = None
+
+    @property
+    def claimed(self) -> bool:
+        """Whether the rows are written claimed by the process that records them."""
+        return self.until is not None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows, as column values."""
+        claimed = self.claimed
+        return [
+            {
+                "instance_id": self.instance_id,
+                "seq": self.seq,
+                "position": i,
+                "name": name,
+                "args": self.args,
+                "status": "pending",
+                "attempts": 1 if claimed else 0,
+                "available_at": self.until if claimed else self.now,
+                "created_at": self.now,
+            }
+            for i, name in enumerate(self.names)
+        ]
+
+    def params(self) -> dict[str, Any]:
+        """The ``e_*`` parameters of the one-statement write (see ``prebuilt``)."""
+        claimed = self.claimed
+        return {
+            "e_instance_id": self.instance_id,
+            "e_names": list(self.names),
+            "e_args": self.args,
+            "e_attempts": 1 if claimed else 0,
+            "e_available_at": self.until if claimed else self.now,
+            "e_created_at": self.now,
+        }
+
+    def records(self, ids: Sequence[tuple[int, int]]) -> list[EffectRecord]:
+        """The records of the written rows, given their (id, position)."""
+        by_position = {position: effect_id for effect_id, position in ids}
+        return [
+            EffectRecord(
+                id=by_position[row["position"]],
+                last_error=None,
+                done_at=None,
+                **{k: v for k, v in row.items() if k != "args"},
+            )
+            for row in self.rows()
+        ]
 
 
 class OutboxQueries:
@@ -46,33 +112,9 @@ class OutboxQueries:
         """
         if not names:
             return []
-        claimed = claimed_until is not None
-        rows = [
-            {
-                "instance_id": instance_id,
-                "seq": seq,
-                "position": i,
-                "name": name,
-                "args": args,
-                "status": "pending",
-                "attempts": 1 if claimed else 0,
-                "available_at": claimed_until if claimed else now,
-                "created_at": now,
-            }
-            for i, name in enumerate(names)
-        ]
-        c = self.t.effects.c
-        ids = self.conn.execute(self.t.effects.insert().returning(c.id, c.position), rows).all()
-        by_position = {position: effect_id for effect_id, position in ids}
-        return [
-            EffectRecord(
-                id=by_position[row["position"]],
-                last_error=None,
-                done_at=None,
-                **{k: v for k, v in row.items() if k != "args"},
-            )
-            for row in rows
-        ]
+        effects = EffectRows(instance_id, seq, names, args, now, claimed_until)
+        ids = self.conn.execute(statements(self.t).add_effects, effects.rows()).all()
+        return effects.records([(int(i), int(p)) for i, p in ids])
 
     def claim_effects(
         self,
@@ -138,20 +180,14 @@ class OutboxQueries:
         give_up: bool,
     ) -> bool:
         """Record the outcome of attempt ``attempt``; False if a later attempt owns it."""
+        params: dict[str, Any] = {"f_id": effect_id, "f_attempt": attempt, "f_error": error}
         if error is None:
-            values: dict[str, Any] = {"status": "done", "done_at": now, "last_error": None}
+            outcome, params = "done", {"f_id": effect_id, "f_attempt": attempt, "f_now": now}
         elif give_up:
-            values = {"status": "dead", "done_at": now, "last_error": error}
+            outcome, params["f_now"] = "dead", now
         else:
-            values = {"available_at": retry_at, "last_error": error}
-        c = self.t.effects.c
-        result = self.conn.execute(
-            update(self.t.effects)
-            # a success reported late still wins over a "presumed dead" mark
-            .where(c.id == effect_id, c.attempts == attempt, c.status != "done")
-            .values(values)
-            .returning(c.id)
-        )
+            outcome, params["f_retry_at"] = "retry", retry_at
+        result = self.conn.execute(statements(self.t).finish_effect[outcome], params)
         return result.first() is not None
 
     def list_effects(

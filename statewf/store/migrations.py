@@ -18,7 +18,7 @@ from sqlalchemy import Connection, func, select
 
 from statewf.errors import StoreError
 from statewf.store import postgres, sqlite
-from statewf.store.schema import SCHEMA_VERSION, Tables, build_tables, is_document
+from statewf.store.schema import SCHEMA_VERSION, Tables, build_tables, is_document, list_indexes
 
 Migration = Callable[[Connection, Tables], None]
 
@@ -46,10 +46,21 @@ def _m0003_documents_as_text(conn: Connection, tables: Tables) -> None:
                 postgres.retype_as_json(conn, table, column.name)
 
 
+def _m0004_list_indexes(conn: Connection, tables: Tables) -> None:
+    # CREATE INDEX (not CONCURRENTLY: migrations run in one transaction) blocks
+    # writes to the instances table while it builds; see howto-deploy.
+    v4 = build_tables(tables.prefix, tables.metadata.schema, version=4)
+    names = {index.name for index in list_indexes(tables.prefix, 4)}
+    for index in sorted(v4.instances.indexes, key=lambda i: str(i.name)):
+        if index.name in names:
+            index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the statewf tables", _m0001_create_tables),
     (2, "the workers table (live durable workers and their heartbeats)", _m0002_workers),
     (3, "documents as json text on PostgreSQL (keys keep their order)", _m0003_documents_as_text),
+    (4, "indexes for list filters on status and kind", _m0004_list_indexes),
 ]
 
 

@@ -58,13 +58,15 @@ class FastPath:
         self,
         engine: Engine,
         read: Select[Any],
-        write: Insert,
+        writes: tuple[Insert, Insert],
         json_params: dict[str, bool],
         on_lost: Callable[[], None],
     ) -> None:
         self.engine = engine
         self.read_sql = str(read.compile(dialect=engine.dialect))
+        write, write_effects = writes
         self.write_sql = str(write.compile(dialect=engine.dialect))
+        self.write_effects_sql = str(write_effects.compile(dialect=engine.dialect))
         # parameter name -> True for a document (json text, keys kept in order), False
         # for JSONB
         self.json_params = json_params
@@ -115,5 +117,17 @@ class FastPath:
             with conn.cursor() as cur:
                 cur.execute(self.write_sql, adapted, prepare=True)
                 return cur.fetchone() is not None
+
+        return self._run(work)
+
+    def write_effects(self, params: dict[str, Any]) -> list[tuple[int, int]]:
+        """The conditional update-and-append that also inserts outbox rows: their
+        (id, position), none if it did not write."""
+        adapted = {k: self._adapt(k, v) for k, v in params.items()}
+
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[int, int]]:
+            with conn.cursor() as cur:
+                cur.execute(self.write_effects_sql, adapted, prepare=True)
+                return [(int(i), int(p)) for i, p in cur.fetchall()]
 
         return self._run(work)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection as _Connection
 from sqlalchemy import func, select, tuple_
 
 from statewf.records import Instance, TransitionRecord
+from statewf.store import logrows
 from statewf.store.schema import UTCDateTime
 from statewf.store.sql import SqlStore, Tx, instance_from_row
 
@@ -51,31 +52,13 @@ def run_logs(tx: Tx, run_ids: Sequence[str]) -> dict[str, list[TransitionRecord]
         return {}
     c = tx.t.transitions.c
     query = (
-        select(tx.t.transitions)
+        logrows.select_rows(tx.t)
         .where(c.instance_id.in_(list(run_ids)))
         .order_by(c.instance_id, c.seq)
     )
     logs: dict[str, list[TransitionRecord]] = {}
-    for row in tx.conn.execute(query):
-        m = row._mapping
-        logs.setdefault(m["instance_id"], []).append(
-            TransitionRecord.model_construct(
-                instance_id=m["instance_id"],
-                seq=m["seq"],
-                kind=m["kind"],
-                event=m["event"],
-                source=tuple(m["source"]),
-                target=tuple(m["target"]),
-                payload=m["payload"],
-                context_set=m["context_set"],
-                context_unset=tuple(m["context_unset"]),
-                status=m["status"],
-                wake_at=m["wake_at"],
-                key=m["key"],
-                meta=m["meta"],
-                created_at=m["created_at"],
-            )
-        )
+    for record in logrows.records(tx.conn.execute(query).all()):
+        logs.setdefault(record.instance_id, []).append(record)
     return logs
 
 

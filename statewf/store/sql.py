@@ -8,8 +8,6 @@ at the edge, into :class:`~statewf.errors.StoreError`.
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,15 +17,12 @@ from typing import Any
 import psycopg
 from sqlalchemy import (
     JSON,
-    Boolean,
     Connection,
     Engine,
     Row,
     and_,
     bindparam,
-    case,
     func,
-    null,
     or_,
     select,
     update,
@@ -37,9 +32,18 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
-from statewf.records import Instance, TransitionRecord
-from statewf.store import connect, driver_errors, migrations, postgres, sqlite
-from statewf.store.effects import OutboxQueries, version_filter
+from statewf.records import EffectRecord, Instance, TransitionRecord
+from statewf.store import (
+    connect,
+    cursors,
+    driver_errors,
+    logrows,
+    migrations,
+    postgres,
+    prebuilt,
+    sqlite,
+)
+from statewf.store.effects import EffectRows, OutboxQueries, version_filter
 from statewf.store.schema import Tables, UTCDateTime, build_tables, is_document
 
 MAX_PAGE = 1000
@@ -60,17 +64,7 @@ _INSTANCE_FIELDS = (
     "created_at",
     "updated_at",
 )
-#: Snapshot columns a transition may change (the rest are fixed at creation).
-_MUTABLE_FIELDS = (
-    "machine_version",
-    "state",
-    "configuration",
-    "context",
-    "status",
-    "version",
-    "wake_at",
-    "updated_at",
-)
+_MUTABLE_FIELDS = prebuilt.MUTABLE_FIELDS
 _RECORD_FIELDS = (
     "instance_id",
     "seq",
@@ -124,24 +118,7 @@ def _owner_filter(
     return c.machine.in_(list(machines or ()))
 
 
-def encode_cursor(created_at: datetime, instance_id: str) -> str:
-    """An opaque cursor for keyset pagination on (created_at, id)."""
-    raw = json.dumps([created_at.isoformat(), instance_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (created_at, id) a cursor stands for; :class:`InvalidInput` if it is not ours."""
-    try:
-        created, instance_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("naive time in cursor")
-        return when, str(instance_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(
-            f"cursor {cursor[:40]!r} is not valid; pass the next_cursor of a previous page"
-        ) from exc
+encode_cursor, decode_cursor = cursors.encode_cursor, cursors.decode_cursor
 
 
 class Tx(OutboxQueries):
@@ -166,10 +143,9 @@ class Tx(OutboxQueries):
 
     def get_instance(self, instance_id: str, *, lock: bool = False) -> Instance | None:
         """The snapshot row, locked FOR UPDATE when ``lock`` (PostgreSQL)."""
-        query = select(self.t.instances).where(self.t.instances.c.id == instance_id)
-        if lock:
-            query = query.with_for_update()
-        row = self.conn.execute(query).first()
+        built = prebuilt.statements(self.t)
+        query = built.get_instance_locked if lock else built.get_instance
+        row = self.conn.execute(query, {"id": instance_id}).first()
         return instance_from_row(row) if row is not None else None
 
     def find_by_idempotency_key(self, machine: str, key: str) -> Instance | None:
@@ -193,12 +169,17 @@ class Tx(OutboxQueries):
         values = _instance_values(snapshot)
         for fixed in ("id", "machine", "kind", "created_at", "idempotency_key", "resource_id"):
             values.pop(fixed)
-        values.update(extra)
-        result = self.conn.execute(
-            update(self.t.instances)
-            .where(c.id == snapshot.id, c.version == expected_version)
-            .values(values)
-        )
+        if extra:  # a lease or a route besides the snapshot: built for these columns
+            values.update(extra)
+            result = self.conn.execute(
+                update(self.t.instances)
+                .where(c.id == snapshot.id, c.version == expected_version)
+                .values(values)
+            )
+        else:
+            values["w_id"] = snapshot.id
+            values["w_expected_version"] = expected_version
+            result = self.conn.execute(prebuilt.statements(self.t).update_instance, values)
         if result.rowcount != 1:
             raise ConcurrencyConflict(
                 f"instance {snapshot.id!r} changed while this transition was being "
@@ -314,19 +295,20 @@ class Tx(OutboxQueries):
     def append(self, records: Sequence[TransitionRecord]) -> None:
         """Append log rows; a duplicate (instance, seq) means another writer won."""
         if records:
-            self.conn.execute(self.t.transitions.insert(), [_record_values(r) for r in records])
+            rows = [_record_values(r) for r in records]
+            self.conn.execute(prebuilt.statements(self.t).append, rows)
 
     def log(
         self, instance_id: str, *, upto: int | None = None, after: int | None = None
     ) -> list[TransitionRecord]:
         """An instance's log rows in order, optionally up to / after a sequence number."""
         c = self.t.transitions.c
-        query = select(self.t.transitions).where(c.instance_id == instance_id)
+        query = logrows.select_rows(self.t).where(c.instance_id == instance_id)
         if upto is not None:
             query = query.where(c.seq <= upto)
         if after is not None:
             query = query.where(c.seq > after)
-        return [record_from_row(r) for r in self.conn.execute(query.order_by(c.seq))]
+        return logrows.records(self.conn.execute(query.order_by(c.seq)).all())
 
     # ------------------------------------------------------------ machines
 
@@ -487,6 +469,44 @@ class SqlStore:
         except ConcurrencyConflict:
             return False
 
+    def write_with_effects(
+        self,
+        snapshot: Instance,
+        record: TransitionRecord,
+        expected_version: int,
+        effects: EffectRows,
+    ) -> list[EffectRecord] | None:
+        """:meth:`write_if_version` that also records the row's effects in the outbox, in
+        the same statement; their records, or None (nothing written) if the instance moved.
+
+        PostgreSQL only.
+        """
+        params = {f"i_{k}": v for k, v in _instance_values(snapshot).items()}
+        params.update({f"t_{k}": v for k, v in _record_values(record).items()})
+        params.update(expected_version=expected_version, release=False, **effects.params())
+        try:
+            if self._fast is not None:
+                with self._errors():
+                    ids = self._fast.write_effects(params)
+            else:
+                with self._errors(), self._single_statement() as conn:
+                    found = conn.execute(self._write_effects_query, params).all()
+                    ids = [(int(i), int(p)) for i, p in found]
+        except psycopg.errors.UniqueViolation:
+            return None  # another writer appended this seq first
+        except psycopg.Error as exc:
+            raise driver_errors.wrap_driver(exc, self.url) from exc
+        except ConcurrencyConflict:
+            return None
+        return effects.records(ids) if ids else None
+
+    @contextmanager
+    def statement(self) -> Iterator[Tx]:
+        """A ``Tx`` for one statement: autocommitted on PostgreSQL (no BEGIN, no COMMIT
+        round trip), a transaction of its own on SQLite or an adopted engine."""
+        with self._turn(), self._errors(), self._single_statement() as conn:
+            yield Tx(conn, self.tables)
+
     @contextmanager
     def _single_statement(self) -> Iterator[Connection]:
         """A connection for one statement: autocommitted on statewf's own pool, else a
@@ -504,28 +524,8 @@ class SqlStore:
         t = self.tables
         c = t.instances.c
         self._read_query = select(t.instances).where(c.id == bindparam("id"))
-        release = bindparam("release", type_=Boolean)
-        moved = (
-            update(t.instances)
-            .where(c.id == bindparam("i_id"), c.version == bindparam("expected_version"))
-            .values(
-                {
-                    **{name: bindparam(f"i_{name}") for name in _MUTABLE_FIELDS},
-                    # a run's final row gives up its lease in the same statement
-                    "lease_owner": case((release, null()), else_=c.lease_owner),
-                    "lease_expires_at": case((release, null()), else_=c.lease_expires_at),
-                }
-            )
-            .returning(c.id)
-            .cte("moved")
-        )
-        cols = [t.transitions.c[name] for name in _RECORD_FIELDS]
-        source = select(*[bindparam(f"t_{col.name}", type_=col.type) for col in cols])
-        self._write_query = (
-            t.transitions.insert()
-            .from_select(cols, source.select_from(moved))
-            .add_cte(moved)
-            .returning(t.transitions.c.seq)
+        self._write_query, self._write_effects_query = prebuilt.conditional_writes(
+            t, _RECORD_FIELDS
         )
         self._fast: postgres.FastPath | None = None
         if self._autocommit is not None:
@@ -536,10 +536,11 @@ class SqlStore:
                 for c in table.c
                 if _is_json(c.type)
             }
+            json_params["e_args"] = True
             self._fast = postgres.FastPath(
                 self._autocommit,
                 self._read_query,
-                self._write_query,
+                (self._write_query, self._write_effects_query),
                 json_params,
                 on_lost=self._connections_lost,
             )

@@ -1,0 +1,1 @@
+"""statewf's benchmarks: ``python -m benchmarks`` runs them all (see benchmarks/run.py)."""

@@ -1,0 +1,48 @@
+"""The benchmark command runs (its figures are printed, never asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import PG_URL, require_postgres
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_benchmark_command_prints_every_chosen_row() -> None:
+    require_postgres()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--url",
+            PG_URL,
+            "--only",
+            "machine,sqlite,growth,lists",
+            "--n",
+            "20",
+            "--long-steps",
+            "30",
+            "--list-rows",
+            "1500",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout.split("measurement ", 1)[1]
+    for row in (
+        "machine event, PG, 1 sender",
+        "machine event recording an outbox effect",
+        "SQLite send",
+        "30-step run: log load for resume",
+        "history() of 32 rows",
+        "list(state (newest 1%)) at 1,500 instances",
+    ):
+        assert row in table, done.stdout
