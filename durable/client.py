@@ -29,10 +29,8 @@ from durable.control import actions as control
 from durable.control import repair as operations
 from durable.control import versions
 from durable.control.start import check_start_ids, engine_of, insert_run, new_run
-from durable.errors import WorkflowFailed
 from durable.log.export import RunHistory
 from durable.log.records import (
-    CANCELLED,
     DEAD,
     FAILED,
     PENDING,
@@ -43,7 +41,14 @@ from durable.log.records import (
     WorkflowRun,
 )
 from durable.log.rows import RunSpec, route_columns
-from durable.log.views import check_status_filter, progress_of, run_of, task_of, timeline_of
+from durable.log.views import (
+    check_status_filter,
+    output_of,
+    progress_of,
+    run_of,
+    task_of,
+    timeline_of,
+)
 from statewf.clock import Clock
 from statewf.engine import Engine, check_event_name, check_id
 from statewf.errors import InvalidInput, InvalidPayload
@@ -569,28 +574,18 @@ class Client:
         return [run_of(s) for s in found]
 
     async def unserved_runs(
-        self, served: Iterable[Served], *, limit: int = 100
+        self, served: Iterable[Served] | None = None, *, limit: int = 100, within: float = 120.0
     ) -> list[WorkflowRun]:
-        """Unfinished runs of versions not in ``served`` (workflows, or (name, version) pairs)."""
-        pairs = {w if isinstance(w, tuple) else (w.name, w.version) for w in served}
-        found = await self._db(self._read, versions.unserved_runs, pairs, limit)
+        """Unfinished runs of versions not in ``served`` (workflows, or (name, version)
+        pairs; default: what the workers that heart-beat in the last ``within`` s serve)."""
+        pairs = (
+            None
+            if served is None
+            else {w if isinstance(w, tuple) else (w.name, w.version) for w in served}
+        )
+        found = await self._db(self._read, versions.unserved_runs, pairs, limit, within)
         return [run_of(s) for s in found]
 
     def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self.engine.store.transaction(readonly=True) as tx:
             return fn(tx, *args, **kwargs)
-
-
-def output_of(run: WorkflowRun) -> Any:
-    """A finished run's output; :class:`WorkflowFailed` if it failed, was cancelled or died."""
-    if run.status in (FAILED, CANCELLED, DEAD):
-        error = run.error
-        raise WorkflowFailed(
-            f"run {run.id!r} of workflow {run.workflow!r} {run.status}"
-            + (f": {error.type}: {error.message}" if error else ""),
-            instance_id=run.id,
-            status=run.status,
-            error_type=error.type if error else None,
-            error_message=error.message if error else None,
-        )
-    return run.output

@@ -21,7 +21,7 @@ from typing import Any
 from durable.authoring.current import read_only
 from durable.authoring.refs import Served
 from durable.authoring.workflow import Workflow
-from durable.client import Client, output_of
+from durable.client import Client
 from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE
 from durable.control.start import check_start_ids, engine_of, insert_run, new_run
 from durable.errors import EngineClosed
@@ -33,7 +33,7 @@ from durable.execution.writer import RunHost
 from durable.log.export import RunHistory
 from durable.log.records import HumanTask, Progress, StepTimeline, WorkflowRun
 from durable.log.rows import RunSpec, route_columns
-from durable.log.views import run_of
+from durable.log.views import output_of, run_of
 from statewf.clock import Clock
 from statewf.engine import Engine, check_id
 from statewf.errors import InvalidInput

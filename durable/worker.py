@@ -276,6 +276,8 @@ class Worker:
             "concurrency": self.concurrency or 0,
             "held": 0,
             "stopped_at": None,
+            # what it serves, so "no worker serves this version" can be answered
+            "workflows": [list(pair) for pair in self._executor.registry.versions()],
         }
 
         def insert() -> int:

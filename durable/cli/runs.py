@@ -109,14 +109,15 @@ def _served(app_specs: tuple[str, ...]) -> set[tuple[str, str]]:
 @click.option(
     "--unserved",
     is_flag=True,
-    help="Only unfinished runs whose workflow version no --app module registers (nothing "
-    "deployed with that code can resume them).",
+    help="Only unfinished runs whose workflow version no --app module registers, or, "
+    "without --app, that no live worker serves (nothing running can resume them).",
 )
 @click.option(
     "--app",
     "app_specs",
     multiple=True,
-    help="With --unserved: a module (module:obj, file.py) of deployed workflows (repeatable).",
+    help="With --unserved: a module (module:obj, file.py) of deployed workflows (repeatable; "
+    "default: statewf's own --app, else what live workers report serving).",
 )
 @click.option("--limit", default=50, show_default=True)
 @click.option("--cursor", help="The next-page cursor printed by a previous call.")
@@ -137,17 +138,17 @@ def list_runs(
     """List runs, oldest first (--patch: runs on a patch's old branch; --unserved: runs no
     deployed code serves)."""
     app_specs = app_specs or ((obj.app,) if obj.app else ())
-    if unserved and not app_specs:
-        raise click.UsageError("--unserved needs --app MODULE: the workflows deployed now")
     if patch_id is not None or unserved:
-        served = _served(app_specs)
+        # without code named, "served" is what the live workers report serving
+        served = _served(app_specs) if app_specs else None
 
         async def chosen(c: Client) -> list[WorkflowRun]:
-            found = await (
-                c.on_old_branch(patch_id) if patch_id else c.unserved_runs(served, limit=limit)
-            )
-            if unserved and patch_id:
-                found = [r for r in found if (r.workflow, r.version) not in served]
+            if not patch_id:
+                return await c.unserved_runs(served, limit=limit)
+            found = await c.on_old_branch(patch_id)
+            if unserved:
+                stuck = {r.id for r in await c.unserved_runs(served, limit=100_000)}
+                found = [r for r in found if r.id in stuck]
             return found
 
         picked = [

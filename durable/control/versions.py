@@ -8,12 +8,14 @@ is a ``patch`` row in the run's log (:mod:`durable.log.replay`).
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import timedelta
 
 from durable.control.actions import load_run
 from durable.log.export import RunHistory
 from durable.log.records import KIND_PATCH, RUN_KIND, RUN_STATUSES, TERMINAL
 from statewf.records import Instance
 from statewf.store import Tx
+from statewf.store.leases import db_now, served_workflows
 from statewf.store.runs import instances_of_versions, rows_with_key, run_log, version_counts
 
 #: The statuses of runs still to be executed (or resumed) by some code.
@@ -41,9 +43,18 @@ def unserved_versions(tx: Tx, served: Collection[tuple[str, str]]) -> dict[tuple
     return {pair: n for pair, n in sorted(counts.items()) if pair not in served}
 
 
-def unserved_runs(tx: Tx, served: Collection[tuple[str, str]], limit: int) -> list[Instance]:
-    """Up to ``limit`` unfinished runs of versions not in ``served``, oldest first."""
-    missing = list(unserved_versions(tx, served))
+def served_by_workers(tx: Tx, within: float) -> set[tuple[str, str]]:
+    """The (workflow, version) pairs that workers alive in the last ``within`` seconds serve."""
+    return served_workflows(tx, db_now(tx) - timedelta(seconds=within))
+
+
+def unserved_runs(
+    tx: Tx, served: Collection[tuple[str, str]] | None, limit: int, within: float = 120.0
+) -> list[Instance]:
+    """Up to ``limit`` unfinished runs of versions not in ``served`` (None: not served by
+    any live worker), oldest first."""
+    pairs = served_by_workers(tx, within) if served is None else served
+    missing = list(unserved_versions(tx, pairs))
     return instances_of_versions(tx, RUN_KIND, missing, UNFINISHED, limit)
 
 

@@ -10,9 +10,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from durable.errors import WorkflowFailed
 from durable.log.plan import StepPlan
 from durable.log.records import (
+    CANCELLED,
     COMPLETED,
+    DEAD,
+    FAILED,
     KIND_RETRY,
     KIND_STEP,
     KIND_STEP_FAILED,
@@ -163,3 +167,18 @@ def task_of(snapshot: Instance) -> HumanTask | None:
         waiting_since=snapshot.updated_at,
         timeout_at=datetime.fromisoformat(timeout_at) if timeout_at else None,
     )
+
+
+def output_of(run: WorkflowRun) -> Any:
+    """A finished run's output; :class:`WorkflowFailed` if it failed, was cancelled or died."""
+    if run.status in (FAILED, CANCELLED, DEAD):
+        error = run.error
+        raise WorkflowFailed(
+            f"run {run.id!r} of workflow {run.workflow!r} {run.status}"
+            + (f": {error.type}: {error.message}" if error else ""),
+            instance_id=run.id,
+            status=run.status,
+            error_type=error.type if error else None,
+            error_message=error.message if error else None,
+        )
+    return run.output

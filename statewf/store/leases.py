@@ -386,5 +386,12 @@ def list_workers(tx: Tx, *, since: datetime | None = None) -> list[dict[str, Any
     return rows
 
 
+def served_workflows(tx: Tx, since: datetime) -> set[tuple[str, str]]:
+    """The (workflow, version) pairs served by workers not stopped, alive at ``since``."""
+    w = tx.t.workers.c
+    query = select(w.workflows).where(w.stopped_at.is_(None), w.heartbeat_at >= since)
+    return {(str(n), str(v)) for (pairs,) in tx.conn.execute(query) for n, v in pairs or []}
+
+
 def _utc(tx: Tx, value: datetime | None) -> datetime | None:
     return UTCDateTime().process_result_value(value, tx.conn.dialect)

@@ -18,7 +18,14 @@ from sqlalchemy import Connection, func, select
 
 from statewf.errors import StoreError
 from statewf.store import postgres, sqlite
-from statewf.store.schema import SCHEMA_VERSION, Tables, build_tables, is_document, list_indexes
+from statewf.store.schema import (
+    SCHEMA_VERSION,
+    Tables,
+    build_tables,
+    is_document,
+    list_indexes,
+    served_columns,
+)
 
 Migration = Callable[[Connection, Tables], None]
 
@@ -56,11 +63,23 @@ def _m0004_list_indexes(conn: Connection, tables: Tables) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _m0005_served_workflows(conn: Connection, tables: Tables) -> None:
+    # a column with a default: no table rewrite on either dialect
+    (column,) = served_columns(5)
+    preparer = conn.dialect.identifier_preparer
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(
+        f"ALTER TABLE {preparer.format_table(tables.workers)} ADD COLUMN "
+        f"{preparer.quote(column.name)} {kind} NOT NULL DEFAULT '[]'"
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the statewf tables", _m0001_create_tables),
     (2, "the workers table (live durable workers and their heartbeats)", _m0002_workers),
     (3, "documents as json text on PostgreSQL (keys keep their order)", _m0003_documents_as_text),
     (4, "indexes for list filters on status and kind", _m0004_list_indexes),
+    (5, "the workflow versions each worker serves", _m0005_served_workflows),
 ]
 
 

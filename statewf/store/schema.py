@@ -38,10 +38,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 #: The schema version this code declares; migrations bring a database up to it.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The schema version from which ``list`` by status or kind reads an index of its own.
 LIST_INDEXES = 4
+
+#: The schema version from which a worker's row lists the workflow versions it serves.
+SERVED_WORKFLOWS = 5
 
 #: The schema version from which document columns are json text on PostgreSQL.
 DOCUMENTS_AS_TEXT = 3
@@ -87,6 +90,13 @@ def document_column(name: str, version: int, *, nullable: bool = True) -> Column
 def is_document(column: Column[Any]) -> bool:
     """Whether ``column`` holds an application document (kept as JSON text)."""
     return bool(column.info.get("statewf_document"))
+
+
+def served_columns(version: int) -> list[Column[Any]]:
+    """The workers' ``workflows`` column (v5): the ``[name, version]`` pairs a worker serves."""
+    if version < SERVED_WORKFLOWS:
+        return []
+    return [Column("workflows", json_type(), nullable=False, server_default="[]")]
 
 
 def list_indexes(prefix: str, version: int) -> list[Index]:
@@ -226,6 +236,7 @@ def build_tables(
         Column("started_at", UTCDateTime(), nullable=False),
         Column("heartbeat_at", UTCDateTime(), nullable=False),
         Column("stopped_at", UTCDateTime()),
+        *served_columns(version),
         Index(f"{prefix}workers_heartbeat", "heartbeat_at"),
     )
     return Tables(md, instances, transitions, machines, effects, schema_version, workers, prefix)

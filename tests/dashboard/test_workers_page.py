@@ -63,9 +63,15 @@ def test_a_live_worker_its_queues_labels_and_leases(world: World, as_user: Clien
         assert "default, billing" in page
         assert "region=eu" in page
         assert run_id in page  # its lease, with the run it holds
+        assert "<code>slow@1</code>" in page  # what it serves
+        unserved = page[page.index('id="unserved-rows"') :]
+        assert world.ids["waiting"] in unserved  # refund@1: no live worker serves it
+        assert world.ids["globex_waiting"] not in unserved  # another tenant's run
+        assert run_id not in unserved  # slow@1 is served
         other = as_user("gina").get("/workers").text
         assert "worker-eu-1" in other  # workers belong to no tenant
         assert run_id not in other  # but acme's run is not shown to globex
+        assert world.ids["globex_waiting"] in other[other.index('id="unserved-rows"') :]
     finally:
         RELEASE.set()
         if "loop" in loop:

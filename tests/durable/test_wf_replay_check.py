@@ -224,6 +224,7 @@ def test_runs_check_export_and_list_patch_on_stored_runs(
     shown = run_cli(db, "runs", "show", fresh_id, "--app", newer)
     assert "UNSERVED" in shown.output
     assert "UNSERVED" not in run_cli(db, "runs", "show", fresh_id, "--app", patched).output
-    usage = run_cli(db, "runs", "list", "--unserved")
-    assert usage.exit_code == 2
-    assert "--app" in usage.output
+    no_worker = run_cli(db, "runs", "list", "--unserved")  # served by live workers: none
+    assert no_worker.exit_code == 0
+    assert fresh_id in no_worker.output
+    assert run_id not in no_worker.output

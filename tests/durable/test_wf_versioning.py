@@ -191,3 +191,39 @@ def test_runs_of_a_version_served_nowhere_are_reported_and_warned_about_once(
             assert await engine.client.unserved_runs([onboard_v1, onboard_v2]) == []
 
     asyncio.run(scenario())
+
+
+def test_unserved_by_default_means_served_by_no_live_worker(
+    make_engine: Make, clock: ManualClock
+) -> None:
+    async def scenario() -> None:
+        async with make_engine(workflows=[onboard_v1], poll_interval=0.02) as engine:
+            old = await engine.start_workflow(onboard_v1, {"email": "w@x"})
+            await until(lambda: _status(engine, old.id) == "waiting", "the sleep")
+        shared = engine.engine
+        client = durable.Client(shared)
+        # no worker alive: nothing running can resume the run
+        assert [r.id for r in await client.unserved_runs()] == [old.id]
+
+        async def with_worker(*workflows: durable.Workflow[Any, Any]) -> list[str]:
+            worker = durable.Worker(
+                shared, workflows=list(workflows), poll_interval=0.05, shutdown_timeout=5.0
+            )
+            task = asyncio.create_task(worker.run(install_signal_handlers=False))
+            try:
+                await until(lambda: bool(durable.worker.live_workers(shared)), "registered")
+                (row,) = durable.worker.live_workers(shared)
+                assert sorted(map(tuple, row["workflows"])) == sorted(
+                    (w.name, w.version) for w in workflows
+                )
+                return [r.id for r in await client.unserved_runs()]
+            finally:
+                worker.request_stop()
+                await task
+
+        assert await with_worker(onboard_v2) == [old.id]       # a worker, but not for v1
+        assert await with_worker(onboard_v1, onboard_v2) == []  # v1 is served
+        assert [r.id for r in await client.unserved_runs()] == [old.id]  # stopped again
+        await client.close()
+
+    asyncio.run(scenario())

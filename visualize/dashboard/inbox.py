@@ -118,7 +118,8 @@ def dead_letters(dash: Dashboard) -> Handler:
 
 
 def workers(dash: Dashboard) -> Handler:
-    """Workers that heart-beat lately: queues, labels, held leases, last heartbeat."""
+    """Workers that heart-beat lately (queues, labels, workflows served, held leases, last
+    heartbeat) and the unfinished runs of versions none of them serves."""
 
     async def page(request: Request, user: User) -> Response:
         rows = await asyncio.to_thread(live_workers_of, dash)
@@ -127,6 +128,13 @@ def workers(dash: Dashboard) -> Handler:
             leases[str(row["id"])] = await asyncio.to_thread(
                 browse.leased_by, dash.engine, str(row["id"]), resource_ids=user.resource_ids
             )
-        return dash.html(request, user, "workers.html", workers=rows, leases=leases)
+        unserved = [
+            run
+            for run in await dash.client.unserved_runs(limit=PAGE_SIZE)
+            if user.may_see(run.resource_id)
+        ]
+        return dash.html(
+            request, user, "workers.html", workers=rows, leases=leases, unserved=unserved
+        )
 
     return page
