@@ -536,8 +536,9 @@ class WorkflowEngine:
         return await self.client.on_old_branch(patch_id)
 
     async def unserved_runs(
-        self, served: Iterable[Served] | None = None, *, limit: int = 100
+        self, served: Iterable[Served] | None = None, *, limit: int = 100, within: float = 120.0
     ) -> list[WorkflowRun]:
-        """Unfinished runs of versions not in ``served`` (default: this engine's workflows)."""
+        """Unfinished runs of versions not in ``served`` (default: this engine's workflows;
+        ``within`` is the :class:`Client`'s, unused here)."""
         pairs = self._registry.versions() if served is None else served
-        return await self.client.unserved_runs(pairs, limit=limit)
+        return await self.client.unserved_runs(pairs, limit=limit, within=within)
