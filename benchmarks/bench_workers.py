@@ -321,11 +321,27 @@ def worker_process(conf: dict[str, Any], gates: dict[str, Any], results: Any) ->
                 "window": trips_delta(marks["stop"], marks["mark"]),
                 "life": trips_delta(TRIPS.snapshot(), marks["start"]),
                 "cpu": cpu["stop"] - cpu["mark"],
-                "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_mib": peak_rss_mib(),
                 "profile": profile,
             },
         )
     )
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory, MiB.
+
+    ``VmHWM`` on Linux: ``ru_maxrss`` survives ``exec`` there, so a spawned process
+    would report the RSS its parent had when it forked.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Workers:

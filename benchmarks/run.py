@@ -684,6 +684,8 @@ def bench_idle(url: str, base: str, args: argparse.Namespace, rep: Report) -> No
             if not own:
                 bench_workers.drop_schemas(db_url, base)
     per_s, rss = idle["statements_per_s_each"], idle["rss_mib"]
+    for kind, count in idle["kinds"].most_common(6):
+        print(f"    {count / idle['window']:6.3f}/s  {kind}")
     rep.add(
         f"idle worker ({idle['window']:.0f} s)",
         f"{per_s:.2f} statements/s, {rss:.0f} MiB peak RSS",

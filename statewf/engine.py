@@ -48,7 +48,6 @@ from statewf.records import EffectRecord, Instance, Page, TransitionRecord
 from statewf.snapshots import SnapshotCache
 from statewf.spec import Machine
 from statewf.store import DatabaseEngine, SqlStore, Tx
-from statewf.store.effects import EffectRows
 from statewf.timers import Claimed, TimerOperations
 
 log = logging.getLogger("statewf")
@@ -351,7 +350,9 @@ class Engine(TimerOperations):
                     return None  # the locked path returns the snapshot unchanged
                 raise
             if decision.effects:  # the row and its outbox rows in one statement
-                rows = self._effect_rows(decision)
+                rows = self.outbox.rows(
+                    decision.snapshot, decision.record, decision.effects, self.inline_effects
+                )
                 written = self.store.write_with_effects(
                     decision.snapshot, decision.record, snapshot.version, rows
                 )
@@ -375,26 +376,12 @@ class Engine(TimerOperations):
         """
         if not decision.effects:
             return []
-        rows = self._effect_rows(decision)
+        snap, record = decision.snapshot, decision.record
+        rows = self.outbox.rows(snap, record, decision.effects, self.inline_effects)
         effects = tx.add_effects(
             rows.instance_id, rows.seq, rows.names, rows.args, rows.now, claimed_until=rows.until
         )
         return [(effect, rows.args) for effect in effects] if rows.claimed else []
-
-    def _effect_rows(self, decision: Decision) -> EffectRows:
-        """The outbox rows of a decision's effects (claimed by this engine if it runs them)."""
-        snap = decision.snapshot
-        args = {
-            "machine": snap.machine,
-            "machine_version": snap.machine_version,
-            "event": decision.record.event,
-            "state": snap.state,
-            "context": snap.context,
-            "payload": decision.record.payload,
-        }
-        now = decision.record.created_at
-        lease_until = now + self.outbox.lease if self.inline_effects else None
-        return EffectRows(snap.id, decision.record.seq, decision.effects, args, now, lease_until)
 
     def _after_commit(self, claimed: Claimed) -> None:
         # The transition is committed: nothing here may make the caller think it was

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,8 +20,9 @@ from statewf.aio import wait_for_hook
 from statewf.clock import Clock
 from statewf.errors import MachineNotRegistered
 from statewf.hooks import Hook
-from statewf.records import EffectCall, EffectRecord
+from statewf.records import EffectCall, EffectRecord, Instance, TransitionRecord
 from statewf.store import SqlStore
+from statewf.store.effects import EffectRows
 
 log = logging.getLogger("statewf.outbox")
 
@@ -63,6 +64,23 @@ class Outbox:
         self.versions = versions
         self.max_attempts = max_attempts
         self.lease = lease
+
+    def rows(
+        self, snap: Instance, record: TransitionRecord, names: Sequence[str], claimed: bool
+    ) -> EffectRows:
+        """The outbox rows of effects ``names`` of ``record`` (which moved to ``snap``);
+        leased to this process from the row's time when it runs them itself."""
+        args = {
+            "machine": snap.machine,
+            "machine_version": snap.machine_version,
+            "event": record.event,
+            "state": snap.state,
+            "context": snap.context,
+            "payload": record.payload,
+        }
+        now = record.created_at
+        until = now + self.lease if claimed else None
+        return EffectRows(snap.id, record.seq, names, args, now, until)
 
     def dispatch(
         self, *, limit: int = 100, instance_id: str | None = None, seq: int | None = None
