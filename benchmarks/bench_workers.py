@@ -256,19 +256,10 @@ class ThreadProfiles:
 
 
 def make_workflow(steps: int) -> Any:
-    import durable
+    """The benchmark's workflow: ``steps`` trivial steps."""
+    from benchmarks.bench_workflows import make_workflow as trivial_steps
 
-    async def trivial(i: int) -> int:
-        return i
-
-    @durable.workflow(WORKFLOW)
-    async def wf(ctx: durable.Context[Any]) -> int:
-        total = 0
-        for i in range(steps):
-            total += await ctx.step.run(f"s{i}", trivial, i)
-        return total
-
-    return wf
+    return trivial_steps(WORKFLOW, steps)
 
 
 def worker_process(conf: dict[str, Any], gates: dict[str, Any], results: Any) -> None:

@@ -56,6 +56,8 @@ def raw_insert_commit(schema: str, n: int) -> float:
 
 
 def make_workflow(name: str, steps: int) -> durable.Workflow[Any, Any]:
+    """A workflow of ``steps`` trivial steps (shared by every benchmark)."""
+
     async def trivial(i: int) -> int:
         return i
 

@@ -54,6 +54,7 @@ import durable  # noqa: E402
 import statewf  # noqa: E402
 from benchmarks import bench_workers  # noqa: E402
 from benchmarks.bench_transitions import ping_pong  # noqa: E402
+from benchmarks.bench_workflows import make_workflow  # noqa: E402
 
 DEFAULT_URL = os.environ.get(
     "STATEWF_BENCH_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -316,22 +317,6 @@ def profile(fn: Callable[[], Any]) -> None:
 
 
 # ---------------------------------------------------------------- workflows
-
-
-def make_workflow(name: str, steps: int) -> durable.Workflow[Any, Any]:
-    """A workflow of ``steps`` trivial steps."""
-
-    async def trivial(i: int) -> int:
-        return i
-
-    @durable.workflow(name)
-    async def wf(ctx: durable.Context[Any]) -> int:
-        total = 0
-        for i in range(steps):
-            total += await ctx.step.run(f"s{i}", trivial, i)
-        return total
-
-    return wf
 
 
 def bench_workflow(url: str, base: str, raw: RawPg, args: argparse.Namespace, rep: Report) -> None:

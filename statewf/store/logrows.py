@@ -101,27 +101,29 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: The log row's columns, in the order :class:`TransitionRecord` declares its fields.
+RECORD_FIELDS = (
+    "instance_id",
+    "seq",
+    "kind",
+    "event",
+    "source",
+    "target",
+    "payload",
+    "context_set",
+    "context_unset",
+    "status",
+    "wake_at",
+    "key",
+    "meta",
+    "created_at",
+)
+
+
 def check_fields(names: Iterable[str]) -> None:
     """Fail loudly at import if the record's fields and the columns read here diverge."""
     if tuple(names) != _FIELDS:
         raise RuntimeError(f"TransitionRecord fields changed: {_FIELDS}; update logrows")
 
 
-check_fields(
-    (
-        "instance_id",
-        "seq",
-        "kind",
-        "event",
-        "source",
-        "target",
-        "payload",
-        "context_set",
-        "context_unset",
-        "status",
-        "wake_at",
-        "key",
-        "meta",
-        "created_at",
-    )
-)
+check_fields(RECORD_FIELDS)

@@ -65,22 +65,7 @@ _INSTANCE_FIELDS = (
     "updated_at",
 )
 _MUTABLE_FIELDS = prebuilt.MUTABLE_FIELDS
-_RECORD_FIELDS = (
-    "instance_id",
-    "seq",
-    "kind",
-    "event",
-    "source",
-    "target",
-    "payload",
-    "context_set",
-    "context_unset",
-    "status",
-    "wake_at",
-    "key",
-    "meta",
-    "created_at",
-)
+_RECORD_FIELDS = logrows.RECORD_FIELDS
 
 
 def instance_from_row(row: Row[Any]) -> Instance:
