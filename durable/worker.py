@@ -315,8 +315,8 @@ class Worker:
         except StatewfError as exc:
             log.warning("worker %s could not record its stop: %s", self.worker_id, exc)
 
-    def _beat_row(self, tx: Tx, executing: int) -> None:
-        beat(tx, self.worker_id, db_now(tx), executing)
+    def _beat_row(self, tx: Tx, executing: int, now: datetime) -> None:
+        beat(tx, self.worker_id, now, executing)
 
     # ------------------------------------------------------------ machine timers
 

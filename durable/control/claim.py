@@ -187,7 +187,8 @@ def load_claimable(
     )
     # the rows' time comes after every count read above (PostgreSQL reads each
     # statement's own snapshot): a release those counts saw happened before it
-    later = db_now(tx) if system else clock.now()
+    # (no candidate: no row is stamped, and the database is not asked again)
+    later = (db_now(tx) if system else clock.now()) if candidates else now
     return Loaded(candidates, running, per_resource, max(now, later), lease_now)
 
 

@@ -46,8 +46,8 @@ class Leases:
     labels: dict[str, str]
     limits: Limits = field(default_factory=Limits)
     #: what else a heartbeat writes in its transaction (a worker's own row), given
-    #: the number of runs executing; None: nothing
-    beat_row: Callable[[Tx, int], None] | None = None
+    #: the number of runs executing and the database's time; None: nothing
+    beat_row: Callable[[Tx, int, datetime], None] | None = None
 
     def until(self, tx: Tx) -> datetime:
         """When a lease taken or extended now (in ``tx``) runs out, on the database's clock."""
@@ -105,9 +105,10 @@ class Leases:
         def extend_sync() -> set[str]:
             # one transaction: the leases and (for a worker) its heartbeat row
             with self.host.store.transaction() as tx:
-                kept = extend(tx, self.owner, leases, self.until(tx))
+                now = db_now(tx)  # read once: the leases and the worker's row agree
+                kept = extend(tx, self.owner, leases, now + timedelta(seconds=self.seconds))
                 if self.beat_row is not None:
-                    self.beat_row(tx, executing)
+                    self.beat_row(tx, executing, now)
                 return kept
 
         return await self.host.db(extend_sync)
