@@ -69,13 +69,18 @@ def _upgrade(spec: str | None) -> Any:
     return function
 
 
-def _command(machine: str, from_version: str, to_version: str, pairs: tuple[str, ...]) -> str:
+def _command(
+    machine: str, from_version: str, to_version: str, pairs: tuple[str, ...], app: str | None
+) -> str:
     maps = "".join(f" --map {p}" for p in pairs)
     versions = f"--from {from_version} --to {to_version}"
-    return f"statewf instances migrate --machine {machine} {versions}{maps}"
+    prefix = f"statewf --app {app}" if app else "statewf"
+    return f"{prefix} instances migrate --machine {machine} {versions}{maps}"
 
 
-def _show(report: MigrationReport, pairs: tuple[str, ...], upgrade: str | None) -> None:
+def _show(
+    report: MigrationReport, pairs: tuple[str, ...], upgrade: str | None, app: str | None
+) -> None:
     verb = "would move" if report.dry_run else "moved"
     title = f"machine {report.machine}: version {report.from_version} -> {report.to_version}"
     click.echo(title + ("  (dry run: nothing changed)" if report.dry_run else ""))
@@ -99,7 +104,7 @@ def _show(report: MigrationReport, pairs: tuple[str, ...], upgrade: str | None) 
         click.echo(f"  {len(items):>6}  in {state}: {reason}")
         click.echo(f"          ids: {ids}{more}")
         click.echo(f"          next: {hint}")
-    command = _command(report.machine, report.from_version, report.to_version, pairs)
+    command = _command(report.machine, report.from_version, report.to_version, pairs, app)
     extra = f" --upgrade {upgrade}" if upgrade else ""
     click.echo(f"then run again: {command}{extra} --dry-run")
 
@@ -149,6 +154,6 @@ def migrate(
     if as_json:
         echo_json({**report.model_dump(), "migrated": report.migrated})
     else:
-        _show(report, pairs, upgrade)
+        _show(report, pairs, upgrade, obj.app)
     if report.failures:
         raise SystemExit(1)

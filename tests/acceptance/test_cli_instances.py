@@ -103,7 +103,8 @@ def test_the_dry_run_reports_and_changes_nothing(setup: Any) -> None:
     assert "ids: l1" in out
     assert "next: add --map late=NEW_STATE" in out
     assert "next: add --map lost=NEW_STATE" in out
-    assert "then run again: statewf instances migrate --machine order --from 1 --to 2" in out
+    assert "then run again: statewf --app " in out  # with the --app that defines version 2
+    assert "app_v2.py instances migrate --machine order --from 1 --to 2" in out
     assert dump_tables(engine) == tables
 
     mapped = run(
