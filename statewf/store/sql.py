@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import QueuePool
 
 from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
 from statewf.records import EffectRecord, Instance, TransitionRecord
@@ -528,6 +529,7 @@ class SqlStore:
                 (self._write_query, self._write_effects_query),
                 json_params,
                 on_lost=self._connections_lost,
+                keep=pool.size() if isinstance(pool := self._autocommit.pool, QueuePool) else 10,
             )
 
     def _connections_lost(self) -> None:
@@ -538,6 +540,8 @@ class SqlStore:
         """
         if self.owns_engine:  # an adopted engine's pool is invalidated by SQLAlchemy itself
             self.engine.dispose()
+        if self._fast is not None:
+            self._fast.release(lost=True)
         if self._autocommit is not None:
             self._autocommit.dispose()
 
@@ -573,6 +577,8 @@ class SqlStore:
         """Close every pooled connection statewf opened (an adopted engine stays open)."""
         if self.owns_engine:
             self.engine.dispose()
+        if self._fast is not None:
+            self._fast.release()
         if self._autocommit is not None:
             self._autocommit.dispose()
 
