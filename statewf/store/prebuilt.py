@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -34,6 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from statewf.records import Instance, TransitionRecord
+from statewf.store.logrows import RECORD_FIELDS
 from statewf.store.schema import Tables
 
 #: Snapshot columns a transition may change (the rest are fixed at creation).
@@ -176,3 +179,30 @@ def conditional_writes(tables: Tables, record_fields: Sequence[str]) -> tuple[In
         .returning(e.id, e.position)
     )
     return write, with_effects
+
+
+_MOVED_NAMES = tuple(f"i_{name}" for name in MUTABLE_FIELDS)
+_MOVED_VALUES = attrgetter(*MUTABLE_FIELDS)
+_RECORD_NAMES = tuple(f"t_{name}" for name in RECORD_FIELDS)
+_RECORD_VALUES = attrgetter(*RECORD_FIELDS)
+
+
+def conditional_params(
+    snapshot: Instance, record: TransitionRecord, expected_version: int, release: bool
+) -> dict[str, Any]:
+    """The parameters of :func:`conditional_writes`' statements (effects' aside).
+
+    Read straight from the models the engine built (no ``model_dump``: the values are
+    serialized once, by the driver): ``i_`` the snapshot's moving fields, ``t_`` the
+    log row's, with tuples as lists and the configuration as stored.
+    """
+    params = dict(zip(_MOVED_NAMES, _MOVED_VALUES(snapshot), strict=True))
+    params.update(zip(_RECORD_NAMES, _RECORD_VALUES(record), strict=True))
+    params["i_id"] = snapshot.id
+    params["i_configuration"] = snapshot.stored_configuration()
+    params["t_source"] = list(record.source)
+    params["t_target"] = list(record.target)
+    params["t_context_unset"] = list(record.context_unset)
+    params["expected_version"] = expected_version
+    params["release"] = release
+    return params

@@ -437,10 +437,7 @@ class SqlStore:
         or neither does. False means another writer got there first. ``release``
         also clears the instance's lease (a run's final row).
         """
-        params = {f"i_{k}": v for k, v in _instance_values(snapshot).items()}
-        params.update({f"t_{k}": v for k, v in _record_values(record).items()})
-        params["expected_version"] = expected_version
-        params["release"] = release
+        params = prebuilt.conditional_params(snapshot, record, expected_version, release)
         if self._fast is not None:
             try:
                 with self._errors():
@@ -467,9 +464,8 @@ class SqlStore:
 
         PostgreSQL only.
         """
-        params = {f"i_{k}": v for k, v in _instance_values(snapshot).items()}
-        params.update({f"t_{k}": v for k, v in _record_values(record).items()})
-        params.update(expected_version=expected_version, release=False, **effects.params())
+        params = prebuilt.conditional_params(snapshot, record, expected_version, False)
+        params.update(effects.params())
         try:
             if self._fast is not None:
                 with self._errors():
