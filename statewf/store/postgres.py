@@ -81,7 +81,9 @@ class FastPath:
         )
         self.on_lost = on_lost
         self.keep = keep
-        self.idle: list[PoolProxiedConnection] = []
+        # each kept connection with its cursor, reused too (a cursor per call costs
+        # its adapters' set-up)
+        self.idle: list[tuple[PoolProxiedConnection, psycopg.Cursor[Any]]] = []
 
     def _adapt(self, params: dict[str, Any]) -> dict[str, Any]:
         adapted = dict(params)
@@ -92,14 +94,15 @@ class FastPath:
                 adapted[name] = wrap(value, dumps=dumps)
         return adapted
 
-    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _run(self, work: Callable[[psycopg.Cursor[Any]], T]) -> T:
         try:
-            raw = self.idle.pop()
+            raw, cur = self.idle.pop()
         except IndexError:
             raw = self.engine.raw_connection()
-        conn: psycopg.Connection[Any] = raw.driver_connection  # type: ignore[assignment]
+            cur = raw.driver_connection.cursor()  # type: ignore[union-attr]
+        conn = cur.connection
         try:
-            result = work(conn)
+            result = work(cur)
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError) or conn.broken:
                 raw.invalidate(exc)  # never back into the pool (no reset on a dead socket)
@@ -111,7 +114,7 @@ class FastPath:
             raw.invalidate()
             raise
         if conn.info.transaction_status == _IDLE and len(self.idle) < self.keep:
-            self.idle.append(raw)
+            self.idle.append((raw, cur))
         else:
             raw.close()
         return result
@@ -120,7 +123,7 @@ class FastPath:
         """Give the kept connections back to the pool (``lost``: discard them)."""
         while self.idle:
             try:
-                raw = self.idle.pop()
+                raw, _ = self.idle.pop()
             except IndexError:
                 return
             if lost:
@@ -131,8 +134,8 @@ class FastPath:
     def read(self, instance_id: str) -> dict[str, Any] | None:
         """The snapshot row as a dict, or None."""
 
-        def work(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
-            with conn.cursor(row_factory=dict_row) as cur:
+        def work(kept: psycopg.Cursor[Any]) -> dict[str, Any] | None:
+            with kept.connection.cursor(row_factory=dict_row) as cur:
                 cur.execute(self.read_sql, {"id": instance_id}, prepare=True)
                 row: dict[str, Any] | None = cur.fetchone()
                 return row
@@ -143,10 +146,9 @@ class FastPath:
         """Run the conditional update-and-append; True if it wrote."""
         adapted = self._adapt(params)
 
-        def work(conn: psycopg.Connection[Any]) -> bool:
-            with conn.cursor() as cur:
-                cur.execute(self.write_sql, adapted, prepare=True)
-                return cur.fetchone() is not None
+        def work(cur: psycopg.Cursor[Any]) -> bool:
+            cur.execute(self.write_sql, adapted, prepare=True)
+            return cur.fetchone() is not None
 
         return self._run(work)
 
@@ -155,9 +157,8 @@ class FastPath:
         (id, position), none if it did not write."""
         adapted = self._adapt(params)
 
-        def work(conn: psycopg.Connection[Any]) -> list[tuple[int, int]]:
-            with conn.cursor() as cur:
-                cur.execute(self.write_effects_sql, adapted, prepare=True)
-                return [(int(i), int(p)) for i, p in cur.fetchall()]
+        def work(cur: psycopg.Cursor[Any]) -> list[tuple[int, int]]:
+            cur.execute(self.write_effects_sql, adapted, prepare=True)
+            return [(int(i), int(p)) for i, p in cur.fetchall()]
 
         return self._run(work)
