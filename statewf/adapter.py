@@ -5,7 +5,9 @@ A :class:`CompiledMachine` is built once per machine name and version. It holds 
 model object through it, so firing an event costs a trigger, not a machine build.
 Guards and actions are not called by ``transitions`` directly: every callback is a
 small closure that hands the resolved :class:`~statewf.spec.Hook` to a
-:class:`HookRunner`, which owns the context, the payload and the effect list.
+:class:`HookRunner`, which owns the context, the payload and the effect list. A
+transition with nothing to call (no guard, no action, no exit or entry action) is
+fired without ``transitions`` at all: the same outcome, without its trigger's cost.
 """
 
 from __future__ import annotations

@@ -492,3 +492,32 @@ def test_snapshot_is_frozen() -> None:
     snap: Instance = order_decisions()[-1].snapshot
     with pytest.raises(ValueError, match="frozen"):
         snap.state = "x"  # type: ignore[misc]
+
+
+def test_hook_free_and_guarded_candidates_are_taken_in_declaration_order() -> None:
+    def never(ctx: Any, ev: Any) -> bool:
+        return False
+
+    machine = Machine(
+        "candidates",
+        initial="a",
+        states={
+            "a": State(
+                on={
+                    "GO": [transition("guarded", guard=never), transition("plain")],
+                    "FIRST": [transition("plain"), transition("guarded", unless=never)],
+                    "STAY": "a",
+                }
+            ),
+            "guarded": State(),
+            "plain": State(on={"BACK": "a"}),
+        },
+    )
+    went = run(machine, None, ("GO", None), ("BACK", None), ("FIRST", None))
+    assert [d.record.target for d in went[1:]] == [("plain",), ("a",), ("plain",)]
+    assert [d.snapshot.state for d in went[1:]] == ["plain", "a", "plain"]
+    stayed = run(machine, None, ("STAY", None))[-1]
+    assert stayed.record.source == ("a",)
+    assert stayed.record.target == ("a",)
+    assert stayed.record.meta == {}
+    assert stayed.snapshot.version == 2
