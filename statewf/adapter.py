@@ -101,24 +101,6 @@ class CompiledMachine:
                 unless=[_call_check(h) for h in t.unless],
                 before=[_call_taken(t), *(_call_run(h) for h in t.actions)],
             )
-        # (state, trigger) -> the transition taken with nothing to call on the way:
-        # the first candidate has no guard and no action, it leaves the state (not
-        # internal) and neither state has an exit or entry action. ``transitions``
-        # would take exactly that one and change only the state; firing it directly
-        # skips the trigger machinery (most of a small machine's decision).
-        self._direct: dict[tuple[str, str], ResolvedTransition] = {}
-        first: dict[tuple[str, str], ResolvedTransition] = {}
-        for trigger, t in [*events, *timers]:
-            first.setdefault((t.source, trigger), t)
-        for key, t in first.items():
-            source = key[0]
-            if (
-                not (t.guards or t.unless or t.actions or t.internal)
-                and t.target is not None
-                and not spec.states[source].on_exit
-                and not spec.states[t.target].on_enter
-            ):
-                self._direct[key] = t
 
     def fire(self, state: str, event: str, runner: HookRunner) -> str | None:
         """Fire ``event`` (or a timer's trigger) from ``state``; None if every guard said no.
@@ -126,10 +108,6 @@ class CompiledMachine:
         Callers check that the event exists for the state first; exceptions raised by
         guards and actions propagate unchanged.
         """
-        direct = self._direct.get((state, event))
-        if direct is not None:
-            runner.taken(direct)
-            return str(direct.target)
         model = _Model(state)
         assert self._machine is not None, "statecharts are not driven through transitions"
         try:
