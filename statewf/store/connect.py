@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -22,6 +23,7 @@ def create(url: str, *, pool_size: int, max_overflow: int, echo: bool) -> Engine
         # No pre-ping: it costs a round trip per transaction. A dropped
         # connection surfaces once as StoreError and the pool is refreshed.
         engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
+        utc_sessions(engine)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise InvalidInput(
             f"cannot use database URL {hide_password(url)!r}: {exc}; use "
@@ -63,6 +65,25 @@ def hide_password(url: str) -> str:
 
 def autocommit_pool(engine: Engine, pool_size: int, max_overflow: int) -> Engine:
     """A second pool to the same PostgreSQL database, in autocommit (the send fast path)."""
-    return create_engine(
+    pool = create_engine(
         engine.url, pool_size=pool_size, max_overflow=max_overflow, isolation_level="AUTOCOMMIT"
     )
+    utc_sessions(pool)
+    return pool
+
+
+def utc_sessions(engine: Engine) -> None:
+    """Give the PostgreSQL sessions of a pool statewf created the time zone UTC.
+
+    Instants are stored as ``timestamptz`` either way; with the session in UTC the
+    driver hands them back as UTC datetimes already, and reading a long log does
+    not convert each row's instants (an application's own engine keeps its zone:
+    those rows are converted as they are read).
+    """
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "connect")
+    def set_utc(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("SET TimeZone TO 'UTC'")
+        dbapi_connection.commit()

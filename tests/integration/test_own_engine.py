@@ -111,3 +111,27 @@ def test_the_url_shown_hides_the_apps_password(pg_schema: str) -> None:
             assert "***" in sw.url
     finally:
         engine.dispose()
+
+
+def test_an_app_engine_in_another_time_zone_reads_the_same_utc_instants(
+    pg_schema: str,
+) -> None:
+    from datetime import UTC
+
+    from tests.conftest import PG_URL
+
+    # statewf's own pools talk UTC; the application's engine keeps its sessions' zone
+    tokyo = sa.create_engine(PG_URL, connect_args={"options": "-c TimeZone=Asia/Tokyo"})
+    try:
+        with tracked(statewf.Engine(PG_URL, schema=pg_schema)) as own:
+            own.register(flip)
+            inst = own.send(own.create("flip", id="f-tz").id, "F")
+            mine = own.history(inst.id)
+        with statewf.Engine(tokyo, schema=pg_schema) as theirs:
+            theirs.register(flip)
+            seen = theirs.history(inst.id)
+        assert seen == mine
+        assert all(r.created_at.tzinfo is UTC for r in seen)
+        assert [r.created_at for r in seen] == [r.created_at for r in mine]
+    finally:
+        tokyo.dispose()
