@@ -55,6 +55,20 @@ def raw_insert_commit(schema: str, n: int) -> float:
     return statistics.median(times)
 
 
+async def replay_only(
+    engine: durable.WorkflowEngine,
+    workflow: durable.Workflow[Any, Any],
+    snapshot: statewf.Instance,
+    records: list[statewf.TransitionRecord],
+) -> Any:
+    """Replay a finished run's log through the executor without writing anything."""
+    executor = RunExecutor(
+        engine.executor.host, workflow, snapshot.model_copy(update={"status": "running"}), records
+    )
+    executor.finish()  # replay only: nothing is written
+    return await executor.execute()
+
+
 def make_workflow(name: str, steps: int) -> durable.Workflow[Any, Any]:
     """A workflow of ``steps`` trivial steps (shared by every benchmark)."""
 
@@ -145,14 +159,7 @@ async def bench_statewf(schema: str, raw: float, args: argparse.Namespace) -> di
                 t0 = time.perf_counter()
                 loaded, records = load()
                 t1 = time.perf_counter()
-                executor = RunExecutor(
-                    engine.executor.host,
-                    thousand,
-                    loaded.model_copy(update={"status": "running"}),
-                    records,
-                )
-                executor.finish()  # replay only: nothing is written
-                outcome = await executor.execute()
+                outcome = await replay_only(engine, thousand, loaded, records)
                 t2 = time.perf_counter()
             assert outcome.kind == "completed", outcome
             assert outcome.output == sum(range(1000))

@@ -55,7 +55,7 @@ import durable  # noqa: E402
 import statewf  # noqa: E402
 from benchmarks import bench_workers  # noqa: E402
 from benchmarks.bench_transitions import ping_pong  # noqa: E402
-from benchmarks.bench_workflows import make_workflow  # noqa: E402
+from benchmarks.bench_workflows import make_workflow, replay_only  # noqa: E402
 
 DEFAULT_URL = os.environ.get(
     "STATEWF_BENCH_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -482,7 +482,6 @@ def bench_growth(url: str, base: str, args: argparse.Namespace, rep: Report) -> 
     """A long run: its log loaded for resume, its replay, and history() of its rows."""
     from sqlalchemy import select
 
-    from durable.execution.runner import RunExecutor
     from statewf.store.runs import load_run
     from statewf.store.sql import record_from_row
 
@@ -505,14 +504,7 @@ def bench_growth(url: str, base: str, args: argparse.Namespace, rep: Report) -> 
                 t1 = time.perf_counter()
                 assert loaded is not None
                 snapshot, records = loaded
-                executor = RunExecutor(
-                    engine.executor.host,
-                    long,
-                    snapshot.model_copy(update={"status": "running"}),
-                    records,
-                )
-                executor.finish()  # replay only: nothing is written
-                outcome = await executor.execute()
+                outcome = await replay_only(engine, long, snapshot, records)
                 t2 = time.perf_counter()
                 assert outcome.kind == "completed", outcome
                 loads.append(t1 - t0)

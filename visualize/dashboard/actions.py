@@ -19,7 +19,7 @@ from starlette.responses import Response
 from statewf.errors import InvalidInput
 from visualize.dashboard.app import done
 from visualize.dashboard.forms import fields_of, payload_from
-from visualize.dashboard.schemas import answer_schema, payload_schemas
+from visualize.dashboard.schemas import answer_schema, payload_schemas, task_answer_schema
 from visualize.dashboard.security import User
 
 if TYPE_CHECKING:
@@ -75,16 +75,9 @@ def _text(form: Any, name: str) -> str | None:
     return value or None
 
 
-def _answer_schema(waiting: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The JSON schema of the answer a waiting approval or human task asks for, if any."""
-    task = (waiting or {}).get("task")
-    schema = task.get("answer_json_schema") if isinstance(task, Mapping) else None
-    return schema if isinstance(schema, Mapping) else None
-
-
 def _answer(form: Any, waiting: Mapping[str, Any] | None) -> Any:
     """A person's answer to an approval or human task, read from its schema's form."""
-    return payload_from(form, fields_of(_answer_schema(waiting)))
+    return payload_from(form, fields_of(task_answer_schema(waiting)))
 
 
 def run_action(dash: Dashboard) -> Handler:
@@ -138,7 +131,7 @@ def run_action(dash: Dashboard) -> Handler:
                 comment=reason,
                 step=_text(form, "step"),
                 resource_id=scope,
-                answer=_answer(form, found.waiting) if _answer_schema(found.waiting) else None,
+                answer=_answer(form, found.waiting) if task_answer_schema(found.waiting) else None,
             )
         elif name == "complete":
             after = await c.complete_task(

@@ -15,7 +15,7 @@ from statewf.records import Instance
 from visualize.dashboard.forms import fields_of
 from visualize.dashboard.live import token as live_token
 from visualize.dashboard.pages import PAGE_SIZE, RUN_KIND, live_workers_of, query_text
-from visualize.dashboard.schemas import answer_schema
+from visualize.dashboard.schemas import wait_form_schema
 from visualize.dashboard.security import User
 
 if TYPE_CHECKING:
@@ -33,22 +33,19 @@ def _task_item(snap: Instance) -> dict[str, Any] | None:
     if not event:
         return None
     task = task_of(snap)
-    kind = "approval" if event.startswith("approval:") else "event"
-    if event.startswith("task:"):
-        kind = "task"
+    prefix, _, step = event.partition(":")
+    kind = prefix if prefix in ("approval", "task") else "event"
     return {
         "snap": snap,
         "kind": kind,
         "waiting": waiting,
-        "step": event.partition(":")[2] if kind != "event" else "",
+        "step": step if kind != "event" else "",
         "event": event,
         "approval": kind == "approval",
         "task": task,
         # an approval's or task's answer form follows the answer schema stored with the
         # wait; an event's follows its payload schema, when this process has the model
-        "fields": fields_of(task.answer_schema)
-        if task is not None
-        else fields_of(answer_schema(waiting)),
+        "fields": fields_of(wait_form_schema(waiting)),
         "input": snap.context.get("input"),
         "assignee": (task.assignee if task is not None else None) or snap.context.get("assignee"),
     }

@@ -15,7 +15,7 @@ from visualize.api import history_diagram, instance_diagram
 from visualize.dashboard.forms import fields_of
 from visualize.dashboard.live import token as live_token
 from visualize.dashboard.render import inline_svg
-from visualize.dashboard.schemas import answer_schema, payload_schemas
+from visualize.dashboard.schemas import payload_schemas, wait_form_schema
 from visualize.dashboard.security import User
 from visualize.run import run_diagram
 
@@ -239,13 +239,7 @@ def run(dash: Dashboard) -> Handler:
         approval = event.removeprefix("approval:") if event.startswith("approval:") else None
         human_task = event.removeprefix("task:") if event.startswith("task:") else None
         task = waiting.get("task") if isinstance(waiting.get("task"), dict) else None
-        # a person's answer follows the schema stored with the wait; an event's payload
-        # follows its model, when this process has imported it
-        answer = (
-            fields_of(task.get("answer_json_schema"))
-            if task is not None
-            else fields_of(answer_schema(waiting))
-        )
+        answer = fields_of(wait_form_schema(waiting))
         return dash.html(
             request,
             user,

@@ -67,3 +67,20 @@ def answer_schema(waiting: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if isinstance(target, type) and issubclass(target, BaseModel):
         return target.model_json_schema()
     return None
+
+
+def task_answer_schema(waiting: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The JSON schema of a person's answer to a waiting approval or human task, if any.
+
+    It is stored with the wait, so it needs no model imported here.
+    """
+    task = (waiting or {}).get("task")
+    schema = task.get("answer_json_schema") if isinstance(task, Mapping) else None
+    return schema if isinstance(schema, Mapping) else None
+
+
+def wait_form_schema(waiting: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The schema of the form that answers a wait: a person's answer for a human task or
+    approval, else the payload of the event it waits for."""
+    task = (waiting or {}).get("task")
+    return task_answer_schema(waiting) if isinstance(task, Mapping) else answer_schema(waiting)
