@@ -94,7 +94,8 @@ class FastPath:
                 adapted[name] = wrap(value, dumps=dumps)
         return adapted
 
-    def _run(self, work: Callable[[psycopg.Cursor[Any]], T]) -> T:
+    def run(self, work: Callable[[psycopg.Cursor[Any]], T]) -> T:
+        """Run ``work`` on a kept autocommit connection's cursor (driver errors propagate)."""
         try:
             raw, cur = self.idle.pop()
         except IndexError:
@@ -140,7 +141,7 @@ class FastPath:
                 row: dict[str, Any] | None = cur.fetchone()
                 return row
 
-        return self._run(work)
+        return self.run(work)
 
     def write(self, params: dict[str, Any]) -> bool:
         """Run the conditional update-and-append; True if it wrote."""
@@ -150,7 +151,7 @@ class FastPath:
             cur.execute(self.write_sql, adapted, prepare=True)
             return cur.fetchone() is not None
 
-        return self._run(work)
+        return self.run(work)
 
     def write_effects(self, params: dict[str, Any]) -> list[tuple[int, int]]:
         """The conditional update-and-append that also inserts outbox rows: their
@@ -161,4 +162,4 @@ class FastPath:
             cur.execute(self.write_effects_sql, adapted, prepare=True)
             return [(int(i), int(p)) for i, p in cur.fetchall()]
 
-        return self._run(work)
+        return self.run(work)

@@ -400,6 +400,11 @@ class SqlStore:
             yield
 
     @property
+    def fast_path(self) -> postgres.FastPath | None:
+        """PostgreSQL's kept autocommit connections for one-statement writes, else None."""
+        return self._fast
+
+    @property
     def conditional_writes(self) -> bool:
         """True where :meth:`read_instance` + :meth:`write_if_version` make a fast path."""
         return self.dialect == "postgresql"
