@@ -153,24 +153,6 @@ class FastPath:
 
         return self.run(work)
 
-    def write_many(self, params: list[dict[str, Any]]) -> list[bool]:
-        """Several runs' conditional update-and-append in one transaction (one commit),
-        pipelined; for each, True if it wrote. A driver error rolls back all of them."""
-        adapted = [self._adapt(one) for one in params]
-
-        def work(cur: psycopg.Cursor[Any]) -> list[bool]:
-            conn = cur.connection
-            with conn.transaction(), conn.pipeline():
-                cur.executemany(self.write_sql, adapted, returning=True)
-                wrote = []
-                while True:
-                    wrote.append(cur.fetchone() is not None)
-                    if not cur.nextset():
-                        break
-            return wrote
-
-        return self.run(work)
-
     def write_effects(self, params: dict[str, Any]) -> list[tuple[int, int]]:
         """The conditional update-and-append that also inserts outbox rows: their
         (id, position), none if it did not write."""
