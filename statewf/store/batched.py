@@ -54,11 +54,15 @@ class Row(NamedTuple):
 Outcome = bool | StatewfError
 
 
+#: Fewer rows than this go one by one (a batch of one gains nothing: measured)
+MIN_ROWS = 2
+
+
 def write_rows(store: SqlStore, rows: Sequence[Row]) -> list[Outcome]:
     """Write ``rows`` (of distinct instances) in one commit where the store can; an
     outcome per row, in order."""
     fast = store.fast_path
-    if fast is None or len(rows) < 2:
+    if fast is None or len(rows) < MIN_ROWS:
         return [_write_one(store, row) for row in rows]
     sql = _statement(store.tables, store.engine.dialect)
     try:
