@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from durable.authoring.signals import Stop, WorkflowSignal
+from durable.execution.batching import MAX_ROWS, RowBatcher
 from durable.execution.lifecycle import Lifecycle, Mode, Phase
 from durable.log.records import KIND_STEP, KIND_STEP_FAILED, PAUSED, TERMINAL
 from statewf.appending import Move, append, next_row
@@ -37,6 +38,7 @@ from statewf.clock import Clock
 from statewf.errors import ConcurrencyConflict, StoreError
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx
+from statewf.store.batched import Row
 from statewf.store.leases import Lease, lease_of
 
 log = logging.getLogger("durable")
@@ -88,10 +90,20 @@ class RunHost:
     executor: Executor | None = None
     #: what :func:`durable.credentials` returns in runs executed here (never logged)
     credentials: Any = field(default=None, repr=False)
+    #: rows per shared commit of concurrent runs' plain rows (1: each row alone)
+    batch_rows: int = MAX_ROWS
+    _batcher: RowBatcher | None = field(default=None, init=False, repr=False)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking database work in the engine's thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    @property
+    def batcher(self) -> RowBatcher:
+        """The shared-commit writer of this host's runs (:mod:`durable.execution.batching`)."""
+        if self._batcher is None:
+            self._batcher = RowBatcher(self.store, self.executor, max_rows=self.batch_rows)
+        return self._batcher
 
 
 class RunWriter:
@@ -215,7 +227,7 @@ class RunWriter:
                     self._check_may_write(position)
                 # a final row also gives up the lease, in the same statement
                 self._releasing = final and self.lease is not None
-                self.snapshot = await self.host.db(self._write_sync, make, needs_tx)
+                self.snapshot = await self._write_once(make, needs_tx)
             except ConcurrencyConflict:
                 if self._in_make:
                     raise  # the step's own code (its SQL, its own statewf call)
@@ -312,23 +324,29 @@ class RunWriter:
                 return True
         return False
 
-    def _write_sync(
+    async def _write_once(
         self, make: Callable[[Tx | None, Instance], dict[str, Any]], needs_tx: bool
     ) -> Instance:
         snap = self.snapshot
-        store = self.host.store
         self._in_make = False
-        if not needs_tx and store.conditional_writes:
-            # PostgreSQL: the snapshot update and the log row in one autocommitted
-            # statement that applies only if the run is still at snap.version.
+        if not needs_tx and self.host.store.conditional_writes:
+            # PostgreSQL: the snapshot update and the log row in one statement that
+            # applies only if the run is still at snap.version, committed together
+            # with the rows other runs have ready at the same moment
             record, new = self._build(make, None, snap)
-            if not store.write_if_version(new, record, snap.version, release=self._releasing):
+            row = Row(new, record, snap.version, self._releasing)
+            if not await self.host.batcher.write(row):
                 raise ConcurrencyConflict(
                     f"run {snap.id!r} moved past version {snap.version}", instance_id=snap.id
                 )
             self.written.append(record)
             return new
-        with store.transaction() as tx:
+        return await self.host.db(self._write_in_tx, make, snap)
+
+    def _write_in_tx(
+        self, make: Callable[[Tx | None, Instance], dict[str, Any]], snap: Instance
+    ) -> Instance:
+        with self.host.store.transaction() as tx:
             record, new = self._build(make, tx, snap)
             released = {"lease_owner": None, "lease_expires_at": None} if self._releasing else {}
             append(tx, [record], Move(new, snap.version, released))

@@ -111,23 +111,23 @@ def crash_at_write(n: int, *, after_commit: bool) -> Iterator[list[int]]:
     """
     from durable.execution import runner
 
-    original = runner.RunExecutor._write_sync
+    original = runner.RunExecutor._write_once
     seen = [0]
 
-    def write(self: runner.RunExecutor, make: Any, needs_tx: bool) -> statewf.Instance:
+    async def write(self: runner.RunExecutor, make: Any, needs_tx: bool) -> statewf.Instance:
         seen[0] += 1
         if seen[0] == n and not after_commit:
             raise Crash(f"crash before write {n}")
-        result = original(self, make, needs_tx)
+        result = await original(self, make, needs_tx)
         if seen[0] == n and after_commit:
             raise Crash(f"crash after write {n}")
         return result
 
-    runner.RunExecutor._write_sync = write  # type: ignore[method-assign]
+    runner.RunExecutor._write_once = write  # type: ignore[method-assign]
     try:
         yield seen
     finally:
-        runner.RunExecutor._write_sync = original  # type: ignore[method-assign]
+        runner.RunExecutor._write_once = original  # type: ignore[method-assign]
 
 
 def ledger_step(path: str, name: str, pause_file: str | None = None) -> Callable[[], str]:
