@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import psycopg
@@ -66,7 +67,7 @@ def write_rows(store: SqlStore, rows: Sequence[Row]) -> list[Outcome]:
         return [_write_one(store, row) for row in rows]
     sql = _statement(store.tables, store.engine.dialect)
     try:
-        document = pydantic_core.to_json([prebuilt.conditional_params(*row) for row in rows])
+        document = pydantic_core.to_json([_params(row) for row in rows])
 
         def work(cur: psycopg.Cursor[Any]) -> set[str]:
             cur.execute(sql, (document.decode(),), prepare=True)
@@ -93,10 +94,27 @@ def _write_one(store: SqlStore, row: Row) -> Outcome:
         return exc
 
 
+_MOVED = attrgetter(*prebuilt.MUTABLE_FIELDS)
+_MOVED_NAMES = tuple(f"i_{name}" for name in prebuilt.MUTABLE_FIELDS)
+_RECORD = attrgetter(*RECORD_FIELDS)
+_RECORD_NAMES = tuple(f"t_{name}" for name in RECORD_FIELDS)
+
+
+def _params(row: Row) -> dict[str, Any]:
+    """One row's fields as :func:`_statement` declares them (tuples become JSON arrays)."""
+    params = dict(zip(_MOVED_NAMES, _MOVED(row.snapshot), strict=True))
+    params.update(zip(_RECORD_NAMES, _RECORD(row.record), strict=True))
+    params["i_id"] = row.snapshot.id
+    params["i_configuration"] = row.snapshot.stored_configuration()
+    params["expected_version"] = row.expected_version
+    params["release"] = row.release
+    return params
+
+
 @functools.lru_cache(maxsize=64)
 def _statement(tables: Tables, dialect: Dialect) -> str:
     """The many-row conditional write for ``tables``: one ``%s``, a JSON array of the
-    rows' :func:`~statewf.store.prebuilt.conditional_params`; returns the ids written."""
+    rows' :func:`_params`; returns the ids written."""
     quote = dialect.identifier_preparer.quote
     instances, transitions = tables.instances, tables.transitions
     fields = [
