@@ -196,3 +196,18 @@ def test_concurrent_runs_share_commits_and_each_log_is_intact(pg_schema: str) ->
     assert batches < rows  # rows went together
     for log in seqs:
         assert log == list(range(1, len(log) + 1))
+
+
+def test_good_rows_go_in_one_statement_not_one_by_one(
+    engine: statewf.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import statewf.store.batched as batched
+
+    def one_by_one(*_args: Any) -> Any:
+        raise AssertionError("the batch fell back to one-row writes")
+
+    monkeypatch.setattr(batched, "_write_one", one_by_one)
+    ids = [engine.create("ping").id for _ in range(4)]
+    snaps = [engine.store.read_instance(i) for i in ids]
+    batch = [Row(new, rec, new.version - 1) for rec, new in (flip(s) for s in snaps if s)]
+    assert write_rows(engine.store, batch) == [True] * 4
