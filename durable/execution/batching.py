@@ -14,9 +14,9 @@ not what any writer learns from it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import Any
+import contextlib
+import queue
+import threading
 
 from statewf.store import SqlStore
 from statewf.store.batched import Outcome, Row, write_rows
@@ -29,23 +29,30 @@ MAX_IN_FLIGHT = 2
 
 
 class RowBatcher:
-    """Collects conditional writes of distinct runs and commits them in batches."""
+    """Collects conditional writes of distinct runs and commits them in batches.
+
+    Its own threads (one per batch in flight) take the batches: handing work to a
+    dedicated thread and its result back with one ``call_soon_threadsafe`` costs about
+    half the CPU of a thread-pool future chained to the event loop (measured: 93-115
+    vs 174-187 us per one-row write).
+    """
 
     def __init__(
         self,
         store: SqlStore,
-        executor: Executor | None,
         *,
         max_rows: int = MAX_ROWS,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.store = store
-        self.executor = executor
         self.max_rows = max_rows
         self.max_in_flight = max_in_flight
         self._waiting: list[tuple[Row, asyncio.Future[Outcome]]] = []
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
         #: rows written and batches sent (for benchmarks and tests)
         self.rows = 0
         self.batches = 0
@@ -64,31 +71,62 @@ class RowBatcher:
             raise outcome
         return outcome
 
+    def close(self) -> None:
+        """Stop the batcher's threads once the batches in flight are written."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join(timeout=30)
+
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._waiting[: self.max_rows]
         del self._waiting[: self.max_rows]
         self._in_flight += 1
         self.rows += len(batch)
         self.batches += 1
-        rows = [row for row, _ in batch]
-        sent = loop.run_in_executor(self.executor, write_rows, self.store, rows)
-        sent.add_done_callback(self._landed(loop, batch))
+        self._start_threads()
+        self._queue.put((loop, batch))
+
+    def _start_threads(self) -> None:
+        if len(self._threads) >= self.max_in_flight:
+            return
+        with self._lock:
+            while len(self._threads) < self.max_in_flight:
+                thread = threading.Thread(target=self._work, name="durable-rows", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            loop, batch = item
+            outcomes: list[Outcome] | None = None
+            error: BaseException | None = None
+            try:
+                outcomes = write_rows(self.store, [row for row, _ in batch])
+            except BaseException as exc:  # handed to every writer of the batch
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                loop.call_soon_threadsafe(self._landed, loop, batch, outcomes, error)
 
     def _landed(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Row, asyncio.Future[Outcome]]]
-    ) -> Callable[[asyncio.Future[list[Outcome]]], Any]:
-        def landed(sent: asyncio.Future[list[Outcome]]) -> None:
-            self._in_flight -= 1
-            error = sent.exception() if not sent.cancelled() else asyncio.CancelledError()
-            outcomes: list[Outcome] | None = None if error is not None else sent.result()
-            for i, (_, done) in enumerate(batch):
-                if done.done():
-                    continue  # its writer was cancelled meanwhile
-                if outcomes is None:
-                    done.set_exception(error or RuntimeError("batch lost"))
-                else:
-                    done.set_result(outcomes[i])
-            if self._waiting and self._in_flight < self.max_in_flight:
-                self._send(loop)
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[Row, asyncio.Future[Outcome]]],
+        outcomes: list[Outcome] | None,
+        error: BaseException | None,
+    ) -> None:
+        self._in_flight -= 1
+        for i, (_, done) in enumerate(batch):
+            if done.done():
+                continue  # its writer was cancelled meanwhile
+            if outcomes is None:
+                done.set_exception(error or RuntimeError("batch lost"))
+            else:
+                done.set_result(outcomes[i])
+        if self._waiting and self._in_flight < self.max_in_flight and loop is self._loop:
+            self._send(loop)
 
-        return landed
+
+_Batch = tuple[asyncio.AbstractEventLoop, list[tuple[Row, "asyncio.Future[Outcome]"]]]

@@ -145,6 +145,7 @@ class Executor:
             await asyncio.wait(tasks)
         # no database call is in flight after this (a claim cancelled mid-way may
         # still have committed): then hand back everything this engine holds
+        self.host.close()
         if self.host.executor is not None:
             self.host.executor.shutdown(wait=True)
         await asyncio.to_thread(self.leases.release_everything, set(self.crashed))

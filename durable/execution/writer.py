@@ -102,8 +102,13 @@ class RunHost:
     def batcher(self) -> RowBatcher:
         """The shared-commit writer of this host's runs (:mod:`durable.execution.batching`)."""
         if self._batcher is None:
-            self._batcher = RowBatcher(self.store, self.executor, max_rows=self.batch_rows)
+            self._batcher = RowBatcher(self.store, max_rows=self.batch_rows)
         return self._batcher
+
+    def close(self) -> None:
+        """Stop the shared-commit writer's threads (after the last write)."""
+        if self._batcher is not None:
+            self._batcher.close()
 
 
 class RunWriter:
