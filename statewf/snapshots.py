@@ -1,6 +1,6 @@
 """A bounded, thread-safe cache of the snapshots an engine last read or wrote.
 
-Only the PostgreSQL fast path of ``send`` reads it, and only to *decide*: the write
+Only the fast path of ``send`` (PostgreSQL, and SQLite files and memory) reads it, and only to *decide*: the write
 that follows is conditional on the instance still being at the cached version, so a
 stale entry can cost a retry, never a wrong write. Reads (``get``, ``history``) never
 use it.

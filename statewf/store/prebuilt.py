@@ -101,6 +101,35 @@ def statements(tables: Tables) -> Statements:
     )
 
 
+def conditional_update(tables: Tables) -> Update:
+    """The snapshot's move, only while it is at ``expected_version`` (``i_`` parameters).
+
+    ``release`` also gives up the instance's lease (a run's final row), in the same
+    statement.
+    """
+    c = tables.instances.c
+    release = bindparam("release", type_=Boolean)
+    return (
+        update(tables.instances)
+        .where(c.id == bindparam("i_id"), c.version == bindparam("expected_version"))
+        .values(
+            {
+                **{name: bindparam(f"i_{name}", type_=c[name].type) for name in MUTABLE_FIELDS},
+                "lease_owner": case((release, null()), else_=c.lease_owner),
+                "lease_expires_at": case((release, null()), else_=c.lease_expires_at),
+            }
+        )
+    )
+
+
+def log_row_insert(tables: Tables) -> Insert:
+    """The log row's ``INSERT``, from the ``t_`` parameters of :func:`conditional_params`."""
+    cols = tables.transitions.c
+    return tables.transitions.insert().values(
+        {name: bindparam(f"t_{name}", type_=cols[name].type) for name in RECORD_FIELDS}
+    )
+
+
 def conditional_writes(tables: Tables, record_fields: Sequence[str]) -> tuple[Insert, Insert]:
     """The send's one-statement write, and the same write also recording its effects.
 
@@ -112,22 +141,7 @@ def conditional_writes(tables: Tables, record_fields: Sequence[str]) -> tuple[In
     statement, one commit, for a transition with effects.
     """
     t = tables
-    c = t.instances.c
-    release = bindparam("release", type_=Boolean)
-    moved = (
-        update(t.instances)
-        .where(c.id == bindparam("i_id"), c.version == bindparam("expected_version"))
-        .values(
-            {
-                **{name: bindparam(f"i_{name}") for name in MUTABLE_FIELDS},
-                # a run's final row gives up its lease in the same statement
-                "lease_owner": case((release, null()), else_=c.lease_owner),
-                "lease_expires_at": case((release, null()), else_=c.lease_expires_at),
-            }
-        )
-        .returning(c.id)
-        .cte("moved")
-    )
+    moved = conditional_update(t).returning(t.instances.c.id).cte("moved")
     cols = [t.transitions.c[name] for name in record_fields]
     source = select(*[bindparam(f"t_{col.name}", type_=col.type) for col in cols])
     write = (
