@@ -25,7 +25,7 @@ from contextlib import contextmanager, nullcontext
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Select, bindparam, select
+from sqlalchemy import JSON, Engine, Select, bindparam, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
@@ -73,6 +73,8 @@ class Compiled:
         for position, name in enumerate(names):
             type_ = compiled.binds[name].type
             process = type_.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None and isinstance(type_, JSON):
+                process = _short_json(process)
             if process is not None:
                 found.append((position, process))
         self._processors = tuple(found)
@@ -83,6 +85,39 @@ class Compiled:
         for position, process in self._processors:
             values[position] = process(values[position])
         return values
+
+
+#: Lists of state names encoded once (configurations, sources, targets): at most this many.
+_MEMO_SIZE = 1024
+
+
+def _short_json(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``encode`` (SQLAlchemy's JSON bind processor) with its commonest answers short:
+    an empty object or list, and lists of strings (state names) seen before.
+
+    The text is the one ``encode`` gives: a list of ``str`` encodes by its items alone,
+    and a key of strings never equals one holding anything else.
+    """
+    memo: dict[tuple[Any, ...], Any] = {}
+
+    def process(value: Any) -> Any:
+        kind = type(value)
+        if kind is list:
+            if not value:
+                return "[]"
+            if all(type(item) is str for item in value):
+                key = tuple(value)
+                found = memo.get(key)
+                if found is None:
+                    found = encode(value)
+                    if len(memo) < _MEMO_SIZE:
+                        memo[key] = found
+                return found
+        if kind is dict and not value:
+            return "{}"
+        return encode(value)
+
+    return process
 
 
 class SqliteFastPath:

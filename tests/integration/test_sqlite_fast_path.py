@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 import statewf
 import tests.sample_machines as sm
 from examples.order_statechart import order as order_chart
+from statewf.store.sqlite_fast import _short_json
 from statewf.testing import ManualClock
 from tests.conftest import tracked
 from tests.integration.timer_machines import expiring
@@ -154,3 +157,20 @@ def test_senders_on_threads_share_the_memory_database() -> None:
     assert final.version == 101
     assert final.context["n"] == 100
     assert [r.seq for r in engine.history(inst.id)] == list(range(1, 102))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.lists(json_values | st.lists(st.text(max_size=3), max_size=3), max_size=8))
+def test_the_short_json_encoder_gives_sqlalchemys_text(values: list[Any]) -> None:
+    dialect = sa.create_engine("sqlite://").dialect
+    encode = sa.JSON(none_as_null=True).dialect_impl(dialect).bind_processor(dialect)
+    assert encode is not None
+    short = _short_json(encode)
+    for value in [*values, *values]:  # the second time from the memo
+        assert short(value) == encode(value)
