@@ -69,14 +69,14 @@ class Compiled:
         )
         # the processors SQLAlchemy's execution would run on each value (the same
         # JSON serializer, the same DATETIME text)
-        found = []
+        found: list[tuple[int, Callable[[Any], Any]]] = []
         for position, name in enumerate(names):
             type_ = compiled.binds[name].type
             process = type_.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None and isinstance(type_, JSON):
-                process = _short_json(process)
             if process is not None:
-                found.append((position, process))
+                found.append(
+                    (position, _short_json(process) if isinstance(type_, JSON) else process)
+                )
         self._processors = tuple(found)
 
     def args(self, params: dict[str, Any]) -> list[Any]:
