@@ -27,12 +27,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Engine, Select, bindparam, select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from statewf.errors import InvalidInput, StatewfError, StoreError
-from statewf.store import prebuilt
+from statewf.store import driver_errors, prebuilt
 from statewf.store.schema import Tables
 
 T = TypeVar("T")
@@ -142,6 +143,7 @@ class SqliteFastPath:
         self.turns = turns
         self.keep = keep
         self.idle: list[tuple[PoolProxiedConnection, sqlite3.Connection]] = []
+        self.log_table = tables.transitions.name
         dialect = engine.dialect
         t = tables.instances
         read: Select[Any] = select(t).where(t.c.id == bindparam("id"))
@@ -209,6 +211,8 @@ class SqliteFastPath:
             ) from exc
         except sqlite3.Error as exc:
             raise wrap(exc, self.url) from exc
+        except DBAPIError as exc:  # opening a connection, through the pool
+            raise driver_errors.wrap(exc, self.url, self.log_table) from exc
 
     # ------------------------------------------------------------ statements
 
@@ -246,7 +250,9 @@ class SqliteFastPath:
                 return None
             try:
                 conn.execute(self.append.sql, logged)
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" not in str(exc):
+                    raise
                 conn.rollback()  # another writer appended this seq first
                 return None
             ids = []
