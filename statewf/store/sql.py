@@ -27,6 +27,7 @@ from statewf.store import (
     driver_errors,
     logrows,
     migrations,
+    pg_write,
     postgres,
     prebuilt,
     sqlite,
@@ -167,6 +168,10 @@ class SqlStore:
         if self._fast is not None:
             try:
                 with self._errors():
+                    if self._prepared_write is not None:
+                        rows = self._prepared_write.write(self._fast, params)
+                        if rows is not None:
+                            return rows > 0
                     return self._fast.write(params)
             except psycopg.errors.UniqueViolation:
                 return False  # another writer appended this seq first
@@ -243,6 +248,7 @@ class SqlStore:
             t, _RECORD_FIELDS
         )
         self._fast: postgres.FastPath | None = None
+        self._prepared_write: pg_write.PreparedWrite | None = None
         if self._autocommit is not None:
             # JSON parameters, and whether each is a document (json text) or JSONB
             json_params = {
@@ -259,6 +265,9 @@ class SqlStore:
                 json_params,
                 on_lost=self._connections_lost,
                 keep=pool.size() if isinstance(pool := self._autocommit.pool, QueuePool) else 10,
+            )
+            self._prepared_write = pg_write.PreparedWrite(
+                self._write_query, set(json_params), b"statewf_write"
             )
         # SQLite: the same conditional write on kept sqlite3 connections, from a pool of
         # their own for a file (the store's pool stays whole for transactions), the one
