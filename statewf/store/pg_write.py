@@ -87,6 +87,8 @@ class PreparedWrite:
                 append(None)
             elif is_json:
                 append(dumps(value))
+            elif type(value) is str and "\x00" not in value:  # the commonest, inline
+                append(value.encode())
             else:
                 text = _text(value)
                 if text is None:
