@@ -58,6 +58,8 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
+from statewf.store import pg_write
+
 URL = os.environ.get("STATEWF_BENCH_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 WORKFLOW = "bench-steps"
 
@@ -190,6 +192,19 @@ def count_round_trips() -> None:
 
     psycopg.Connection.commit = counted_commit  # type: ignore[method-assign]
     psycopg.Connection.rollback = counted_rollback  # type: ignore[method-assign]
+    # the step write prepared on libpq (statewf/store/pg_write.py): psycopg's cursor
+    # never sees it
+    prepared = pg_write.PreparedWrite.write
+
+    def counted_prepared(self: Any, *args: Any) -> Any:
+        rows = prepared(self, *args)
+        if rows is not None:
+            kind = statement_kind(self.sql)
+            with TRIPS.lock:
+                TRIPS.statements[kind] += 1
+        return rows
+
+    pg_write.PreparedWrite.write = counted_prepared  # type: ignore[method-assign]
 
 
 def trips_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:

@@ -179,9 +179,13 @@ def decide(
             allowed=spec.events_from(state),
             **ids,
         )
-    payload_obj, payload_json = parse_payload(
-        options[0].payload, payload, event=event, where=where, ids=ids, max_bytes=max_bytes
-    )
+    schema = options[0].payload
+    if payload is None and schema is None:  # what parse_payload makes of it, without the trip
+        payload_obj = payload_json = None
+    else:
+        payload_obj, payload_json = parse_payload(
+            schema, payload, event=event, where=where, ids=ids, max_bytes=max_bytes
+        )
     runner = HookRun(
         where + f" handling {event!r}",
         load_context(compiled, snapshot.context),

@@ -74,8 +74,8 @@ class Engine(TimerOperations):
         max_payload_bytes: cap on the JSON size of one payload or context.
         effect_max_attempts: dispatch attempts before an effect is marked dead.
         pool_size: database connections kept per pool.
-        snapshot_cache_size: snapshots remembered for the PostgreSQL fast path of
-            :meth:`send` (0 turns it off); a stale one costs a retry, never a wrong write.
+        snapshot_cache_size: snapshots remembered for the fast path of :meth:`send`
+            (0 turns it off); a stale one costs a retry, never a wrong write.
     """
 
     def __init__(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from statewf.errors import StatewfError
 from statewf.records import (
@@ -20,6 +22,26 @@ from statewf.records import (
     chart_fields,
     state_label,
 )
+
+M = TypeVar("M", bound=BaseModel)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def updated(model: M, changes: dict[str, Any]) -> M:
+    """A copy of a frozen model with ``changes``, as ``model.model_copy(update=changes)``.
+
+    The same object (fields, fields set, no validation of the changes), built in one
+    step: ``model_copy`` copies the field dict, the extra and the fields set through
+    ``copy.copy`` and then updates them, about a third of a snapshot cache's put.
+    For models without extra fields or private attributes (the records here).
+    """
+    new = _new(type(model))
+    _set(new, "__dict__", {**model.__dict__, **changes})
+    _set(new, "__pydantic_extra__", None)
+    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | changes.keys())
+    _set(new, "__pydantic_private__", None)
+    return new
 
 
 def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
@@ -57,8 +79,9 @@ def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
     for key in record.context_unset:
         context.pop(key, None)
     configuration = record.target or snapshot.configuration
-    return snapshot.model_copy(
-        update={
+    return updated(
+        snapshot,
+        {
             **_chart(record, configuration),
             **(_migrated(record) if record.kind == KIND_MIGRATE else {}),
             "state": state_label(configuration),
@@ -67,7 +90,7 @@ def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
             "version": record.seq,
             "wake_at": record.wake_at,
             "updated_at": record.created_at,
-        }
+        },
     )
 
 

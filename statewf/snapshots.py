@@ -1,6 +1,6 @@
 """A bounded, thread-safe cache of the snapshots an engine last read or wrote.
 
-Only the PostgreSQL fast path of ``send`` reads it, and only to *decide*: the write
+Only the fast path of ``send`` (PostgreSQL, SQLite) reads it, and only to *decide*: the write
 that follows is conditional on the instance still being at the cached version, so a
 stale entry can cost a retry, never a wrong write. Reads (``get``, ``history``) never
 use it.
@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import pydantic_core
 
+from statewf.fold import updated
 from statewf.records import Instance
 
 
@@ -47,7 +48,7 @@ class SnapshotCache:
             self.drop(snapshot.id)
             return
         # contexts are JSON data: decoding the encoding is an exact, fast deep copy
-        snapshot = snapshot.model_copy(update={"context": pydantic_core.from_json(encoded)})
+        snapshot = updated(snapshot, {"context": pydantic_core.from_json(encoded)})
         with self._lock:
             known = self._items.get(snapshot.id)
             if known is not None and known.version > snapshot.version:

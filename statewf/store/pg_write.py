@@ -1,0 +1,133 @@
+"""``send``'s conditional write on PostgreSQL, prepared once per connection and run on libpq.
+
+psycopg's ``cursor.execute(..., prepare=True)`` spends more CPU per call than the
+rest of the write: it converts the query, dumps each parameter through its adapters,
+looks the statement up in its prepared-statement cache and sets up a result (a
+profile of a ping-pong send: ~37% of its CPU). The write is one statement with a
+fixed set of parameters of known types, so here it is prepared once on each kept
+connection of :class:`~statewf.store.postgres.FastPath` (``pgconn.prepare``, with
+``$n`` placeholders and the types the statement's casts give), and each call sends
+its parameters as text straight to ``pgconn.exec_prepared``: the JSON ones as
+pydantic-core's encoding (what the ``Json``/``Jsonb`` wrappers send), instants in ISO
+form, integers and strings as they are. A failed result is raised as the psycopg
+error psycopg itself would raise (same class by SQLSTATE), so callers and
+``FastPath.run`` handle it as before.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+import psycopg
+import pydantic_core
+from psycopg import pq
+from sqlalchemy import Insert
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from statewf.store.postgres import FastPath
+
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+#: SQLSTATE of "prepared statement does not exist" (the server forgot it: DISCARD ALL).
+_NOT_PREPARED = "26000"
+
+
+def _text(value: Any) -> bytes | None:
+    """A non-JSON, non-null parameter in PostgreSQL's text input form; None if it has
+    none here (a NUL in a string, a naive instant, another type): psycopg's path then."""
+    kind = type(value)
+    if kind is str:
+        string: str = value
+        return None if "\x00" in string else string.encode()
+    if kind is bool:
+        return b"t" if value else b"f"
+    if kind is int:
+        return str(value).encode()
+    if kind is datetime and value.tzinfo is not None:
+        instant: datetime = value
+        return instant.isoformat().encode()
+    return None
+
+
+class PreparedWrite:
+    """One statement, prepared on each connection it runs on, executed with text parameters.
+
+    ``json_params`` names the parameters sent as JSON text (whatever their Python
+    type: a payload may be a string). A value this module does not put in text form
+    (a string holding a NUL, which the text protocol cannot carry; a naive instant;
+    another type) makes :meth:`write` answer None: the caller then takes psycopg's
+    path, which stores or rejects it as before.
+    """
+
+    def __init__(self, statement: Insert, json_params: set[str], name: bytes) -> None:
+        dialect = psycopg_dialect.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled).encode()
+        self.name = name
+        names = tuple(compiled.positiontup or ())
+        encode_json: Callable[[Any], bytes] = pydantic_core.to_json
+        self.params = tuple((n, n in json_params) for n in names)
+        self._json = encode_json
+        # the connections this statement is prepared on (a new one prepares it first)
+        self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+    def args(self, params: dict[str, Any]) -> list[bytes | None] | None:
+        """The parameters as text, or None if one has no text form here."""
+        out: list[bytes | None] = []
+        append = out.append
+        dumps = self._json
+        for name, is_json in self.params:
+            value = params[name]
+            if value is None:
+                append(None)
+            elif is_json:
+                append(dumps(value))
+            elif type(value) is str and "\x00" not in value:  # the commonest, inline
+                append(value.encode())
+            else:
+                text = _text(value)
+                if text is None:
+                    return None
+                append(text)
+        return out
+
+    def write(self, fast: FastPath, params: dict[str, Any]) -> int | None:
+        """Run the statement on a kept connection: the number of rows it returned, or None
+        when its parameters need psycopg's own path. Driver errors propagate."""
+        found = self.args(params)
+        if found is None:
+            return None
+        # libpq takes None for a NULL (psycopg's own calls pass it; its stubs say bytes)
+        args = cast("Sequence[bytes]", found)
+
+        def work(cur: psycopg.Cursor[Any]) -> int:
+            conn = cur.connection
+            pgconn = conn.pgconn
+            if conn not in self._prepared:
+                self._prepare(conn)
+            result = pgconn.exec_prepared(self.name, args)
+            if result.status != _TUPLES_OK:
+                error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+                if error.sqlstate != _NOT_PREPARED:
+                    raise error
+                self._prepared.discard(conn)
+                self._prepare(conn)
+                result = pgconn.exec_prepared(self.name, args)
+                if result.status != _TUPLES_OK:
+                    raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            return int(result.ntuples)
+
+        return fast.run(work)
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        result = conn.pgconn.prepare(self.name, self.sql)
+        if result.status != _COMMAND_OK:
+            error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            if error.sqlstate != "42P05":  # prepared already (by an earlier store's object)
+                raise error
+        self._prepared.add(conn)

@@ -1,0 +1,72 @@
+"""PostgreSQL's send write prepared on libpq (statewf/store/pg_write.py) stores exactly
+what psycopg's execution of the same statement stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+import statewf
+from statewf.store import prebuilt
+from statewf.store.pg_write import PreparedWrite
+from statewf.store.schema import build_tables
+from statewf.testing import ManualClock
+from tests.conftest import PG_URL, tracked
+from tests.integration.test_sqlite_fast_path import TABLES, drive
+
+
+def rows(schema: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every stored row of statewf's tables in ``schema``, JSON and instants as text."""
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            return {
+                name: [
+                    tuple(r)
+                    for r in conn.execute(
+                        sa.text(f'SELECT (t.*)::text FROM "{schema}".statewf_{name} t ORDER BY 1')
+                    )
+                ]
+                for name in TABLES
+            }
+    finally:
+        engine.dispose()
+
+
+def test_the_prepared_write_stores_what_psycopg_stores(pg_schema: str) -> None:
+    other = f"{pg_schema}_b"
+    prepared_clock, psycopg_clock = ManualClock(), ManualClock()
+    prepared = tracked(statewf.Engine(PG_URL, schema=pg_schema, clock=prepared_clock))
+    plain = tracked(statewf.Engine(PG_URL, schema=other, clock=psycopg_clock))
+    try:
+        assert prepared.store._prepared_write is not None
+        plain.store._prepared_write = None  # every write through cursor.execute
+        drive(prepared, prepared_clock)
+        drive(plain, psycopg_clock)
+        written, expected = rows(pg_schema), rows(other)
+        for name in TABLES:
+            assert written[name] == expected[name], name
+        assert len(written["transitions"]) == 19
+    finally:
+        plain.close()
+        engine = sa.create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{other}" CASCADE'))
+        engine.dispose()
+
+
+def test_values_without_a_text_form_here_go_to_psycopg() -> None:
+    tables = build_tables()
+    write, _ = prebuilt.conditional_writes(tables, prebuilt.RECORD_FIELDS)
+    statement = PreparedWrite(write, {"i_context", "t_payload"}, b"statewf_test")
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    params: dict[str, Any] = dict.fromkeys((n for n, _ in statement.params), "x")
+    params.update(i_version=2, expected_version=1, release=False, i_updated_at=now)
+    params.update(i_context={"k": "\x00"}, t_payload="text")  # JSON: escaped, fine
+    found = statement.args(params)
+    assert found is not None
+    assert found[[n for n, _ in statement.params].index("t_payload")] == b'"text"'
+    assert statement.args({**params, "i_state": "a\x00b"}) is None  # libpq cuts at a NUL
+    assert statement.args({**params, "i_updated_at": now.replace(tzinfo=None)}) is None
