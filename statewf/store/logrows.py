@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
-from sqlalchemy import DateTime, Select, Text, cast, select, type_coerce
+from sqlalchemy import Connection, DateTime, Select, Text, cast, select, type_coerce
 
 from statewf.records import TransitionRecord
 from statewf.store.schema import Tables
@@ -24,8 +26,8 @@ from statewf.store.schema import Tables
 #: The instants of a log row: read as the driver gives them, made UTC here.
 _TIMES = frozenset({"wake_at", "created_at"})
 #: The plain columns of a log row, fetched as they are, in this order.
-PLAIN = ("instance_id", "seq", "kind", "event", "status", "wake_at", "key", "created_at")
-#: The JSON columns, fetched as text, in this order.
+PLAIN = ("seq", "kind", "event", "status", "wake_at", "key", "created_at")
+#: The JSON columns, fetched as text, in this order (after :data:`PLAIN`).
 JSON_COLUMNS = ("source", "target", "payload", "context_set", "context_unset", "meta")
 _FIELDS = tuple(TransitionRecord.model_fields)
 _FIELD_SET = frozenset(_FIELDS)
@@ -33,34 +35,80 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def select_rows(tables: Tables) -> Select[Any]:
-    """``SELECT`` of log rows with their JSON columns as text (add the WHERE and ORDER BY)."""
+def select_rows(tables: Tables, *, with_instance: bool = False) -> Select[Any]:
+    """``SELECT`` of log rows with their JSON columns as text (add the WHERE and ORDER BY).
+
+    The instance id is left out unless ``with_instance`` (then it is the last column):
+    the log of one instance does not need it 10,000 times over the wire.
+    """
     c = tables.transitions.c
     plain = [
         type_coerce(c[name], DateTime()).label(name) if name in _TIMES else c[name]
         for name in PLAIN
     ]
-    return select(*plain, *(cast(c[name], Text).label(name) for name in JSON_COLUMNS))
+    columns = [*plain, *(cast(c[name], Text).label(name) for name in JSON_COLUMNS)]
+    if with_instance:
+        columns.append(c.instance_id)
+    return select(*columns)
 
 
-def records(rows: Sequence[Sequence[Any]]) -> list[TransitionRecord]:
-    """Log records from rows of :func:`select_rows`, in order, with one JSON decode."""
-    if not rows:
-        return []
-    text = ",".join(f"[{r[8]},{r[9]},{r[10] or 'null'},{r[11]},{r[12]},{r[13]}]" for r in rows)
-    # Tens of thousands of new containers would run the cyclic collector many times
-    # over a heap that only grows here; it runs again once the records exist.
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic collector off while a long log is read and built.
+
+    Tens of thousands of new containers would run it many times over a heap that
+    only grows here (and every pass walks the whole heap); it runs again after.
+    """
     collecting = gc.isenabled()
     gc.disable()
     try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def read(
+    conn: Connection, query: Select[Any], instance_id: str | None = None
+) -> list[TransitionRecord]:
+    """Run a :func:`select_rows` query and build its records, the collector paused.
+
+    ``instance_id`` is the one instance the rows belong to; without it the query must
+    have been built ``with_instance``.
+    """
+    with gc_paused():
+        return records(conn.execute(query).all(), instance_id)
+
+
+def records(
+    rows: Sequence[Sequence[Any]], instance_id: str | None = None
+) -> list[TransitionRecord]:
+    """Log records from rows of :func:`select_rows`, in order, with one JSON decode."""
+    if not rows:
+        return []
+    text = ",".join(f"[{r[7]},{r[8]},{r[9] or 'null'},{r[10]},{r[11]},{r[12]}]" for r in rows)
+    with gc_paused():
         documents = json.loads(f"[{text}]")
+        ids: Iterable[str] = (
+            repeat(instance_id, len(rows)) if instance_id is not None else [r[13] for r in rows]
+        )
         out: list[TransitionRecord] = []
         append = out.append
         record_type = TransitionRecord
-        for r, (source, target, payload, context_set, context_unset, meta) in zip(
-            rows, documents, strict=True
+        # configurations repeat (a row's source is the row before's target): equal
+        # texts give one shared tuple (immutable), so fewer objects for the collector
+        shapes: dict[str, tuple[str, ...]] = {}
+        shape = shapes.get
+        for r, (source, target, payload, context_set, context_unset, meta), iid in zip(
+            rows, documents, ids, strict=True
         ):
-            wake_at, created_at = r[5], r[7]
+            from_ = shape(r[7])
+            if from_ is None:
+                from_ = shapes[r[7]] = tuple(source)
+            to = shape(r[8])
+            if to is None:
+                to = shapes[r[8]] = tuple(target)
+            wake_at, created_at = r[4], r[6]
             if created_at.tzinfo is not UTC:
                 created_at = _utc(created_at)
             if wake_at is not None and wake_at.tzinfo is not UTC:
@@ -70,18 +118,18 @@ def records(rows: Sequence[Sequence[Any]]) -> list[TransitionRecord]:
                 record,
                 "__dict__",
                 {
-                    "instance_id": r[0],
-                    "seq": r[1],
-                    "kind": r[2],
-                    "event": r[3],
-                    "source": tuple(source),
-                    "target": tuple(target),
+                    "instance_id": iid,
+                    "seq": r[0],
+                    "kind": r[1],
+                    "event": r[2],
+                    "source": from_,
+                    "target": to,
                     "payload": payload,
                     "context_set": context_set,
                     "context_unset": tuple(context_unset),
-                    "status": r[4],
+                    "status": r[3],
                     "wake_at": wake_at,
-                    "key": r[6],
+                    "key": r[5],
                     "meta": meta,
                     "created_at": created_at,
                 },
@@ -91,9 +139,6 @@ def records(rows: Sequence[Sequence[Any]]) -> list[TransitionRecord]:
             _set(record, "__pydantic_private__", None)
             append(record)
         return out
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _utc(value: datetime) -> datetime:

@@ -51,14 +51,20 @@ def run_logs(tx: Tx, run_ids: Sequence[str]) -> dict[str, list[TransitionRecord]
     if not run_ids:
         return {}
     c = tx.t.transitions.c
+    if len(run_ids) == 1:
+        (run_id,) = run_ids
+        query = logrows.select_rows(tx.t).where(c.instance_id == run_id).order_by(c.seq)
+        records = logrows.read(tx.conn, query, run_id)
+        return {run_id: records} if records else {}
     query = (
-        logrows.select_rows(tx.t)
+        logrows.select_rows(tx.t, with_instance=True)
         .where(c.instance_id.in_(list(run_ids)))
         .order_by(c.instance_id, c.seq)
     )
     logs: dict[str, list[TransitionRecord]] = {}
-    for record in logrows.records(tx.conn.execute(query).all()):
-        logs.setdefault(record.instance_id, []).append(record)
+    with logrows.gc_paused():
+        for record in logrows.read(tx.conn, query):
+            logs.setdefault(record.instance_id, []).append(record)
     return logs
 
 
