@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Select, Text, cast, select, type_coerce
+from sqlalchemy import Connection, DateTime, Select, Text, case, cast, select, type_coerce
 
-from statewf.records import TransitionRecord
+from statewf.records import StepRow, TransitionRecord
 from statewf.store.schema import Tables
 
 #: The instants of a log row: read as the driver gives them, made UTC here.
@@ -139,6 +139,117 @@ def records(
             _set(record, "__pydantic_private__", None)
             append(record)
         return out
+
+
+def select_replay(tables: Tables, light_kind: str, *, with_instance: bool = False) -> Select[Any]:
+    """``SELECT`` of log rows for replay: rows of ``light_kind`` bring only what a
+    :class:`~statewf.records.StepRow` holds (their other columns come back NULL).
+
+    Columns: seq, kind, key, created_at, payload, meta, then event, status, wake_at,
+    source, target, context_set, context_unset (NULL on light rows), then the
+    instance id if ``with_instance``.
+    """
+    c = tables.transitions.c
+    full = c.kind != light_kind
+
+    def other(name: str) -> Any:
+        return case((full, c[name]), else_=None)
+
+    columns: list[Any] = [
+        c.seq,
+        c.kind,
+        c.key,
+        type_coerce(c.created_at, DateTime()).label("created_at"),
+        cast(c.payload, Text).label("payload"),
+        cast(c.meta, Text).label("meta"),
+        other("event").label("event"),
+        other("status").label("status"),
+        type_coerce(other("wake_at"), DateTime()).label("wake_at"),
+        *(case((full, cast(c[n], Text)), else_=None).label(n) for n in _FULL_JSON),
+    ]
+    if with_instance:
+        columns.append(c.instance_id)
+    return select(*columns)
+
+
+#: The JSON columns only the full rows of :func:`select_replay` bring, in its order.
+_FULL_JSON = ("source", "target", "context_set", "context_unset")
+
+
+def read_replay(
+    conn: Connection, query: Select[Any], light_kind: str, instance_id: str | None = None
+) -> dict[str, list[TransitionRecord | StepRow]]:
+    """Run a :func:`select_replay` query: each instance's rows in order, a
+    :class:`StepRow` for each row of ``light_kind`` and a full record for every other
+    row, with one JSON decode.
+
+    ``instance_id`` is the one instance the rows belong to; without it the query must
+    have been built ``with_instance`` (rows ordered by instance).
+    """
+    with gc_paused():
+        rows = conn.execute(query).all()
+        if not rows:
+            return {}
+        text = ",".join(
+            f"[{r[4] or 'null'},{r[5]}]"
+            if r[1] == light_kind
+            else f"[{r[4] or 'null'},{r[5]},{r[9]},{r[10]},{r[11]},{r[12]}]"
+            for r in rows
+        )
+        documents = json.loads(f"[{text}]")
+        ids: Iterable[str] = (
+            repeat(instance_id, len(rows)) if instance_id is not None else [r[13] for r in rows]
+        )
+        logs: dict[str, list[TransitionRecord | StepRow]] = {}
+        current: str | None = None
+        into: list[TransitionRecord | StepRow] = []
+        append = into.append  # replaced at the first row
+        light, new_light = StepRow, tuple.__new__  # a NamedTuple's __new__ without its call
+        for r, doc, iid in zip(rows, documents, ids, strict=True):
+            if iid != current:
+                current, append = iid, logs.setdefault(iid, []).append
+            created_at = r[3]
+            if created_at.tzinfo is not UTC:
+                created_at = _utc(created_at)
+            kind = r[1]
+            if kind == light_kind:
+                append(new_light(light, (r[0], kind, r[2], doc[0], doc[1], created_at)))
+                continue
+            wake_at = r[8]
+            if wake_at is not None and wake_at.tzinfo is not UTC:
+                wake_at = _utc(wake_at)
+            payload, meta, source, target, context_set, context_unset = doc
+            append(
+                _record(
+                    {
+                        "instance_id": iid,
+                        "seq": r[0],
+                        "kind": kind,
+                        "event": r[6],
+                        "source": tuple(source),
+                        "target": tuple(target),
+                        "payload": payload,
+                        "context_set": context_set,
+                        "context_unset": tuple(context_unset),
+                        "status": r[7],
+                        "wake_at": wake_at,
+                        "key": r[2],
+                        "meta": meta,
+                        "created_at": created_at,
+                    }
+                )
+            )
+        return logs
+
+
+def _record(fields: dict[str, Any]) -> TransitionRecord:
+    """A record with these (already valid) field values, built without validation."""
+    record = _new(TransitionRecord)
+    _set(record, "__dict__", fields)
+    _set(record, "__pydantic_fields_set__", set(_FIELD_SET))
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
 
 
 def _utc(value: datetime) -> datetime:
