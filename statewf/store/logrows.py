@@ -18,7 +18,18 @@ from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Select, Text, case, cast, select, type_coerce
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Select,
+    Text,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+    type_coerce,
+)
 
 from statewf.records import StepRow, TransitionRecord
 from statewf.store.schema import Tables
@@ -46,10 +57,26 @@ def select_rows(tables: Tables, *, with_instance: bool = False) -> Select[Any]:
         type_coerce(c[name], DateTime()).label(name) if name in _TIMES else c[name]
         for name in PLAIN
     ]
-    columns = [*plain, *(cast(c[name], Text).label(name) for name in JSON_COLUMNS)]
+    columns = [*plain, documents(tables, JSON_COLUMNS).label("documents")]
     if with_instance:
         columns.append(c.instance_id)
     return select(*columns)
+
+
+def documents(tables: Tables, names: Sequence[str]) -> Any:
+    """One text column: the JSON array of these JSON columns, as the server holds them.
+
+    The server joins the columns' texts (no JSON is parsed or rendered there), so the
+    driver builds one string per row instead of six and one ``json.loads`` decodes them.
+    """
+    c = tables.transitions.c
+    text: Any = literal("[", Text)
+    for i, name in enumerate(names):
+        value: Any = cast(c[name], Text)
+        if c[name].nullable:
+            value = func.coalesce(value, literal("null", Text))
+        text = text + value + literal("," if i < len(names) - 1 else "]", Text)
+    return text
 
 
 @contextmanager
@@ -86,28 +113,24 @@ def records(
     """Log records from rows of :func:`select_rows`, in order, with one JSON decode."""
     if not rows:
         return []
-    text = ",".join(f"[{r[7]},{r[8]},{r[9] or 'null'},{r[10]},{r[11]},{r[12]}]" for r in rows)
     with gc_paused():
-        documents = json.loads(f"[{text}]")
+        docs = json.loads(f"[{','.join([r[7] for r in rows])}]")
         ids: Iterable[str] = (
-            repeat(instance_id, len(rows)) if instance_id is not None else [r[13] for r in rows]
+            repeat(instance_id, len(rows)) if instance_id is not None else [r[8] for r in rows]
         )
         out: list[TransitionRecord] = []
         append = out.append
         record_type = TransitionRecord
-        # configurations repeat (a row's source is the row before's target): equal
-        # texts give one shared tuple (immutable), so fewer objects for the collector
-        shapes: dict[str, tuple[str, ...]] = {}
-        shape = shapes.get
+        # a row's source is, most often, the row before's target: one shared tuple
+        # (immutable) then, so fewer objects for the collector
+        before: list[str] | None = None
+        moved: tuple[str, ...] = ()
         for r, (source, target, payload, context_set, context_unset, meta), iid in zip(
-            rows, documents, ids, strict=True
+            rows, docs, ids, strict=True
         ):
-            from_ = shape(r[7])
-            if from_ is None:
-                from_ = shapes[r[7]] = tuple(source)
-            to = shape(r[8])
-            if to is None:
-                to = shapes[r[8]] = tuple(target)
+            from_ = moved if source == before else tuple(source)
+            to = moved = from_ if target == source else tuple(target)
+            before = target
             wake_at, created_at = r[4], r[6]
             if created_at.tzinfo is not UTC:
                 created_at = _utc(created_at)
@@ -145,35 +168,31 @@ def select_replay(tables: Tables, light_kind: str, *, with_instance: bool = Fals
     """``SELECT`` of log rows for replay: rows of ``light_kind`` bring only what a
     :class:`~statewf.records.StepRow` holds (their other columns come back NULL).
 
-    Columns: seq, kind, key, created_at, payload, meta, then event, status, wake_at,
-    source, target, context_set, context_unset (NULL on light rows), then the
-    instance id if ``with_instance``.
+    Columns: seq, kind, key, created_at, the documents (payload and meta, then source,
+    target, context_set and context_unset on full rows), event, status, wake_at, then
+    the instance id if ``with_instance``.
     """
     c = tables.transitions.c
     full = c.kind != light_kind
-
-    def other(name: str) -> Any:
-        return case((full, c[name]), else_=None)
-
     columns: list[Any] = [
         c.seq,
         c.kind,
         c.key,
         type_coerce(c.created_at, DateTime()).label("created_at"),
-        cast(c.payload, Text).label("payload"),
-        cast(c.meta, Text).label("meta"),
-        other("event").label("event"),
-        other("status").label("status"),
-        type_coerce(other("wake_at"), DateTime()).label("wake_at"),
-        *(case((full, cast(c[n], Text)), else_=None).label(n) for n in _FULL_JSON),
+        case(
+            (full, documents(tables, _REPLAY_JSON)), else_=documents(tables, _REPLAY_JSON[:2])
+        ).label("documents"),
+        case((full, c.event), else_=None).label("event"),
+        case((full, c.status), else_=None).label("status"),
+        type_coerce(case((full, c.wake_at), else_=None), DateTime()).label("wake_at"),
     ]
     if with_instance:
         columns.append(c.instance_id)
     return select(*columns)
 
 
-#: The JSON columns only the full rows of :func:`select_replay` bring, in its order.
-_FULL_JSON = ("source", "target", "context_set", "context_unset")
+#: The JSON columns of :func:`select_replay`'s documents (light rows: the first two).
+_REPLAY_JSON = ("payload", "meta", "source", "target", "context_set", "context_unset")
 
 
 def read_replay(
@@ -190,22 +209,16 @@ def read_replay(
         rows = conn.execute(query).all()
         if not rows:
             return {}
-        text = ",".join(
-            f"[{r[4] or 'null'},{r[5]}]"
-            if r[1] == light_kind
-            else f"[{r[4] or 'null'},{r[5]},{r[9]},{r[10]},{r[11]},{r[12]}]"
-            for r in rows
-        )
-        documents = json.loads(f"[{text}]")
+        docs = json.loads(f"[{','.join([r[4] for r in rows])}]")
         ids: Iterable[str] = (
-            repeat(instance_id, len(rows)) if instance_id is not None else [r[13] for r in rows]
+            repeat(instance_id, len(rows)) if instance_id is not None else [r[8] for r in rows]
         )
         logs: dict[str, list[TransitionRecord | StepRow]] = {}
         current: str | None = None
         into: list[TransitionRecord | StepRow] = []
         append = into.append  # replaced at the first row
         light, new_light = StepRow, tuple.__new__  # a NamedTuple's __new__ without its call
-        for r, doc, iid in zip(rows, documents, ids, strict=True):
+        for r, doc, iid in zip(rows, docs, ids, strict=True):
             if iid != current:
                 current, append = iid, logs.setdefault(iid, []).append
             created_at = r[3]
@@ -215,7 +228,7 @@ def read_replay(
             if kind == light_kind:
                 append(new_light(light, (r[0], kind, r[2], doc[0], doc[1], created_at)))
                 continue
-            wake_at = r[8]
+            wake_at = r[7]
             if wake_at is not None and wake_at.tzinfo is not UTC:
                 wake_at = _utc(wake_at)
             payload, meta, source, target, context_set, context_unset = doc
@@ -225,13 +238,13 @@ def read_replay(
                         "instance_id": iid,
                         "seq": r[0],
                         "kind": kind,
-                        "event": r[6],
+                        "event": r[5],
                         "source": tuple(source),
                         "target": tuple(target),
                         "payload": payload,
                         "context_set": context_set,
                         "context_unset": tuple(context_unset),
-                        "status": r[7],
+                        "status": r[6],
                         "wake_at": wake_at,
                         "key": r[2],
                         "meta": meta,
