@@ -1,11 +1,15 @@
-"""Reading log rows fast: JSON columns fetched as text and decoded by one ``json.loads``.
+"""Reading log rows fast: one text of JSON per row, decoded by one ``json.loads``.
 
 A long run's log is read whole on every resume and by ``history()``. Decoding six
 JSON columns per row through the driver (one ``json.loads`` each) and building each
-record through pydantic cost ~40 µs a row; here the JSON columns come back as text,
+record through pydantic cost ~40 µs a row; here the server joins each row's six JSON
+texts into one (the stored texts as they are: nothing is parsed or rendered there),
 one JSON array of every row's documents is decoded at once (the same stdlib parser
 the driver used, so the values are the same), and the records are built directly:
-the rows were validated when they were written.
+the rows were validated when they were written. The cyclic collector is paused
+while a log is read and built. :func:`select_replay` reads a run's log for replay:
+its step rows as :class:`~statewf.records.StepRow` (what replay reads of them), the
+others whole.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ on both stores."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import wf_flows
@@ -22,7 +23,7 @@ def flaky() -> dict[str, Any]:
     step = durable.current_step()
     if step is not None and step.attempt == 1:
         raise RuntimeError("first attempt fails")
-    return {"x": 1.5, "big": 2**70, "text": "é \u2028 \"q\"", "nested": [None, True, {}]}
+    return {"x": 1.5, "big": 2**70, "text": 'é \u2028 "q"', "nested": [None, True, {}]}
 
 
 def failing() -> None:
@@ -34,10 +35,8 @@ async def mixed(ctx: durable.Context[None]) -> list[Any]:
     """Steps, a retried step, a caught failure, a patch, a wait for an event, parallel steps."""
     first = await ctx.step.run("first", lambda: 1)
     second = await ctx.step.run("flaky", flaky, retries=1, retry_delay=0) if ctx.patched("p") else 0
-    try:
+    with contextlib.suppress(durable.StepFailed):
         await ctx.step.run("failing", failing, retries=0)
-    except durable.StepFailed:
-        pass
     got = await ctx.step.wait_for("go", event="go")
     a, b = await ctx.gather(ctx.step.run("a", lambda: "a"), ctx.step.run("b", lambda: "b"))
     return [first, second, got, a, b]
@@ -64,7 +63,9 @@ def test_the_replay_log_is_the_full_log_with_steps_light(make_engine: Make) -> N
                 both_full = run_logs(tx, [run.id, other.id])
                 both_light = replay_logs(tx, [other.id, run.id], KIND_STEP)
                 missing = load_replay(tx, "no-such-run", KIND_STEP)
-            assert loaded is not None and light is not None and missing is None
+            assert loaded is not None
+            assert light is not None
+            assert missing is None
             snapshot, records = loaded
             assert light[0] == snapshot
             rows = light[1]
