@@ -25,6 +25,7 @@ them, so those steps run again, while every other recorded step is replayed.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -102,8 +103,16 @@ class History:
         """Index a log's rows by position (full records, or steps read light for replay)."""
         history = cls()
         add = history.add
-        for record in records:
-            add(record)
+        # a long log adds thousands of tuples: the cyclic collector would walk the
+        # whole heap several times over while they pile up (it runs again after)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for record in records:
+                add(record)
+        finally:
+            if collecting:
+                gc.enable()
         return history
 
     def add(self, record: TransitionRecord | StepRow) -> None:

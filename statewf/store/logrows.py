@@ -42,7 +42,7 @@ from statewf.store.schema import Tables
 _TIMES = frozenset({"wake_at", "created_at"})
 #: The plain columns of a log row, fetched as they are, in this order.
 PLAIN = ("seq", "kind", "event", "status", "wake_at", "key", "created_at")
-#: The JSON columns, fetched as text, in this order (after :data:`PLAIN`).
+#: The JSON columns, joined into one text per row in this order (after :data:`PLAIN`).
 JSON_COLUMNS = ("source", "target", "payload", "context_set", "context_unset", "meta")
 _FIELDS = tuple(TransitionRecord.model_fields)
 _FIELD_SET = frozenset(_FIELDS)
