@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -144,6 +144,24 @@ class TransitionRecord(BaseModel):
     def target_state(self) -> str:
         """The configuration after this row, as one display string ("" if it did not move)."""
         return state_label(self.target) if self.target else ""
+
+
+class StepRow(NamedTuple):
+    """A log row read for replay only: the fields a replay and a step timeline read.
+
+    A long run's log is mostly rows of one kind (a durable run's finished steps);
+    reading them for replay needs their key, payload, meta and time, not their
+    configurations or context change, so :func:`statewf.store.runs.replay_logs` gives
+    them in this lighter form (equal, field for field, to the record's values) and
+    every other row as a full :class:`TransitionRecord`.
+    """
+
+    seq: int
+    kind: str
+    key: str | None
+    payload: Any
+    meta: dict[str, Any]
+    created_at: datetime
 
 
 class Page(BaseModel, Generic[T]):

@@ -11,6 +11,7 @@ No step function, poll check or clock wait is ever called.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ from durable.execution.runner import RunExecutor
 from durable.execution.writer import RunHost
 from durable.log.records import FAILED
 from statewf.clock import SystemClock
-from statewf.records import Instance, TransitionRecord
+from statewf.records import Instance, StepRow, TransitionRecord
 from statewf.running import DEFAULT_MAX_PAYLOAD_BYTES
 from statewf.store import SqlStore
 
@@ -96,7 +97,10 @@ class ReplayExecutor(RunExecutor):
     """A run's executor that answers every call from the log and writes nothing."""
 
     def __init__(
-        self, workflow: Workflow[Any, Any], snapshot: Instance, records: list[TransitionRecord]
+        self,
+        workflow: Workflow[Any, Any],
+        snapshot: Instance,
+        records: Sequence[TransitionRecord | StepRow],
     ) -> None:
         # no store: nothing here reads or writes a database (write() refuses)
         host = RunHost(
@@ -164,7 +168,7 @@ class ReplayExecutor(RunExecutor):
 
 
 async def replay_run(
-    workflow: Workflow[Any, Any], records: list[TransitionRecord], snapshot: Instance
+    workflow: Workflow[Any, Any], records: Sequence[TransitionRecord | StepRow], snapshot: Instance
 ) -> ReplayResult:
     """Replay one run's log against ``workflow``; how it ended and where it diverged."""
     ex = ReplayExecutor(workflow, snapshot, records)

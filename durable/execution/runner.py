@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -63,7 +63,7 @@ from durable.log.views import timeline_of
 from durable.observe import record_outcome, run_span, step_span
 from statewf.durations import DurationLike, to_seconds
 from statewf.errors import InvalidInput, StatewfError
-from statewf.records import Instance, TransitionRecord
+from statewf.records import Instance, StepRow, TransitionRecord
 from statewf.store import Tx
 from statewf.store.runs import set_statement_timeout
 
@@ -79,7 +79,7 @@ class RunExecutor(RunWriter):
         host: RunHost,
         workflow: Workflow[Any, Any],
         snapshot: Instance,
-        records: list[TransitionRecord],
+        records: Sequence[TransitionRecord | StepRow],
     ) -> None:
         super().__init__(host, snapshot)
         self.workflow = workflow

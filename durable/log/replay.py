@@ -25,10 +25,11 @@ them, so those steps run again, while every other recorded step is replayed.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from durable.log.records import (
     KIND_EVENT,
@@ -42,12 +43,11 @@ from durable.log.records import (
     WAIT_KINDS,
     RunError,
 )
-from statewf.records import TransitionRecord
+from statewf.records import StepRow, TransitionRecord
 
 
-@dataclass(frozen=True)
-class RecordedStep:
-    """A finished step as the log has it."""
+class RecordedStep(NamedTuple):
+    """A finished step as the log has it (a named tuple: a long log holds thousands)."""
 
     position: int
     key: str
@@ -58,6 +58,17 @@ class RecordedStep:
     attempts: int = 1
     #: a wait that ended because its timeout passed
     timed_out: bool = False
+
+
+_new_tuple = tuple.__new__
+
+
+def _recorded_step(
+    position: int, key: str, result: Any, model: str | None, attempts: int, timed_out: bool
+) -> RecordedStep:
+    """A successful :class:`RecordedStep`, equal to the constructor's, without the call
+    through its ``__new__``."""
+    return _new_tuple(RecordedStep, (position, key, True, result, model, None, attempts, timed_out))
 
 
 @dataclass(frozen=True)
@@ -88,16 +99,30 @@ class History:
     patches: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
-    def from_log(cls, records: Iterable[TransitionRecord]) -> History:
-        """Index a log's rows by position."""
+    def from_log(cls, records: Iterable[TransitionRecord | StepRow]) -> History:
+        """Index a log's rows by position (full records, or steps read light for replay)."""
         history = cls()
-        for record in records:
-            history.add(record)
+        add = history.add
+        # a long log adds thousands of tuples: the cyclic collector would walk the
+        # whole heap several times over while they pile up (it runs again after)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for record in records:
+                add(record)
+        finally:
+            if collecting:
+                gc.enable()
         return history
 
-    def add(self, record: TransitionRecord) -> None:
+    def add(self, record: TransitionRecord | StepRow) -> None:
         """Take one more row into account (rows must come in log order)."""
         kind = record.kind
+        if kind in (KIND_STEP, KIND_STEP_FAILED):
+            self._finished(record)
+            return
+        if isinstance(record, StepRow):  # replay_logs reads only step rows light
+            raise TypeError(f"a {kind!r} row read as a StepRow cannot be replayed")
         if kind == KIND_EVENT:
             self.events.append(record)
             return
@@ -112,7 +137,7 @@ class History:
             for position in record.meta.get("voided", ()):
                 self.void(int(position))
             return
-        if kind not in (KIND_STEP, KIND_STEP_FAILED, KIND_RETRY, *WAIT_KINDS):
+        if kind != KIND_RETRY and kind not in WAIT_KINDS:
             return
         if "position" not in record.meta:
             return  # a pause from outside, not one the code asked for
@@ -126,23 +151,31 @@ class History:
         if kind in WAIT_KINDS:
             self.waits[position] = record
             return
-        attempt = int(record.meta.get("attempt", 1))
-        if kind == KIND_RETRY:
-            retry_at = record.meta.get("retry_at")
-            self.retries[position] = RecordedRetries(
-                attempt, datetime.fromisoformat(retry_at) if retry_at else None
-            )
+        retry_at = record.meta.get("retry_at")
+        self.retries[position] = RecordedRetries(
+            int(record.meta.get("attempt", 1)),
+            datetime.fromisoformat(retry_at) if retry_at else None,
+        )
+
+    def _finished(self, record: TransitionRecord | StepRow) -> None:
+        """A ``step`` or ``step_failed`` row: the step's outcome at its position."""
+        meta = record.meta
+        if "position" not in meta:
             return
+        position = int(meta["position"])
+        key = record.key or ""
+        self.positions[key] = position
+        self.calls[position] = (key, str(meta.get("wait", "run")))
+        attempt = int(meta.get("attempt", 1))
         payload = record.payload if isinstance(record.payload, dict) else {}
-        if kind == KIND_STEP:
-            self.steps[position] = RecordedStep(
+        if record.kind == KIND_STEP:
+            self.steps[position] = _recorded_step(
                 position,
                 key,
-                True,
                 payload.get("result"),
-                record.meta.get("model"),
-                attempts=attempt,
-                timed_out=bool(record.meta.get("timed_out", False)),
+                meta.get("model"),
+                attempt,
+                bool(meta.get("timed_out", False)),
             )
         else:
             self.steps[position] = RecordedStep(
@@ -152,11 +185,13 @@ class History:
                 error=RunError.model_validate(payload["error"]),
                 attempts=attempt,
             )
-        if "event_seq" in record.meta:
+        if "event_seq" in meta:
             # a wait took this event, whether it passed the wait's schema or failed it
-            self.consumed.add(int(record.meta["event_seq"]))
-        self.retries.pop(position, None)
-        self.waits.pop(position, None)
+            self.consumed.add(int(meta["event_seq"]))
+        if self.retries:
+            self.retries.pop(position, None)
+        if self.waits:
+            self.waits.pop(position, None)
 
     def void(self, position: int) -> None:
         """Forget everything recorded at ``position``: replay runs that step afresh."""

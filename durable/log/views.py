@@ -31,7 +31,7 @@ from durable.log.records import (
     WorkflowRun,
 )
 from statewf.errors import InvalidInput
-from statewf.records import Instance, TransitionRecord
+from statewf.records import Instance, StepRow, TransitionRecord
 
 
 def check_status_filter(status: str | Sequence[str] | None) -> None:
@@ -97,11 +97,11 @@ def progress_of(snapshot: Instance) -> Progress:
     )
 
 
-def timeline_of(records: Iterable[TransitionRecord]) -> list[StepTimeline]:
+def timeline_of(records: Iterable[TransitionRecord | StepRow]) -> list[StepTimeline]:
     """Each step of a run, in position order, with every recorded attempt."""
     attempts: dict[int, list[StepAttempt]] = {}
     keys: dict[int, str] = {}
-    outcome: dict[int, TransitionRecord] = {}
+    outcome: dict[int, TransitionRecord | StepRow] = {}
     for record in records:
         if record.kind not in (KIND_STEP, KIND_RETRY, KIND_STEP_FAILED):
             continue

@@ -1,31 +1,48 @@
-"""Reading log rows fast: JSON columns fetched as text and decoded by one ``json.loads``.
+"""Reading log rows fast: one text of JSON per row, decoded by one ``json.loads``.
 
 A long run's log is read whole on every resume and by ``history()``. Decoding six
 JSON columns per row through the driver (one ``json.loads`` each) and building each
-record through pydantic cost ~40 µs a row; here the JSON columns come back as text,
+record through pydantic cost ~40 µs a row; here the server joins each row's six JSON
+texts into one (the stored texts as they are: nothing is parsed or rendered there),
 one JSON array of every row's documents is decoded at once (the same stdlib parser
 the driver used, so the values are the same), and the records are built directly:
-the rows were validated when they were written.
+the rows were validated when they were written. The cyclic collector is paused
+while a log is read and built. :func:`select_replay` reads a run's log for replay:
+its step rows as :class:`~statewf.records.StepRow` (what replay reads of them), the
+others whole.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
-from sqlalchemy import DateTime, Select, Text, cast, select, type_coerce
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Select,
+    Text,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+    type_coerce,
+)
 
-from statewf.records import TransitionRecord
+from statewf.records import StepRow, TransitionRecord
 from statewf.store.schema import Tables
 
 #: The instants of a log row: read as the driver gives them, made UTC here.
 _TIMES = frozenset({"wake_at", "created_at"})
 #: The plain columns of a log row, fetched as they are, in this order.
-PLAIN = ("instance_id", "seq", "kind", "event", "status", "wake_at", "key", "created_at")
-#: The JSON columns, fetched as text, in this order.
+PLAIN = ("seq", "kind", "event", "status", "wake_at", "key", "created_at")
+#: The JSON columns, joined into one text per row in this order (after :data:`PLAIN`).
 JSON_COLUMNS = ("source", "target", "payload", "context_set", "context_unset", "meta")
 _FIELDS = tuple(TransitionRecord.model_fields)
 _FIELD_SET = frozenset(_FIELDS)
@@ -33,34 +50,92 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def select_rows(tables: Tables) -> Select[Any]:
-    """``SELECT`` of log rows with their JSON columns as text (add the WHERE and ORDER BY)."""
+def select_rows(tables: Tables, *, with_instance: bool = False) -> Select[Any]:
+    """``SELECT`` of log rows with their JSON columns as text (add the WHERE and ORDER BY).
+
+    The instance id is left out unless ``with_instance`` (then it is the last column):
+    the log of one instance does not need it 10,000 times over the wire.
+    """
     c = tables.transitions.c
     plain = [
         type_coerce(c[name], DateTime()).label(name) if name in _TIMES else c[name]
         for name in PLAIN
     ]
-    return select(*plain, *(cast(c[name], Text).label(name) for name in JSON_COLUMNS))
+    columns = [*plain, documents(tables, JSON_COLUMNS).label("documents")]
+    if with_instance:
+        columns.append(c.instance_id)
+    return select(*columns)
 
 
-def records(rows: Sequence[Sequence[Any]]) -> list[TransitionRecord]:
-    """Log records from rows of :func:`select_rows`, in order, with one JSON decode."""
-    if not rows:
-        return []
-    text = ",".join(f"[{r[8]},{r[9]},{r[10] or 'null'},{r[11]},{r[12]},{r[13]}]" for r in rows)
-    # Tens of thousands of new containers would run the cyclic collector many times
-    # over a heap that only grows here; it runs again once the records exist.
+def documents(tables: Tables, names: Sequence[str]) -> Any:
+    """One text column: the JSON array of these JSON columns, as the server holds them.
+
+    The server joins the columns' texts (no JSON is parsed or rendered there), so the
+    driver builds one string per row instead of six and one ``json.loads`` decodes them.
+    """
+    c = tables.transitions.c
+    text: Any = literal("[", Text)
+    for i, name in enumerate(names):
+        value: Any = cast(c[name], Text)
+        if c[name].nullable:
+            value = func.coalesce(value, literal("null", Text))
+        text = text + value + literal("," if i < len(names) - 1 else "]", Text)
+    return text
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic collector off while a long log is read and built.
+
+    Tens of thousands of new containers would run it many times over a heap that
+    only grows here (and every pass walks the whole heap); it runs again after.
+    """
     collecting = gc.isenabled()
     gc.disable()
     try:
-        documents = json.loads(f"[{text}]")
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def read(
+    conn: Connection, query: Select[Any], instance_id: str | None = None
+) -> list[TransitionRecord]:
+    """Run a :func:`select_rows` query and build its records, the collector paused.
+
+    ``instance_id`` is the one instance the rows belong to; without it the query must
+    have been built ``with_instance``.
+    """
+    with gc_paused():
+        return records(conn.execute(query).all(), instance_id)
+
+
+def records(
+    rows: Sequence[Sequence[Any]], instance_id: str | None = None
+) -> list[TransitionRecord]:
+    """Log records from rows of :func:`select_rows`, in order, with one JSON decode."""
+    if not rows:
+        return []
+    with gc_paused():
+        docs = json.loads(f"[{','.join([r[7] for r in rows])}]")
+        ids: Iterable[str] = (
+            repeat(instance_id, len(rows)) if instance_id is not None else [r[8] for r in rows]
+        )
         out: list[TransitionRecord] = []
         append = out.append
         record_type = TransitionRecord
-        for r, (source, target, payload, context_set, context_unset, meta) in zip(
-            rows, documents, strict=True
+        # a row's source is, most often, the row before's target: one shared tuple
+        # (immutable) then, so fewer objects for the collector
+        before: list[str] | None = None
+        moved: tuple[str, ...] = ()
+        for r, (source, target, payload, context_set, context_unset, meta), iid in zip(
+            rows, docs, ids, strict=True
         ):
-            wake_at, created_at = r[5], r[7]
+            from_ = moved if source == before else tuple(source)
+            to = moved = from_ if target == source else tuple(target)
+            before = target
+            wake_at, created_at = r[4], r[6]
             if created_at.tzinfo is not UTC:
                 created_at = _utc(created_at)
             if wake_at is not None and wake_at.tzinfo is not UTC:
@@ -70,18 +145,18 @@ def records(rows: Sequence[Sequence[Any]]) -> list[TransitionRecord]:
                 record,
                 "__dict__",
                 {
-                    "instance_id": r[0],
-                    "seq": r[1],
-                    "kind": r[2],
-                    "event": r[3],
-                    "source": tuple(source),
-                    "target": tuple(target),
+                    "instance_id": iid,
+                    "seq": r[0],
+                    "kind": r[1],
+                    "event": r[2],
+                    "source": from_,
+                    "target": to,
                     "payload": payload,
                     "context_set": context_set,
                     "context_unset": tuple(context_unset),
-                    "status": r[4],
+                    "status": r[3],
                     "wake_at": wake_at,
-                    "key": r[6],
+                    "key": r[5],
                     "meta": meta,
                     "created_at": created_at,
                 },
@@ -91,9 +166,107 @@ def records(rows: Sequence[Sequence[Any]]) -> list[TransitionRecord]:
             _set(record, "__pydantic_private__", None)
             append(record)
         return out
-    finally:
-        if collecting:
-            gc.enable()
+
+
+def select_replay(tables: Tables, light_kind: str, *, with_instance: bool = False) -> Select[Any]:
+    """``SELECT`` of log rows for replay: rows of ``light_kind`` bring only what a
+    :class:`~statewf.records.StepRow` holds (their other columns come back NULL).
+
+    Columns: seq, kind, key, created_at, the documents (payload and meta, then source,
+    target, context_set and context_unset on full rows), event, status, wake_at, then
+    the instance id if ``with_instance``.
+    """
+    c = tables.transitions.c
+    full = c.kind != light_kind
+    columns: list[Any] = [
+        c.seq,
+        c.kind,
+        c.key,
+        type_coerce(c.created_at, DateTime()).label("created_at"),
+        case(
+            (full, documents(tables, _REPLAY_JSON)), else_=documents(tables, _REPLAY_JSON[:2])
+        ).label("documents"),
+        case((full, c.event), else_=None).label("event"),
+        case((full, c.status), else_=None).label("status"),
+        type_coerce(case((full, c.wake_at), else_=None), DateTime()).label("wake_at"),
+    ]
+    if with_instance:
+        columns.append(c.instance_id)
+    return select(*columns)
+
+
+#: The JSON columns of :func:`select_replay`'s documents (light rows: the first two).
+_REPLAY_JSON = ("payload", "meta", "source", "target", "context_set", "context_unset")
+
+
+def read_replay(
+    conn: Connection, query: Select[Any], light_kind: str, instance_id: str | None = None
+) -> dict[str, list[TransitionRecord | StepRow]]:
+    """Run a :func:`select_replay` query: each instance's rows in order, a
+    :class:`StepRow` for each row of ``light_kind`` and a full record for every other
+    row, with one JSON decode.
+
+    ``instance_id`` is the one instance the rows belong to; without it the query must
+    have been built ``with_instance`` (rows ordered by instance).
+    """
+    with gc_paused():
+        rows = conn.execute(query).all()
+        if not rows:
+            return {}
+        docs = json.loads(f"[{','.join([r[4] for r in rows])}]")
+        ids: Iterable[str] = (
+            repeat(instance_id, len(rows)) if instance_id is not None else [r[8] for r in rows]
+        )
+        logs: dict[str, list[TransitionRecord | StepRow]] = {}
+        current: str | None = None
+        into: list[TransitionRecord | StepRow] = []
+        append = into.append  # replaced at the first row
+        light, new_light = StepRow, tuple.__new__  # a NamedTuple's __new__ without its call
+        for r, doc, iid in zip(rows, docs, ids, strict=True):
+            if iid != current:
+                current, append = iid, logs.setdefault(iid, []).append
+            created_at = r[3]
+            if created_at.tzinfo is not UTC:
+                created_at = _utc(created_at)
+            kind = r[1]
+            if kind == light_kind:
+                append(new_light(light, (r[0], kind, r[2], doc[0], doc[1], created_at)))
+                continue
+            wake_at = r[7]
+            if wake_at is not None and wake_at.tzinfo is not UTC:
+                wake_at = _utc(wake_at)
+            payload, meta, source, target, context_set, context_unset = doc
+            append(
+                _record(
+                    {
+                        "instance_id": iid,
+                        "seq": r[0],
+                        "kind": kind,
+                        "event": r[5],
+                        "source": tuple(source),
+                        "target": tuple(target),
+                        "payload": payload,
+                        "context_set": context_set,
+                        "context_unset": tuple(context_unset),
+                        "status": r[6],
+                        "wake_at": wake_at,
+                        "key": r[2],
+                        "meta": meta,
+                        "created_at": created_at,
+                    }
+                )
+            )
+        return logs
+
+
+def _record(fields: dict[str, Any]) -> TransitionRecord:
+    """A record with these (already valid) field values, built without validation."""
+    record = _new(TransitionRecord)
+    _set(record, "__dict__", fields)
+    _set(record, "__pydantic_fields_set__", set(_FIELD_SET))
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_private__", None)
+    return record
 
 
 def _utc(value: datetime) -> datetime:

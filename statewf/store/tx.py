@@ -269,7 +269,7 @@ class Tx(OutboxQueries):
             query = query.where(c.seq <= upto)
         if after is not None:
             query = query.where(c.seq > after)
-        return logrows.records(self.conn.execute(query.order_by(c.seq)).all())
+        return logrows.read(self.conn, query.order_by(c.seq), instance_id)
 
     # ------------------------------------------------------------ machines
 
