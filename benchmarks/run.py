@@ -18,12 +18,16 @@ Run: ``python -m benchmarks [--quick] [--only machine,growth,...] [--url URL]``
   replay, and ``history()``;
 - ``lists``: each ``list`` filter at 1,000 instances and at a large count (100,000;
   20,000 with ``--quick``), with the plan's access path;
-- ``idle``: an idle worker's statements per second and its peak RSS.
+- ``idle``: an idle worker's statements per second and its peak RSS;
+- ``peers``: the inline 10-step latency and 1- and 4-worker steps/s of statewf,
+  Absurd and DBOS, each on a database of its own, when installed
+  (``pip install -e '.[bench]'``; ``benchmarks/peers.py``).
 
 The raw PostgreSQL baseline (one-row INSERT, autocommit, one connection) is taken
 before and after each section and averaged, since the shared machine's load drifts;
-ratios are against that. Nothing here is asserted by a test except that ``--quick``
-runs (tests/unit/test_benchmarks.py).
+ratios are against that (the ``peers`` rows compare statewf with each peer instead).
+Nothing here is asserted by a test except that ``--quick`` runs
+(tests/integration/test_benchmarks.py).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ import psycopg  # noqa: E402
 
 import durable  # noqa: E402
 import statewf  # noqa: E402
-from benchmarks import bench_workers  # noqa: E402
+from benchmarks import bench_workers, peers  # noqa: E402
 from benchmarks.bench_transitions import ping_pong  # noqa: E402
 from benchmarks.bench_workflows import make_workflow, replay_only  # noqa: E402
 from statewf.store import pg_write  # noqa: E402
@@ -62,7 +66,17 @@ from statewf.store import pg_write  # noqa: E402
 DEFAULT_URL = os.environ.get(
     "STATEWF_BENCH_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-SECTIONS = ("machine", "sqlite", "workflow", "workers", "wake", "growth", "lists", "idle")
+SECTIONS = (
+    "machine",
+    "sqlite",
+    "workflow",
+    "workers",
+    "wake",
+    "growth",
+    "lists",
+    "idle",
+    "peers",
+)
 
 
 def libpq_url(url: str) -> str:
@@ -788,6 +802,8 @@ def main(argv: list[str] | None = None) -> Report:
                 bench_lists(args.url, base, args, rep)
             elif section == "idle":
                 bench_idle(args.url, base, args, rep)
+            elif section == "peers":
+                peers.bench_peers(args.url, base, args, rep)
     finally:
         raw.close()
         drop(args.url, base)

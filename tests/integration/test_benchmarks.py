@@ -46,3 +46,29 @@ def test_quick_benchmark_command_prints_every_chosen_row() -> None:
         "list(state (newest 1%)) at 1,500 instances",
     ):
         assert row in table, done.stdout
+
+
+def test_peers_section_runs_without_the_peers_installed() -> None:
+    require_postgres()
+    hide = "import sys; sys.modules.update(dbos=None, absurd_sdk=None, absurdctl=None)"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{hide}; from benchmarks.run import main; main(sys.argv[1:])",
+            "--quick",
+            "--url",
+            PG_URL,
+            "--only",
+            "peers",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout.split("measurement ", 1)[1]
+    for peer in ("vs Absurd", "vs DBOS"):
+        row = next(line for line in table.splitlines() if line.startswith(peer))
+        assert "not installed (pip install -e '.[bench]')" in row, done.stdout
