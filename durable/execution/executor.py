@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 
 from durable.authoring.current import using_credentials
@@ -34,6 +35,15 @@ log = logging.getLogger("durable")
 
 #: Most runs one claim transaction takes.
 CLAIM_BATCH = 100
+
+
+@dataclass(frozen=True)
+class _Woken:
+    """A scheduler claim: the runs it took, and the next wake-up if the claim read it."""
+
+    ids: list[str]
+    asked: bool
+    next_wake: datetime | None
 
 
 class Executor:
@@ -273,8 +283,14 @@ class Executor:
 
     async def wake_due(self) -> list[str]:
         """Claim the runs this process may take now and execute them; their ids."""
+        return (await self._wake_due()).ids
+
+    async def _wake_due(self) -> _Woken:
         limit = self.capacity()
-        claimed = await self.claim(executing=self.recover, due=True, limit=limit)
+        found = await self.leases.claim_due(
+            executing=self.recover, limit=limit, exclude=self.executing()
+        )
+        claimed = found.runs
         # a full claim (or none for want of a free slot) may have left work behind:
         # look again as soon as a run here ends, rather than at the next poll
         # (under flow-control limits, a run that ends may free a queue's or a
@@ -282,7 +298,7 @@ class Executor:
         self._more_work = len(claimed) >= limit or self.leases.limits.any
         for item in claimed:
             self.spawn(self.executor_of(item))
-        return [item.snapshot.id for item in claimed]
+        return _Woken([item.snapshot.id for item in claimed], found.asked, found.next_wake)
 
     async def _next_wake(self) -> datetime | None:
         versions = self.registry.versions()
@@ -297,11 +313,15 @@ class Executor:
         return await self.host.db(query)
 
     async def _scheduler_pass(self) -> datetime | None:
-        await self.wake_due()
+        # the next wake-up is read by the claim's own transaction, after its rows (one
+        # round trip on PostgreSQL): no query of its own racing the woken runs' replay
+        woken = await self._wake_due()
         now = self.host.clock.now()
         if self._unserved_at is None or (now - self._unserved_at).total_seconds() >= 60:
             self._unserved_at = now
             await self.warn_unserved()
+        if woken.asked:
+            return woken.next_wake
         return await self._next_wake()
 
     async def warn_unserved(self) -> dict[tuple[str, str], int]:
