@@ -1,17 +1,18 @@
-"""A claim on PostgreSQL in two round trips, on the store's kept autocommit connections.
+"""A claim on PostgreSQL pipelined on the store's kept connections: three short round trips.
 
 The general claim (:mod:`statewf.store.leases`, under one SQLAlchemy transaction) sends
 ``BEGIN``, the database's clock, the candidates' ``SELECT ... FOR UPDATE SKIP LOCKED``,
 the clock again, one ``UPDATE`` per run, the claim rows, the logs and ``COMMIT``: seven
 round trips with statements built in Python between them. Here the same transaction
-is two pipelines on one kept connection (:class:`~statewf.store.postgres.FastPath`):
+is pipelined on one kept connection (:class:`~statewf.store.postgres.FastPath`):
 
-1. ``BEGIN`` and the candidates' select, which reads the database's clock itself
-   (once before its locks, for the leases and due waits; per locked row after them,
-   for the rows' time);
+1. ``BEGIN`` (the driver's own, as for any transaction), then the candidates' select,
+   which reads the database's clock itself (once before its locks, for the leases
+   and due waits; per locked row after them, for the rows' time);
 2. after the caller decided in Python what to write: one conditional write per run
    (its snapshot with the new lease, and its log row from that update), the claimed
-   runs' logs, and ``COMMIT``.
+   runs' logs, the scheduler's next wake-up if asked, and ``COMMIT``, in one round
+   trip.
 
 The rows stay locked from the select to the commit, as in the general claim, so every
 guarantee of that claim holds here (another claimer skips them; a previous holder's
@@ -23,6 +24,7 @@ the general one, as does every claim on SQLite or on an application's own engine
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -256,34 +258,42 @@ def claim(
 
     def work(cur: psycopg.Cursor[Any]) -> tuple[dict[str, list[TransitionRecord]], datetime | None]:
         conn = cur.connection
-        writes: Sequence[ClaimWrite] = ()
+        # the kept connection is in autocommit: for this claim the driver opens the
+        # transaction itself (BEGIN goes ahead of the first statement) and commits it
+        conn.autocommit = False
         try:
-            with conn.pipeline() as pipe:
-                cur.execute("BEGIN")
-                if lock:
-                    cur.execute(sql, params, prepare=True)
-                    found = _found(built, cur.fetchall())  # the first round trip
-                    writes = decide(found) if found is not None else ()
-                for write in writes:
-                    cur.execute(built.write, _write_params(built, write), prepare=True)
-                if writes:
-                    logs = conn.cursor()
-                    logs.execute(built.logs, {"ids": [w.snapshot.id for w in writes]}, prepare=True)
-                if next_wake:
-                    waiting = conn.cursor()
-                    waiting.execute(built.next_wake, params, prepare=True)
-                cur.execute("COMMIT")
-                pipe.sync()  # the second round trip
-                wake = _utc(waiting.fetchone()[0]) if next_wake else None  # type: ignore[index]
-                if not writes:
-                    return {}, wake
-                by_run: dict[str, list[TransitionRecord]] = {}
-                for record in logrows.records(logs.fetchall()):
-                    by_run.setdefault(record.instance_id, []).append(record)
-                return by_run, wake
+            return pipelined(conn, cur)
         except BaseException:
             _roll_back(conn)
             raise
+        finally:
+            _back_to_autocommit(conn)
+
+    def pipelined(
+        conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]
+    ) -> tuple[dict[str, list[TransitionRecord]], datetime | None]:
+        writes: Sequence[ClaimWrite] = ()
+        with conn.pipeline():
+            if lock:
+                cur.execute(sql, params, prepare=True)
+                found = _found(built, cur.fetchall())  # BEGIN, then the select
+                writes = decide(found) if found is not None else ()
+            for write in writes:
+                cur.execute(built.write, _write_params(built, write), prepare=True)
+            if writes:
+                logs = conn.cursor()
+                logs.execute(built.logs, {"ids": [w.snapshot.id for w in writes]}, prepare=True)
+            if next_wake:
+                waiting = conn.cursor()
+                waiting.execute(built.next_wake, params, prepare=True)
+            conn.commit()  # the writes, the reads after them and COMMIT: one round trip
+        wake = _utc(waiting.fetchone()[0]) if next_wake else None  # type: ignore[index]
+        if not writes:
+            return {}, wake
+        by_run: dict[str, list[TransitionRecord]] = {}
+        for record in logrows.records(logs.fetchall()):
+            by_run.setdefault(record.instance_id, []).append(record)
+        return by_run, wake
 
     try:
         return fast.run(work)
@@ -371,9 +381,19 @@ def _write_params(built: _Statements, write: ClaimWrite) -> dict[str, Any]:
 
 
 def _roll_back(conn: psycopg.Connection[Any]) -> None:
-    """End the transaction on an error (the connection is given back only when idle)."""
+    """End the transaction on an error (the connection is kept only when idle)."""
+    with contextlib.suppress(psycopg.Error):
+        if not conn.closed:
+            conn.rollback()
+
+
+def _back_to_autocommit(conn: psycopg.Connection[Any]) -> None:
+    """Put the kept connection back in autocommit, or close it: one left outside
+    autocommit must never serve the fast path's one-statement writes again."""
     try:
-        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.autocommit = True
+            return
     except psycopg.Error:
         pass
+    conn.close()
