@@ -179,8 +179,11 @@ class Executor:
         try:
             with using_credentials(self.host.credentials):
                 outcome = await executor.execute()
-            if outcome.kind == "suspended":
-                self.wake_soon()  # the scheduler learns the new wake-up time now
+            if outcome.kind == "suspended" and executor.snapshot.wake_at is not None:
+                # the scheduler learns the new wake-up time now; a run that waits with
+                # none (an event, no timeout) is woken by whoever makes it due (a
+                # NOTIFY), or by its release below if that happened meanwhile
+                self.wake_soon()
             if executor.write_failed is not None:
                 self._redrive_later(run_id, attempt=1)
         except asyncio.CancelledError:
