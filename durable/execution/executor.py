@@ -78,6 +78,10 @@ class Executor:
         self._heartbeat: asyncio.Task[None] | None = None
         self._scheduler: WakeLoop | None = None
         self._more_work = False
+        #: runs a scheduler pass left out because they were executing here: when one
+        #: stops, the scheduler looks again (it may have been made due meanwhile, after
+        #: its release read it, by an event whose NOTIFY that pass already answered)
+        self._passed_over: set[str] = set()
         #: versions warned about as unserved, and when the scheduler last looked
         self._warned: set[tuple[str, str]] = set()
         self._unserved_at: datetime | None = None
@@ -204,7 +208,8 @@ class Executor:
                 await self.release([run_id])
             self.tasks.pop(run_id, None)
             self.running.pop(run_id, None)
-            if self._more_work:
+            passed_over = self._stopped_after_a_pass(run_id)
+            if self._more_work or passed_over:
                 self.wake_soon()
 
     def _redrive_later(self, run_id: str, *, attempt: int) -> None:
@@ -250,6 +255,15 @@ class Executor:
         finally:
             self.running.pop(run_id, None)
             await self.release([run_id])
+            if self._stopped_after_a_pass(run_id):
+                self.wake_soon()
+
+    def _stopped_after_a_pass(self, run_id: str) -> bool:
+        """Whether a scheduler pass left this run out while it executed here (it stopped)."""
+        if run_id in self._passed_over:
+            self._passed_over.discard(run_id)
+            return True
+        return False
 
     async def stop(self, run_id: str) -> None:
         """Stop the execution of a run here (it was cancelled), if there is one."""
@@ -290,9 +304,9 @@ class Executor:
 
     async def _wake_due(self) -> _Woken:
         limit = self.capacity()
-        found = await self.leases.claim_due(
-            executing=self.recover, limit=limit, exclude=self.executing()
-        )
+        executing = self.executing()
+        self._passed_over |= executing
+        found = await self.leases.claim_due(executing=self.recover, limit=limit, exclude=executing)
         claimed = found.runs
         # a full claim (or none for want of a free slot) may have left work behind:
         # look again as soon as a run here ends, rather than at the next poll
