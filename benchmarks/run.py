@@ -12,7 +12,9 @@ Run: ``python -m benchmarks [--quick] [--only machine,growth,...] [--url URL]``
   marginal cost of a step (10- vs 50-step runs) and its CPU;
 - ``workers``: 1 and 4 ``durable.Worker`` processes against 1 and 4 connections of
   raw INSERT commits (``benchmarks/bench_workers.py``);
-- ``wake``: an event sent by another process to the next step starting;
+- ``wake``: an event sent by another process to the next step starting; the claims
+  of the woken runs, and claims of pending runs one at a time and in batches
+  (``benchmarks/bench_claims.py``);
 - ``growth``: a long run (10,000 steps; 2,000 with ``--quick``): its log loaded for
   resume (whole, as a claim reads it, and read for replay with its steps light), its
   replay, and ``history()``;
@@ -58,7 +60,7 @@ import psycopg  # noqa: E402
 
 import durable  # noqa: E402
 import statewf  # noqa: E402
-from benchmarks import bench_workers, peers  # noqa: E402
+from benchmarks import bench_claims, bench_workers, peers  # noqa: E402
 from benchmarks.bench_transitions import ping_pong  # noqa: E402
 from benchmarks.bench_workflows import make_workflow, replay_only  # noqa: E402
 from statewf.store import pg_write  # noqa: E402
@@ -488,7 +490,8 @@ def bench_wake(url: str, base: str, args: argparse.Namespace, rep: Report) -> No
         return latencies
 
     try:
-        latencies = asyncio.run(go())
+        with bench_claims.timing_claims() as claims:
+            latencies = asyncio.run(go())
     finally:
         inbox.put(None)
         proc.join(timeout=30)
@@ -501,6 +504,38 @@ def bench_wake(url: str, base: str, args: argparse.Namespace, rep: Report) -> No
         None,
         "<= 2 ms",
         median <= 2e-3,
+    )
+    # the claims of those rounds that took the woken run (the others found nothing)
+    woken = [wall for wall, runs in claims if runs]
+    empty = [wall for wall, runs in claims if not runs]
+    if woken:
+        each = statistics.median(woken)
+        rep.add(
+            "claim of the woken run (in the engine)",
+            f"{ms(each)} (median of {len(woken)}; {len(empty)} passes found none, "
+            f"{ms(statistics.median(empty)) if empty else '-'} each)",
+            "",
+            None,
+            "<= 1 ms",
+            each <= 1e-3,
+        )
+    c = bench_claims.bench_claims(url, f"{base}_claims", args.wake_rounds * 5, 50)
+    rep.add(
+        "claim of one pending run",
+        f"{ms(c['single_wall'])}, {us(c['single_cpu'])} CPU "
+        f"(median of {args.wake_rounds * 5}; a pass finding none {ms(c['empty_wall'])})",
+        "",
+        None,
+        "<= 1 ms",
+        c["single_wall"] <= 1e-3,
+    )
+    rep.add(
+        "claim of 50 pending runs, per run",
+        f"{ms(c['batch_wall'])}, {us(c['batch_cpu'])} CPU",
+        "",
+        None,
+        "<= 1 ms",
+        c["batch_wall"] <= 1e-3,
     )
 
 

@@ -25,12 +25,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from durable.log.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
-from statewf.appending import Move, append, append_row, next_row
+from statewf.appending import Move, append, next_row
 from statewf.clock import Clock, SystemClock
 from statewf.records import Instance, TransitionRecord
-from statewf.store import SqlStore, Tx
+from statewf.store import SqlStore, Tx, pgclaim, runs
 from statewf.store.leases import (
     EXECUTING,
+    WAKEABLE,
     Claimable,
     ClaimScope,
     Lease,
@@ -41,7 +42,6 @@ from statewf.store.leases import (
     release,
     saturated,
 )
-from statewf.store.runs import run_logs
 
 log = logging.getLogger("durable")
 
@@ -113,6 +113,18 @@ class ClaimPlan:
     dead: list[tuple[Instance, str | None, dict[str, int]]] = field(default_factory=list)
 
 
+@dataclass
+class Claimed:
+    """What one claim took: the runs now held, the ids dead-lettered on the way, and
+    (when asked) the earliest wake-up of the runs left waiting."""
+
+    runs: list[ClaimedRun] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    #: whether :attr:`next_wake` was read (``next_wake=True`` and a claim was made)
+    asked: bool = False
+    next_wake: datetime | None = None
+
+
 def claim(
     store: SqlStore,
     claimer: Claimer,
@@ -122,23 +134,57 @@ def claim(
     exclude: Collection[str] = (),
     only: str | None = None,
 ) -> tuple[list[ClaimedRun], list[str]]:
-    """Claim up to ``limit`` runs; the claimed runs and the ids dead-lettered on the way.
+    """Claim up to ``limit`` runs; the claimed runs and the ids dead-lettered on the way
+    (:func:`claim_runs`)."""
+    done = claim_runs(store, claimer, clock, limit=limit, exclude=exclude, only=only)
+    return done.runs, done.dead
+
+
+def claim_runs(
+    store: SqlStore,
+    claimer: Claimer,
+    clock: Clock,
+    *,
+    limit: int,
+    exclude: Collection[str] = (),
+    only: str | None = None,
+    next_wake: bool = False,
+) -> Claimed:
+    """Claim up to ``limit`` runs: those claimed, the ids dead-lettered on the way and,
+    with ``next_wake``, the earliest wake-up among the runs left waiting (not
+    ``exclude``'s), read in the same transaction after the claim rows.
 
     One transaction: load (lock the candidates, read the counts the limits need) →
     :func:`plan_claim` (pure) → write. Times are read inside the transaction, once its
     locks are held: ``clock`` (the engine's) decides which waits are due and stamps
     the rows; leases are measured on the database's clock
     (:func:`~statewf.store.leases.db_now`), and so are due waits and row times when
-    the engine runs on the wall clock.
+    the engine runs on the wall clock. On PostgreSQL without limits the same
+    transaction takes two round trips (:func:`_claim_pipelined`).
     """
     if limit <= 0:
-        return [], []
+        return Claimed()
+    if pgclaim.available(store) and not claimer.limits.any:
+        return _claim_pipelined(
+            store, claimer, clock, limit=limit, exclude=exclude, only=only, next_wake=next_wake
+        )
     with store.transaction() as tx:
         loaded = load_claimable(tx, claimer, clock, limit=limit, exclude=exclude, only=only)
         if loaded is None:
-            return [], []
-        plan = plan_claim(claimer, loaded, limit)
-        return write_claim(tx, plan, loaded.now)
+            done = Claimed()
+        else:
+            plan = plan_claim(claimer, loaded, limit)
+            runs, dead = write_claim(tx, plan, loaded.now)
+            done = Claimed(runs, dead)
+        if next_wake:
+            done.asked = True
+            done.next_wake = waiting_until(tx, claimer.scope, exclude)
+        return done
+
+
+def waiting_until(tx: Tx, scope: ClaimScope, exclude: Collection[str]) -> datetime | None:
+    """The earliest ``wake_at`` of the waiting runs ``scope`` covers, ``exclude``'s aside."""
+    return runs.next_wake(tx, scope.kind, scope.versions, WAKEABLE, exclude=exclude)
 
 
 def load_claimable(
@@ -238,9 +284,64 @@ def write_claim(tx: Tx, plan: ClaimPlan, now: datetime) -> tuple[list[ClaimedRun
         for snap, _, new, lease in plan.claims
     ]
     append(tx, [record for _, record, _, _ in plan.claims], *moves)
-    logs = run_logs(tx, [new.id for _, _, new, _ in plan.claims])
+    logs = runs.run_logs(tx, [new.id for _, _, new, _ in plan.claims])
     claimed = [ClaimedRun(new, logs[new.id], lease) for _, _, new, lease in plan.claims]
     return claimed, [snap.id for snap, _, _ in plan.dead]
+
+
+def _claim_pipelined(
+    store: SqlStore,
+    claimer: Claimer,
+    clock: Clock,
+    *,
+    limit: int,
+    exclude: Collection[str],
+    only: str | None,
+    next_wake: bool,
+) -> Claimed:
+    """:func:`claim` without limits on PostgreSQL: the same transaction, the same plan
+    and rows, in two round trips (:mod:`statewf.store.pgclaim`)."""
+    system = isinstance(clock, SystemClock)
+    due_at = None if system else clock.now()
+    planned: list[ClaimPlan] = []
+
+    def decide(found: pgclaim.Found) -> list[pgclaim.ClaimWrite]:
+        # as load_claimable: the engine's clock decides due waits and stamps the rows,
+        # read again once the locks are held; on the wall clock that is the database's
+        now = found.lease_now if due_at is None else due_at
+        later = found.locked_at if system else clock.now()
+        loaded = Loaded(found.candidates, {}, {}, max(now, later), found.lease_now)
+        plan = plan_claim(claimer, loaded, limit)
+        planned.append(plan)
+        writes = []
+        for snap, previous, crashes in plan.dead:
+            record, new = _dead_row(snap, previous, crashes, loaded.now)
+            # a dead letter is a takeover: its holder's lease ends with the row (release())
+            writes.append(pgclaim.ClaimWrite(new, record, snap.version, None, None, None))
+        for snap, record, new, lease in plan.claims:
+            writes.append(
+                pgclaim.ClaimWrite(
+                    new, record, snap.version, lease.owner, lease.expires_at, lease.epoch
+                )
+            )
+        return writes
+
+    logs, wake = pgclaim.claim(
+        store,
+        claimer.scope,
+        due_at=due_at,
+        limit=limit,
+        exclude=exclude,
+        only=only,
+        decide=decide,
+        next_wake=next_wake,
+    )
+    done = Claimed(asked=next_wake, next_wake=wake)
+    if planned:
+        plan = planned[-1]
+        done.runs = [ClaimedRun(new, logs[new.id], lease) for _, _, new, lease in plan.claims]
+        done.dead = [snap.id for snap, _, _ in plan.dead]
+    return done
 
 
 def _open_queues(scope: ClaimScope, limits: Limits, running: dict[str, int]) -> ClaimScope | None:
@@ -315,16 +416,16 @@ def _claim_fields(
     return {"kind": KIND_WAKE, "status": RUNNING, "meta": meta, "context_set": context}
 
 
-def _dead_letter(
-    tx: Tx, snap: Instance, previous: str | None, crashes: dict[str, int], now: datetime
-) -> None:
+def _dead_row(
+    snap: Instance, previous: str | None, crashes: dict[str, int], now: datetime
+) -> tuple[TransitionRecord, Instance]:
+    """The ``dead_letter`` row of a run taken over too often, and the snapshot after it."""
     reason = (
         f"the workers executing this run died {crashes['count']} times after step "
         f"{crashes['at']} (last: {previous}); it is not executed again until retried"
     )
     log.error("run %s: moved to the dead letters: %s", snap.id, reason)
-    append_row(
-        tx,
+    return next_row(
         snap,
         now,
         kind=KIND_DEAD,
@@ -333,5 +434,12 @@ def _dead_letter(
         meta={"reason": reason, "crashes": crashes["count"], "worker": previous},
         context_set={"crashes": crashes, "error": {"type": "DeadLettered", "message": reason}},
     )
+
+
+def _dead_letter(
+    tx: Tx, snap: Instance, previous: str | None, crashes: dict[str, int], now: datetime
+) -> None:
+    record, new = _dead_row(snap, previous, crashes, now)
+    append(tx, [record], Move(new, snap.version))
     if previous is not None:
         release(tx, previous, [snap.id])

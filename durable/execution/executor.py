@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 
 from durable.authoring.current import using_credentials
@@ -34,6 +35,15 @@ log = logging.getLogger("durable")
 
 #: Most runs one claim transaction takes.
 CLAIM_BATCH = 100
+
+
+@dataclass(frozen=True)
+class _Woken:
+    """A scheduler claim: the runs it took, and the next wake-up if the claim read it."""
+
+    ids: list[str]
+    asked: bool
+    next_wake: datetime | None
 
 
 class Executor:
@@ -68,6 +78,10 @@ class Executor:
         self._heartbeat: asyncio.Task[None] | None = None
         self._scheduler: WakeLoop | None = None
         self._more_work = False
+        #: runs a scheduler pass left out because they were executing here: when one
+        #: stops, the scheduler looks again (it may have been made due meanwhile, after
+        #: its release read it, by an event whose NOTIFY that pass already answered)
+        self._passed_over: set[str] = set()
         #: versions warned about as unserved, and when the scheduler last looked
         self._warned: set[tuple[str, str]] = set()
         self._unserved_at: datetime | None = None
@@ -170,8 +184,11 @@ class Executor:
         try:
             with using_credentials(self.host.credentials):
                 outcome = await executor.execute()
-            if outcome.kind == "suspended":
-                self.wake_soon()  # the scheduler learns the new wake-up time now
+            if outcome.kind == "suspended" and executor.snapshot.wake_at is not None:
+                # the scheduler learns the new wake-up time now; a run that waits with
+                # none (an event, no timeout) is woken by whoever makes it due (a
+                # NOTIFY), or by its release below if that happened meanwhile
+                self.wake_soon()
             if executor.write_failed is not None:
                 self._redrive_later(run_id, attempt=1)
         except asyncio.CancelledError:
@@ -192,7 +209,8 @@ class Executor:
                 await self.release([run_id])
             self.tasks.pop(run_id, None)
             self.running.pop(run_id, None)
-            if self._more_work:
+            passed_over = self._stopped_after_a_pass(run_id)
+            if self._more_work or passed_over:
                 self.wake_soon()
 
     def _redrive_later(self, run_id: str, *, attempt: int) -> None:
@@ -238,6 +256,15 @@ class Executor:
         finally:
             self.running.pop(run_id, None)
             await self.release([run_id])
+            if self._stopped_after_a_pass(run_id):
+                self.wake_soon()
+
+    def _stopped_after_a_pass(self, run_id: str) -> bool:
+        """Whether a scheduler pass left this run out while it executed here (it stopped)."""
+        if run_id in self._passed_over:
+            self._passed_over.discard(run_id)
+            return True
+        return False
 
     async def stop(self, run_id: str) -> None:
         """Stop the execution of a run here (it was cancelled), if there is one."""
@@ -274,8 +301,14 @@ class Executor:
 
     async def wake_due(self) -> list[str]:
         """Claim the runs this process may take now and execute them; their ids."""
+        return (await self._wake_due()).ids
+
+    async def _wake_due(self) -> _Woken:
         limit = self.capacity()
-        claimed = await self.claim(executing=self.recover, due=True, limit=limit)
+        executing = self.executing()
+        self._passed_over |= executing
+        found = await self.leases.claim_due(executing=self.recover, limit=limit, exclude=executing)
+        claimed = found.runs
         # a full claim (or none for want of a free slot) may have left work behind:
         # look again as soon as a run here ends, rather than at the next poll
         # (under flow-control limits, a run that ends may free a queue's or a
@@ -283,7 +316,7 @@ class Executor:
         self._more_work = len(claimed) >= limit or self.leases.limits.any
         for item in claimed:
             self.spawn(self.executor_of(item))
-        return [item.snapshot.id for item in claimed]
+        return _Woken([item.snapshot.id for item in claimed], found.asked, found.next_wake)
 
     async def _next_wake(self) -> datetime | None:
         versions = self.registry.versions()
@@ -298,11 +331,15 @@ class Executor:
         return await self.host.db(query)
 
     async def _scheduler_pass(self) -> datetime | None:
-        await self.wake_due()
+        # the next wake-up is read by the claim's own transaction, after its rows (one
+        # round trip on PostgreSQL): no query of its own racing the woken runs' replay
+        woken = await self._wake_due()
         now = self.host.clock.now()
         if self._unserved_at is None or (now - self._unserved_at).total_seconds() >= 60:
             self._unserved_at = now
             await self.warn_unserved()
+        if woken.asked:
+            return woken.next_wake
         return await self._next_wake()
 
     async def warn_unserved(self) -> dict[tuple[str, str], int]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from durable.control.claim import ClaimedRun, Claimer, Limits, claim
+from durable.control.claim import Claimed, ClaimedRun, Claimer, Limits, claim, claim_runs
 from durable.execution.registry import Registry
 from durable.execution.writer import RunHost
 from statewf.errors import StatewfError
@@ -64,9 +64,36 @@ class Leases:
         own: Collection[str] = (),
     ) -> list[ClaimedRun]:
         """Claim up to ``limit`` runs this holder may take (none if it has no workflows)."""
-        versions = self.registry.versions()
-        if limit <= 0 or not versions:
+        claimer = self._claimer(executing=executing, due=due, own=own)
+        if limit <= 0 or claimer is None:
             return []
+        store, clock, excluded = self.host.store, self.host.clock, set(exclude)
+        claimed, dead = await self.host.db(
+            lambda: claim(store, claimer, clock, limit=limit, exclude=excluded, only=only)
+        )
+        for run_id in dead:
+            log.error("run %s was moved to the dead letters", run_id)
+        return claimed
+
+    async def claim_due(self, *, executing: bool, limit: int, exclude: Collection[str]) -> Claimed:
+        """:meth:`claim` of a scheduler's pass: also the earliest wake-up of the runs left
+        waiting (read by the claim's own transaction, after its rows)."""
+        claimer = self._claimer(executing=executing, due=True, own=())
+        if limit <= 0 or claimer is None:
+            return Claimed()
+        store, clock, excluded = self.host.store, self.host.clock, set(exclude)
+        claimed = await self.host.db(
+            lambda: claim_runs(store, claimer, clock, limit=limit, exclude=excluded, next_wake=True)
+        )
+        for run_id in claimed.dead:
+            log.error("run %s was moved to the dead letters", run_id)
+        return claimed
+
+    def _claimer(self, *, executing: bool, due: bool, own: Collection[str]) -> Claimer | None:
+        """Who claims, what and for how long (None: this holder has no workflows)."""
+        versions = self.registry.versions()
+        if not versions:
+            return None
         scope = ClaimScope(
             kind="workflow",
             versions=versions,
@@ -77,7 +104,7 @@ class Leases:
             owner=self.owner,
             own=own,
         )
-        claimer = Claimer(
+        return Claimer(
             owner=self.owner,
             scope=scope,
             lease_for=timedelta(seconds=self.seconds),
@@ -85,13 +112,6 @@ class Leases:
             crash_limit=self.crash_limit,
             prepare=self.registry.prepare,
         )
-        store, clock, excluded = self.host.store, self.host.clock, set(exclude)
-        claimed, dead = await self.host.db(
-            lambda: claim(store, claimer, clock, limit=limit, exclude=excluded, only=only)
-        )
-        for run_id in dead:
-            log.error("run %s was moved to the dead letters", run_id)
-        return claimed
 
     def writes_beats(self) -> bool:
         """Whether a heartbeat writes something even when no run is held."""

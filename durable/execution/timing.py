@@ -101,12 +101,15 @@ class WakeLoop:
     async def _run(self) -> None:
         realtime = isinstance(self.clock, SystemClock)
         while True:
+            # cleared before the pass, not after it: a poke that arrives while the pass
+            # runs (a NOTIFY committed after its claim read) makes another pass at once
+            # instead of being lost until the next poll
+            self._poke.clear()
             try:
                 wake = await self.work()
             except Exception as exc:  # the database is away, say: try again at the next poll
                 log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)
                 wake = None
-            self._poke.clear()
             until = time.monotonic() + self.poll_interval
             while not self._poke.is_set():
                 left = until - time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,9 +12,11 @@ from pydantic import BaseModel
 import durable
 import statewf
 from durable.authoring.analysis import analyze
+from durable.execution.timing import WakeLoop
 from durable.log.codec import decode, encode
 from durable.log.plan import StepPlan
 from durable.log.views import progress_of, timeline_of
+from statewf.clock import SystemClock
 from statewf.durations import to_seconds
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
@@ -127,3 +130,28 @@ def test_timeline_and_progress_from_the_log_alone() -> None:
     assert (progress.completed_steps, progress.total_steps) == (1, 3)
     assert progress.completion_percentage == pytest.approx(33.3)
     assert progress.approximate is False
+
+
+def test_a_poke_during_a_pass_is_not_lost() -> None:
+    """A poke that arrives while a pass runs (a NOTIFY committed after the pass's claim
+    read) makes another pass, rather than waiting for the next poll."""
+
+    async def scenario() -> int:
+        passes: list[int] = []
+
+        async def work() -> None:
+            passes.append(1)
+            if len(passes) == 1:
+                loop.poke()  # arrives during the first pass
+            return
+
+        loop = WakeLoop("test", work, SystemClock(), poll_interval=600)
+        loop.start()
+        for _ in range(400):  # the poll is ten minutes away: only the poke explains a second pass
+            if len(passes) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await loop.stop()
+        return len(passes)
+
+    assert asyncio.run(scenario()) >= 2

@@ -1,0 +1,399 @@
+"""A claim on PostgreSQL pipelined on the store's kept connections: three short round trips.
+
+The general claim (:mod:`statewf.store.leases`, under one SQLAlchemy transaction) sends
+``BEGIN``, the database's clock, the candidates' ``SELECT ... FOR UPDATE SKIP LOCKED``,
+the clock again, one ``UPDATE`` per run, the claim rows, the logs and ``COMMIT``: seven
+round trips with statements built in Python between them. Here the same transaction
+is pipelined on one kept connection (:class:`~statewf.store.postgres.FastPath`):
+
+1. ``BEGIN`` (the driver's own, as for any transaction), then the candidates' select,
+   which reads the database's clock itself (once before its locks, for the leases
+   and due waits; per locked row after them, for the rows' time);
+2. after the caller decided in Python what to write: one conditional write per run
+   (its snapshot with the new lease, and its log row from that update), the claimed
+   runs' logs, the scheduler's next wake-up if asked, and ``COMMIT``, in one round
+   trip.
+
+The rows stay locked from the select to the commit, as in the general claim, so every
+guarantee of that claim holds here (another claimer skips them; a previous holder's
+write, conditional on the version, fails after the commit). The statements are built
+once per set of tables and prepared by the server. Flow-control limits are not taken
+here (their counts need the advisory lock and reads of their own): that claim stays
+the general one, as does every claim on SQLite or on an application's own engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pydantic_core
+from psycopg.types.json import Json, Jsonb
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Integer,
+    String,
+    all_,
+    and_,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+
+from statewf.errors import ConcurrencyConflict
+from statewf.records import Instance, TransitionRecord
+from statewf.store import driver_errors, logrows, prebuilt
+from statewf.store.leases import EXECUTING, WAKEABLE, Claimable, ClaimScope
+from statewf.store.schema import Tables, is_document
+from statewf.store.sql import SqlStore
+
+_TIMES = ("wake_at", "created_at", "updated_at")
+#: The snapshot's columns, as :class:`~statewf.records.Instance` takes them.
+_INSTANCE_FIELDS = (
+    "id",
+    "machine",
+    "machine_version",
+    "kind",
+    "state",
+    "configuration",
+    "context",
+    "status",
+    "version",
+    "resource_id",
+    "idempotency_key",
+    "wake_at",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the first round trip locked, with the database's clock around its locks."""
+
+    candidates: list[Claimable]
+    #: the database's clock before the locks (leases, and due waits on the wall clock)
+    lease_now: datetime
+    #: the database's clock after the last lock (rows stamped on the wall clock)
+    locked_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimWrite:
+    """One locked run's new snapshot and log row, and the lease it is left with."""
+
+    snapshot: Instance
+    record: TransitionRecord
+    expected_version: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    #: None: the run keeps its epoch
+    lease_epoch: int | None
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The claim's statements as PostgreSQL SQL, compiled once per set of tables."""
+
+    candidates: str
+    candidates_one: str
+    write: str
+    logs: str
+    next_wake: str
+    columns: tuple[str, ...]
+    #: JSON parameters of the write and their wrappers (documents as json text)
+    wrappers: tuple[tuple[str, type[Json] | type[Jsonb]], ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _statements(tables: Tables, dialect: Dialect) -> _Statements:
+    t = tables.instances
+    c = t.c
+    texts = ARRAY(String)
+    clock = select(func.clock_timestamp().label("now")).cte("clock")
+    lease_now = select(clock.c.now).scalar_subquery()
+    due_at = func.coalesce(bindparam("due_at", type_=c.wake_at.type), lease_now)
+    versions = select(
+        func.unnest(bindparam("v_names", type_=texts)),
+        func.unnest(bindparam("v_versions", type_=texts)),
+    )
+    query = (
+        select(t, lease_now.label("lease_now"), func.clock_timestamp().label("locked_at"))
+        .where(
+            c.kind == bindparam("kind"),
+            tuple_(c.machine, c.machine_version).in_(versions),
+            or_(
+                c.status == any_(bindparam("run_statuses", type_=texts)),
+                and_(
+                    c.status == any_(bindparam("wake_statuses", type_=texts)), c.wake_at <= due_at
+                ),
+            ),
+            or_(
+                c.lease_owner.is_(None),
+                c.lease_expires_at < lease_now,
+                and_(
+                    c.lease_owner == bindparam("owner"),
+                    c.id == any_(bindparam("own", type_=texts)),
+                ),
+            ),
+            or_(c.labels.is_(None), c.labels.op("<@")(bindparam("offered", type_=JSONB))),
+            or_(
+                bindparam("any_queue", type_=Boolean),
+                c.queue == any_(bindparam("queues", type_=texts)),
+            ),
+            c.id != all_(bindparam("exclude", type_=texts)),
+        )
+        .order_by(c.priority.desc(), c.updated_at, c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True, of=t)
+    )
+    one = query.where(c.id == bindparam("only"))
+    waiting = select(func.min(c.wake_at)).where(
+        c.kind == bindparam("kind"),
+        tuple_(c.machine, c.machine_version).in_(versions),
+        c.status == any_(bindparam("waiting_statuses", type_=texts)),
+        c.wake_at.is_not(None),
+        c.id != all_(bindparam("exclude", type_=texts)),
+    )
+    moved = (
+        update(t)
+        .where(c.id == bindparam("i_id"), c.version == bindparam("expected_version"))
+        .values(
+            {
+                **{name: bindparam(f"i_{name}") for name in prebuilt.MUTABLE_FIELDS},
+                "lease_owner": bindparam("l_owner", type_=c.lease_owner.type),
+                "lease_expires_at": bindparam("l_expires_at", type_=c.lease_expires_at.type),
+                # None: the epoch stays (a dead letter ends the lease, it grants none)
+                "lease_epoch": func.coalesce(bindparam("l_epoch", type_=Integer), c.lease_epoch),
+            }
+        )
+        .returning(c.id)
+        .cte("moved")
+    )
+    log = tables.transitions
+    cols = [log.c[name] for name in logrows.RECORD_FIELDS]
+    # the row's instance id is the updated row's: a write that updated nothing would
+    # insert a NULL id, which fails and rolls the whole claim back before its commit
+    single = select(literal_column("1").label("one")).subquery("one")
+    source = select(
+        moved.c.id,
+        *[bindparam(f"t_{col.name}", type_=col.type) for col in cols if col.name != "instance_id"],
+    ).select_from(single.outerjoin(moved, true()))
+    write = log.insert().from_select(cols, source).add_cte(moved)
+    logs = (
+        logrows.select_rows(tables, with_instance=True)
+        .where(log.c.instance_id == any_(bindparam("ids", type_=texts)))
+        .order_by(log.c.instance_id, log.c.seq)
+    )
+    wrappers = tuple(
+        (f"{prefix}_{col.name}", Json if is_document(col) else Jsonb)
+        for prefix, table in (("i", t), ("t", log))
+        for col in table.c
+        if col.name in (*prebuilt.MUTABLE_FIELDS, *logrows.RECORD_FIELDS)
+        and isinstance(col.type, JSON)
+    )
+    return _Statements(
+        candidates=str(query.compile(dialect=dialect)),
+        candidates_one=str(one.compile(dialect=dialect)),
+        write=str(write.compile(dialect=dialect)),
+        logs=str(logs.compile(dialect=dialect)),
+        next_wake=str(waiting.compile(dialect=dialect)),
+        columns=(*(col.name for col in t.c), "lease_now", "locked_at"),
+        wrappers=wrappers,
+    )
+
+
+def available(store: SqlStore) -> bool:
+    """Whether claims on this store can take this path (PostgreSQL, statewf's own pools)."""
+    return store.fast_path is not None
+
+
+def claim(
+    store: SqlStore,
+    scope: ClaimScope,
+    *,
+    due_at: datetime | None,
+    limit: int,
+    exclude: Collection[str],
+    only: str | None,
+    decide: Callable[[Found], Sequence[ClaimWrite]],
+    next_wake: bool = False,
+) -> tuple[dict[str, list[TransitionRecord]], datetime | None]:
+    """Lock up to ``limit`` runs ``scope`` allows, write what ``decide`` makes of them,
+    commit; the logs of the runs written, by id (empty: nothing locked or written),
+    and with ``next_wake`` the earliest ``wake_at`` of the runs ``scope`` covers left
+    waiting (``exclude``'s aside), read after the writes in the same round trip.
+
+    ``due_at`` decides which waits are due (None: the database's clock, as the
+    leases). ``decide`` runs between the two round trips with the runs locked; the
+    writes it returns are each conditional on the version read (a miss, which the
+    locks rule out, rolls everything back as a :class:`ConcurrencyConflict`).
+    """
+    fast = store.fast_path
+    if fast is None:
+        raise RuntimeError("pgclaim.claim needs PostgreSQL on statewf's own pools")
+    if not scope.versions:
+        return {}, None
+    built = _statements(store.tables, store.engine.dialect)
+    params = _candidate_params(scope, due_at, limit, exclude, only)
+    sql = built.candidates if only is None else built.candidates_one
+    lock = limit > 0 and (scope.executing or scope.due)
+    if not lock and not next_wake:
+        return {}, None
+
+    def work(cur: psycopg.Cursor[Any]) -> tuple[dict[str, list[TransitionRecord]], datetime | None]:
+        conn = cur.connection
+        # the kept connection is in autocommit: for this claim the driver opens the
+        # transaction itself (BEGIN goes ahead of the first statement) and commits it
+        conn.autocommit = False
+        try:
+            return pipelined(conn, cur)
+        except BaseException:
+            _roll_back(conn)
+            raise
+        finally:
+            _back_to_autocommit(conn)
+
+    def pipelined(
+        conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]
+    ) -> tuple[dict[str, list[TransitionRecord]], datetime | None]:
+        writes: Sequence[ClaimWrite] = ()
+        with conn.pipeline():
+            if lock:
+                cur.execute(sql, params, prepare=True)
+                found = _found(built, cur.fetchall())  # BEGIN, then the select
+                writes = decide(found) if found is not None else ()
+            for write in writes:
+                cur.execute(built.write, _write_params(built, write), prepare=True)
+            if writes:
+                logs = conn.cursor()
+                logs.execute(built.logs, {"ids": [w.snapshot.id for w in writes]}, prepare=True)
+            if next_wake:
+                waiting = conn.cursor()
+                waiting.execute(built.next_wake, params, prepare=True)
+            conn.commit()  # the writes, the reads after them and COMMIT: one round trip
+        wake = _utc(waiting.fetchone()[0]) if next_wake else None  # type: ignore[index]
+        if not writes:
+            return {}, wake
+        by_run: dict[str, list[TransitionRecord]] = {}
+        for record in logrows.records(logs.fetchall()):
+            by_run.setdefault(record.instance_id, []).append(record)
+        return by_run, wake
+
+    try:
+        return fast.run(work)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
+        raise ConcurrencyConflict(
+            "a claimed run changed while it was being claimed; claim again"
+        ) from exc
+    except psycopg.Error as exc:
+        raise driver_errors.wrap_driver(exc, store.url) from exc
+    except DBAPIError as exc:  # no connection to be had
+        raise driver_errors.wrap(exc, store.url, store.tables.transitions.name) from exc
+
+
+def _candidate_params(
+    scope: ClaimScope,
+    due_at: datetime | None,
+    limit: int,
+    exclude: Collection[str],
+    only: str | None,
+) -> dict[str, Any]:
+    return {
+        "kind": scope.kind,
+        "v_names": [name for name, _ in scope.versions],
+        "v_versions": [version for _, version in scope.versions],
+        "run_statuses": list(EXECUTING) if scope.executing else [],
+        "wake_statuses": list(WAKEABLE) if scope.due else [],
+        "waiting_statuses": list(WAKEABLE),
+        "due_at": due_at,
+        "owner": scope.owner,
+        "own": list(scope.own) if scope.owner is not None else [],
+        "offered": Jsonb(sorted(scope.labels)),
+        "any_queue": scope.queues is None,
+        "queues": list(scope.queues or ()),
+        "exclude": list(exclude),
+        "limit": limit,
+        "only": only,
+    }
+
+
+def _found(built: _Statements, rows: list[tuple[Any, ...]]) -> Found | None:
+    """The locked candidates, best first, and the clock around their locks (None: none)."""
+    if not rows:
+        return None
+    names = built.columns
+    candidates = []
+    locked_at = None
+    for row in rows:
+        m = dict(zip(names, row, strict=True))
+        for column in _TIMES:
+            if m[column] is not None:
+                m[column] = m[column].astimezone(UTC)
+        expiry = m["lease_expires_at"]
+        candidates.append(
+            Claimable(
+                instance=Instance(**{f: m[f] for f in _INSTANCE_FIELDS}),
+                queue=m["queue"],
+                previous_owner=m["lease_owner"],
+                previous_expiry=expiry.astimezone(UTC) if expiry is not None else None,
+                previous_epoch=int(m["lease_epoch"]),
+            )
+        )
+        stamp = m["locked_at"].astimezone(UTC)
+        locked_at = stamp if locked_at is None else max(locked_at, stamp)
+    lease_now = dict(zip(names, rows[0], strict=True))["lease_now"].astimezone(UTC)
+    assert locked_at is not None
+    return Found(candidates, lease_now, locked_at)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _write_params(built: _Statements, write: ClaimWrite) -> dict[str, Any]:
+    params = prebuilt.conditional_params(
+        write.snapshot, write.record, write.expected_version, False
+    )
+    params["l_owner"] = write.lease_owner
+    params["l_expires_at"] = write.lease_expires_at
+    params["l_epoch"] = write.lease_epoch
+    for name, wrap in built.wrappers:
+        value = params.get(name)
+        if value is not None:
+            params[name] = wrap(value, dumps=pydantic_core.to_json)
+    return params
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End the transaction on an error (the connection is kept only when idle)."""
+    with contextlib.suppress(psycopg.Error):
+        if not conn.closed:
+            conn.rollback()
+
+
+def _back_to_autocommit(conn: psycopg.Connection[Any]) -> None:
+    """Put the kept connection back in autocommit, or close it: one left outside
+    autocommit must never serve the fast path's one-statement writes again."""
+    try:
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.autocommit = True
+            return
+    except psycopg.Error:
+        pass
+    conn.close()
