@@ -61,25 +61,10 @@ from statewf.store import driver_errors, logrows, prebuilt
 from statewf.store.leases import EXECUTING, WAKEABLE, Claimable, ClaimScope
 from statewf.store.schema import Tables, is_document
 from statewf.store.sql import SqlStore
+from statewf.store.tx import INSTANCE_FIELDS
 
 _TIMES = ("wake_at", "created_at", "updated_at")
-#: The snapshot's columns, as :class:`~statewf.records.Instance` takes them.
-_INSTANCE_FIELDS = (
-    "id",
-    "machine",
-    "machine_version",
-    "kind",
-    "state",
-    "configuration",
-    "context",
-    "status",
-    "version",
-    "resource_id",
-    "idempotency_key",
-    "wake_at",
-    "created_at",
-    "updated_at",
-)
+_INSTANCE_FIELDS = INSTANCE_FIELDS  # the snapshot's columns, as Instance takes them
 
 
 @dataclass(frozen=True)
