@@ -5,7 +5,15 @@ from __future__ import annotations
 import psycopg
 from sqlalchemy.exc import DBAPIError
 
-from statewf.errors import ConcurrencyConflict, StatewfError, StoreError
+from statewf.errors import ConcurrencyConflict, InvalidInput, StatewfError, StoreError
+
+
+def unencodable(exc: UnicodeEncodeError) -> InvalidInput:
+    """A string the driver cannot encode (a lone surrogate), as the caller's error."""
+    return InvalidInput(
+        f"a string argument cannot be stored: {exc.reason} at position {exc.start} "
+        "(a lone surrogate?); pass valid Unicode text"
+    )
 
 
 def wrap_driver(exc: psycopg.Error, url: str) -> StatewfError:

@@ -305,10 +305,7 @@ class SqlStore:
         except StatewfError:
             raise
         except UnicodeEncodeError as exc:
-            raise InvalidInput(
-                f"a string argument cannot be stored: {exc.reason} at position {exc.start} "
-                "(a lone surrogate?); pass valid Unicode text"
-            ) from exc
+            raise driver_errors.unencodable(exc) from exc
         except DBAPIError as exc:
             if exc.connection_invalidated and self.dialect == "postgresql":
                 self._connections_lost()

@@ -32,7 +32,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from statewf.errors import InvalidInput, StatewfError, StoreError
+from statewf.errors import StatewfError, StoreError
 from statewf.store import driver_errors, prebuilt
 from statewf.store.schema import Tables
 
@@ -205,10 +205,7 @@ class SqliteFastPath:
         except StatewfError:
             raise
         except UnicodeEncodeError as exc:
-            raise InvalidInput(
-                f"a string argument cannot be stored: {exc.reason} at position {exc.start} "
-                "(a lone surrogate?); pass valid Unicode text"
-            ) from exc
+            raise driver_errors.unencodable(exc) from exc
         except sqlite3.Error as exc:
             raise wrap(exc, self.url) from exc
         except DBAPIError as exc:  # opening a connection, through the pool
