@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from statewf.clock import Clock, SystemClock
+from statewf.errors import StatewfError
 from statewf.store import SqlStore
 from statewf.store.runs import WakeListener
 
@@ -107,8 +108,13 @@ class WakeLoop:
             self._poke.clear()
             try:
                 wake = await self.work()
-            except Exception as exc:  # the database is away, say: try again at the next poll
+            except StatewfError as exc:  # the database is away, say: the next poll again
                 log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)
+                wake = None
+            except Exception:  # a bug, not an outage: loud, with its traceback
+                log.exception(
+                    "%s: the pass failed unexpectedly; trying again at the next poll", self.name
+                )
                 wake = None
             until = time.monotonic() + self.poll_interval
             while not self._poke.is_set():

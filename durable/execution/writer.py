@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from durable.authoring.signals import Stop, WorkflowSignal
-from durable.execution.batching import MAX_ROWS, RowBatcher
+from durable.execution.batching import RowBatcher
 from durable.execution.lifecycle import Lifecycle, Mode, Phase
 from durable.log.records import KIND_STEP, KIND_STEP_FAILED, PAUSED, TERMINAL
 from statewf.appending import Move, append, next_row
@@ -90,8 +90,6 @@ class RunHost:
     executor: Executor | None = None
     #: what :func:`durable.credentials` returns in runs executed here (never logged)
     credentials: Any = field(default=None, repr=False)
-    #: rows per shared commit of concurrent runs' plain rows (1: each row alone)
-    batch_rows: int = MAX_ROWS
     _batcher: RowBatcher | None = field(default=None, init=False, repr=False)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -102,7 +100,7 @@ class RunHost:
     def batcher(self) -> RowBatcher:
         """The shared-commit writer of this host's runs (:mod:`durable.execution.batching`)."""
         if self._batcher is None:
-            self._batcher = RowBatcher(self.store, max_rows=self.batch_rows)
+            self._batcher = RowBatcher(self.store)
         return self._batcher
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from durable.log.plan import StepPlan
 from durable.log.views import progress_of, timeline_of
 from statewf.clock import SystemClock
 from statewf.durations import to_seconds
+from statewf.errors import StoreError
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
 
@@ -155,3 +157,39 @@ def test_a_poke_during_a_pass_is_not_lost() -> None:
         return len(passes)
 
     assert asyncio.run(scenario()) >= 2
+
+
+def test_a_pass_that_fails_with_a_bug_is_logged_loudly_and_the_loop_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An outage is a warning; any other exception in a pass is a bug: an error with
+    its traceback (a claim that kept failing that way once stalled a worker with no
+    sign), and the next pass still runs."""
+
+    async def scenario() -> int:
+        passes: list[int] = []
+
+        async def work() -> None:
+            passes.append(1)
+            if len(passes) == 1:
+                loop.poke()  # the next pass comes at once, not at the poll
+                raise IndexError("tuple index out of range")
+            if len(passes) == 2:
+                loop.poke()
+                raise StoreError("database error on x: connection refused")
+
+        loop = WakeLoop("test", work, SystemClock(), poll_interval=600)
+        loop.start()
+        for _ in range(400):
+            if len(passes) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        await loop.stop()
+        return len(passes)
+
+    with caplog.at_level(logging.WARNING, logger="durable"):
+        assert asyncio.run(scenario()) >= 3
+    bug = [r for r in caplog.records if r.exc_info and r.exc_info[0] is IndexError]
+    assert [r.levelno for r in bug] == [logging.ERROR]
+    outage = [r for r in caplog.records if "connection refused" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in outage] == [(logging.WARNING, None)]
