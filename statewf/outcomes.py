@@ -100,15 +100,27 @@ class Outcomes:
             self._report(batch, written)
 
     def close(self) -> None:
-        """Write what is queued and stop the thread."""
+        """Write what is queued and stop the thread. Outcomes that cannot be written
+        (the database is away) are logged and dropped: their effects, still leased,
+        run again when the lease runs out."""
         with self._lock:
             self._closed = True
             thread, self._thread = self._thread, None
             self._wake.notify()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=30)
-        self.flush()
         _open.discard(self)
+        try:
+            self.flush()
+        except Exception as exc:
+            with self._lock:
+                lost, self._queued = self._queued, []
+            log.warning(
+                "%s effect outcome(s) not written on close (%s); those effects run again "
+                "when their lease runs out",
+                len(lost),
+                exc,
+            )
 
     def _report(self, batch: Sequence[EffectOutcome], written: set[int]) -> None:
         with self._lock:
@@ -153,7 +165,4 @@ _open: weakref.WeakSet[Outcomes] = weakref.WeakSet()
 @atexit.register
 def _flush_all() -> None:
     for outcomes in list(_open):
-        try:
-            outcomes.close()
-        except Exception:
-            log.exception("writing effect outcomes at exit failed; they will run again")
+        outcomes.close()
