@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,11 @@ from statewf.store.effects import EffectOutcome, EffectRows
 
 log = logging.getLogger("statewf.outbox")
 
+#: Each compiled machine's effects by name (its spec's ``effect_hooks()``, built once).
+_effect_hooks: weakref.WeakKeyDictionary[CompiledMachine, dict[str, Hook]] = (
+    weakref.WeakKeyDictionary()
+)
+
 #: Longest wait between two attempts of a failing effect.
 MAX_BACKOFF = timedelta(minutes=5)
 
@@ -43,7 +49,12 @@ def effect_hook(
 ) -> Hook:
     """The effect ``name`` of a registered machine version (the engine's resolver)."""
     found = compiled.get((machine, version))
-    hook = found.spec.effect_hooks().get(name) if found is not None else None
+    hook = None
+    if found is not None:
+        hooks = _effect_hooks.get(found)
+        if hooks is None:  # a compiled machine's hooks never change
+            hooks = _effect_hooks[found] = found.spec.effect_hooks()
+        hook = hooks.get(name)
     if hook is None:
         raise MachineNotRegistered(
             f"no effect {name!r} in registered machine {machine!r} version {version!r}; "
