@@ -43,7 +43,7 @@ from statewf.fold import fold
 from statewf.ids import check_event_name as check_event_name
 from statewf.ids import check_id as check_id
 from statewf.migrate import Upgrade, migrate_instance
-from statewf.outbox import OUTCOME_DELAY, Outbox, effect_hook
+from statewf.outbox import OUTCOME_DELAY, Outbox, check_outcome_delay, effect_hook
 from statewf.records import EffectRecord, Instance, Page, TransitionRecord
 from statewf.snapshots import SnapshotCache
 from statewf.spec import Machine
@@ -96,6 +96,7 @@ class Engine(TimerOperations):
         pool_size: int = 10,
         snapshot_cache_size: int = 1_000,
     ) -> None:
+        check_outcome_delay(effect_outcome_delay)
         self.store = SqlStore(
             url or os.environ.get("STATEWF_DATABASE_URL") or DEFAULT_URL,
             schema=schema,

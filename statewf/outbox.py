@@ -40,6 +40,9 @@ _effect_hooks: weakref.WeakKeyDictionary[CompiledMachine, dict[str, Hook]] = (
 #: Longest wait between two attempts of a failing effect.
 MAX_BACKOFF = timedelta(minutes=5)
 
+#: How long a claimed effect is leased to the process running it.
+LEASE = timedelta(seconds=60)
+
 #: Seconds an inline effect's outcome waits for others to be written with.
 OUTCOME_DELAY = 0.05
 
@@ -64,6 +67,15 @@ def effect_hook(
     return hook
 
 
+def check_outcome_delay(delay: float, lease: timedelta = LEASE) -> None:
+    """:class:`InvalidInput` unless ``delay`` is >= 0 and far shorter than the lease."""
+    if not 0 <= delay <= lease.total_seconds() / 4:
+        raise InvalidInput(
+            f"effect_outcome_delay must be >= 0 and far shorter than the effect lease "
+            f"({lease.total_seconds()} s): at most a quarter of it, got {delay} s"
+        )
+
+
 class Outbox:
     """Dispatches and lists the effects in the outbox table."""
 
@@ -75,7 +87,7 @@ class Outbox:
         versions: Callable[[], list[tuple[str, str]]],
         *,
         max_attempts: int = 10,
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = LEASE,
         outcome_delay: float = OUTCOME_DELAY,
     ) -> None:
         self.store = store
@@ -84,11 +96,7 @@ class Outbox:
         self.versions = versions
         self.max_attempts = max_attempts
         self.lease = lease
-        if outcome_delay * 4 > lease.total_seconds():
-            raise InvalidInput(
-                f"effect_outcome_delay ({outcome_delay} s) must be far shorter than the "
-                f"effect lease ({lease.total_seconds()} s): at most a quarter of it"
-            )
+        check_outcome_delay(outcome_delay, lease)
         #: outcomes not written yet (see :mod:`statewf.outcomes`)
         self.outcomes = Outcomes(store, delay=outcome_delay)
 
