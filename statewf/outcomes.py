@@ -71,7 +71,8 @@ class Outcomes:
                         target=self._run, name="statewf-outcomes", daemon=True
                     )
                     self._thread.start()
-                self._wake.notify()
+                elif len(self._queued) >= self.max_batch:
+                    self._wake.notify()  # else it wakes by itself: no thread switch per add
         if immediate:
             self.flush()
 
