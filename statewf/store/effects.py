@@ -127,9 +127,8 @@ class EffectRows:
     def records(self, ids: Sequence[tuple[int, int]]) -> list[EffectRecord]:
         """The records of the written rows, given their (id, position)."""
         by_position = {position: effect_id for effect_id, position in ids}
-        # the values are the rows just written, of the model's types: not validated again
         return [
-            EffectRecord.model_construct(
+            EffectRecord(
                 id=by_position[row["position"]],
                 last_error=None,
                 done_at=None,
