@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -161,6 +162,20 @@ class Outcomes:
 
 #: Every open queue, written at the interpreter's exit (an engine nobody closed).
 _open: weakref.WeakSet[Outcomes] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    # a forked child has none of its parent's threads, and the parent's queued
+    # outcomes are the parent's to write
+    for outcomes in list(_open):
+        outcomes._thread, outcomes._queued, outcomes._names = None, [], {}
+        outcomes._lock = threading.Lock()
+        outcomes._writing = threading.Lock()
+        outcomes._wake = threading.Condition(outcomes._lock)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 @atexit.register

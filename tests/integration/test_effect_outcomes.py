@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -201,3 +202,22 @@ def test_a_negative_or_lease_long_delay_is_refused(db: dict[str, Any]) -> None:
         statewf.Engine(**db, effect_outcome_delay=-1)
     with pytest.raises(statewf.InvalidInput):
         statewf.Engine(**db, effect_outcome_delay=30)  # the lease is 60 s
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_leaves_its_parents_outcomes_to_the_parent(db: dict[str, Any]) -> None:
+    engine = engine_for(db, PINGER, effect_outcome_delay=10)
+    inst = engine.create(PINGER)
+    engine.send(inst.id, "PING")
+    assert engine.outbox.outcomes.pending() == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing queued, and no parent's thread to wait for
+        os.write(write, str(engine.outbox.outcomes.pending()).encode())
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 10) == b"0"
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert engine.outbox.outcomes.pending() == 1
+    assert [e.status for e in engine.effects(instance_id=inst.id)] == ["done"]
