@@ -43,7 +43,7 @@ from statewf.fold import fold
 from statewf.ids import check_event_name as check_event_name
 from statewf.ids import check_id as check_id
 from statewf.migrate import Upgrade, migrate_instance
-from statewf.outbox import Outbox, effect_hook
+from statewf.outbox import OUTCOME_DELAY, Outbox, check_outcome_delay, effect_hook
 from statewf.records import EffectRecord, Instance, Page, TransitionRecord
 from statewf.snapshots import SnapshotCache
 from statewf.spec import Machine
@@ -73,6 +73,9 @@ class Engine(TimerOperations):
             False they wait in the outbox for :meth:`dispatch_effects` or a worker.
         max_payload_bytes: cap on the JSON size of one payload or context.
         effect_max_attempts: dispatch attempts before an effect is marked dead.
+        effect_outcome_delay: seconds an inline effect's outcome waits to be written
+            together with others, off the caller's path (0: each at once, a commit
+            of its own); this engine's outbox reads and :meth:`close` write them first.
         pool_size: database connections kept per pool.
         snapshot_cache_size: snapshots remembered for the fast path of :meth:`send`
             (0 turns it off); a stale one costs a retry, never a wrong write.
@@ -89,9 +92,11 @@ class Engine(TimerOperations):
         dispatch_effects: bool = True,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         effect_max_attempts: int = 10,
+        effect_outcome_delay: float = OUTCOME_DELAY,
         pool_size: int = 10,
         snapshot_cache_size: int = 1_000,
     ) -> None:
+        check_outcome_delay(effect_outcome_delay)
         self.store = SqlStore(
             url or os.environ.get("STATEWF_DATABASE_URL") or DEFAULT_URL,
             schema=schema,
@@ -112,6 +117,7 @@ class Engine(TimerOperations):
             functools.partial(effect_hook, self._compiled),
             functools.partial(sorted, self._compiled),
             max_attempts=effect_max_attempts,
+            outcome_delay=effect_outcome_delay,
         )
         # effects written already claimed by this process, run right after the commit
         self._snapshots = SnapshotCache(snapshot_cache_size if self.store.conditional_writes else 0)
@@ -554,8 +560,11 @@ class Engine(TimerOperations):
     # ------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Release the engine's database connections."""
-        self.store.dispose()
+        """Write the effect outcomes not written yet; release the database connections."""
+        try:
+            self.outbox.close()
+        finally:
+            self.store.dispose()
 
     def __enter__(self) -> Engine:
         return self

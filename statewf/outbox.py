@@ -2,15 +2,20 @@
 
 Claiming an effect moves its ``available_at`` forward by a lease, in its own short
 transaction, so two dispatchers never run it at once; the effect then runs with no
-transaction open, and a second transaction marks it done, or failed with a retry
-time (exponential backoff), or dead after ``max_attempts``. A dispatcher that dies
-mid-effect leaves it to run again when the lease runs out: at least once.
+transaction open, and its outcome marks it done, or failed with a retry time
+(exponential backoff), or dead after ``max_attempts``. Outcomes are written in
+batches (:mod:`statewf.outcomes`): those of effects run inline after a transition
+shortly after, off the caller's path, those of a :meth:`Outbox.dispatch` before it
+returns; every read of the outbox writes the queued ones first. A dispatcher that
+dies mid-effect, or before its outcome is written, leaves it to run again when the
+lease runs out: at least once.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -18,16 +23,28 @@ from typing import Any
 from statewf.adapter import CompiledMachine
 from statewf.aio import wait_for_hook
 from statewf.clock import Clock
-from statewf.errors import MachineNotRegistered
+from statewf.errors import InvalidInput, MachineNotRegistered
 from statewf.hooks import Hook
+from statewf.outcomes import Outcomes
 from statewf.records import EffectCall, EffectRecord, Instance, TransitionRecord
 from statewf.store import SqlStore
-from statewf.store.effects import EffectRows
+from statewf.store.effects import EffectOutcome, EffectRows
 
 log = logging.getLogger("statewf.outbox")
 
+#: Each compiled machine's effects by name (its spec's ``effect_hooks()``, built once).
+_effect_hooks: weakref.WeakKeyDictionary[CompiledMachine, dict[str, Hook]] = (
+    weakref.WeakKeyDictionary()
+)
+
 #: Longest wait between two attempts of a failing effect.
 MAX_BACKOFF = timedelta(minutes=5)
+
+#: How long a claimed effect is leased to the process running it.
+LEASE = timedelta(seconds=60)
+
+#: Seconds an inline effect's outcome waits for others to be written with.
+OUTCOME_DELAY = 0.05
 
 
 def effect_hook(
@@ -35,7 +52,12 @@ def effect_hook(
 ) -> Hook:
     """The effect ``name`` of a registered machine version (the engine's resolver)."""
     found = compiled.get((machine, version))
-    hook = found.spec.effect_hooks().get(name) if found is not None else None
+    hook = None
+    if found is not None:
+        hooks = _effect_hooks.get(found)
+        if hooks is None:  # a compiled machine's hooks never change
+            hooks = _effect_hooks[found] = found.spec.effect_hooks()
+        hook = hooks.get(name)
     if hook is None:
         raise MachineNotRegistered(
             f"no effect {name!r} in registered machine {machine!r} version {version!r}; "
@@ -43,6 +65,15 @@ def effect_hook(
             machine=machine,
         )
     return hook
+
+
+def check_outcome_delay(delay: float, lease: timedelta = LEASE) -> None:
+    """:class:`InvalidInput` unless ``delay`` is >= 0 and far shorter than the lease."""
+    if not 0 <= delay <= lease.total_seconds() / 4:
+        raise InvalidInput(
+            f"effect_outcome_delay must be >= 0 and far shorter than the effect lease "
+            f"({lease.total_seconds()} s): at most a quarter of it, got {delay} s"
+        )
 
 
 class Outbox:
@@ -56,7 +87,8 @@ class Outbox:
         versions: Callable[[], list[tuple[str, str]]],
         *,
         max_attempts: int = 10,
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = LEASE,
+        outcome_delay: float = OUTCOME_DELAY,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -64,6 +96,9 @@ class Outbox:
         self.versions = versions
         self.max_attempts = max_attempts
         self.lease = lease
+        check_outcome_delay(outcome_delay, lease)
+        #: outcomes not written yet (see :mod:`statewf.outcomes`)
+        self.outcomes = Outcomes(store, delay=outcome_delay)
 
     def rows(
         self, snap: Instance, record: TransitionRecord, names: Sequence[str], claimed: bool
@@ -90,8 +125,15 @@ class Outbox:
         Each claim takes a fresh lease just before its effect runs, so a long batch
         never runs an effect whose lease has already expired. Only effects of machine
         versions registered here are claimed: a process that does not have a
-        version's code leaves its effects to one that does.
+        version's code leaves its effects to one that does. The outcomes are written
+        together before it returns.
         """
+        try:
+            return self._dispatch(limit, instance_id, seq)
+        finally:
+            self.outcomes.flush()
+
+    def _dispatch(self, limit: int, instance_id: str | None, seq: int | None) -> int:
         versions = self.versions()
         attempted = 0
         while attempted < limit and versions:
@@ -150,30 +192,24 @@ class Outbox:
                 extra={"instance_id": effect.instance_id, "effect": effect.name},
             )
         now = self.clock.now()
-        backoff = min(MAX_BACKOFF, timedelta(seconds=2.0 ** min(effect.attempts, 10)))
-        # one autocommitted statement on PostgreSQL: no BEGIN and COMMIT round trips
-        with self.store.statement() as tx:
-            finished = tx.finish_effect(
-                effect.id,
-                attempt=effect.attempts,
-                now=now,
-                error=error,
-                retry_at=now + backoff,
-                give_up=effect.attempts >= self.max_attempts,
-            )
-        if not finished:
-            log.warning(
-                "effect %s of instance %s (seq %s): attempt %s outlived its lease; "
-                "a later attempt owns the outcome",
-                effect.name,
-                effect.instance_id,
-                effect.seq,
-                effect.attempts,
-            )
+        if error is None:
+            outcome = EffectOutcome(effect.id, effect.attempts, "done", now)
+        elif effect.attempts >= self.max_attempts:
+            outcome = EffectOutcome(effect.id, effect.attempts, "dead", now, error)
+        else:
+            backoff = min(MAX_BACKOFF, timedelta(seconds=2.0 ** min(effect.attempts, 10)))
+            outcome = EffectOutcome(effect.id, effect.attempts, "retry", now + backoff, error)
+        # no commit of its own: written with the others queued (statewf.outcomes)
+        self.outcomes.add(outcome, effect.name)
+
+    def close(self) -> None:
+        """Write the queued outcomes and stop their thread."""
+        self.outcomes.close()
 
     def list(
         self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100
     ) -> list[EffectRecord]:
-        """Outbox rows, oldest first."""
+        """Outbox rows, oldest first (the queued outcomes written first)."""
+        self.outcomes.flush()
         with self.store.transaction() as tx:
             return tx.list_effects(status=status, instance_id=instance_id, limit=limit)

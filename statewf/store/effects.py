@@ -6,12 +6,28 @@ caller's transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Integer,
+    Text,
+    Update,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from statewf.records import EffectRecord
 from statewf.store.prebuilt import statements
@@ -21,6 +37,41 @@ from statewf.store.schema import Tables
 def version_filter(c: Any, versions: Sequence[tuple[str, str]]) -> Any:
     """Rows of these (machine, version) pairs only."""
     return tuple_(c.machine, c.machine_version).in_([tuple(v) for v in versions])
+
+
+@functools.lru_cache(maxsize=64)
+def finish_effects(tables: Tables) -> Update:
+    """Several attempts' outcomes in one PostgreSQL statement (``o_`` arrays, one entry
+    per attempt), each with the effect of its ``finish_effect`` statement: ``done``
+    and ``dead`` set the status, ``done_at`` and ``last_error``; ``retry`` sets
+    ``available_at`` and ``last_error``; an attempt a later one superseded matches none
+    (and a success reported late still wins over a "presumed dead" mark).
+    """
+    e = tables.effects.c
+    o = (
+        func.unnest(
+            cast(bindparam("o_ids"), ARRAY(BigInteger)),
+            cast(bindparam("o_attempts"), ARRAY(Integer)),
+            cast(bindparam("o_kinds"), ARRAY(Text)),
+            cast(bindparam("o_ats"), ARRAY(DateTime(timezone=True))),
+            cast(bindparam("o_errors"), ARRAY(Text)),
+        )
+        .table_valued("id", "attempt", "kind", "at", "error")
+        .render_derived()
+        .alias("o")
+    )
+    retry = o.c.kind == "retry"
+    return (
+        update(tables.effects)
+        .where(e.id == o.c.id, e.attempts == o.c.attempt, e.status != "done")
+        .values(
+            status=case((retry, e.status), else_=o.c.kind),
+            done_at=case((retry, e.done_at), else_=o.c.at),
+            available_at=case((retry, o.c.at), else_=e.available_at),
+            last_error=o.c.error,
+        )
+        .returning(e.id)
+    )
 
 
 @dataclass(frozen=True)
@@ -85,6 +136,17 @@ class EffectRows:
             )
             for row in self.rows()
         ]
+
+
+@dataclass(frozen=True)
+class EffectOutcome:
+    """One attempt's outcome: ``done`` or ``dead`` at ``at``, or ``retry`` from ``at``."""
+
+    effect_id: int
+    attempt: int
+    kind: str
+    at: datetime
+    error: str | None = None
 
 
 class OutboxQueries:
@@ -189,6 +251,35 @@ class OutboxQueries:
             outcome, params["f_retry_at"] = "retry", retry_at
         result = self.conn.execute(statements(self.t).finish_effect[outcome], params)
         return result.first() is not None
+
+    def finish_effects(self, outcomes: Sequence[EffectOutcome]) -> set[int]:
+        """Record several attempts' outcomes at once; the ids whose outcome was written
+        (an attempt a later one superseded is left out). PostgreSQL: one statement."""
+        if not outcomes:
+            return set()
+        if self.conn.dialect.name == "postgresql":
+            params = {
+                "o_ids": [o.effect_id for o in outcomes],
+                "o_attempts": [o.attempt for o in outcomes],
+                "o_kinds": [o.kind for o in outcomes],
+                "o_ats": [o.at for o in outcomes],
+                "o_errors": [o.error for o in outcomes],
+            }
+            found = self.conn.execute(finish_effects(self.t), params).all()
+            return {int(effect_id) for (effect_id,) in found}
+        written = set()
+        for o in outcomes:
+            retry = o.kind == "retry"
+            if self.finish_effect(
+                o.effect_id,
+                attempt=o.attempt,
+                now=o.at,
+                error=o.error,
+                retry_at=o.at if retry else None,
+                give_up=o.kind == "dead",
+            ):
+                written.add(o.effect_id)
+        return written
 
     def list_effects(
         self, *, status: str | None = None, instance_id: str | None = None, limit: int = 100

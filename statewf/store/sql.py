@@ -27,6 +27,7 @@ from statewf.store import (
     driver_errors,
     logrows,
     migrations,
+    pg_effects,
     pg_write,
     postgres,
     prebuilt,
@@ -207,7 +208,9 @@ class SqlStore:
         try:
             if self._fast is not None:
                 with self._errors():
-                    ids = self._fast.write_effects(params)
+                    prepared = self._prepared_effects
+                    found_ids = prepared.write_effects(self._fast, params) if prepared else None
+                    ids = self._fast.write_effects(params) if found_ids is None else found_ids
             else:
                 with self._errors(), self._single_statement() as conn:
                     found = conn.execute(self._write_effects_query, params).all()
@@ -249,6 +252,7 @@ class SqlStore:
         )
         self._fast: postgres.FastPath | None = None
         self._prepared_write: pg_write.PreparedWrite | None = None
+        self._prepared_effects: pg_effects.PreparedEffectsWrite | None = None
         if self._autocommit is not None:
             # JSON parameters, and whether each is a document (json text) or JSONB
             json_params = {
@@ -268,6 +272,9 @@ class SqlStore:
             )
             self._prepared_write = pg_write.PreparedWrite(
                 self._write_query, set(json_params), b"statewf_write"
+            )
+            self._prepared_effects = pg_effects.PreparedEffectsWrite(
+                self._write_effects_query, set(json_params), b"statewf_write_effects"
             )
         # SQLite: the same conditional write on kept sqlite3 connections, from a pool of
         # their own for a file (the store's pool stays whole for transactions), the one
