@@ -68,6 +68,7 @@ class CompiledMachine:
     def __init__(self, spec: Machine) -> None:
         self.spec = spec
         self._machine: _TMachine | None = None
+        self.direct: dict[tuple[str, str], ResolvedTransition] = {}
         if spec.chart is not None:
             # A statechart is decided by statewf's SCXML core (statewf.macrostep):
             # transitions' hierarchical machine lets every parallel region fire.
@@ -101,6 +102,22 @@ class CompiledMachine:
                 unless=[_call_check(h) for h in t.unless],
                 before=[_call_taken(t), *(_call_run(h) for h in t.actions)],
             )
+        # (state, trigger) -> the transition taken with nothing to call on the way:
+        # the first candidate has no guard and no action, it leaves the state (not
+        # internal) and neither state has an exit or entry action. ``transitions``
+        # takes exactly that one and changes only the state (every machine-level
+        # callback is empty here); firing it directly skips the trigger machinery.
+        first: dict[tuple[str, str], ResolvedTransition] = {}
+        for trigger, t in [*events, *timers]:
+            first.setdefault((t.source, trigger), t)
+        for key, t in first.items():
+            if (
+                not (t.guards or t.unless or t.actions)
+                and t.target is not None
+                and not spec.states[key[0]].on_exit
+                and not spec.states[t.target].on_enter
+            ):
+                self.direct[key] = t
 
     def fire(self, state: str, event: str, runner: HookRunner) -> str | None:
         """Fire ``event`` (or a timer's trigger) from ``state``; None if every guard said no.
@@ -108,6 +125,10 @@ class CompiledMachine:
         Callers check that the event exists for the state first; exceptions raised by
         guards and actions propagate unchanged.
         """
+        direct = self.direct.get((state, event))
+        if direct is not None:
+            runner.taken(direct)
+            return str(direct.target)
         model = _Model(state)
         assert self._machine is not None, "statecharts are not driven through transitions"
         try:

@@ -48,7 +48,7 @@ from statewf.running import (
     summary,
     to_json,
 )
-from statewf.spec import Machine, ResolvedTimer
+from statewf.spec import Machine, ResolvedTimer, ResolvedTransition
 from statewf.values import too_deep
 
 __all__ = [
@@ -162,30 +162,38 @@ def decide(
     if spec.chart is not None:
         return macrostep.decide_chart(compiled, snapshot, event, payload, now, max_bytes=max_bytes)
     state = snapshot.configuration[0]
-    ids = {"instance_id": snapshot.id, "event": event, "state": snapshot.state}
-    where = f"instance {snapshot.id!r} of {spec.name!r} in state {snapshot.state!r}"
     if snapshot.status == FINAL:
         raise InstanceFinished(
-            f"event {event!r} rejected: {where} is final and accepts no more events; "
-            "create a new instance to continue",
-            **ids,
+            f"event {event!r} rejected: {_where(compiled, snapshot)} is final and accepts no "
+            "more events; create a new instance to continue",
+            **_ids(snapshot, event),
         )
     options = spec.transitions.get(state, {}).get(event)
     if not options:
         allowed = ", ".join(spec.events_from(state)) or "none"
         raise UnknownEvent(
-            f"event {event!r} rejected: {where} has no transition for it "
+            f"event {event!r} rejected: {_where(compiled, snapshot)} has no transition for it "
             f"(allowed here: {allowed}); nothing changed",
             allowed=spec.events_from(state),
-            **ids,
+            **_ids(snapshot, event),
         )
     schema = options[0].payload
     if payload is None and schema is None:  # what parse_payload makes of it, without the trip
         payload_obj = payload_json = None
     else:
         payload_obj, payload_json = parse_payload(
-            schema, payload, event=event, where=where, ids=ids, max_bytes=max_bytes
+            schema,
+            payload,
+            event=event,
+            where=_where(compiled, snapshot),
+            ids=_ids(snapshot, event),
+            max_bytes=max_bytes,
         )
+    direct = compiled.direct.get((state, event))
+    if direct is not None and spec.context is None:
+        # nothing to call: no hook could see or change the context, so no private copy
+        return _decided(spec, snapshot, event, now, direct, payload_json, {}, (), ())
+    where = _where(compiled, snapshot)
     runner = HookRun(
         where + f" handling {event!r}",
         load_context(compiled, snapshot.context),
@@ -201,7 +209,7 @@ def decide(
             f"event {event!r} rejected: the guards of every transition said no "
             f"({where}; guards: {', '.join(names)}); nothing changed",
             guards=names,
-            **ids,
+            **_ids(snapshot, event),
         )
     if runner.changed:
         try:
@@ -209,11 +217,46 @@ def decide(
         except (InvalidInput, InvalidPayload) as exc:
             raise ActionFailed(
                 f"event {event!r} rejected: the actions left an unstorable context: {exc.message}",
-                **ids,
+                **_ids(snapshot, event),
             ) from exc
         changed, removed = context_diff(snapshot.context, new_context)
     else:
         changed, removed = {}, ()
+    return _decided(
+        spec,
+        snapshot,
+        event,
+        now,
+        runner.transition,
+        payload_json,
+        changed,
+        removed,
+        tuple(runner.effects),
+    )
+
+
+def _where(compiled: CompiledMachine, snapshot: Instance) -> str:
+    return f"instance {snapshot.id!r} of {compiled.spec.name!r} in state {snapshot.state!r}"
+
+
+def _ids(snapshot: Instance, event: str) -> dict[str, Any]:
+    return {"instance_id": snapshot.id, "event": event, "state": snapshot.state}
+
+
+def _decided(
+    spec: Machine,
+    snapshot: Instance,
+    event: str,
+    now: datetime,
+    taken: ResolvedTransition,
+    payload_json: Any,
+    changed: dict[str, Any],
+    removed: tuple[str, ...],
+    effects: tuple[str, ...],
+) -> Decision:
+    """The event record for ``taken`` (the transition that passed its guards) and after it."""
+    destination = taken.destination
+    internal = taken.internal
     record = TransitionRecord(
         instance_id=snapshot.id,
         seq=snapshot.version + 1,
@@ -225,13 +268,11 @@ def decide(
         context_set=changed,
         context_unset=removed,
         status=FINAL if spec.states[destination].final else ACTIVE,
-        wake_at=(
-            snapshot.wake_at if runner.transition.internal else first_wake(spec, destination, now)
-        ),
-        meta={"internal": True} if runner.transition.internal else {},
+        wake_at=snapshot.wake_at if internal else first_wake(spec, destination, now),
+        meta={"internal": True} if internal else {},
         created_at=now,
     )
-    return Decision(record, apply(snapshot, record), tuple(runner.effects))
+    return Decision(record, apply(snapshot, record), effects)
 
 
 def first_wake(spec: Machine, state: str, entered_at: datetime) -> datetime | None:

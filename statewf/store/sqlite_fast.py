@@ -22,6 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -34,7 +35,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from statewf.errors import StatewfError, StoreError
 from statewf.store import driver_errors, prebuilt
-from statewf.store.schema import Tables
+from statewf.store.schema import Tables, UTCDateTime
 
 T = TypeVar("T")
 
@@ -75,9 +76,12 @@ class Compiled:
             type_ = compiled.binds[name].type
             process = type_.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
-                found.append(
-                    (position, _short_json(process) if isinstance(type_, JSON) else process)
-                )
+                if isinstance(type_, JSON):
+                    found.append((position, _short_json(process)))
+                elif isinstance(type_, UTCDateTime):
+                    found.append((position, _utc_text(type_, dialect, process)))
+                else:
+                    found.append((position, process))
         self._processors = tuple(found)
 
     def args(self, params: dict[str, Any]) -> list[Any]:
@@ -119,6 +123,33 @@ def _short_json(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return encode(value)
 
     return process
+
+
+#: The text SQLAlchemy's SQLite DATETIME stores (its default storage format).
+_DATETIME_FORMAT = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+
+
+def _utc_text(
+    type_: UTCDateTime, dialect: Dialect, process: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    """``process`` (an instant's bind processor: to UTC, naive, then SQLite's DATETIME
+    text) in one step for instants already in UTC; any other value goes through it."""
+    if getattr(type_.impl_instance.dialect_impl(dialect), "_storage_format", None) != (
+        _DATETIME_FORMAT
+    ):
+        return process  # pragma: no cover - statewf's tables use the default format
+
+    def utc_text(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return (
+                f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:"
+                f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+            )
+        return process(value)
+
+    return utc_text
 
 
 class SqliteFastPath:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 import statewf
 import tests.sample_machines as sm
 from examples.order_statechart import order as order_chart
-from statewf.store.sqlite_fast import _short_json
+from statewf.store.schema import UTCDateTime
+from statewf.store.sqlite_fast import _short_json, _utc_text
 from statewf.testing import ManualClock
 from tests.conftest import tracked
 from tests.integration.timer_machines import expiring
@@ -174,3 +175,28 @@ def test_the_short_json_encoder_gives_sqlalchemys_text(values: list[Any]) -> Non
     short = _short_json(encode)
     for value in [*values, *values]:  # the second time from the memo
         assert short(value) == encode(value)
+
+
+@given(
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]))
+    | st.datetimes(timezones=st.timezones())
+)
+def test_the_one_step_instant_text_is_sqlalchemys(value: datetime) -> None:
+    dialect = sa.create_engine("sqlite://").dialect
+    type_ = UTCDateTime()
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    fast = _utc_text(type_, dialect, process)
+    assert fast(value) == process(value)
+    utc = value.astimezone(UTC)
+    assert fast(utc) == process(utc)
+
+
+def test_the_one_step_instant_text_refuses_a_naive_instant_as_sqlalchemy_does() -> None:
+    dialect = sa.create_engine("sqlite://").dialect
+    type_ = UTCDateTime()
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    with pytest.raises(ValueError, match="timezone-aware"):
+        _utc_text(type_, dialect, process)(datetime(2030, 1, 1))
+    assert _utc_text(type_, dialect, process)(None) is None
