@@ -78,6 +78,7 @@ class RowBatcher:
         self._idle: list[LoopConnection] = []
         self._opening = False
         self._statements: dict[bytes, bytes] | None = None
+        self._unwatchable: asyncio.AbstractEventLoop | None = None
         #: rows written and batches sent (for benchmarks and tests)
         self.rows = 0
         self.batches = 0
@@ -149,7 +150,7 @@ class RowBatcher:
                 return conn
             self._forget(conn)  # it failed while idle (the server closed it)
         if not self._opening and len(self._conns) < self.max_in_flight:
-            if not loop_writable(self.store):
+            if loop is self._unwatchable or not loop_writable(self.store):
                 return None
             if self._statements is None:
                 self._statements = loop_statements(self.store)
@@ -238,7 +239,12 @@ class RowBatcher:
         if loop is not self._loop:  # closed, or another loop since
             conn.close()
             return
-        conn.attach(loop)
+        try:
+            conn.attach(loop)
+        except NotImplementedError:  # a loop that cannot watch sockets (Windows' proactor)
+            conn.close()
+            self._unwatchable = loop
+            return
         self._conns.append(conn)
         self._idle.append(conn)
         if self._waiting and self._in_flight < self.max_in_flight:

@@ -204,3 +204,37 @@ def test_an_engine_reopened_on_a_new_loop_writes_again(pg_schema: str) -> None:
         assert [asyncio.run(main()) for _ in range(2)] == ["completed"] * 2
     finally:
         store.close()
+
+
+class _NoReaders(asyncio.SelectorEventLoop):
+    """A loop that cannot watch sockets, as Windows' proactor loop cannot."""
+
+    def add_reader(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+
+def test_a_loop_that_cannot_watch_sockets_writes_through_threads(pg_schema: str) -> None:
+    require_postgres()
+    store = statewf.Engine(PG_URL, schema=pg_schema)
+    wf = story(4)
+
+    async def main() -> tuple[str, int, int, int]:
+        async with durable.WorkflowEngine(store, workflows=[wf]) as engine:
+            statuses = []
+            for _ in range(2):
+                run = await engine.start_workflow(wf)
+                statuses.append((await engine.wait_for_run(run.id, timeout=30)).status)
+            batcher = engine.executor.host.batcher
+            assert statuses == ["completed"] * 2
+            return statuses[0], batcher.loop_batches, batcher.batches, len(batcher.connections)
+
+    try:
+        with asyncio.Runner(loop_factory=_NoReaders) as runner:
+            status, from_loop, batches, kept = runner.run(main())
+        fast = store.store.fast_path
+        assert fast is not None
+        assert fast.engine.pool.checkedout() == len(fast.idle)  # nothing held elsewhere
+    finally:
+        store.close()
+    assert (status, from_loop, kept) == ("completed", 0, 0)
+    assert batches == 10  # every row written, through the threads
