@@ -303,6 +303,10 @@ class _SpanScope(AbstractContextManager[None]):
         if otel is not None:
             try:
                 span = otel.tracer.start_span(self._name, attributes=self._attributes)
+                if not span.is_recording() and span is otel.current_span():
+                    # the no-op tracer (no SDK set up) hands back the current span:
+                    # attaching and ending it would change nothing
+                    return
                 self._token = otel.context.attach(otel.set_in_context(span))
             except BaseException:
                 self._bind.__exit__(None, None, None)

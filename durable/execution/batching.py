@@ -7,6 +7,12 @@ then go together, in one transaction (:func:`statewf.store.batched.write_rows`).
 that finds nothing in flight goes at once: one run alone waits for nothing, and under
 load the batches grow by themselves, with no timer deciding when to flush.
 
+On PostgreSQL a batch is sent from the event loop itself, on a connection of the
+batcher's own (:class:`~statewf.store.loop_writes.LoopConnection`, one per batch in
+flight): no thread is woken and none wakes the loop, and other runs go on while the
+answer travels. Elsewhere (SQLite, an application's own engine), and for the rare
+rows the loop path leaves to it, the batcher's threads write the batch.
+
 Each writer gets its own row's outcome; a batch changes how rows reach the database,
 not what any writer learns from it.
 """
@@ -19,7 +25,16 @@ import queue
 import threading
 
 from statewf.store import SqlStore
-from statewf.store.batched import Outcome, Row, write_rows
+from statewf.store.batched import (
+    Outcome,
+    Row,
+    loop_args,
+    loop_outcomes,
+    loop_statements,
+    loop_writable,
+    write_rows,
+)
+from statewf.store.loop_writes import LoopConnection, Result
 
 #: Rows per shared commit at most.
 MAX_ROWS = 64
@@ -27,14 +42,19 @@ MAX_ROWS = 64
 #: Batches on their way to the database at once (each on a connection of its own).
 MAX_IN_FLIGHT = 2
 
+_Batch = list[tuple[Row, "asyncio.Future[Outcome]"]]
+#: A thread's work: a batch to write, or a loop connection to open (``None``: stop).
+_Work = tuple[asyncio.AbstractEventLoop, _Batch | None]
+
 
 class RowBatcher:
     """Collects conditional writes of distinct runs and commits them in batches.
 
-    Its own threads (one per batch in flight) take the batches: handing work to a
-    dedicated thread and its result back with one ``call_soon_threadsafe`` costs about
-    half the CPU of a thread-pool future chained to the event loop (measured: 93-115
-    vs 174-187 us per one-row write).
+    Its own threads (one per batch in flight) take the batches that do not go from the
+    loop: handing work to a dedicated thread and its result back with one
+    ``call_soon_threadsafe`` costs about half the CPU of a thread-pool future chained
+    to the event loop (measured: 93-115 vs 174-187 us per one-row write); sending it
+    from the loop costs less again (see docs/performance.md).
     """
 
     def __init__(
@@ -47,20 +67,34 @@ class RowBatcher:
         self.store = store
         self.max_rows = max_rows
         self.max_in_flight = max_in_flight
-        self._waiting: list[tuple[Row, asyncio.Future[Outcome]]] = []
+        self._waiting: _Batch = []
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        # the loop connections: all of them, the idle ones, one being opened
+        self._conns: list[LoopConnection] = []
+        self._idle: list[LoopConnection] = []
+        self._opening = False
+        self._statements: dict[bytes, bytes] | None = None
+        self._unwatchable: asyncio.AbstractEventLoop | None = None
         #: rows written and batches sent (for benchmarks and tests)
         self.rows = 0
         self.batches = 0
+        #: batches sent from the event loop (the rest went through a thread)
+        self.loop_batches = 0
+
+    @property
+    def connections(self) -> tuple[LoopConnection, ...]:
+        """The loop connections open now (for tests and benchmarks)."""
+        return tuple(self._conns)
 
     async def write(self, row: Row) -> bool:
         """Write ``row`` in the next batch; True if written, False if its run had moved."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (an engine reopened): start afresh
+            self._drop_connections()
             self._loop, self._waiting, self._in_flight = loop, [], 0
         done: asyncio.Future[Outcome] = loop.create_future()
         self._waiting.append((row, done))
@@ -72,7 +106,10 @@ class RowBatcher:
         return outcome
 
     def close(self) -> None:
-        """Stop the batcher's threads once the batches in flight are written."""
+        """Give back the loop connections (in the loop's thread) and stop the threads
+        once the batches in flight are written."""
+        self._drop_connections()
+        self._loop = None
         with self._lock:
             threads, self._threads = self._threads, []
         for _ in threads:
@@ -80,14 +117,82 @@ class RowBatcher:
         for thread in threads:
             thread.join(timeout=30)
 
+    def _drop_connections(self) -> None:
+        conns, self._conns, self._idle = self._conns, [], []
+        for conn in conns:
+            conn.close()
+
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._waiting[: self.max_rows]
         del self._waiting[: self.max_rows]
         self._in_flight += 1
         self.rows += len(batch)
         self.batches += 1
+        conn = self._connection(loop)
+        if conn is not None:
+            sent = loop_args(self.store, [row for row, _ in batch])
+            if sent is not None:
+                self.loop_batches += 1
+
+                def answer(result: Result | None, error: BaseException | None) -> None:
+                    self._answered(loop, conn, batch, result, error)
+
+                conn.execute(*sent, answer)
+                return
+            self._idle.append(conn)
+        self._to_thread(loop, batch)
+
+    def _connection(self, loop: asyncio.AbstractEventLoop) -> LoopConnection | None:
+        """An idle loop connection, or None (and one is opened if there may be more)."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.broken:
+                return conn
+            self._forget(conn)  # it failed while idle (the server closed it)
+        if not self._opening and len(self._conns) < self.max_in_flight:
+            if loop is self._unwatchable or not loop_writable(self.store):
+                return None
+            if self._statements is None:
+                self._statements = loop_statements(self.store)
+            self._opening = True
+            self._to_thread(loop, None)
+        return None
+
+    def _to_thread(self, loop: asyncio.AbstractEventLoop, batch: _Batch | None) -> None:
         self._start_threads()
         self._queue.put((loop, batch))
+
+    def _answered(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: LoopConnection,
+        batch: _Batch,
+        result: Result | None,
+        error: BaseException | None,
+    ) -> None:
+        outcomes = loop_outcomes(
+            self.store, [row for row, _ in batch], result, error, conn.encoding
+        )
+        if conn.broken:  # the connection failed: the server restarted, say
+            self._forget(conn)
+            fast = self.store.fast_path
+            if fast is not None:
+                fast.on_lost()  # the pools' connections are as dead: start afresh
+        elif outcomes is None:
+            conn.close()  # refused, or it forgot its statements: a fresh one next time
+            self._forget(conn)
+        else:
+            self._idle.append(conn)
+        if outcomes is None:
+            self._to_thread(loop, batch)
+        else:
+            self._landed(loop, batch, outcomes, None)
+
+    def _forget(self, conn: LoopConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self._conns.remove(conn)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
 
     def _start_threads(self) -> None:
         if len(self._threads) >= self.max_in_flight:
@@ -101,6 +206,9 @@ class RowBatcher:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             loop, batch = item
+            if batch is None:
+                self._open(loop)
+                continue
             outcomes: list[Outcome] | None = None
             error: BaseException | None = None
             try:
@@ -110,10 +218,42 @@ class RowBatcher:
             with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
                 loop.call_soon_threadsafe(self._landed, loop, batch, outcomes, error)
 
+    def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open a loop connection (in a thread) and hand it to the loop."""
+        conn: LoopConnection | None = None
+        fast = self.store.fast_path
+        if fast is not None and self._statements is not None:
+            # a failure here is the database's: the next batch finds it (thread path)
+            with contextlib.suppress(Exception):
+                conn = LoopConnection.open(fast, self._statements)
+        try:
+            loop.call_soon_threadsafe(self._opened, loop, conn)
+        except RuntimeError:  # the loop was closed meanwhile
+            if conn is not None:
+                conn.close()
+
+    def _opened(self, loop: asyncio.AbstractEventLoop, conn: LoopConnection | None) -> None:
+        self._opening = False
+        if conn is None:
+            return
+        if loop is not self._loop:  # closed, or another loop since
+            conn.close()
+            return
+        try:
+            conn.attach(loop)
+        except NotImplementedError:  # a loop that cannot watch sockets (Windows' proactor)
+            conn.close()
+            self._unwatchable = loop
+            return
+        self._conns.append(conn)
+        self._idle.append(conn)
+        if self._waiting and self._in_flight < self.max_in_flight:
+            self._send(loop)
+
     def _landed(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Row, asyncio.Future[Outcome]]],
+        batch: _Batch,
         outcomes: list[Outcome] | None,
         error: BaseException | None,
     ) -> None:
@@ -127,6 +267,3 @@ class RowBatcher:
                 done.set_result(outcomes[i])
         if self._waiting and self._in_flight < self.max_in_flight and loop is self._loop:
             self._send(loop)
-
-
-_Batch = tuple[asyncio.AbstractEventLoop, list[tuple[Row, "asyncio.Future[Outcome]"]]]

@@ -37,6 +37,7 @@ from statewf.errors import StatewfError
 from statewf.records import Instance, TransitionRecord
 from statewf.store import driver_errors, prebuilt
 from statewf.store.logrows import RECORD_FIELDS
+from statewf.store.loop_writes import Result, failure
 from statewf.store.schema import Tables
 from statewf.store.sql import SqlStore
 
@@ -65,7 +66,7 @@ def write_rows(store: SqlStore, rows: Sequence[Row]) -> list[Outcome]:
     fast = store.fast_path
     if fast is None or len(rows) < MIN_ROWS:
         return [_write_one(store, row) for row in rows]
-    sql = _statement(store.tables, store.engine.dialect)
+    sql = _statement(store.tables, store.engine.dialect, "%s")
     try:
         document = pydantic_core.to_json([_params(row) for row in rows])
 
@@ -112,9 +113,9 @@ def _params(row: Row) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _statement(tables: Tables, dialect: Dialect) -> str:
-    """The many-row conditional write for ``tables``: one ``%s``, a JSON array of the
-    rows' :func:`_params`; returns the ids written."""
+def _statement(tables: Tables, dialect: Dialect, placeholder: str) -> str:
+    """The many-row conditional write for ``tables``: one parameter (``placeholder``), a
+    JSON array of the rows' :func:`_params`; returns the ids written."""
     quote = dialect.identifier_preparer.quote
     instances, transitions = tables.instances, tables.transitions
     fields = [
@@ -138,10 +139,86 @@ def _statement(tables: Tables, dialect: Dialect) -> str:
     values = ", ".join(f"r.{quote('t_' + name)}" for name in RECORD_FIELDS)
     table = dialect.identifier_preparer.format_table
     return (
-        f"WITH r AS (SELECT * FROM json_to_recordset(%s::json) AS r({declared})), "
+        f"WITH r AS (SELECT * FROM json_to_recordset({placeholder}::json) AS r({declared})), "
         f"moved AS (UPDATE {table(instances)} AS i SET {moved} FROM r "
         f"WHERE i.id = r.i_id AND i.version = r.expected_version RETURNING i.id) "
         f"INSERT INTO {table(transitions)} ({columns}) "
         f"SELECT {values} FROM r JOIN moved ON moved.id = r.i_id "
         f"RETURNING {quote('instance_id')}"
     )
+
+
+# ---------------------------------------------------------------- from the event loop
+
+#: The name of the many-row statement prepared on a loop connection.
+ROWS_STATEMENT = b"statewf_rows"
+#: SQLSTATE of "prepared statement does not exist".
+_NOT_PREPARED = "26000"
+
+
+def loop_writable(store: SqlStore) -> bool:
+    """Whether rows may go on a :class:`~statewf.store.loop_writes.LoopConnection`: a
+    PostgreSQL store with its own pool, whose ``write_if_version`` is its own (one
+    wrapped by the application, or by a test injecting faults, is honoured: the rows
+    then go through it, in a thread)."""
+    return (
+        store.prepared_write is not None
+        and store.fast_path is not None
+        and "write_if_version" not in vars(store)
+        and type(store).write_if_version is SqlStore.write_if_version
+    )
+
+
+def loop_statements(store: SqlStore) -> dict[bytes, bytes]:
+    """The statements a loop connection prepares: the one-row write and the many-row one."""
+    prepared = store.prepared_write
+    assert prepared is not None
+    rows = _statement(store.tables, store.engine.dialect, "$1")
+    return {prepared.name: prepared.sql, ROWS_STATEMENT: rows.encode()}
+
+
+def loop_args(store: SqlStore, rows: Sequence[Row]) -> tuple[bytes, list[bytes | None]] | None:
+    """The prepared statement for ``rows`` and its text arguments, what the thread path
+    would send; None where that path must take them (a value without a text form here,
+    a value the thread path refuses: it raises the same error as before)."""
+    prepared = store.prepared_write
+    assert prepared is not None
+    try:
+        if len(rows) == 1:
+            row = rows[0]
+            params = prebuilt.conditional_params(
+                row.snapshot, row.record, row.expected_version, row.release
+            )
+            args = prepared.args(params)
+            return None if args is None else (prepared.name, args)
+        return ROWS_STATEMENT, [pydantic_core.to_json([_params(row) for row in rows])]
+    except Exception:
+        return None
+
+
+def loop_outcomes(
+    store: SqlStore,
+    rows: Sequence[Row],
+    result: Result | None,
+    error: BaseException | None,
+    encoding: str,
+) -> list[Outcome] | None:
+    """Each row's outcome from a loop connection's answer, as :func:`write_rows` gives
+    it; None: the thread path writes them (the server refused the many-row statement:
+    one by one; the statement was not prepared there any more)."""
+    if result is None:  # the connection failed: committed or not, alike for every row
+        lost = error if isinstance(error, psycopg.Error) else psycopg.OperationalError(str(error))
+        return [driver_errors.wrap_driver(lost, store.url)] * len(rows)
+    refused = failure(result, encoding)
+    if refused is None:
+        if len(rows) == 1:
+            return [result.ntuples > 0]
+        written = {bytes(result.get_value(i, 0) or b"").decode() for i in range(result.ntuples)}
+        return [row.snapshot.id in written for row in rows]
+    if isinstance(refused, psycopg.OperationalError):
+        return [driver_errors.wrap_driver(refused, store.url)] * len(rows)
+    if len(rows) > 1 or refused.sqlstate == _NOT_PREPARED:
+        return None
+    if isinstance(refused, psycopg.errors.UniqueViolation):
+        return [False]  # another writer appended this seq first
+    return [driver_errors.wrap_driver(refused, store.url)]

@@ -122,6 +122,11 @@ class SqlStore:
         return self._fast
 
     @property
+    def prepared_write(self) -> pg_write.PreparedWrite | None:
+        """PostgreSQL's one-row conditional write on libpq (statewf's own pool), else None."""
+        return self._prepared_write
+
+    @property
     def conditional_writes(self) -> bool:
         """True where :meth:`read_instance` + :meth:`write_if_version` make a fast path."""
         return self.dialect == "postgresql" or self._lite is not None
