@@ -109,6 +109,13 @@ class PgTarget:
                     raise
         raise AssertionError("unreachable")
 
+    def backends(self, app_name: str) -> int:
+        """How many server backends still serve connections named ``app_name``."""
+        rows = self.query(
+            "select count(*) from pg_stat_activity where application_name = %s", (app_name,)
+        )
+        return int(rows[0][0])
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -201,6 +208,8 @@ class WorkerProc:
     proc: subprocess.Popen[bytes]
     log_path: Path
     args: list[str] = field(default_factory=list)
+    #: the ``application_name`` of every connection it opens (libpq's ``PGAPPNAME``)
+    app_name: str = ""
 
     @property
     def pid(self) -> int:
@@ -278,14 +287,17 @@ class WorkerPool:
             *(["--worker-id", worker_id] if worker_id else []),
         ]
         paths = [str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        app_name = f"statewf-test-{name}-{uuid.uuid4().hex[:8]}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PGAPPNAME": app_name}
         if skew:
             paths.insert(0, str(HERE / "skewed"))
             env["WORKER_PROC_SKEW"] = str(skew)
         env["PYTHONPATH"] = os.pathsep.join(paths)
         with log_path.open("ab") as out:
             proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        worker = WorkerProc(name, worker_id or f"{name}:{proc.pid}", proc, log_path, args)
+        worker = WorkerProc(
+            name, worker_id or f"{name}:{proc.pid}", proc, log_path, args, app_name
+        )
         self.procs.append(worker)
         if wait_ready:
             self.wait_ready(worker)

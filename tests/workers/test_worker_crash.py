@@ -97,6 +97,9 @@ def test_sigkill_mid_run_another_worker_finishes_its_runs(
     a.signal(signal.SIGKILL)
     killed_at = time.time()
     assert a.proc.wait(10) == -signal.SIGKILL
+    # a statement A sent just before it died still runs to its commit on the server:
+    # read A's runs once its backends have gone (the server sees the closed socket)
+    wait_until(lambda: pg.backends(a.app_name) == 0, timeout=LEASE / 4, what="A's backends")
 
     # What A held when it died, read before any lease can have run out (A heart-beat
     # every LEASE/3): those runs' logs are frozen until another worker takes them over.
