@@ -295,9 +295,7 @@ class WorkerPool:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         with log_path.open("ab") as out:
             proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        worker = WorkerProc(
-            name, worker_id or f"{name}:{proc.pid}", proc, log_path, args, app_name
-        )
+        worker = WorkerProc(name, worker_id or f"{name}:{proc.pid}", proc, log_path, args, app_name)
         self.procs.append(worker)
         if wait_ready:
             self.wait_ready(worker)
