@@ -35,7 +35,7 @@ from sqlalchemy.engine import Dialect
 
 from statewf.errors import StatewfError
 from statewf.records import Instance, TransitionRecord
-from statewf.store import driver_errors, prebuilt
+from statewf.store import driver_errors, pg_write, prebuilt
 from statewf.store.logrows import RECORD_FIELDS
 from statewf.store.loop_writes import Result, failure
 from statewf.store.schema import Tables
@@ -152,8 +152,6 @@ def _statement(tables: Tables, dialect: Dialect, placeholder: str) -> str:
 
 #: The name of the many-row statement prepared on a loop connection.
 ROWS_STATEMENT = b"statewf_rows"
-#: SQLSTATE of "prepared statement does not exist".
-_NOT_PREPARED = "26000"
 
 
 def loop_writable(store: SqlStore) -> bool:
@@ -217,7 +215,7 @@ def loop_outcomes(
         return [row.snapshot.id in written for row in rows]
     if isinstance(refused, psycopg.OperationalError):
         return [driver_errors.wrap_driver(refused, store.url)] * len(rows)
-    if len(rows) > 1 or refused.sqlstate == _NOT_PREPARED:
+    if len(rows) > 1 or refused.sqlstate == pg_write.NOT_PREPARED:
         return None
     if isinstance(refused, psycopg.errors.UniqueViolation):
         return [False]  # another writer appended this seq first

@@ -14,20 +14,8 @@ from typing import Any, cast
 
 import psycopg
 
-from statewf.store.pg_write import PreparedWrite
+from statewf.store.pg_write import PreparedWrite, text_array
 from statewf.store.postgres import FastPath
-
-_NOT_PREPARED = "26000"
-
-
-def text_array(names: Sequence[str]) -> str | None:
-    """``names`` as a PostgreSQL ``text[]`` literal; None if one holds a NUL."""
-    parts = []
-    for name in names:
-        if "\x00" in name:
-            return None
-        parts.append('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"')
-    return "{" + ",".join(parts) + "}"
 
 
 class PreparedEffectsWrite(PreparedWrite):
@@ -36,28 +24,16 @@ class PreparedEffectsWrite(PreparedWrite):
     def write_effects(self, fast: FastPath, params: dict[str, Any]) -> list[tuple[int, int]] | None:
         """The outbox rows' (id, position), none if the instance moved; None when the
         parameters need psycopg's own path. Driver errors propagate."""
-        names = text_array(params["e_names"])
-        if names is None:
-            return None
-        found = self.args({**params, "e_names": names})
+        names = params["e_names"]
+        if any("\x00" in name for name in names):
+            return None  # psycopg's own path refuses it as it always did
+        found = self.args({**params, "e_names": text_array(names)})
         if found is None:
             return None
         args = cast("Sequence[bytes]", found)  # libpq takes None for a NULL
 
         def work(cur: psycopg.Cursor[Any]) -> list[tuple[int, int]]:
-            conn = cur.connection
-            if conn not in self._prepared:
-                self._prepare(conn)
-            result = conn.pgconn.exec_prepared(self.name, args)
-            if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
-                error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-                if error.sqlstate != _NOT_PREPARED:
-                    raise error
-                self._prepared.discard(conn)
-                self._prepare(conn)
-                result = conn.pgconn.exec_prepared(self.name, args)
-                if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
-                    raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            result = self.execute(cur.connection, args)
             value = result.get_value
             return [(int(value(i, 0) or 0), int(value(i, 1) or 0)) for i in range(result.ntuples)]
 

@@ -17,7 +17,7 @@ error psycopg itself would raise (same class by SQLSTATE), so callers and
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -33,7 +33,22 @@ from statewf.store.postgres import FastPath
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 #: SQLSTATE of "prepared statement does not exist" (the server forgot it: DISCARD ALL).
-_NOT_PREPARED = "26000"
+NOT_PREPARED = "26000"
+
+
+def text_array(items: Iterable[str]) -> str:
+    """Strings as one PostgreSQL array literal (``{"a","b"}``), every element quoted.
+
+    For a parameter the statement casts (``::VARCHAR[]``, ``::TEXT[]``): psycopg's list
+    adaptation looks a dumper up per element, which costs more CPU than the text.
+    """
+    items = list(items)
+    if not items:
+        return "{}"
+    joined = '","'.join(items)
+    if "\\" in joined or '"' in joined:  # rare: escape each element's own
+        joined = '","'.join(i.replace("\\", "\\\\").replace('"', '\\"') for i in items)
+    return '{"' + joined + '"}'
 
 
 def _text(value: Any) -> bytes | None:
@@ -106,23 +121,27 @@ class PreparedWrite:
         args = cast("Sequence[bytes]", found)
 
         def work(cur: psycopg.Cursor[Any]) -> int:
-            conn = cur.connection
-            pgconn = conn.pgconn
-            if conn not in self._prepared:
-                self._prepare(conn)
-            result = pgconn.exec_prepared(self.name, args)
-            if result.status != _TUPLES_OK:
-                error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-                if error.sqlstate != _NOT_PREPARED:
-                    raise error
-                self._prepared.discard(conn)
-                self._prepare(conn)
-                result = pgconn.exec_prepared(self.name, args)
-                if result.status != _TUPLES_OK:
-                    raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-            return int(result.ntuples)
+            return int(self.execute(cur.connection, args).ntuples)
 
         return fast.run(work)
+
+    def execute(self, conn: psycopg.Connection[Any], args: Sequence[bytes]) -> pq.abc.PGresult:
+        """Run the prepared statement on ``conn`` (prepared there first, again if the
+        server forgot it); its result. Driver errors raise."""
+        pgconn = conn.pgconn
+        if conn not in self._prepared:
+            self._prepare(conn)
+        result = pgconn.exec_prepared(self.name, args)
+        if result.status != _TUPLES_OK:
+            error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            if error.sqlstate != NOT_PREPARED:
+                raise error
+            self._prepared.discard(conn)
+            self._prepare(conn)
+            result = pgconn.exec_prepared(self.name, args)
+            if result.status != _TUPLES_OK:
+                raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+        return result
 
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
         result = conn.pgconn.prepare(self.name, self.sql)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +60,7 @@ from statewf.errors import ConcurrencyConflict
 from statewf.records import Instance, TransitionRecord
 from statewf.store import driver_errors, logrows, prebuilt
 from statewf.store.leases import EXECUTING, WAKEABLE, Claimable, ClaimScope
+from statewf.store.pg_write import text_array
 from statewf.store.schema import Tables
 from statewf.store.sql import SqlStore
 from statewf.store.tx import INSTANCE_FIELDS
@@ -291,22 +292,6 @@ def claim(
         raise driver_errors.wrap_driver(exc, store.url) from exc
     except DBAPIError as exc:  # no connection to be had
         raise driver_errors.wrap(exc, store.url, store.tables.transitions.name) from exc
-
-
-def text_array(items: Iterable[str]) -> str:
-    """Strings as one PostgreSQL array literal (``{"a","b"}``), every element quoted.
-
-    The claim's statements cast each array parameter (``::VARCHAR[]``), so it goes as
-    this text: psycopg's list adaptation (a dumper looked up per element) cost more
-    CPU than the rest of a one-run claim's parameters.
-    """
-    items = list(items)
-    if not items:
-        return "{}"
-    joined = '","'.join(items)
-    if "\\" in joined or '"' in joined:  # rare: escape each element's own
-        joined = '","'.join(i.replace("\\", "\\\\").replace('"', '\\"') for i in items)
-    return '{"' + joined + '"}'
 
 
 def _candidate_params(

@@ -15,7 +15,7 @@ import durable
 import statewf
 from durable.control import claim as claiming
 from statewf.clock import SystemClock
-from statewf.store import pgclaim
+from statewf.store import pg_write, pgclaim
 from statewf.store.leases import ClaimScope
 from tests.conftest import PG_URL
 
@@ -31,7 +31,7 @@ def test_text_array_reads_back_as_the_same_strings() -> None:
     with conn:
         row = conn.execute(
             "SELECT %s::varchar[], %s::varchar[]",
-            [pgclaim.text_array([*AWKWARD, ""]), pgclaim.text_array([])],
+            [pg_write.text_array([*AWKWARD, ""]), pg_write.text_array([])],
         ).fetchone()
     assert row == ([*AWKWARD, ""], [])
 
