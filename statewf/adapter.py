@@ -6,8 +6,9 @@ model object through it, so firing an event costs a trigger, not a machine build
 Guards and actions are not called by ``transitions`` directly: every callback is a
 small closure that hands the resolved :class:`~statewf.spec.Hook` to a
 :class:`HookRunner`, which owns the context, the payload and the effect list. A
-transition with nothing to call (no guard, no action, no exit or entry action) is
-fired without ``transitions`` at all: the same outcome, without its trigger's cost.
+transition with no code to call (no guard; its actions and the states' exit and entry
+hooks, if any, are effects, which only record their names) is fired without
+``transitions`` at all: the same outcome, without its trigger's cost.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class CompiledMachine:
         self.spec = spec
         self._machine: _TMachine | None = None
         self.direct: dict[tuple[str, str], ResolvedTransition] = {}
+        #: the effect hooks a direct transition records, in the order ``transitions``
+        #: runs them: the transition's actions, the source's exit, the target's entry
+        self.direct_hooks: dict[tuple[str, str], tuple[Hook, ...]] = {}
+        #: their names, what a decision records
+        self.direct_effects: dict[tuple[str, str], tuple[str, ...]] = {}
         if spec.chart is not None:
             # A statechart is decided by statewf's SCXML core (statewf.macrostep):
             # transitions' hierarchical machine lets every parallel region fire.
@@ -102,22 +108,23 @@ class CompiledMachine:
                 unless=[_call_check(h) for h in t.unless],
                 before=[_call_taken(t), *(_call_run(h) for h in t.actions)],
             )
-        # (state, trigger) -> the transition taken with nothing to call on the way:
-        # the first candidate has no guard and no action, it leaves the state (not
-        # internal) and neither state has an exit or entry action. ``transitions``
-        # takes exactly that one and changes only the state (every machine-level
-        # callback is empty here); firing it directly skips the trigger machinery.
+        # (state, trigger) -> the transition taken with no code to call on the way:
+        # the first candidate has no guard, it leaves the state (not internal), and
+        # its actions and both states' exit and entry hooks are effects, which only
+        # record their names. ``transitions`` takes exactly that one, changes only the
+        # state and runs those hooks in this order (every machine-level callback is
+        # empty here); firing it directly skips the trigger machinery.
         first: dict[tuple[str, str], ResolvedTransition] = {}
         for trigger, t in [*events, *timers]:
             first.setdefault((t.source, trigger), t)
         for key, t in first.items():
-            if (
-                not (t.guards or t.unless or t.actions)
-                and t.target is not None
-                and not spec.states[key[0]].on_exit
-                and not spec.states[t.target].on_enter
-            ):
+            if t.guards or t.unless or t.target is None:
+                continue
+            hooks = (*t.actions, *spec.states[key[0]].on_exit, *spec.states[t.target].on_enter)
+            if all(hook.is_effect for hook in hooks):
                 self.direct[key] = t
+                self.direct_hooks[key] = hooks
+                self.direct_effects[key] = tuple(hook.name for hook in hooks)
 
     def fire(self, state: str, event: str, runner: HookRunner) -> str | None:
         """Fire ``event`` (or a timer's trigger) from ``state``; None if every guard said no.
@@ -125,9 +132,12 @@ class CompiledMachine:
         Callers check that the event exists for the state first; exceptions raised by
         guards and actions propagate unchanged.
         """
-        direct = self.direct.get((state, event))
+        key = (state, event)
+        direct = self.direct.get(key)
         if direct is not None:
             runner.taken(direct)
+            for hook in self.direct_hooks[key]:
+                runner.run(hook)  # effects only: each records its name
             return str(direct.target)
         model = _Model(state)
         assert self._machine is not None, "statecharts are not driven through transitions"

@@ -190,9 +190,14 @@ def decide(
             max_bytes=max_bytes,
         )
     direct = compiled.direct.get((state, event))
-    if direct is not None and spec.context is None:
-        # nothing to call: no hook could see or change the context, so no private copy
-        return _decided(spec, snapshot, event, now, direct, payload_json, {}, (), ())
+    if direct is not None:
+        # no code to call: no hook sees or changes the context, so it is not copied;
+        # with a model it is still validated (an invalid one is rejected as on the
+        # hooks' path); effects only record their names
+        if spec.context is not None:
+            spec.context.model_validate(snapshot.context)
+        effects = compiled.direct_effects[(state, event)]
+        return _decided(spec, snapshot, event, now, direct, payload_json, {}, (), effects)
     where = _where(compiled, snapshot)
     runner = HookRun(
         where + f" handling {event!r}",

@@ -178,7 +178,7 @@ class Outbox:
                     idempotency_key=f"{effect.instance_id}:{effect.seq}:{effect.position}",
                 )
             )
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 wait_for_hook(result, what=f"effect {effect.name!r}")
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"

@@ -125,10 +125,14 @@ class EffectRows:
         }
 
     def records(self, ids: Sequence[tuple[int, int]]) -> list[EffectRecord]:
-        """The records of the written rows, given their (id, position)."""
+        """The records of the written rows, given their (id, position).
+
+        Built without validation: every value is this module's own, of its field's
+        type (tests/unit/test_effect_rows.py holds them equal to validated records).
+        """
         by_position = {position: effect_id for effect_id, position in ids}
         return [
-            EffectRecord(
+            EffectRecord.model_construct(
                 id=by_position[row["position"]],
                 last_error=None,
                 done_at=None,

@@ -1,10 +1,12 @@
-"""Transitions fired without ``transitions`` (nothing to call) decide as ``transitions`` does.
+"""Transitions fired without ``transitions`` (no code to call) decide as ``transitions`` does.
 
-``CompiledMachine`` fires a (state, event) whose first candidate has no guard, no action
-and no exit or entry action directly. For random flat machines mixing such transitions
-with guarded ones, internal ones, self-loops, hooks on states and timers, every event
-sent in every order gives the same records, snapshots and rejections with the direct
-path as with it emptied (everything through the ``transitions`` trigger).
+``CompiledMachine`` fires a (state, event) directly when its first candidate has no
+guard and its actions and both states' exit and entry hooks are effects (or absent).
+For random flat machines mixing such transitions with guarded ones, internal ones,
+self-loops, actions and effects on transitions and states, and timers, with and
+without a context model, every event sent in every order gives the same records,
+snapshots, effects (in order) and rejections with the direct path as with it emptied
+(everything through the ``transitions`` trigger).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
-from statewf import EventRejected, Machine, State, StatewfError, transition
+from statewf import EventRejected, Machine, State, StatewfError, effect, transition
 from statewf.adapter import CompiledMachine
 from statewf.decide import Decision, decide, fire_timer, start
 from statewf.records import TransitionRecord
@@ -34,16 +38,35 @@ def no(ctx: Any, ev: Any) -> bool:
 
 
 def bump(ctx: Any, ev: Any) -> dict[str, Any]:
-    return {"n": ctx.get("n", 0) + 1}
+    n = ctx.get("n", 0) if isinstance(ctx, dict) else ctx.n
+    return {"n": n + 1}
+
+
+@effect
+def ping(call: Any) -> None:
+    """An effect: recorded by the decision, run later from the outbox."""
+
+
+@effect
+def pong(call: Any) -> None:
+    """Another effect, so the order of several is visible."""
+
+
+class Counter(BaseModel):
+    n: int = 0
+
+
+hooks = st.sampled_from([None, bump, ping, pong, [ping, pong], [pong, bump]])
 
 
 candidates = st.fixed_dictionaries(
     {
         "target": st.sampled_from(NAMES),
-        "guard": st.sampled_from([None, yes, no]),
-        "unless": st.sampled_from([None, no, yes]),
-        "action": st.sampled_from([None, bump]),
-        "internal": st.booleans(),
+        # weighted towards transitions fired directly (no guard, not internal)
+        "guard": st.sampled_from([None, None, None, yes, no]),
+        "unless": st.sampled_from([None, None, None, no, yes]),
+        "action": hooks,
+        "internal": st.sampled_from([False, False, True]),
     }
 )
 states = st.fixed_dictionaries(
@@ -51,15 +74,15 @@ states = st.fixed_dictionaries(
         "on": st.dictionaries(
             st.sampled_from(EVENTS), st.lists(candidates, min_size=1, max_size=3)
         ),
-        "on_enter": st.sampled_from([None, bump]),
-        "on_exit": st.sampled_from([None, bump]),
+        "on_enter": hooks,
+        "on_exit": hooks,
         "final": st.booleans(),
         "timer": st.none() | candidates,
     }
 )
 
 
-def build(drawn: dict[str, dict[str, Any]]) -> Machine:
+def build(drawn: dict[str, dict[str, Any]], model: type[BaseModel] | None = None) -> Machine:
     built = {}
     for name in NAMES:
         spec = drawn[name]
@@ -92,7 +115,7 @@ def build(drawn: dict[str, dict[str, Any]]) -> Machine:
             final=final,
             after=after,
         )
-    return Machine("direct", initial="a", states=built)
+    return Machine("direct", initial="a", states=built, context=model)
 
 
 def story(compiled: CompiledMachine, steps: list[str]) -> list[Any]:
@@ -115,17 +138,55 @@ def story(compiled: CompiledMachine, steps: list[str]) -> list[Any]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.fixed_dictionaries(dict.fromkeys(NAMES, states)),
     st.lists(st.sampled_from([*EVENTS, "TIMER"]), max_size=12),
+    st.sampled_from([None, Counter]),
 )
-def test_direct_firing_decides_as_transitions(drawn: dict[str, Any], steps: list[str]) -> None:
+def test_direct_firing_decides_as_transitions(
+    drawn: dict[str, Any], steps: list[str], model: type[BaseModel] | None
+) -> None:
     try:
-        machine = build(drawn)
+        machine = build(drawn, model)
     except StatewfError:
         return  # not a valid machine (e.g. nothing reaches a state): nothing to compare
     fast = CompiledMachine(machine)
     slow = CompiledMachine(machine)
     slow.direct.clear()
     assert story(fast, steps) == story(slow, steps)
+
+
+def test_effect_only_hooks_are_fired_directly_and_recorded_in_order() -> None:
+    machine = Machine(
+        "effects",
+        initial="a",
+        context=Counter,
+        states={
+            "a": State(on={"GO": transition("b", action=[pong, ping])}, on_exit=ping),
+            "b": State(on={"BACK": "a", "BUMP": transition("a", action=bump)}, on_enter=pong),
+        },
+    )
+    compiled = CompiledMachine(machine)
+    assert ("a", "GO") in compiled.direct
+    assert ("b", "BUMP") not in compiled.direct
+    decision = start(compiled, instance_id="i", context={"n": 1}, now=T0)
+    decision = decide(compiled, decision.snapshot, "GO", None, T0)
+    # the transition's actions, then the source's exit, then the target's entry
+    assert decision.effects == ("pong", "ping", "ping", "pong")
+    assert decision.snapshot.context == {"n": 1}
+    assert decision.record.context_set == {}
+
+
+def test_a_stored_context_its_model_refuses_is_refused_on_the_direct_path_too() -> None:
+    machine = Machine(
+        "strict", initial="a", context=Counter, states={"a": State(on={"GO": "b"}), "b": State()}
+    )
+    fast, slow = CompiledMachine(machine), CompiledMachine(machine)
+    slow.direct.clear()
+    decision = start(fast, instance_id="i", context={"n": 1}, now=T0)
+    bad = decision.snapshot.model_copy(update={"context": {"n": "not a number"}})
+    assert ("a", "GO") in fast.direct
+    for compiled in (fast, slow):
+        with pytest.raises(ValidationError):
+            decide(compiled, bad, "GO", None, T0)
