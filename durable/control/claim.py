@@ -24,10 +24,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from durable.log.records import DEAD, KIND_CLAIM, KIND_DEAD, KIND_RECOVER, KIND_WAKE, RUNNING
+from durable.log.records import (
+    DEAD,
+    KIND_CLAIM,
+    KIND_DEAD,
+    KIND_RECOVER,
+    KIND_STEP,
+    KIND_WAKE,
+    RUNNING,
+)
 from statewf.appending import Move, append, next_row
 from statewf.clock import Clock, SystemClock
-from statewf.records import Instance, TransitionRecord
+from statewf.records import Instance, StepRow, TransitionRecord
 from statewf.store import SqlStore, Tx, pgclaim, runs
 from statewf.store.leases import (
     EXECUTING,
@@ -71,10 +79,13 @@ class Limits:
 
 @dataclass
 class ClaimedRun:
-    """A run this claimer now holds: its snapshot and log after the claim row, its lease."""
+    """A run this claimer now holds: its snapshot and log after the claim row, its lease.
+
+    The log is read for replay: its ``step`` rows as :class:`~statewf.records.StepRow`.
+    """
 
     snapshot: Instance
-    records: list[TransitionRecord]
+    records: list[TransitionRecord | StepRow]
     lease: Lease
 
 
@@ -284,7 +295,7 @@ def write_claim(tx: Tx, plan: ClaimPlan, now: datetime) -> tuple[list[ClaimedRun
         for snap, _, new, lease in plan.claims
     ]
     append(tx, [record for _, record, _, _ in plan.claims], *moves)
-    logs = runs.run_logs(tx, [new.id for _, _, new, _ in plan.claims])
+    logs = runs.replay_logs(tx, [new.id for _, _, new, _ in plan.claims], KIND_STEP)
     claimed = [ClaimedRun(new, logs[new.id], lease) for _, _, new, lease in plan.claims]
     return claimed, [snap.id for snap, _, _ in plan.dead]
 
@@ -335,6 +346,7 @@ def _claim_pipelined(
         only=only,
         decide=decide,
         next_wake=next_wake,
+        light_kind=KIND_STEP,
     )
     done = Claimed(asked=next_wake, next_wake=wake)
     if planned:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     DateTime,
     Select,
     Text,
+    bindparam,
     case,
     cast,
     func,
@@ -176,16 +177,23 @@ def records(
         return out
 
 
+#: The name of :func:`select_replay`'s parameter: the kind of the rows read light.
+LIGHT_KIND = "light_kind"
+
+
 def select_replay(tables: Tables, light_kind: str, *, with_instance: bool = False) -> Select[Any]:
     """``SELECT`` of log rows for replay: rows of ``light_kind`` bring only what a
     :class:`~statewf.records.StepRow` holds (their other columns come back NULL).
+    The kind is the parameter :data:`LIGHT_KIND` (``light_kind`` its value here).
 
     Columns: seq, kind, key, created_at, the documents (payload and meta, then source,
     target, context_set and context_unset on full rows), event, status, wake_at, then
     the instance id if ``with_instance``.
     """
     c = tables.transitions.c
-    full = c.kind != light_kind
+    # one named parameter: a statement compiled to text once (the claim's) takes the
+    # kind with its other parameters
+    full = c.kind != bindparam(LIGHT_KIND, light_kind, type_=c.kind.type)
     columns: list[Any] = [
         c.seq,
         c.kind,
@@ -210,17 +218,29 @@ _REPLAY_JSON = ("payload", "meta", "source", "target", "context_set", "context_u
 def read_replay(
     conn: Connection, query: Select[Any], light_kind: str, instance_id: str | None = None
 ) -> dict[str, list[TransitionRecord | StepRow]]:
-    """Run a :func:`select_replay` query: each instance's rows in order, a
-    :class:`StepRow` for each row of ``light_kind`` and a full record for every other
-    row, with one JSON decode.
+    """Run a :func:`select_replay` query: each instance's rows in order (see
+    :func:`replay_records`), the collector paused.
 
     ``instance_id`` is the one instance the rows belong to; without it the query must
     have been built ``with_instance`` (rows ordered by instance).
     """
     with gc_paused():
-        rows = conn.execute(query).all()
-        if not rows:
-            return {}
+        return replay_records(conn.execute(query).all(), light_kind, instance_id)
+
+
+def replay_records(
+    rows: Sequence[Sequence[Any]], light_kind: str, instance_id: str | None = None
+) -> dict[str, list[TransitionRecord | StepRow]]:
+    """Rows of :func:`select_replay` (a driver's plain tuples will do) by instance, in
+    order: a :class:`StepRow` for each row of ``light_kind`` and a full record for
+    every other row, with one JSON decode.
+
+    ``instance_id`` is the one instance the rows belong to; without it the rows carry
+    their instance id last and come ordered by instance.
+    """
+    if not rows:
+        return {}
+    with gc_paused():
         docs = json.loads(f"[{','.join([r[4] for r in rows])}]")
         ids: Iterable[str] = (
             repeat(instance_id, len(rows)) if instance_id is not None else [r[8] for r in rows]

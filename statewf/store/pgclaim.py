@@ -57,7 +57,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from statewf.errors import ConcurrencyConflict
-from statewf.records import Instance, TransitionRecord
+from statewf.records import Instance, StepRow, TransitionRecord
 from statewf.store import driver_errors, logrows, prebuilt
 from statewf.store.leases import EXECUTING, WAKEABLE, Claimable, ClaimScope
 from statewf.store.pg_write import text_array
@@ -101,6 +101,8 @@ class _Statements:
     candidates_one: str
     write: str
     logs: str
+    #: the logs read for replay (rows of the parameter ``light_kind`` read light)
+    logs_replay: str
     next_wake: str
     columns: tuple[str, ...]
     #: JSON parameters of the write (sent as JSON text; the statement casts each)
@@ -187,6 +189,11 @@ def _statements(tables: Tables, dialect: Dialect) -> _Statements:
         .where(log.c.instance_id == any_(bindparam("ids", type_=texts)))
         .order_by(log.c.instance_id, log.c.seq)
     )
+    logs_replay = (
+        logrows.select_replay(tables, "", with_instance=True)
+        .where(log.c.instance_id == any_(bindparam("ids", type_=texts)))
+        .order_by(log.c.instance_id, log.c.seq)
+    )
     json_params = tuple(
         f"{prefix}_{col.name}"
         for prefix, table in (("i", t), ("t", log))
@@ -199,6 +206,7 @@ def _statements(tables: Tables, dialect: Dialect) -> _Statements:
         candidates_one=str(one.compile(dialect=dialect)),
         write=str(write.compile(dialect=dialect)),
         logs=str(logs.compile(dialect=dialect)),
+        logs_replay=str(logs_replay.compile(dialect=dialect)),
         next_wake=str(waiting.compile(dialect=dialect)),
         columns=(*(col.name for col in t.c), "lease_now", "locked_at"),
         json_params=json_params,
@@ -220,11 +228,14 @@ def claim(
     only: str | None,
     decide: Callable[[Found], Sequence[ClaimWrite]],
     next_wake: bool = False,
-) -> tuple[dict[str, list[TransitionRecord]], datetime | None]:
+    light_kind: str | None = None,
+) -> tuple[dict[str, list[TransitionRecord | StepRow]], datetime | None]:
     """Lock up to ``limit`` runs ``scope`` allows, write what ``decide`` makes of them,
     commit; the logs of the runs written, by id (empty: nothing locked or written),
     and with ``next_wake`` the earliest ``wake_at`` of the runs ``scope`` covers left
     waiting (``exclude``'s aside), read after the writes in the same round trip.
+    With ``light_kind`` the logs are read for replay: that kind's rows as
+    :class:`~statewf.records.StepRow` (see :func:`statewf.store.runs.replay_logs`).
 
     ``due_at`` decides which waits are due (None: the database's clock, as the
     leases). ``decide`` runs between the two round trips with the runs locked; the
@@ -243,7 +254,9 @@ def claim(
     if not lock and not next_wake:
         return {}, None
 
-    def work(cur: psycopg.Cursor[Any]) -> tuple[dict[str, list[TransitionRecord]], datetime | None]:
+    def work(
+        cur: psycopg.Cursor[Any],
+    ) -> tuple[dict[str, list[TransitionRecord | StepRow]], datetime | None]:
         conn = cur.connection
         # the kept connection is in autocommit: for this claim the driver opens the
         # transaction itself (BEGIN goes ahead of the first statement) and commits it
@@ -258,7 +271,7 @@ def claim(
 
     def pipelined(
         conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]
-    ) -> tuple[dict[str, list[TransitionRecord]], datetime | None]:
+    ) -> tuple[dict[str, list[TransitionRecord | StepRow]], datetime | None]:
         writes: Sequence[ClaimWrite] = ()
         with conn.pipeline():
             if lock:
@@ -269,7 +282,12 @@ def claim(
                 cur.execute(built.write, _write_params(built, write), prepare=True)
             if writes:
                 logs = conn.cursor()
-                logs.execute(built.logs, {"ids": [w.snapshot.id for w in writes]}, prepare=True)
+                ids = [w.snapshot.id for w in writes]
+                if light_kind is None:
+                    logs.execute(built.logs, {"ids": ids}, prepare=True)
+                else:
+                    replay = {"ids": ids, logrows.LIGHT_KIND: light_kind}
+                    logs.execute(built.logs_replay, replay, prepare=True)
             if next_wake:
                 waiting = conn.cursor()
                 waiting.execute(built.next_wake, params, prepare=True)
@@ -277,7 +295,9 @@ def claim(
         wake = _utc(waiting.fetchone()[0]) if next_wake else None  # type: ignore[index]
         if not writes:
             return {}, wake
-        by_run: dict[str, list[TransitionRecord]] = {}
+        if light_kind is not None:
+            return logrows.replay_records(logs.fetchall(), light_kind), wake
+        by_run: dict[str, list[TransitionRecord | StepRow]] = {}
         for record in logrows.records(logs.fetchall()):
             by_run.setdefault(record.instance_id, []).append(record)
         return by_run, wake
