@@ -35,7 +35,7 @@ from sqlalchemy.engine import Dialect
 
 from statewf.errors import StatewfError
 from statewf.records import Instance, TransitionRecord
-from statewf.store import driver_errors, pg_write, prebuilt
+from statewf.store import driver_errors, pg_start, pg_write, prebuilt
 from statewf.store.logrows import RECORD_FIELDS
 from statewf.store.loop_writes import Result, failure
 from statewf.store.schema import Tables
@@ -168,11 +168,13 @@ def loop_writable(store: SqlStore) -> bool:
 
 
 def loop_statements(store: SqlStore) -> dict[bytes, bytes]:
-    """The statements a loop connection prepares: the one-row write and the many-row one."""
+    """The statements a loop connection prepares: the one-row write, the many-row one,
+    and a run's start (:mod:`statewf.store.pg_start`)."""
     prepared = store.prepared_write
     assert prepared is not None
     rows = _statement(store.tables, store.engine.dialect, "$1")
-    return {prepared.name: prepared.sql, ROWS_STATEMENT: rows.encode()}
+    start = pg_start.start_statement(store.tables, store.engine.dialect)
+    return {prepared.name: prepared.sql, ROWS_STATEMENT: rows.encode(), start.name: start.sql}
 
 
 def loop_args(store: SqlStore, rows: Sequence[Row]) -> tuple[bytes, list[bytes | None]] | None:

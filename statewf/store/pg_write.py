@@ -91,6 +91,16 @@ class PreparedWrite:
         # the connections this statement is prepared on (a new one prepares it first)
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
+    @classmethod
+    def of_sql(cls, sql: bytes, params: tuple[tuple[str, bool], ...], name: bytes) -> PreparedWrite:
+        """A statement written as SQL (``$n`` placeholders), its parameters in order, each
+        with whether it is sent as JSON text."""
+        self = cls.__new__(cls)
+        self.sql, self.name, self.params = sql, name, params
+        self._json = pydantic_core.to_json
+        self._prepared = weakref.WeakSet()
+        return self
+
     def args(self, params: dict[str, Any]) -> list[bytes | None] | None:
         """The parameters as text, or None if one has no text form here."""
         out: list[bytes | None] = []
