@@ -281,7 +281,8 @@ def test_wait_for_run_is_the_final_rows_run_as_a_read_gives_it(
                 waited = await engine.wait_for_run(run.id, resource_id="tenant", timeout=30)
                 assert reads == []  # this engine wrote the final row: no read
                 assert waited == await get_run(run.id, resource_id="tenant")
-            assert waited.status == "failed" and waited.error is not None
+            assert waited.status == "failed"
+            assert waited.error is not None
             # another resource's wait is refused as the read refuses it
             run = await engine.start_workflow(ends, {"n": 2}, resource_id="tenant")
             with pytest.raises(durable.RunNotFound):

@@ -116,7 +116,8 @@ def test_a_start_from_the_loop_writes_what_the_transaction_writes(
         store.close()
     assert seen == [True]  # the second start took the transaction
     # instance rows alike but for the key (and the lease's time, released on waiting)
-    assert a[:9] == b[:9] and a[10:-3] == b[10:-3]
+    assert a[:9] == b[:9]
+    assert a[10:-3] == b[10:-3]
     assert (a[9], b[9]) == ("k1", "k2")
     creates = [comparable(log[0]) for log in logs]
     assert creates[0]["meta"].pop("idempotency_key") == "k1"
