@@ -51,7 +51,7 @@ def text_array(items: Iterable[str]) -> str:
     return '{"' + joined + '"}'
 
 
-def _text(value: Any) -> bytes | None:
+def param_text(value: Any) -> bytes | None:
     """A non-JSON, non-null parameter in PostgreSQL's text input form; None if it has
     none here (a NUL in a string, a naive instant, another type): psycopg's path then."""
     kind = type(value)
@@ -115,7 +115,7 @@ class PreparedWrite:
             elif type(value) is str and "\x00" not in value:  # the commonest, inline
                 append(value.encode())
             else:
-                text = _text(value)
+                text = param_text(value)
                 if text is None:
                     return None
                 append(text)
