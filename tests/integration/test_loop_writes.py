@@ -255,7 +255,8 @@ def test_a_rows_loop_arguments_are_the_conditional_writes_text(
         return await write(self, row)
 
     monkeypatch.setattr(batching.RowBatcher, "write", kept)
-    loop_log, _, _ = run_story(pg_schema, 3)
+    log, _, _ = run_story(pg_schema, 3)
+    assert [r.seq for r in log] == [1, 2, 3, 4, 5]
     store = statewf.Engine(PG_URL, schema=pg_schema)
     try:
         prepared = store.store.prepared_write
