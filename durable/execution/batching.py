@@ -79,6 +79,9 @@ class RowBatcher:
         self._opening = False
         self._statements: dict[bytes, bytes] | None = None
         self._unwatchable: asyncio.AbstractEventLoop | None = None
+        self._statements_out: set[asyncio.Future[tuple[Result | None, BaseException | None]]] = (
+            set()
+        )
         #: rows written and batches sent (for benchmarks and tests)
         self.rows = 0
         self.batches = 0
@@ -141,6 +144,8 @@ class RowBatcher:
             if self._waiting and self._in_flight < self.max_in_flight and loop is self._loop:
                 self._send(loop)
 
+        self._statements_out.add(done)
+        done.add_done_callback(self._statements_out.discard)
         conn.execute(name, args, answer)
         return await done
 
@@ -160,6 +165,12 @@ class RowBatcher:
         conns, self._conns, self._idle = self._conns, [], []
         for conn in conns:
             conn.close()
+        # a statement on its way is not answered by a connection closed under it
+        out, self._statements_out = self._statements_out, set()
+        for done in out:
+            if not done.done():
+                with contextlib.suppress(RuntimeError):  # its loop is closed already
+                    done.set_result((None, ConnectionError("closed with the engine")))
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._waiting[: self.max_rows]

@@ -212,3 +212,34 @@ def test_a_start_after_the_loop_connection_died_still_starts(pg_schema: str) -> 
         assert asyncio.run(main()) == [0, 1, 2]
     finally:
         store.close()
+
+
+def test_a_statement_on_its_way_when_the_engine_closes_is_answered(pg_schema: str) -> None:
+    require_postgres()
+    from statewf.store import batched
+
+    store = statewf.Engine(PG_URL, schema=pg_schema)
+
+    async def main() -> Any:
+        async with durable.WorkflowEngine(store, workflows=[quick]) as engine:
+            warm = await engine.start_workflow(quick, 1)
+            await engine.wait_for_run(warm.id, timeout=30)
+            batcher = engine.executor.host.batcher
+            for _ in range(300):
+                if batcher.connections:
+                    break
+                await asyncio.sleep(0.01)
+            # a harmless statement (no rows), closed under before its answer is read
+            task = asyncio.ensure_future(batcher.statement(batched.ROWS_STATEMENT, [b"[]"]))
+            await asyncio.sleep(0)
+            batcher.close()
+            return await asyncio.wait_for(task, 10)
+
+    try:
+        result, error = asyncio.run(main())
+        with pytest.raises(statewf.StoreError):
+            pg_start.started(store.store, result, error)
+    finally:
+        store.close()
+    assert result is None
+    assert isinstance(error, ConnectionError)
