@@ -90,6 +90,7 @@ def _statement(tables: Tables, dialect: Dialect) -> tuple[bytes, tuple[tuple[str
     return sql.encode(), tuple(params)
 
 
+@functools.lru_cache(maxsize=64)
 def start_statement(tables: Tables, dialect: Dialect) -> PreparedWrite:
     """The start statement of ``tables``, as a :class:`PreparedWrite` (for its text)."""
     sql, params = _statement(tables, dialect)
