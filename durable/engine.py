@@ -23,7 +23,7 @@ from durable.authoring.refs import Served
 from durable.authoring.workflow import Workflow
 from durable.client import Client
 from durable.control.claim import DEFAULT_CRASH_LIMIT, DEFAULT_LEASE
-from durable.control.start import check_start_ids, engine_of, insert_run, new_run
+from durable.control.start import check_start_ids, engine_of, new_run
 from durable.errors import EngineClosed
 from durable.execution.executor import Executor
 from durable.execution.leases import Leases, new_worker_id
@@ -238,14 +238,8 @@ class WorkflowEngine:
         )
         route = route_columns(wf.queue if queue is None else queue, priority, labels)
         lease = {"lease_owner": self.worker_id, "lease_epoch": 1}
-        created, existing, until = await self.executor.host.db(
-            insert_run,
-            self.engine.store,
-            snapshot,
-            record,
-            {**route, **lease},
-            False,
-            timedelta(seconds=self.executor.leases.seconds),
+        created, existing, until = await self.executor.host.insert_run(
+            snapshot, record, {**route, **lease}, timedelta(seconds=self.executor.leases.seconds)
         )
         if not created:
             assert existing is not None
@@ -303,7 +297,13 @@ class WorkflowEngine:
         """
         async with asyncio.timeout(timeout):
             while True:
+                executing = self.executor.running.get(run_id)
                 await self.executor.settled(run_id)
+                # a run whose final row this engine committed: that row's snapshot is
+                # the run (its scope checked as the read checks it); no read
+                ended = executing.ended_with if executing is not None else None
+                if ended is not None and resource_id in (None, ended.resource_id):
+                    return run_of(ended)
                 run = await self.client.get_run(run_id, resource_id=resource_id)
                 if run.finished:
                     return run

@@ -34,7 +34,7 @@ from statewf.store.batched import (
     loop_writable,
     write_rows,
 )
-from statewf.store.loop_writes import LoopConnection, Result
+from statewf.store.loop_writes import LoopConnection, Result, failure
 
 #: Rows per shared commit at most.
 MAX_ROWS = 64
@@ -79,6 +79,9 @@ class RowBatcher:
         self._opening = False
         self._statements: dict[bytes, bytes] | None = None
         self._unwatchable: asyncio.AbstractEventLoop | None = None
+        self._statements_out: set[asyncio.Future[tuple[Result | None, BaseException | None]]] = (
+            set()
+        )
         #: rows written and batches sent (for benchmarks and tests)
         self.rows = 0
         self.batches = 0
@@ -105,6 +108,47 @@ class RowBatcher:
             raise outcome
         return outcome
 
+    async def statement(
+        self, name: bytes, args: list[bytes | None]
+    ) -> tuple[Result | None, BaseException | None] | None:
+        """Run one prepared statement of the loop connections (``name``) on an idle one, from
+        the loop: its result (whatever its status), or the error of the connection lost
+        under it (it may have committed); None if no loop connection is free (the caller
+        then takes its thread path)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._drop_connections()
+            self._loop, self._waiting, self._in_flight = loop, [], 0
+        if self._in_flight >= self.max_in_flight:
+            return None
+        conn = self._connection(loop)
+        if conn is None:
+            return None
+        self._in_flight += 1
+        done: asyncio.Future[tuple[Result | None, BaseException | None]] = loop.create_future()
+
+        def answer(result: Result | None, error: BaseException | None) -> None:
+            self._in_flight -= 1
+            if conn.broken:
+                self._forget(conn)
+                fast = self.store.fast_path
+                if fast is not None:
+                    fast.on_lost()
+            elif result is None or failure(result, conn.encoding) is not None:
+                conn.close()  # refused (or it forgot its statements): a fresh one next time
+                self._forget(conn)
+            else:
+                self._idle.append(conn)
+            if not done.done():
+                done.set_result((result, error))
+            if self._waiting and self._in_flight < self.max_in_flight and loop is self._loop:
+                self._send(loop)
+
+        self._statements_out.add(done)
+        done.add_done_callback(self._statements_out.discard)
+        conn.execute(name, args, answer)
+        return await done
+
     def close(self) -> None:
         """Give back the loop connections (in the loop's thread) and stop the threads
         once the batches in flight are written."""
@@ -121,6 +165,12 @@ class RowBatcher:
         conns, self._conns, self._idle = self._conns, [], []
         for conn in conns:
             conn.close()
+        # a statement on its way is not answered by a connection closed under it
+        out, self._statements_out = self._statements_out, set()
+        for done in out:
+            if not done.done():
+                with contextlib.suppress(RuntimeError):  # its loop is closed already
+                    done.set_result((None, ConnectionError("closed with the engine")))
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._waiting[: self.max_rows]

@@ -63,11 +63,13 @@ class Lifecycle:
     def __init__(self, *, finished: bool) -> None:
         self.phase = Phase.FINISHED if finished else Phase.READY
         self.modes: set[Mode] = set()
+        # read before every write: kept as a bool (an Enum's hash is a Python call)
+        self._ended = finished
 
     @property
     def ended(self) -> bool:
         """Whether the execution is over (nothing more is written)."""
-        return self.phase in _ENDS
+        return self._ended
 
     def move(self, to: Phase) -> None:
         """Go to phase ``to`` (staying is allowed); :class:`RuntimeError` if that is illegal."""
@@ -76,6 +78,7 @@ class Lifecycle:
         if to not in MOVES[self.phase]:
             raise RuntimeError(f"an execution cannot go from {self.phase.value} to {to.value}")
         self.phase = to
+        self._ended = to in _ENDS
 
     def begin(self) -> None:
         """The workflow function starts (an execution that already ended stays ended)."""
@@ -94,4 +97,4 @@ class Lifecycle:
 
     def has(self, mode: Mode) -> bool:
         """Whether ``mode`` was taken on."""
-        return mode in self.modes
+        return bool(self.modes) and mode in self.modes

@@ -27,9 +27,11 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from durable.authoring.signals import Stop, WorkflowSignal
+from durable.control.start import insert_run
 from durable.execution.batching import RowBatcher
 from durable.execution.lifecycle import Lifecycle, Mode, Phase
 from durable.log.records import KIND_STEP, KIND_STEP_FAILED, PAUSED, TERMINAL
@@ -37,8 +39,8 @@ from statewf.appending import Move, append, next_row
 from statewf.clock import Clock
 from statewf.errors import ConcurrencyConflict, StoreError
 from statewf.records import Instance, TransitionRecord
-from statewf.store import SqlStore, Tx
-from statewf.store.batched import Row
+from statewf.store import SqlStore, Tx, pg_start
+from statewf.store.batched import Row, loop_writable
 from statewf.store.leases import Lease, lease_of
 
 log = logging.getLogger("durable")
@@ -103,6 +105,29 @@ class RunHost:
             self._batcher = RowBatcher(self.store)
         return self._batcher
 
+    async def insert_run(
+        self,
+        snapshot: Instance,
+        record: TransitionRecord,
+        columns: dict[str, Any],
+        lease_for: timedelta,
+    ) -> tuple[bool, Instance | None, datetime | None]:
+        """:func:`~durable.control.start.insert_run` for a run that executes here (leased
+        for ``lease_for``, no NOTIFY): one statement from the event loop on PostgreSQL
+        (:mod:`statewf.store.pg_start`), else (and when that finds the id or key taken:
+        the first run, or :class:`DuplicateInstance`) the transaction, in a thread."""
+        store = self.store
+        if loop_writable(store) and "transaction" not in vars(store):
+            args = pg_start.start_args(store, snapshot, record, columns, lease_for)
+            answer = None
+            if args is not None:
+                answer = await self.batcher.statement(pg_start.START_STATEMENT, args)
+            if answer is not None:
+                until = pg_start.started(store, *answer)
+                if until is not None:
+                    return True, None, until
+        return await self.db(insert_run, store, snapshot, record, columns, False, lease_for)
+
     def close(self) -> None:
         """Stop the shared-commit writer's threads (after the last write)."""
         if self._batcher is not None:
@@ -124,6 +149,8 @@ class RunWriter:
         self.lease: Lease | None = None
         #: The final row gave up the lease (nothing left to release).
         self.released = False
+        #: The snapshot this execution's final row committed (the run as it ended here).
+        self.ended_with: Instance | None = None
         self._releasing = False
         self._write_lock = asyncio.Lock()
         self._tried: dict[str, Any] | None = None
@@ -313,6 +340,7 @@ class RunWriter:
         if final:
             self.life.move(Phase.FINISHED)
             self.released = self._releasing
+            self.ended_with = self.snapshot
 
     def _landed(self, fields: dict[str, Any]) -> bool:
         """Whether the rows read by the last reload include the row built as ``fields``."""

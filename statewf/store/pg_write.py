@@ -51,7 +51,7 @@ def text_array(items: Iterable[str]) -> str:
     return '{"' + joined + '"}'
 
 
-def _text(value: Any) -> bytes | None:
+def param_text(value: Any) -> bytes | None:
     """A non-JSON, non-null parameter in PostgreSQL's text input form; None if it has
     none here (a NUL in a string, a naive instant, another type): psycopg's path then."""
     kind = type(value)
@@ -91,6 +91,16 @@ class PreparedWrite:
         # the connections this statement is prepared on (a new one prepares it first)
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
+    @classmethod
+    def of_sql(cls, sql: bytes, params: tuple[tuple[str, bool], ...], name: bytes) -> PreparedWrite:
+        """A statement written as SQL (``$n`` placeholders), its parameters in order, each
+        with whether it is sent as JSON text."""
+        self = cls.__new__(cls)
+        self.sql, self.name, self.params = sql, name, params
+        self._json = pydantic_core.to_json
+        self._prepared = weakref.WeakSet()
+        return self
+
     def args(self, params: dict[str, Any]) -> list[bytes | None] | None:
         """The parameters as text, or None if one has no text form here."""
         out: list[bytes | None] = []
@@ -105,7 +115,7 @@ class PreparedWrite:
             elif type(value) is str and "\x00" not in value:  # the commonest, inline
                 append(value.encode())
             else:
-                text = _text(value)
+                text = param_text(value)
                 if text is None:
                     return None
                 append(text)

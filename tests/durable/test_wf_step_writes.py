@@ -250,3 +250,46 @@ def test_pause_during_a_step_keeps_its_result_and_the_step_runs_once(make_engine
     asyncio.run(main())
     assert wf_flows.CALLS["charge"] == 1
     assert wf_flows.CALLS["ship"] == 1
+
+
+# ------------------------------------------------------------ the run as its final row left it
+
+
+@durable.workflow("ends")
+async def ends(ctx: durable.Context[dict[str, Any]]) -> dict[str, Any]:
+    value = await ctx.step.run("a", wf_flows.counted("a", {"k": [1, 2.5, "é"], "1": None}))
+    if ctx.input.get("fail"):
+        raise ValueError("asked to fail")
+    return {"a": value, "input": ctx.input}
+
+
+def test_wait_for_run_is_the_final_rows_run_as_a_read_gives_it(
+    make_engine: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        async with make_engine(workflows=[ends]) as engine:
+            reads: list[str] = []
+            get_run = engine.client.get_run
+
+            async def counted_read(run_id: str, **kw: Any) -> Any:
+                reads.append(run_id)
+                return await get_run(run_id, **kw)
+
+            monkeypatch.setattr(engine.client, "get_run", counted_read)
+            for given in ({"n": 1}, {"fail": True}):
+                run = await engine.start_workflow(ends, given, resource_id="tenant")
+                waited = await engine.wait_for_run(run.id, resource_id="tenant", timeout=30)
+                assert reads == []  # this engine wrote the final row: no read
+                assert waited == await get_run(run.id, resource_id="tenant")
+            assert waited.status == "failed"
+            assert waited.error is not None
+            # another resource's wait is refused as the read refuses it
+            run = await engine.start_workflow(ends, {"n": 2}, resource_id="tenant")
+            with pytest.raises(durable.RunNotFound):
+                await engine.wait_for_run(run.id, resource_id="other", timeout=30)
+            # a wait begun after the run ended here reads the run
+            done = await engine.wait_for_run(run.id, timeout=30)
+            assert done.output == {"a": {"k": [1, 2.5, "é"], "1": None}, "input": {"n": 2}}
+            assert reads == [run.id, run.id]
+
+    asyncio.run(main())

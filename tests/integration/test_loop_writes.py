@@ -238,3 +238,39 @@ def test_a_loop_that_cannot_watch_sockets_writes_through_threads(pg_schema: str)
         store.close()
     assert (status, from_loop, kept) == ("completed", 0, 0)
     assert batches == 10  # every row written, through the threads
+
+
+def test_a_rows_loop_arguments_are_the_conditional_writes_text(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_postgres()
+    from durable.execution import batching
+    from statewf.store import batched, prebuilt
+
+    rows: list[Any] = []
+    write = batching.RowBatcher.write
+
+    async def kept(self: Any, row: Any) -> bool:
+        rows.append(row)
+        return await write(self, row)
+
+    monkeypatch.setattr(batching.RowBatcher, "write", kept)
+    log, _, _ = run_story(pg_schema, 3)
+    assert [r.seq for r in log] == [1, 2, 3, 4, 5]
+    store = statewf.Engine(PG_URL, schema=pg_schema)
+    try:
+        prepared = store.store.prepared_write
+        assert prepared is not None
+        nul = rows[1]._replace(record=rows[1].record.model_copy(update={"key": "a\x00b"}))
+        for row in [*rows, nul]:
+            params = prebuilt.conditional_params(
+                row.snapshot, row.record, row.expected_version, row.release
+            )
+            assert batched._one_row_args(prepared, row) == prepared.args(params)
+        assert (
+            prepared.args(prebuilt.conditional_params(nul.snapshot, nul.record, 1, False)) is None
+        )
+        assert rows[-1].release  # the completed row gives up the lease
+    finally:
+        store.close()
+    assert len(rows) == 2 + 4  # the warm-up's step and final row; three steps and the final
