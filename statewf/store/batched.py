@@ -25,7 +25,6 @@ writer looks before trying again, as after any failed write.
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -99,8 +98,6 @@ def _write_one(store: SqlStore, row: Row) -> Outcome:
 _MOVED = attrgetter(*prebuilt.MUTABLE_FIELDS)
 _MOVED_NAMES = tuple(f"i_{name}" for name in prebuilt.MUTABLE_FIELDS)
 _RECORD = attrgetter(*RECORD_FIELDS)
-_ROW_PART = attrgetter(*prebuilt.ROW_FROM_SNAPSHOT)
-_SNAPSHOT_PART = attrgetter(*prebuilt.ROW_FROM_SNAPSHOT.values())
 _RECORD_NAMES = tuple(f"t_{name}" for name in RECORD_FIELDS)
 
 
@@ -188,82 +185,12 @@ def loop_args(store: SqlStore, rows: Sequence[Row]) -> tuple[bytes, list[bytes |
     assert prepared is not None
     try:
         if len(rows) == 1:
-            args = _one_row_args(prepared, rows[0])
+            row = rows[0]
+            args = prepared.row_args(row.snapshot, row.record, row.expected_version, row.release)
             return None if args is None else (prepared.name, args)
         return ROWS_STATEMENT, [pydantic_core.to_json([_params(row) for row in rows])]
     except Exception:
         return None
-
-
-#: Where each parameter of the one-row write comes from: the snapshot's field, the log
-#: row's, or one of these.
-_CONFIGURATION, _EXPECTED, _RELEASE = 0, 1, 2
-_plans: weakref.WeakKeyDictionary[pg_write.PreparedWrite, list[tuple[Any, Any, bool]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _plan(prepared: pg_write.PreparedWrite) -> list[tuple[Any, Any, bool]]:
-    """Per parameter of ``prepared`` (the names of :func:`prebuilt.conditional_params`):
-    its source (``"s"`` the snapshot, ``"r"`` the row, or a special), the field, JSON?"""
-    plan = _plans.get(prepared)
-    if plan is None:
-        plan = []
-        for name, is_json in prepared.params:
-            if name == "i_configuration":
-                plan.append((_CONFIGURATION, None, is_json))
-            elif name == "expected_version":
-                plan.append((_EXPECTED, None, is_json))
-            elif name == "release":
-                plan.append((_RELEASE, None, is_json))
-            elif name.startswith("i_"):
-                plan.append(("s", name[2:], is_json))
-            else:
-                assert name.startswith("t_"), name
-                plan.append(("r", name[2:], is_json))
-        _plans[prepared] = plan
-    return plan
-
-
-def _one_row_args(prepared: pg_write.PreparedWrite, row: Row) -> list[bytes | None] | None:
-    """``prepared.args(prebuilt.conditional_params(...))`` for one row, the same text, built
-    from the models' fields without the dict in between (a tuple's JSON is a list's)."""
-    snapshot, record = row.snapshot, row.record
-    if _ROW_PART(record) != _SNAPSHOT_PART(snapshot):  # as conditional_params checks
-        return None  # (the thread path raises its error)
-    fields, row_fields = snapshot.__dict__, record.__dict__
-    dumps = pydantic_core.to_json
-    text = pg_write.param_text
-    out: list[bytes | None] = []
-    append = out.append
-    last: Any = None
-    last_text: bytes | None = None
-    for source, name, is_json in _plan(prepared):
-        if source == "s":
-            value = fields[name]
-        elif source == "r":
-            value = row_fields[name]
-        elif source == _CONFIGURATION:
-            value = snapshot.stored_configuration()
-        elif source == _EXPECTED:
-            value = row.expected_version
-        else:
-            value = row.release
-        if value is None:
-            append(None)
-        elif is_json:
-            append(dumps(value))
-        elif type(value) is str and "\x00" not in value:
-            append(value.encode())
-        elif value is last:  # the row's instant is the snapshot's
-            append(last_text)
-        else:
-            encoded = text(value)
-            if encoded is None:
-                return None
-            last, last_text = value, encoded
-            append(encoded)
-    return out
 
 
 def loop_outcomes(

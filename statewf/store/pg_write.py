@@ -19,6 +19,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, cast
 
 import psycopg
@@ -28,7 +29,9 @@ from sqlalchemy import Insert
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from statewf.records import Instance, TransitionRecord
 from statewf.store.postgres import FastPath
+from statewf.store.prebuilt import ROW_FROM_SNAPSHOT
 
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
@@ -68,6 +71,14 @@ def param_text(value: Any) -> bytes | None:
     return None
 
 
+#: Where a parameter of the conditional write comes from, besides a snapshot's field
+#: (``i_`` names) or its log row's (``t_``): these three.
+_CONFIGURATION, _EXPECTED, _RELEASE = 0, 1, 2
+_SPECIAL = {"i_configuration": _CONFIGURATION, "expected_version": _EXPECTED, "release": _RELEASE}
+_ROW_PART = attrgetter(*ROW_FROM_SNAPSHOT)
+_SNAPSHOT_PART = attrgetter(*ROW_FROM_SNAPSHOT.values())
+
+
 class PreparedWrite:
     """One statement, prepared on each connection it runs on, executed with text parameters.
 
@@ -88,6 +99,14 @@ class PreparedWrite:
         encode_json: Callable[[Any], bytes] = pydantic_core.to_json
         self.params = tuple((n, n in json_params) for n in names)
         self._json = encode_json
+        # per parameter of the conditional write: its source ("s" the snapshot, "r" the
+        # log row, or a special), the field, JSON? (None: another statement)
+        self._row_plan: list[tuple[Any, str, bool]] | None = None
+        if all(n in _SPECIAL or n.startswith(("i_", "t_")) for n in names):
+            self._row_plan = [
+                (_SPECIAL[n], "", j) if n in _SPECIAL else ("s" if n[0] == "i" else "r", n[2:], j)
+                for n, j in self.params
+            ]
         # the connections this statement is prepared on (a new one prepares it first)
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
@@ -121,12 +140,60 @@ class PreparedWrite:
                 append(text)
         return out
 
+    def row_args(
+        self, snapshot: Instance, record: TransitionRecord, expected_version: int, release: bool
+    ) -> list[bytes | None] | None:
+        """``args(prebuilt.conditional_params(...))`` of the conditional write, the same
+        text, built from the models' fields without the dict in between (a tuple's JSON
+        is a list's); None where ``conditional_params``' path must take them (it raises
+        the error for a row that is not its snapshot's, or has a value without text)."""
+        plan = self._row_plan
+        if plan is None:
+            raise TypeError("row_args is for the conditional write's statement")
+        if _ROW_PART(record) != _SNAPSHOT_PART(snapshot):
+            return None
+        fields, row_fields = snapshot.__dict__, record.__dict__
+        dumps = self._json
+        out: list[bytes | None] = []
+        append = out.append
+        last: Any = None
+        last_text: bytes | None = None
+        for source, name, is_json in plan:
+            if source == "s":
+                value = fields[name]
+            elif source == "r":
+                value = row_fields[name]
+            elif source == _CONFIGURATION:
+                value = snapshot.stored_configuration()
+            elif source == _EXPECTED:
+                value = expected_version
+            else:
+                value = release
+            if value is None:
+                append(None)
+            elif is_json:
+                append(dumps(value))
+            elif type(value) is str and "\x00" not in value:
+                append(value.encode())
+            elif value is last:  # the row's instant is the snapshot's
+                append(last_text)
+            else:
+                encoded = param_text(value)
+                if encoded is None:
+                    return None
+                last, last_text = value, encoded
+                append(encoded)
+        return out
+
     def write(self, fast: FastPath, params: dict[str, Any]) -> int | None:
         """Run the statement on a kept connection: the number of rows it returned, or None
         when its parameters need psycopg's own path. Driver errors propagate."""
         found = self.args(params)
-        if found is None:
-            return None
+        return None if found is None else self.write_args(fast, found)
+
+    def write_args(self, fast: FastPath, found: list[bytes | None]) -> int:
+        """Run the statement with arguments :meth:`args` or :meth:`row_args` gave, on a
+        kept connection: the number of rows it returned. Driver errors propagate."""
         # libpq takes None for a NULL (psycopg's own calls pass it; its stubs say bytes)
         args = cast("Sequence[bytes]", found)
 

@@ -168,21 +168,25 @@ class SqlStore:
         writer got there first. ``release`` also clears the instance's lease (a run's
         final row).
         """
-        params = prebuilt.conditional_params(snapshot, record, expected_version, release)
-        if self._lite is not None:
-            return self._lite.write(params) is not None
         if self._fast is not None:
             try:
                 with self._errors():
-                    if self._prepared_write is not None:
-                        rows = self._prepared_write.write(self._fast, params)
-                        if rows is not None:
-                            return rows > 0
+                    prepared = self._prepared_write
+                    if prepared is not None:
+                        args = prepared.row_args(snapshot, record, expected_version, release)
+                        if args is not None:
+                            return prepared.write_args(self._fast, args) > 0
+                    params = prebuilt.conditional_params(
+                        snapshot, record, expected_version, release
+                    )
                     return self._fast.write(params)
             except psycopg.errors.UniqueViolation:
                 return False  # another writer appended this seq first
             except psycopg.Error as exc:
                 raise driver_errors.wrap_driver(exc, self.url) from exc
+        params = prebuilt.conditional_params(snapshot, record, expected_version, release)
+        if self._lite is not None:
+            return self._lite.write(params) is not None
         try:
             with self._errors(), self._single_statement() as conn:
                 return conn.execute(self._write_query, params).first() is not None

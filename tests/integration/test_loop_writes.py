@@ -245,7 +245,7 @@ def test_a_rows_loop_arguments_are_the_conditional_writes_text(
 ) -> None:
     require_postgres()
     from durable.execution import batching
-    from statewf.store import batched, prebuilt
+    from statewf.store import prebuilt
 
     rows: list[Any] = []
     write = batching.RowBatcher.write
@@ -266,7 +266,8 @@ def test_a_rows_loop_arguments_are_the_conditional_writes_text(
             params = prebuilt.conditional_params(
                 row.snapshot, row.record, row.expected_version, row.release
             )
-            assert batched._one_row_args(prepared, row) == prepared.args(params)
+            args = prepared.row_args(row.snapshot, row.record, row.expected_version, row.release)
+            assert args == prepared.args(params)
         assert (
             prepared.args(prebuilt.conditional_params(nul.snapshot, nul.record, 1, False)) is None
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 import statewf
@@ -70,3 +71,30 @@ def test_values_without_a_text_form_here_go_to_psycopg() -> None:
     assert found[[n for n, _ in statement.params].index("t_payload")] == b'"text"'
     assert statement.args({**params, "i_state": "a\x00b"}) is None  # libpq cuts at a NUL
     assert statement.args({**params, "i_updated_at": now.replace(tzinfo=None)}) is None
+
+
+def test_the_sends_arguments_built_from_the_models_are_the_dicts_text(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ManualClock()
+    engine = tracked(statewf.Engine(PG_URL, schema=pg_schema, clock=clock))
+    prepared = engine.store._prepared_write
+    assert prepared is not None
+    seen: list[tuple[Any, ...]] = []
+    row_args = prepared.row_args
+
+    def kept(*args: Any) -> Any:
+        seen.append(args)
+        return row_args(*args)
+
+    monkeypatch.setattr(prepared, "row_args", kept)
+    drive(engine, clock)
+    assert len(seen) >= 10  # every flat send's write took the models' path
+    for snapshot, record, expected, release in seen:
+        params = prebuilt.conditional_params(snapshot, record, expected, release)
+        assert row_args(snapshot, record, expected, release) == prepared.args(params)
+    snapshot, record, expected, release = seen[0]
+    moved = snapshot.model_copy(update={"version": snapshot.version + 1})
+    assert row_args(moved, record, expected, release) is None  # not its row: the dict's path
+    nul = record.model_copy(update={"event": "a\x00b"})
+    assert row_args(snapshot, nul, expected, release) is None  # no text form here
