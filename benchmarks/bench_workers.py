@@ -194,17 +194,16 @@ def count_round_trips() -> None:
     psycopg.Connection.rollback = counted_rollback  # type: ignore[method-assign]
     # the step write prepared on libpq (statewf/store/pg_write.py): psycopg's cursor
     # never sees it
-    prepared = pg_write.PreparedWrite.write
+    prepared = pg_write.PreparedWrite.write_args
 
     def counted_prepared(self: Any, *args: Any) -> Any:
         rows = prepared(self, *args)
-        if rows is not None:
-            kind = statement_kind(self.sql)
-            with TRIPS.lock:
-                TRIPS.statements[kind] += 1
+        kind = statement_kind(self.sql)
+        with TRIPS.lock:
+            TRIPS.statements[kind] += 1
         return rows
 
-    pg_write.PreparedWrite.write = counted_prepared  # type: ignore[method-assign]
+    pg_write.PreparedWrite.write_args = counted_prepared  # type: ignore[method-assign]
 
 
 def trips_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:

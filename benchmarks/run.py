@@ -222,13 +222,12 @@ def counting() -> Iterator[dict[str, int]]:
 
     # the send's write prepared on libpq (statewf/store/pg_write.py) is one autocommitted
     # statement that psycopg's cursor never sees
-    prepared = pg_write.PreparedWrite.write
+    prepared = pg_write.PreparedWrite.write_args
 
     def counted_prepared(self: Any, *args: Any) -> Any:
         rows = prepared(self, *args)
-        if rows is not None:
-            counts["statements"] += 1
-            counts["commits"] += 1
+        counts["statements"] += 1
+        counts["commits"] += 1
         return rows
 
     # so is the write that also records outbox rows (statewf/store/pg_effects.py)
@@ -245,14 +244,14 @@ def counting() -> Iterator[dict[str, int]]:
     psycopg.Cursor.execute = wrap(execute)  # type: ignore[method-assign]
     psycopg.Cursor.executemany = wrap(executemany)  # type: ignore[method-assign]
     psycopg.Connection.commit = counted_commit  # type: ignore[method-assign]
-    pg_write.PreparedWrite.write = counted_prepared  # type: ignore[method-assign]
+    pg_write.PreparedWrite.write_args = counted_prepared  # type: ignore[method-assign]
     try:
         yield counts
     finally:
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
         psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
         psycopg.Connection.commit = commit  # type: ignore[method-assign]
-        pg_write.PreparedWrite.write = prepared  # type: ignore[method-assign]
+        pg_write.PreparedWrite.write_args = prepared  # type: ignore[method-assign]
         pg_effects.PreparedEffectsWrite.write_effects = prepared_effects  # type: ignore[method-assign]
 
 

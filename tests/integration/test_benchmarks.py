@@ -46,6 +46,12 @@ def test_quick_benchmark_command_prints_every_chosen_row() -> None:
         "list(state (newest 1%)) at 1,500 instances",
     ):
         assert row in table, done.stdout
+    # counts, not timings: a send is one statement, one commit (the counting follows
+    # the prepared write however the store reaches it)
+    lines = {line.split("|")[0].strip(): line for line in table.splitlines() if "|" in line}
+    assert "1 stmt / 1 commit" in lines["machine event, PG, 1 sender (ping-pong)"]
+    effect = "machine event recording an outbox effect (RESTOCKED, effect run inline)"
+    assert "1 stmt / 1 commit on the send path" in lines[effect]
 
 
 def test_peers_section_runs_without_the_peers_installed() -> None:
