@@ -34,6 +34,7 @@ _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _IDLE = pq.TransactionStatus.IDLE
 _BAD = pq.ConnStatus.BAD
+_FATAL = pq.ExecStatus.FATAL_ERROR
 
 #: A statement's result, as libpq gives it.
 Result = pq.abc.PGresult
@@ -130,7 +131,12 @@ class LoopConnection:
                         first, self._result = self._result, None
                         answer(first, None)
                     break
-                if self._result is None:
+                # the first result, unless an error follows it: an implicit transaction
+                # commits after its rows were sent, and a failed commit (a deferred
+                # constraint) comes as a second result (libpq's PQexec keeps it too)
+                if self._result is None or (
+                    result.status == _FATAL and self._result.status != _FATAL
+                ):
                     self._result = result
             if pgconn.status == _BAD:
                 raise psycopg.OperationalError("the connection to the server was lost")

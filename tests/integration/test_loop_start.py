@@ -243,3 +243,43 @@ def test_a_statement_on_its_way_when_the_engine_closes_is_answered(pg_schema: st
         store.close()
     assert result is None
     assert isinstance(error, ConnectionError)
+
+
+def test_a_start_whose_commit_fails_is_not_reported_started(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deferred constraint fails at commit, after the statement's rows came back: the
+    start is refused (as the transaction's path refuses it), not reported started."""
+    require_postgres()
+    seen = counting(monkeypatch)
+    store = statewf.Engine(PG_URL, schema=pg_schema)
+
+    async def main() -> str | None:
+        async with durable.WorkflowEngine(store, workflows=[quick]) as engine:
+            warm = await engine.start_workflow(quick, 1)
+            await engine.wait_for_run(warm.id, timeout=30)
+            with psycopg.connect(libpq(PG_URL), autocommit=True) as admin:
+                admin.execute(f'CREATE TABLE "{pg_schema}".tenants (id TEXT PRIMARY KEY)')
+                admin.execute(
+                    f'ALTER TABLE "{pg_schema}".statewf_instances ADD CONSTRAINT tenant '
+                    f'FOREIGN KEY (resource_id) REFERENCES "{pg_schema}".tenants (id) '
+                    "DEFERRABLE INITIALLY DEFERRED"
+                )
+            seen.clear()
+            try:
+                run = await engine.start_workflow(quick, 2, run_id="stray", resource_id="nobody")
+            except statewf.StoreError:
+                return None
+            return run.id
+
+    try:
+        started = asyncio.run(main())
+        with psycopg.connect(libpq(PG_URL)) as conn:
+            stored = conn.execute(
+                f"SELECT count(*) FROM \"{pg_schema}\".statewf_instances WHERE id = 'stray'"
+            ).fetchone()
+    finally:
+        store.close()
+    assert seen == [True]  # the loop's statement was sent
+    assert stored == (0,)
+    assert started is None  # refused, not a run that does not exist

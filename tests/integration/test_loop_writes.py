@@ -275,3 +275,43 @@ def test_a_rows_loop_arguments_are_the_conditional_writes_text(
     finally:
         store.close()
     assert len(rows) == 2 + 4  # the warm-up's step and final row; three steps and the final
+
+
+def test_a_row_whose_commit_fails_is_not_taken_as_written(pg_schema: str) -> None:
+    """A deferred constraint refuses a step's row at commit, after the statement's rows
+    came back: the run does not go on as if the row were in the log (it would end
+    completed with that step's row missing)."""
+    require_postgres()
+    wf, warmup = story(3), story(1)
+    store = statewf.Engine(PG_URL, schema=pg_schema)
+
+    async def main() -> tuple[str, Any]:
+        async with durable.WorkflowEngine(store, workflows=[wf, warmup]) as engine:
+            warm = await engine.start_workflow(warmup)  # opens the loop connection
+            await engine.wait_for_run(warm.id, timeout=30)
+            with psycopg.connect(libpq(PG_URL), autocommit=True) as admin:
+                admin.execute(
+                    f'CREATE FUNCTION "{pg_schema}".refuse() RETURNS trigger LANGUAGE plpgsql '
+                    "AS $$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$"
+                )
+                admin.execute(
+                    f'CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON "{pg_schema}".'
+                    "statewf_transitions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                    f"WHEN (NEW.key = 's1' AND NEW.kind = 'step') "
+                    f'EXECUTE FUNCTION "{pg_schema}".refuse()'
+                )
+            run = await engine.start_workflow(wf)
+            try:
+                outcome: Any = await engine.wait_for_run(run.id, timeout=5)
+            except Exception as exc:  # the row is refused each time the step runs again
+                outcome = exc
+            return run.id, outcome
+
+    try:
+        run_id, outcome = asyncio.run(main())
+        log = store.history(run_id)
+    finally:
+        store.close()
+    steps = [row.key for row in log if row.kind == "step"]
+    assert "s1" not in steps  # the trigger refused it
+    assert "completed" not in [row.kind for row in log], (outcome, steps)
