@@ -18,12 +18,21 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from durable.control.claim import Claimed, ClaimedRun, Claimer, Limits, claim, claim_runs
+from durable.control.claim import (
+    Claimed,
+    ClaimedRun,
+    Claimer,
+    Limits,
+    claim,
+    claim_runs,
+    claim_runs_on_loop,
+)
 from durable.execution.registry import Registry
 from durable.execution.writer import RunHost
 from statewf.errors import StatewfError
-from statewf.store import Tx
+from statewf.store import Tx, pgclaim
 from statewf.store.leases import ClaimScope, db_now, expire_all, extend, release, release_all
+from statewf.store.loop_claim import LoopClaimer
 
 log = logging.getLogger("durable")
 
@@ -48,6 +57,8 @@ class Leases:
     #: what else a heartbeat writes in its transaction (a worker's own row), given
     #: the number of runs executing and the database's time; None: nothing
     beat_row: Callable[[Tx, int, datetime], None] | None = None
+    #: the scheduler's claims sent from the event loop (PostgreSQL), once one was made
+    _on_loop: LoopClaimer | None = field(default=None, init=False, repr=False)
 
     def until(self, tx: Tx) -> datetime:
         """When a lease taken or extended now (in ``tx``) runs out, on the database's clock."""
@@ -82,9 +93,20 @@ class Leases:
         if limit <= 0 or claimer is None:
             return Claimed()
         store, clock, excluded = self.host.store, self.host.clock, set(exclude)
-        claimed = await self.host.db(
-            lambda: claim_runs(store, claimer, clock, limit=limit, exclude=excluded, next_wake=True)
-        )
+        claimed: Claimed | None = None
+        if pgclaim.available(store) and not claimer.limits.any:
+            # from the event loop itself: a woken run's claim hops to no thread
+            if self._on_loop is None:
+                self._on_loop = LoopClaimer(store)
+            claimed = await claim_runs_on_loop(
+                self._on_loop, claimer, clock, limit=limit, exclude=excluded, next_wake=True
+            )
+        if claimed is None:
+            claimed = await self.host.db(
+                lambda: claim_runs(
+                    store, claimer, clock, limit=limit, exclude=excluded, next_wake=True
+                )
+            )
         for run_id in claimed.dead:
             log.error("run %s was moved to the dead letters", run_id)
         return claimed
@@ -157,6 +179,9 @@ class Leases:
         ``crashed``: runs whose execution crashed here; their leases are ended, not
         handed back, so the next claim (at once, by anyone) counts the crash.
         """
+        on_loop, self._on_loop = self._on_loop, None
+        if on_loop is not None:  # no claim is on its way: the scheduler has stopped
+            on_loop.close()
         try:
             with self.host.store.transaction() as tx:
                 count = release_all(tx, self.owner, keep=crashed)
