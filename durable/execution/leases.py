@@ -94,12 +94,11 @@ class Leases:
             return Claimed()
         store, clock, excluded = self.host.store, self.host.clock, set(exclude)
         claimed: Claimed | None = None
-        if pgclaim.available(store) and not claimer.limits.any:
+        on_loop = None if claimer.limits.any else self._loop_claimer()
+        if on_loop is not None:
             # from the event loop itself: a woken run's claim hops to no thread
-            if self._on_loop is None:
-                self._on_loop = LoopClaimer(store)
             claimed = await claim_runs_on_loop(
-                self._on_loop, claimer, clock, limit=limit, exclude=excluded, next_wake=True
+                on_loop, claimer, clock, limit=limit, exclude=excluded, next_wake=True
             )
         if claimed is None:
             claimed = await self.host.db(
@@ -110,6 +109,12 @@ class Leases:
         for run_id in claimed.dead:
             log.error("run %s was moved to the dead letters", run_id)
         return claimed
+
+    def _loop_claimer(self) -> LoopClaimer | None:
+        """The claims and releases sent from the event loop (None: not on this store)."""
+        if self._on_loop is None and pgclaim.available(self.host.store):
+            self._on_loop = LoopClaimer(self.host.store)
+        return self._on_loop
 
     def _claimer(self, *, executing: bool, due: bool, own: Collection[str]) -> Claimer | None:
         """Who claims, what and for how long (None: this holder has no workflows)."""
@@ -166,7 +171,10 @@ class Leases:
                 return release(tx, self.owner, ids)
 
         try:
-            released = await self.host.db(release_sync)
+            on_loop = self._loop_claimer()
+            # from the event loop (PostgreSQL): one round trip, no thread hop
+            found = None if on_loop is None else await on_loop.release(self.owner, ids)
+            released = found if found is not None else await self.host.db(release_sync)
         except StatewfError as exc:  # the lease runs out by itself
             log.warning("could not release runs %s: %s", ids, exc)
             return False

@@ -31,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import zlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import pq
@@ -58,7 +58,9 @@ _FATAL = pq.ExecStatus.FATAL_ERROR
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _IDLE = pq.TransactionStatus.IDLE
 _BAD = pq.ConnStatus.BAD
-_ON = pq.PipelineStatus.ON
+#: This transaction's commit does not wait for the WAL flush (a release's).
+_ASYNC_COMMIT = b"SELECT set_config('synchronous_commit', 'off', true)"
+T = TypeVar("T")
 
 #: What :meth:`LoopClaimer.claim` answers: the written runs' logs, and the next wake-up.
 Answer = tuple[dict[str, list[TransitionRecord]], datetime | None]
@@ -112,12 +114,20 @@ class _Statements:
     write: _Statement
     logs: _Statement
     next_wake: _Statement
+    release: _Statement
     columns: tuple[str, ...]
     json_params: tuple[str, ...]
 
     def all(self) -> tuple[_Statement, ...]:
         """Every statement, to prepare on a new connection."""
-        return (self.candidates, self.candidates_one, self.write, self.logs, self.next_wake)
+        return (
+            self.candidates,
+            self.candidates_one,
+            self.write,
+            self.logs,
+            self.next_wake,
+            self.release,
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -139,6 +149,7 @@ def _statements(tables: Tables) -> _Statements:
         write=compiled("write"),
         logs=compiled("logs"),
         next_wake=compiled("next_wake"),
+        release=compiled("release"),
         columns=built.columns,
         json_params=built.json_params,
     )
@@ -201,23 +212,27 @@ class _Connection:
             self.raw.close()
 
 
+#: Most connections one claimer keeps: claims and releases on their way at once.
+KEEP = 3
+
+
 class LoopClaimer:
-    """Claims of one store sent from the running event loop (PostgreSQL, statewf's own
-    pools): one claim at a time, on one kept connection."""
+    """Claims and releases of one store sent from the running event loop (PostgreSQL,
+    statewf's own pools), each on one of the connections it keeps."""
 
     def __init__(self, store: SqlStore) -> None:
         if store.fast_path is None:
             raise RuntimeError("LoopClaimer needs PostgreSQL on statewf's own pools")
         self.store = store
         self.statements = _statements(store.tables)
-        self._conn: _Connection | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(KEEP)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
-        """Give the kept connection back (call it when no claim is on its way)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        """Give the kept connections back (call it when no claim is on its way)."""
+        while self._idle:
+            self._idle.pop().close()
 
     async def claim(
         self,
@@ -245,17 +260,48 @@ class LoopClaimer:
             wake_args = built.next_wake.args(params) if next_wake else None
         except NoTextForm:
             return None
-        async with self._lock:
-            conn = self._conn
-            if conn is None or conn.closed:
-                conn = self._conn = await self._open()
+        try:
+            return await self._run(
+                lambda claim: claim.run(lock, select, select_args, wake_args, decide)
+            )
+        except NoTextForm:
+            return None
+
+    async def release(
+        self, owner: str, run_ids: Collection[str]
+    ) -> list[tuple[str, datetime | None]] | None:
+        """Give up ``owner``'s leases on these runs; (id, wake_at) of each released one
+        (:func:`statewf.store.leases.release`, in one round trip). None: a NUL in a
+        name, which the text protocol cannot carry (the thread path then).
+
+        Committed without waiting for the WAL flush (``synchronous_commit`` off for this
+        transaction only): a release lost with a crash of the server leaves the lease to
+        run out, which is what a holder that died does; and whoever claims a run after
+        the release flushes it with its own commit, which comes later in the WAL.
+        """
+        if not run_ids:
+            return []
+        ids = text_array(run_ids)
+        release = self.statements.release
+        try:
+            args = release.args({"ids": ids, "owner": owner})
+        except NoTextForm:
+            return None
+        return await self._run(lambda claim: claim.release(release, args))
+
+    async def _run(self, work: Callable[[_Claim], Awaitable[T]]) -> T:
+        """``work`` on a kept connection (opened if none is idle), at most :data:`KEEP`
+        at once; a connection that fails is dropped."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # an engine used from a new event loop
+            self._loop, self._slots = loop, asyncio.Semaphore(KEEP)
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._open()
             try:
-                return await _Claim(conn, built).run(lock, select, select_args, wake_args, decide)
-            except NoTextForm:
-                return None
+                result = await work(_Claim(conn, self.statements))
             except psycopg.Error as exc:
                 lost = _broken(conn, exc)
-                self._drop(conn, lost=lost)
+                conn.close(lost=lost)
                 if lost:
                     fast = self.store.fast_path
                     assert fast is not None
@@ -267,15 +313,16 @@ class LoopClaimer:
                         "a claimed run changed while it was being claimed; claim again"
                     ) from exc
                 raise driver_errors.wrap_driver(exc, self.store.url) from exc
+            except NoTextForm:  # raised with the transaction ended: the connection is fine
+                self._idle.append(conn)
+                raise
             except BaseException:
                 # cancelled half-way, say: the server rolls back what was not committed
                 # when it sees the connection go
-                self._drop(conn, lost=True)
+                conn.close(lost=True)
                 raise
-
-    def _drop(self, conn: _Connection, *, lost: bool) -> None:
-        conn.close(lost=lost)
-        self._conn = None
+            self._idle.append(conn)
+            return result
 
     async def _open(self) -> _Connection:
         try:
@@ -357,6 +404,23 @@ class _Claim:
         logs = results[len(write_args)]
         assert logs is not None
         return pgclaim.logs_by_run(self.conn.rows(logs)), wake
+
+    async def release(
+        self, release: _Statement, args: list[bytes | None]
+    ) -> list[tuple[str, datetime | None]]:
+        """The release's one round trip: its commit not waiting for the WAL flush."""
+        pgconn = self.conn.pgconn
+        self.loop.add_reader(self.conn.fd, self._readable)
+        try:
+            pgconn.enter_pipeline_mode()
+            pgconn.send_query_params(_ASYNC_COMMIT, None)
+            pgconn.send_query_prepared(release.name, _wire(args))
+            _, rows = await self._results(2, sync=True)
+            pgconn.exit_pipeline_mode()
+        finally:
+            self.loop.remove_reader(self.conn.fd)
+        assert rows is not None
+        return [(str(i), pgclaim.utc(w)) for i, w in self.conn.rows(rows)]
 
     def _readable(self) -> None:
         if self._ready is not None:

@@ -46,6 +46,7 @@ from sqlalchemy import (
     bindparam,
     func,
     literal_column,
+    null,
     or_,
     select,
     true,
@@ -117,6 +118,8 @@ class Expressions:
     write: ClauseElement
     logs: ClauseElement
     next_wake: ClauseElement
+    #: a holder's leases on some runs given up: (id, wake_at) of each released one
+    release: ClauseElement
     columns: tuple[str, ...]
     json_params: tuple[str, ...]
 
@@ -138,7 +141,8 @@ def _statements(tables: Tables, dialect: Dialect) -> _Statements:
 @functools.lru_cache(maxsize=64)
 def expressions(tables: Tables) -> Expressions:
     """The claim's statements for these tables: the candidates' locking select (all, or
-    ``only`` one), the conditional write of one run, the runs' logs, the next wake-up."""
+    ``only`` one), the conditional write of one run, the runs' logs, the next wake-up,
+    and a holder's release of its leases."""
     t = tables.instances
     c = t.c
     texts = ARRAY(String)
@@ -230,6 +234,10 @@ def expressions(tables: Tables) -> Expressions:
         write=write,
         logs=logs,
         next_wake=waiting,
+        release=update(t)
+        .where(c.id == any_(bindparam("ids", type_=texts)), c.lease_owner == bindparam("owner"))
+        .values(lease_owner=null(), lease_expires_at=null())
+        .returning(c.id, c.wake_at),
         columns=(*(col.name for col in t.c), "lease_now", "locked_at"),
         json_params=json_params,
     )
