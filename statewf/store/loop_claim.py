@@ -70,6 +70,10 @@ class NoTextForm(Exception):
     """A parameter has no text form here: the claim goes the thread path instead."""
 
 
+class _Unwatchable(Exception):
+    """The event loop cannot watch sockets (Windows' proactor): the thread path."""
+
+
 @dataclass(frozen=True)
 class _Statement:
     """One prepared statement: its name on the connection, its SQL, its parameters."""
@@ -228,6 +232,8 @@ class LoopClaimer:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(KEEP)
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: a loop that cannot watch sockets: its claims take the thread path
+        self._unwatchable: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
         """Give the kept connections back (call it when no claim is on its way)."""
@@ -264,7 +270,7 @@ class LoopClaimer:
             return await self._run(
                 lambda claim: claim.run(lock, select, select_args, wake_args, decide)
             )
-        except NoTextForm:
+        except (NoTextForm, _Unwatchable):
             return None
 
     async def release(
@@ -285,14 +291,16 @@ class LoopClaimer:
         release = self.statements.release
         try:
             args = release.args({"ids": ids, "owner": owner})
-        except NoTextForm:
+            return await self._run(lambda claim: claim.release(release, args))
+        except (NoTextForm, _Unwatchable):
             return None
-        return await self._run(lambda claim: claim.release(release, args))
 
     async def _run(self, work: Callable[[_Claim], Awaitable[T]]) -> T:
         """``work`` on a kept connection (opened if none is idle), at most :data:`KEEP`
         at once; a connection that fails is dropped."""
         loop = asyncio.get_running_loop()
+        if loop is self._unwatchable:
+            raise _Unwatchable()
         if loop is not self._loop:  # an engine used from a new event loop
             self._loop, self._slots = loop, asyncio.Semaphore(KEEP)
         async with self._slots:
@@ -316,6 +324,10 @@ class LoopClaimer:
             except NoTextForm:  # raised with the transaction ended: the connection is fine
                 self._idle.append(conn)
                 raise
+            except NotImplementedError:  # add_reader: nothing was sent
+                self._unwatchable = loop
+                self._idle.append(conn)
+                raise _Unwatchable() from None
             except BaseException:
                 # cancelled half-way, say: the server rolls back what was not committed
                 # when it sees the connection go
