@@ -59,6 +59,8 @@ class Leases:
     beat_row: Callable[[Tx, int, datetime], None] | None = None
     #: the scheduler's claims sent from the event loop (PostgreSQL), once one was made
     _on_loop: LoopClaimer | None = field(default=None, init=False, repr=False)
+    #: whether a scheduler pass was made
+    _passed: bool = field(default=False, init=False, repr=False)
 
     def until(self, tx: Tx) -> datetime:
         """When a lease taken or extended now (in ``tx``) runs out, on the database's clock."""
@@ -95,7 +97,11 @@ class Leases:
         store, clock, excluded = self.host.store, self.host.clock, set(exclude)
         claimed: Claimed | None = None
         on_loop = None if claimer.limits.any else self._loop_claimer()
-        if on_loop is not None:
+        # the first pass (at start-up) goes through a thread: the loop's connection is
+        # opened by a later one, not while the first runs open their own connections
+        # (opened together, they slow each other down)
+        first, self._passed = not self._passed, True
+        if on_loop is not None and not first:
             # from the event loop itself: a woken run's claim hops to no thread
             claimed = await claim_runs_on_loop(
                 on_loop, claimer, clock, limit=limit, exclude=excluded, next_wake=True
