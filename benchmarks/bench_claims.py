@@ -28,9 +28,11 @@ from statewf.store.leases import ClaimScope
 @contextlib.contextmanager
 def timing_claims() -> Iterator[list[tuple[float, int]]]:
     """(wall seconds, runs claimed) of every scheduler claim this process's engines make
-    meanwhile (:meth:`durable.execution.leases.Leases.claim_due`)."""
+    meanwhile (:meth:`durable.execution.leases.Leases.claim_due`: in a thread, or from
+    the event loop)."""
     seen: list[tuple[float, int]] = []
-    original = durable.execution.leases.claim_runs
+    leases: Any = durable.execution.leases  # patched: the module, untyped
+    original, on_loop = leases.claim_runs, leases.claim_runs_on_loop
 
     def timed(*args: Any, **kwargs: Any) -> claiming.Claimed:
         start = time.perf_counter()
@@ -38,11 +40,19 @@ def timing_claims() -> Iterator[list[tuple[float, int]]]:
         seen.append((time.perf_counter() - start, len(done.runs)))
         return done
 
-    durable.execution.leases.claim_runs = timed  # type: ignore[assignment]
+    async def timed_on_loop(*args: Any, **kwargs: Any) -> claiming.Claimed | None:
+        start = time.perf_counter()
+        done = await on_loop(*args, **kwargs)
+        if done is not None:  # None: it went the thread path (timed there)
+            seen.append((time.perf_counter() - start, len(done.runs)))
+        return done
+
+    leases.claim_runs = timed
+    leases.claim_runs_on_loop = timed_on_loop
     try:
         yield seen
     finally:
-        durable.execution.leases.claim_runs = original
+        leases.claim_runs, leases.claim_runs_on_loop = original, on_loop
 
 
 @durable.workflow("claimed")

@@ -50,6 +50,7 @@ from statewf.store.leases import (
     release,
     saturated,
 )
+from statewf.store.loop_claim import LoopClaimer
 
 log = logging.getLogger("durable")
 
@@ -312,18 +313,75 @@ def _claim_pipelined(
 ) -> Claimed:
     """:func:`claim` without limits on PostgreSQL: the same transaction, the same plan
     and rows, in two round trips (:mod:`statewf.store.pgclaim`)."""
-    system = isinstance(clock, SystemClock)
-    due_at = None if system else clock.now()
-    planned: list[ClaimPlan] = []
+    pipelined = _Pipelined(claimer, clock, limit)
+    logs, wake = pgclaim.claim(
+        store,
+        claimer.scope,
+        due_at=pipelined.due_at,
+        limit=limit,
+        exclude=exclude,
+        only=only,
+        decide=pipelined.decide,
+        next_wake=next_wake,
+        light_kind=KIND_STEP,
+    )
+    return pipelined.claimed(logs, wake, next_wake)
 
-    def decide(found: pgclaim.Found) -> list[pgclaim.ClaimWrite]:
+
+async def claim_runs_on_loop(
+    on_loop: LoopClaimer,
+    claimer: Claimer,
+    clock: Clock,
+    *,
+    limit: int,
+    exclude: Collection[str] = (),
+    next_wake: bool = False,
+) -> Claimed | None:
+    """:func:`claim_runs` sent from the event loop (:mod:`statewf.store.loop_claim`):
+    PostgreSQL on statewf's own pools, no flow-control limits. None: nothing was
+    claimed and the claim must take :func:`claim_runs` (in a thread) instead."""
+    if limit <= 0:
+        return Claimed()
+    if claimer.limits.any:
+        return None
+    pipelined = _Pipelined(claimer, clock, limit)
+    answer = await on_loop.claim(
+        claimer.scope,
+        due_at=pipelined.due_at,
+        limit=limit,
+        exclude=exclude,
+        only=None,
+        decide=pipelined.decide,
+        next_wake=next_wake,
+        light_kind=KIND_STEP,
+    )
+    if answer is None:
+        return None
+    logs, wake = answer
+    return pipelined.claimed(logs, wake, next_wake)
+
+
+class _Pipelined:
+    """One pipelined claim's decision (``decide``, between its round trips, with the
+    runs locked) and what it took."""
+
+    def __init__(self, claimer: Claimer, clock: Clock, limit: int) -> None:
+        self.claimer = claimer
+        self.clock = clock
+        self.limit = limit
+        self.system = isinstance(clock, SystemClock)
+        self.due_at = None if self.system else clock.now()
+        self.planned: list[ClaimPlan] = []
+
+    def decide(self, found: pgclaim.Found) -> list[pgclaim.ClaimWrite]:
+        """The writes of the plan for the locked candidates (:func:`plan_claim`)."""
         # as load_claimable: the engine's clock decides due waits and stamps the rows,
         # read again once the locks are held; on the wall clock that is the database's
-        now = found.lease_now if due_at is None else due_at
-        later = found.locked_at if system else clock.now()
+        now = found.lease_now if self.due_at is None else self.due_at
+        later = found.locked_at if self.system else self.clock.now()
         loaded = Loaded(found.candidates, {}, {}, max(now, later), found.lease_now)
-        plan = plan_claim(claimer, loaded, limit)
-        planned.append(plan)
+        plan = plan_claim(self.claimer, loaded, self.limit)
+        self.planned.append(plan)
         writes = []
         for snap, previous, crashes in plan.dead:
             record, new = _dead_row(snap, previous, crashes, loaded.now)
@@ -337,23 +395,19 @@ def _claim_pipelined(
             )
         return writes
 
-    logs, wake = pgclaim.claim(
-        store,
-        claimer.scope,
-        due_at=due_at,
-        limit=limit,
-        exclude=exclude,
-        only=only,
-        decide=decide,
-        next_wake=next_wake,
-        light_kind=KIND_STEP,
-    )
-    done = Claimed(asked=next_wake, next_wake=wake)
-    if planned:
-        plan = planned[-1]
-        done.runs = [ClaimedRun(new, logs[new.id], lease) for _, _, new, lease in plan.claims]
-        done.dead = [snap.id for snap, _, _ in plan.dead]
-    return done
+    def claimed(
+        self,
+        logs: dict[str, list[TransitionRecord | StepRow]],
+        wake: datetime | None,
+        next_wake: bool,
+    ) -> Claimed:
+        """What the claim took, once committed."""
+        done = Claimed(asked=next_wake, next_wake=wake)
+        if self.planned:
+            plan = self.planned[-1]
+            done.runs = [ClaimedRun(new, logs[new.id], lease) for _, _, new, lease in plan.claims]
+            done.dead = [snap.id for snap, _, _ in plan.dead]
+        return done
 
 
 def _open_queues(scope: ClaimScope, limits: Limits, running: dict[str, int]) -> ClaimScope | None:

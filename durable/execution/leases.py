@@ -18,12 +18,21 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from durable.control.claim import Claimed, ClaimedRun, Claimer, Limits, claim, claim_runs
+from durable.control.claim import (
+    Claimed,
+    ClaimedRun,
+    Claimer,
+    Limits,
+    claim,
+    claim_runs,
+    claim_runs_on_loop,
+)
 from durable.execution.registry import Registry
 from durable.execution.writer import RunHost
 from statewf.errors import StatewfError
-from statewf.store import Tx
+from statewf.store import Tx, pgclaim
 from statewf.store.leases import ClaimScope, db_now, expire_all, extend, release, release_all
+from statewf.store.loop_claim import LoopClaimer
 
 log = logging.getLogger("durable")
 
@@ -48,6 +57,10 @@ class Leases:
     #: what else a heartbeat writes in its transaction (a worker's own row), given
     #: the number of runs executing and the database's time; None: nothing
     beat_row: Callable[[Tx, int, datetime], None] | None = None
+    #: the scheduler's claims sent from the event loop (PostgreSQL), once one was made
+    _on_loop: LoopClaimer | None = field(default=None, init=False, repr=False)
+    #: whether a scheduler pass was made
+    _passed: bool = field(default=False, init=False, repr=False)
 
     def until(self, tx: Tx) -> datetime:
         """When a lease taken or extended now (in ``tx``) runs out, on the database's clock."""
@@ -82,12 +95,32 @@ class Leases:
         if limit <= 0 or claimer is None:
             return Claimed()
         store, clock, excluded = self.host.store, self.host.clock, set(exclude)
-        claimed = await self.host.db(
-            lambda: claim_runs(store, claimer, clock, limit=limit, exclude=excluded, next_wake=True)
-        )
+        claimed: Claimed | None = None
+        on_loop = None if claimer.limits.any else self._loop_claimer()
+        # the first pass (at start-up) goes through a thread: the loop's connection is
+        # opened by a later one, not while the first runs open their own connections
+        # (opened together, they slow each other down)
+        first, self._passed = not self._passed, True
+        if on_loop is not None and not first:
+            # from the event loop itself: a woken run's claim hops to no thread
+            claimed = await claim_runs_on_loop(
+                on_loop, claimer, clock, limit=limit, exclude=excluded, next_wake=True
+            )
+        if claimed is None:
+            claimed = await self.host.db(
+                lambda: claim_runs(
+                    store, claimer, clock, limit=limit, exclude=excluded, next_wake=True
+                )
+            )
         for run_id in claimed.dead:
             log.error("run %s was moved to the dead letters", run_id)
         return claimed
+
+    def _loop_claimer(self) -> LoopClaimer | None:
+        """The claims and releases sent from the event loop (None: not on this store)."""
+        if self._on_loop is None and pgclaim.available(self.host.store):
+            self._on_loop = LoopClaimer(self.host.store)
+        return self._on_loop
 
     def _claimer(self, *, executing: bool, due: bool, own: Collection[str]) -> Claimer | None:
         """Who claims, what and for how long (None: this holder has no workflows)."""
@@ -144,7 +177,10 @@ class Leases:
                 return release(tx, self.owner, ids)
 
         try:
-            released = await self.host.db(release_sync)
+            on_loop = self._loop_claimer()
+            # from the event loop (PostgreSQL): one round trip, no thread hop
+            found = None if on_loop is None else await on_loop.release(self.owner, ids)
+            released = found if found is not None else await self.host.db(release_sync)
         except StatewfError as exc:  # the lease runs out by itself
             log.warning("could not release runs %s: %s", ids, exc)
             return False
@@ -157,6 +193,9 @@ class Leases:
         ``crashed``: runs whose execution crashed here; their leases are ended, not
         handed back, so the next claim (at once, by anyone) counts the crash.
         """
+        on_loop, self._on_loop = self._on_loop, None
+        if on_loop is not None:  # no claim is on its way: the scheduler has stopped
+            on_loop.close()
         try:
             with self.host.store.transaction() as tx:
                 count = release_all(tx, self.owner, keep=crashed)

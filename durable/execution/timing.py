@@ -21,7 +21,7 @@ from typing import Any
 from statewf.clock import Clock, SystemClock
 from statewf.errors import StatewfError
 from statewf.store import SqlStore
-from statewf.store.runs import WakeListener
+from statewf.store.listen import LoopListener
 
 log = logging.getLogger("durable")
 
@@ -76,14 +76,15 @@ class WakeLoop:
         self.poll_interval = poll_interval
         self._poke = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listener: WakeListener | None = None
+        self._listener: LoopListener | None = None
 
     def start(self, listen: SqlStore | None = None) -> None:
         """Start the loop as a task of the running event loop."""
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name=self.name)
         if listen is not None:
-            self._listener = WakeListener(listen, lambda: loop.call_soon_threadsafe(self._poke.set))
+            # read by the loop itself: a notification pokes the loop with no thread between
+            self._listener = LoopListener(listen, self._poke.set)
             self._listener.start()
 
     def poke(self) -> None:
@@ -93,7 +94,7 @@ class WakeLoop:
     async def stop(self) -> None:
         """Stop the loop (and its listener) and wait until it has stopped."""
         if self._listener is not None:
-            self._listener.stop()
+            await self._listener.stop()
             self._listener = None
         if self._task is not None:
             await stop_task(self._task)

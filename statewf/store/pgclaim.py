@@ -46,6 +46,7 @@ from sqlalchemy import (
     bindparam,
     func,
     literal_column,
+    null,
     or_,
     select,
     true,
@@ -55,6 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import ClauseElement
 
 from statewf.errors import ConcurrencyConflict
 from statewf.records import Instance, StepRow, TransitionRecord
@@ -109,8 +111,43 @@ class _Statements:
     json_params: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Expressions:
+    """The claim's statements as SQLAlchemy expressions (compiled by each driver path)."""
+
+    candidates: ClauseElement
+    candidates_one: ClauseElement
+    write: ClauseElement
+    logs: ClauseElement
+    #: the logs read for replay: rows of the parameter ``light_kind`` as step rows
+    logs_replay: ClauseElement
+    next_wake: ClauseElement
+    #: a holder's leases on some runs given up: (id, wake_at) of each released one
+    release: ClauseElement
+    columns: tuple[str, ...]
+    json_params: tuple[str, ...]
+
+
 @functools.lru_cache(maxsize=64)
 def _statements(tables: Tables, dialect: Dialect) -> _Statements:
+    built = expressions(tables)
+    return _Statements(
+        candidates=str(built.candidates.compile(dialect=dialect)),
+        candidates_one=str(built.candidates_one.compile(dialect=dialect)),
+        write=str(built.write.compile(dialect=dialect)),
+        logs=str(built.logs.compile(dialect=dialect)),
+        logs_replay=str(built.logs_replay.compile(dialect=dialect)),
+        next_wake=str(built.next_wake.compile(dialect=dialect)),
+        columns=built.columns,
+        json_params=built.json_params,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def expressions(tables: Tables) -> Expressions:
+    """The claim's statements for these tables: the candidates' locking select (all, or
+    ``only`` one), the conditional write of one run, the runs' logs, the next wake-up,
+    and a holder's release of its leases."""
     t = tables.instances
     c = t.c
     texts = ARRAY(String)
@@ -201,13 +238,17 @@ def _statements(tables: Tables, dialect: Dialect) -> _Statements:
         if col.name in (*prebuilt.MUTABLE_FIELDS, *logrows.RECORD_FIELDS)
         and isinstance(col.type, JSON)
     )
-    return _Statements(
-        candidates=str(query.compile(dialect=dialect)),
-        candidates_one=str(one.compile(dialect=dialect)),
-        write=str(write.compile(dialect=dialect)),
-        logs=str(logs.compile(dialect=dialect)),
-        logs_replay=str(logs_replay.compile(dialect=dialect)),
-        next_wake=str(waiting.compile(dialect=dialect)),
+    return Expressions(
+        candidates=query,
+        candidates_one=one,
+        write=write,
+        logs=logs,
+        logs_replay=logs_replay,
+        next_wake=waiting,
+        release=update(t)
+        .where(c.id == any_(bindparam("ids", type_=texts)), c.lease_owner == bindparam("owner"))
+        .values(lease_owner=null(), lease_expires_at=null())
+        .returning(c.id, c.wake_at),
         columns=(*(col.name for col in t.c), "lease_now", "locked_at"),
         json_params=json_params,
     )
@@ -248,7 +289,7 @@ def claim(
     if not scope.versions:
         return {}, None
     built = _statements(store.tables, store.engine.dialect)
-    params = _candidate_params(scope, due_at, limit, exclude, only)
+    params = candidate_params(scope, due_at, limit, exclude, only)
     sql = built.candidates if only is None else built.candidates_one
     lock = limit > 0 and (scope.executing or scope.due)
     if not lock and not next_wake:
@@ -276,10 +317,10 @@ def claim(
         with conn.pipeline():
             if lock:
                 cur.execute(sql, params, prepare=True)
-                found = _found(built, cur.fetchall())  # BEGIN, then the select
-                writes = decide(found) if found is not None else ()
+                locked = found(built.columns, cur.fetchall())  # BEGIN, then the select
+                writes = decide(locked) if locked is not None else ()
             for write in writes:
-                cur.execute(built.write, _write_params(built, write), prepare=True)
+                cur.execute(built.write, write_params(built.json_params, write), prepare=True)
             if writes:
                 logs = conn.cursor()
                 ids = [w.snapshot.id for w in writes]
@@ -292,15 +333,10 @@ def claim(
                 waiting = conn.cursor()
                 waiting.execute(built.next_wake, params, prepare=True)
             conn.commit()  # the writes, the reads after them and COMMIT: one round trip
-        wake = _utc(waiting.fetchone()[0]) if next_wake else None  # type: ignore[index]
+        wake = utc(waiting.fetchone()[0]) if next_wake else None  # type: ignore[index]
         if not writes:
             return {}, wake
-        if light_kind is not None:
-            return logrows.replay_records(logs.fetchall(), light_kind), wake
-        by_run: dict[str, list[TransitionRecord | StepRow]] = {}
-        for record in logrows.records(logs.fetchall()):
-            by_run.setdefault(record.instance_id, []).append(record)
-        return by_run, wake
+        return logs_by_run(logs.fetchall(), light_kind), wake
 
     try:
         return fast.run(work)
@@ -314,13 +350,27 @@ def claim(
         raise driver_errors.wrap(exc, store.url, store.tables.transitions.name) from exc
 
 
-def _candidate_params(
+def logs_by_run(
+    rows: Sequence[Any], light_kind: str | None = None
+) -> dict[str, list[TransitionRecord | StepRow]]:
+    """The claimed runs' log rows (the ``logs`` statement's, as the driver returns them;
+    with ``light_kind`` the ``logs_replay`` statement's) as records, by run id."""
+    if light_kind is not None:
+        return logrows.replay_records(rows, light_kind)
+    by_run: dict[str, list[TransitionRecord | StepRow]] = {}
+    for record in logrows.records(rows):
+        by_run.setdefault(record.instance_id, []).append(record)
+    return by_run
+
+
+def candidate_params(
     scope: ClaimScope,
     due_at: datetime | None,
     limit: int,
     exclude: Collection[str],
     only: str | None,
 ) -> dict[str, Any]:
+    """The parameters of the candidates' and the next wake-up's statements."""
     return {
         "kind": scope.kind,
         "v_names": text_array(name for name, _ in scope.versions),
@@ -345,11 +395,11 @@ def _json_text(value: Any) -> str:
     return pydantic_core.to_json(value).decode()
 
 
-def _found(built: _Statements, rows: list[tuple[Any, ...]]) -> Found | None:
+def found(columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> Found | None:
     """The locked candidates, best first, and the clock around their locks (None: none)."""
     if not rows:
         return None
-    names = built.columns
+    names = columns
     candidates = []
     locked_at = None
     for row in rows:
@@ -374,18 +424,20 @@ def _found(built: _Statements, rows: list[tuple[Any, ...]]) -> Found | None:
     return Found(candidates, lease_now, locked_at)
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def utc(value: datetime | None) -> datetime | None:
+    """An instant from the driver in UTC (None stays None)."""
     return value.astimezone(UTC) if value is not None else None
 
 
-def _write_params(built: _Statements, write: ClaimWrite) -> dict[str, Any]:
+def write_params(json_params: tuple[str, ...], write: ClaimWrite) -> dict[str, Any]:
+    """The parameters of one run's conditional write, its JSON ones as text."""
     params = prebuilt.conditional_params(
         write.snapshot, write.record, write.expected_version, False
     )
     params["l_owner"] = write.lease_owner
     params["l_expires_at"] = write.lease_expires_at
     params["l_epoch"] = write.lease_epoch
-    for name in built.json_params:
+    for name in json_params:
         value = params.get(name)
         if value is not None:
             params[name] = _json_text(value)

@@ -1,0 +1,513 @@
+"""The scheduler's claim on PostgreSQL sent from the event loop itself: no thread hop.
+
+:mod:`statewf.store.pgclaim` runs the claim's transaction in a thread of the engine's
+pool, on psycopg's pipeline: the event loop hands the claim to the thread and waits
+for it to hand the answer back, and psycopg's own machinery per statement (its
+queries, its generators, its waits) costs more CPU than the server spends on them. A
+woken run's claim lies on the path from an event to the run's next step, so here the
+same statements, with the same parameters, go from the event loop straight to libpq
+(psycopg keeps every connection in libpq's nonblocking mode), in libpq's pipeline
+mode, while the loop watches the connection's socket:
+
+1. the candidates' ``SELECT ... FOR UPDATE SKIP LOCKED`` and a flush request: the
+   server answers at once and keeps the transaction (an implicit one: no ``BEGIN``
+   needed) open with the rows locked;
+2. once the caller has decided in Python what to write: one conditional write per
+   run, the claimed runs' logs, the next wake-up if asked, and the pipeline's sync,
+   which commits (or, after a failed statement, rolls everything back).
+
+The rows stay locked from the select to the commit, as on the thread path, so every
+guarantee of that claim holds. The statements are prepared on the connection when it
+is opened (in a thread, once); their parameters go as text, as
+:mod:`statewf.store.pg_write` sends a step's. A parameter without a text form here
+(a NUL in a string, a naive instant) makes :meth:`LoopClaimer.claim` answer None
+before anything is written: the caller then claims on the thread path. A connection
+that fails, or whose claim is cancelled half-way, is dropped (the server rolls back
+what was not committed), and the pools are told as on the thread path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import zlib
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import psycopg
+from psycopg import pq
+from psycopg.adapt import Transformer
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from statewf.errors import ConcurrencyConflict
+from statewf.records import StepRow, TransitionRecord
+from statewf.store import driver_errors, logrows, pgclaim
+from statewf.store.leases import ClaimScope
+from statewf.store.pg_write import text_array
+from statewf.store.schema import Tables
+from statewf.store.sql import SqlStore
+
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_FATAL = pq.ExecStatus.FATAL_ERROR
+_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_IDLE = pq.TransactionStatus.IDLE
+_BAD = pq.ConnStatus.BAD
+#: This transaction's commit does not wait for the WAL flush (a release's).
+_ASYNC_COMMIT = b"SELECT set_config('synchronous_commit', 'off', true)"
+T = TypeVar("T")
+
+#: What :meth:`LoopClaimer.claim` answers: the written runs' logs, and the next wake-up.
+Answer = tuple[dict[str, list[TransitionRecord | StepRow]], datetime | None]
+
+
+class NoTextForm(Exception):
+    """A parameter has no text form here: the claim goes the thread path instead."""
+
+
+class _Unwatchable(Exception):
+    """The event loop cannot watch sockets (Windows' proactor): the thread path."""
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """One prepared statement: its name on the connection, its SQL, its parameters."""
+
+    name: bytes
+    sql: bytes
+    params: tuple[str, ...]
+
+    def args(self, values: dict[str, Any]) -> list[bytes | None]:
+        """The parameters in order, as text (None: NULL); :class:`NoTextForm` if one has none."""
+        out: list[bytes | None] = []
+        for name in self.params:
+            value = values[name]
+            if value is None:
+                out.append(None)
+                continue
+            text = _text(value)
+            if text is None:
+                raise NoTextForm(name)
+            out.append(text)
+        return out
+
+
+def _text(value: Any) -> bytes | None:
+    """A parameter in PostgreSQL's text input form, or None if it has none here."""
+    kind = type(value)
+    if kind is str:
+        return None if "\x00" in value else cast(str, value).encode()
+    if kind is bool:
+        return b"t" if value else b"f"
+    if kind is int:
+        return str(value).encode()
+    if kind is datetime and value.tzinfo is not None:
+        return cast(datetime, value).isoformat().encode()
+    return None
+
+
+@dataclass(frozen=True)
+class _Statements:
+    candidates: _Statement
+    candidates_one: _Statement
+    write: _Statement
+    logs: _Statement
+    logs_replay: _Statement
+    next_wake: _Statement
+    release: _Statement
+    columns: tuple[str, ...]
+    json_params: tuple[str, ...]
+
+    def all(self) -> tuple[_Statement, ...]:
+        """Every statement, to prepare on a new connection."""
+        return (
+            self.candidates,
+            self.candidates_one,
+            self.write,
+            self.logs,
+            self.logs_replay,
+            self.next_wake,
+            self.release,
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _statements(tables: Tables) -> _Statements:
+    built = pgclaim.expressions(tables)
+    dialect = psycopg_dialect.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+    t = tables.instances
+    tag = f"{zlib.crc32(f'{t.schema}.{t.name}'.encode()):08x}"
+
+    def compiled(name: str) -> _Statement:
+        done = getattr(built, name).compile(dialect=dialect)
+        assert isinstance(done, SQLCompiler)
+        params = tuple(done.positiontup or ())
+        return _Statement(f"statewf_claim_{tag}_{name}".encode(), str(done).encode(), params)
+
+    return _Statements(
+        candidates=compiled("candidates"),
+        candidates_one=compiled("candidates_one"),
+        write=compiled("write"),
+        logs=compiled("logs"),
+        logs_replay=compiled("logs_replay"),
+        next_wake=compiled("next_wake"),
+        release=compiled("release"),
+        columns=built.columns,
+        json_params=built.json_params,
+    )
+
+
+class _Connection:
+    """One kept autocommit connection of the store's pool, the claim's statements
+    prepared on it, read from the event loop."""
+
+    def __init__(self, raw: PoolProxiedConnection, conn: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+        self.pgconn = conn.pgconn
+        self.encoding = conn.info.encoding
+        self.loader = Transformer(conn)
+        self.fd = self.pgconn.socket
+        self.closed = False
+
+    @classmethod
+    def open(cls, store: SqlStore, statements: _Statements) -> _Connection:
+        """Check a connection out and prepare the statements on it. Blocking: in a thread."""
+        fast = store.fast_path
+        assert fast is not None
+        raw = fast.engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            assert isinstance(conn, psycopg.Connection)
+            for statement in statements.all():
+                result = conn.pgconn.prepare(statement.name, statement.sql)
+                if result.status != _COMMAND_OK:
+                    error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+                    if error.sqlstate != "42P05":  # prepared already on this connection
+                        raise error
+        except BaseException:
+            raw.invalidate()
+            raise
+        return cls(raw, conn)
+
+    def rows(self, result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+        """A result's rows as tuples of Python values (psycopg's loaders, as a cursor's)."""
+        self.loader.set_pgresult(result)
+        return self.loader.load_rows(0, result.ntuples, tuple)
+
+    def error(self, result: pq.abc.PGresult) -> psycopg.Error:
+        """The psycopg error of a failed result."""
+        return psycopg.errors.error_from_result(result, encoding=self.encoding)
+
+    def close(self, *, lost: bool = False) -> None:
+        """Give the connection back to the pool (``lost``, or not idle: discard it)."""
+        if self.closed:
+            return
+        self.closed = True
+        pgconn = self.pgconn
+        if (
+            lost
+            or pgconn.pipeline_status != pq.PipelineStatus.OFF
+            or (pgconn.transaction_status != _IDLE)
+        ):
+            self.raw.invalidate()
+        else:
+            self.raw.close()
+
+
+#: Most connections one claimer keeps: claims and releases on their way at once.
+KEEP = 3
+
+
+class LoopClaimer:
+    """Claims and releases of one store sent from the running event loop (PostgreSQL,
+    statewf's own pools), each on one of the connections it keeps."""
+
+    def __init__(self, store: SqlStore) -> None:
+        if store.fast_path is None:
+            raise RuntimeError("LoopClaimer needs PostgreSQL on statewf's own pools")
+        self.store = store
+        self.statements = _statements(store.tables)
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(KEEP)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: a loop that cannot watch sockets: its claims take the thread path
+        self._unwatchable: asyncio.AbstractEventLoop | None = None
+
+    def close(self) -> None:
+        """Give the kept connections back (call it when no claim is on its way)."""
+        while self._idle:
+            self._idle.pop().close()
+
+    async def claim(
+        self,
+        scope: ClaimScope,
+        *,
+        due_at: datetime | None,
+        limit: int,
+        exclude: Collection[str],
+        only: str | None,
+        decide: Callable[[pgclaim.Found], Sequence[pgclaim.ClaimWrite]],
+        next_wake: bool = False,
+        light_kind: str | None = None,
+    ) -> Answer | None:
+        """:func:`statewf.store.pgclaim.claim`, from the event loop; None (nothing
+        written, nothing held) when a parameter needs the thread path."""
+        if not scope.versions:
+            return {}, None
+        lock = limit > 0 and (scope.executing or scope.due)
+        if not lock and not next_wake:
+            return {}, None
+        built = self.statements
+        params = pgclaim.candidate_params(scope, due_at, limit, exclude, only)
+        select = built.candidates if only is None else built.candidates_one
+        try:
+            select_args = select.args(params)
+            wake_args = built.next_wake.args(params) if next_wake else None
+        except NoTextForm:
+            return None
+        try:
+            return await self._run(
+                lambda claim: claim.run(lock, select, select_args, wake_args, decide, light_kind)
+            )
+        except (NoTextForm, _Unwatchable):
+            return None
+
+    async def release(
+        self, owner: str, run_ids: Collection[str]
+    ) -> list[tuple[str, datetime | None]] | None:
+        """Give up ``owner``'s leases on these runs; (id, wake_at) of each released one
+        (:func:`statewf.store.leases.release`, in one round trip). None: a NUL in a
+        name, which the text protocol cannot carry (the thread path then).
+
+        Committed without waiting for the WAL flush (``synchronous_commit`` off for this
+        transaction only): a release lost with a crash of the server leaves the lease to
+        run out, which is what a holder that died does; and whoever claims a run after
+        the release flushes it with its own commit, which comes later in the WAL.
+        """
+        if not run_ids:
+            return []
+        ids = text_array(run_ids)
+        release = self.statements.release
+        try:
+            args = release.args({"ids": ids, "owner": owner})
+            return await self._run(lambda claim: claim.release(release, args))
+        except (NoTextForm, _Unwatchable):
+            return None
+
+    async def _run(self, work: Callable[[_Claim], Awaitable[T]]) -> T:
+        """``work`` on a kept connection (opened if none is idle), at most :data:`KEEP`
+        at once; a connection that fails is dropped."""
+        loop = asyncio.get_running_loop()
+        if loop is self._unwatchable:
+            raise _Unwatchable()
+        if loop is not self._loop:  # an engine used from a new event loop
+            self._loop, self._slots = loop, asyncio.Semaphore(KEEP)
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._open()
+            try:
+                result = await work(_Claim(conn, self.statements))
+            except psycopg.Error as exc:
+                lost = _broken(conn, exc)
+                conn.close(lost=lost)
+                if lost:
+                    fast = self.store.fast_path
+                    assert fast is not None
+                    fast.on_lost()
+                if isinstance(
+                    exc, (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation)
+                ):
+                    raise ConcurrencyConflict(
+                        "a claimed run changed while it was being claimed; claim again"
+                    ) from exc
+                raise driver_errors.wrap_driver(exc, self.store.url) from exc
+            except NoTextForm:  # raised with the transaction ended: the connection is fine
+                self._idle.append(conn)
+                raise
+            except NotImplementedError:  # add_reader: nothing was sent
+                self._unwatchable = loop
+                self._idle.append(conn)
+                raise _Unwatchable() from None
+            except BaseException:
+                # cancelled half-way, say: the server rolls back what was not committed
+                # when it sees the connection go
+                conn.close(lost=True)
+                raise
+            self._idle.append(conn)
+            return result
+
+    async def _open(self) -> _Connection:
+        try:
+            return await asyncio.to_thread(_Connection.open, self.store, self.statements)
+        except psycopg.Error as exc:
+            raise driver_errors.wrap_driver(exc, self.store.url) from exc
+        except DBAPIError as exc:  # no connection to be had
+            raise driver_errors.wrap(
+                exc, self.store.url, self.store.tables.transitions.name
+            ) from exc
+
+
+def _broken(conn: _Connection, exc: psycopg.Error) -> bool:
+    return isinstance(exc, psycopg.OperationalError) or conn.pgconn.status == _BAD
+
+
+class _Claim:
+    """One claim's two round trips on a connection in libpq's pipeline mode."""
+
+    def __init__(self, conn: _Connection, built: _Statements) -> None:
+        self.conn = conn
+        self.built = built
+        self.loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[None] | None = None
+
+    async def run(
+        self,
+        lock: bool,
+        select: _Statement,
+        select_args: list[bytes | None],
+        wake_args: list[bytes | None] | None,
+        decide: Callable[[pgclaim.Found], Sequence[pgclaim.ClaimWrite]],
+        light_kind: str | None,
+    ) -> Answer:
+        pgconn = self.conn.pgconn
+        built = self.built
+        self.loop.add_reader(self.conn.fd, self._readable)
+        try:
+            pgconn.enter_pipeline_mode()
+            writes: Sequence[pgclaim.ClaimWrite] = ()
+            write_args: list[list[bytes | None]] = []
+            logs_args: list[bytes | None] = []
+            if lock:
+                # the select, then a flush request: its rows come back, the
+                # transaction stays open with them locked
+                pgconn.send_query_prepared(select.name, _wire(select_args))
+                pgconn.send_flush_request()
+                (rows,) = await self._results(1, sync=False)
+                assert rows is not None
+                locked = pgclaim.found(built.columns, self.conn.rows(rows))
+                writes = decide(locked) if locked is not None else ()
+                try:
+                    write_args = [
+                        built.write.args(pgclaim.write_params(built.json_params, write))
+                        for write in writes
+                    ]
+                    ids = text_array(w.snapshot.id for w in writes)
+                    if light_kind is None:
+                        logs_args = built.logs.args({"ids": ids})
+                    else:
+                        replay = {"ids": ids, logrows.LIGHT_KIND: light_kind}
+                        logs_args = built.logs_replay.args(replay)
+                except NoTextForm:
+                    await self._results(0, sync=True)  # ends the transaction: nothing written
+                    pgconn.exit_pipeline_mode()
+                    raise
+            for args in write_args:
+                pgconn.send_query_prepared(built.write.name, _wire(args))
+            if writes:
+                read = built.logs if light_kind is None else built.logs_replay
+                pgconn.send_query_prepared(read.name, _wire(logs_args))
+            if wake_args is not None:
+                pgconn.send_query_prepared(built.next_wake.name, _wire(wake_args))
+            count = len(write_args) + (1 if writes else 0) + (1 if wake_args is not None else 0)
+            # the writes, the reads after them and the commit: one round trip
+            results = await self._results(count, sync=True)
+            pgconn.exit_pipeline_mode()
+        finally:
+            self.loop.remove_reader(self.conn.fd)
+        wake = None
+        if wake_args is not None:
+            last = results[-1]
+            assert last is not None
+            wake = pgclaim.utc(self.conn.rows(last)[0][0])
+        if not writes:
+            return {}, wake
+        logs = results[len(write_args)]
+        assert logs is not None
+        return pgclaim.logs_by_run(self.conn.rows(logs), light_kind), wake
+
+    async def release(
+        self, release: _Statement, args: list[bytes | None]
+    ) -> list[tuple[str, datetime | None]]:
+        """The release's one round trip: its commit not waiting for the WAL flush."""
+        pgconn = self.conn.pgconn
+        self.loop.add_reader(self.conn.fd, self._readable)
+        try:
+            pgconn.enter_pipeline_mode()
+            pgconn.send_query_params(_ASYNC_COMMIT, None)
+            pgconn.send_query_prepared(release.name, _wire(args))
+            _, rows = await self._results(2, sync=True)
+            pgconn.exit_pipeline_mode()
+        finally:
+            self.loop.remove_reader(self.conn.fd)
+        assert rows is not None
+        return [(str(i), pgclaim.utc(w)) for i, w in self.conn.rows(rows)]
+
+    def _readable(self) -> None:
+        if self._ready is not None:
+            _settle(self._ready)
+
+    async def _wait(self) -> None:
+        self._ready = self.loop.create_future()
+        try:
+            await self._ready
+        finally:
+            self._ready = None
+
+    async def _flush(self) -> None:
+        pgconn = self.conn.pgconn
+        while pgconn.flush():  # more to send than the socket took at once
+            done = self.loop.create_future()
+            self.loop.add_writer(self.conn.fd, _settle, done)
+            try:
+                await done
+            finally:
+                self.loop.remove_writer(self.conn.fd)
+
+    async def _results(self, commands: int, *, sync: bool) -> list[pq.abc.PGresult | None]:
+        """Send what is queued (with a sync: commit), then read ``commands`` results
+        (each command's first); raise the first failed one's error, after the sync."""
+        pgconn = self.conn.pgconn
+        if sync:
+            pgconn.pipeline_sync()
+        await self._flush()
+        results: list[pq.abc.PGresult | None] = []
+        current: pq.abc.PGresult | None = None
+        error: psycopg.Error | None = None
+        synced = not sync
+        while len(results) < commands or not synced:
+            if pgconn.is_busy():
+                await self._wait()  # the socket is readable (level-triggered: never missed)
+                pgconn.consume_input()
+                if pgconn.status == _BAD:
+                    raise psycopg.OperationalError("the connection to the server was lost")
+                continue
+            result = pgconn.get_result()
+            if result is None:  # the end of one command's results
+                results.append(current)
+                current = None
+            elif result.status == _SYNC:
+                synced = True
+            else:
+                if result.status == _FATAL and error is None:
+                    error = self.conn.error(result)
+                if current is None:
+                    current = result
+        if error is not None:
+            if sync:
+                pgconn.exit_pipeline_mode()
+            raise error
+        return results
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _wire(args: list[bytes | None]) -> Sequence[bytes]:
+    # libpq takes None for a NULL (psycopg's own calls pass it; its stubs say bytes)
+    return cast("Sequence[bytes]", args)
