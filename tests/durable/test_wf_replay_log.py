@@ -8,6 +8,7 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import wf_flows
 from wf_flows import Make, until
 
@@ -18,6 +19,7 @@ from durable.log.records import KIND_STEP
 from durable.log.replay import History, RecordedStep
 from statewf.records import StepRow, TransitionRecord
 from statewf.store.leases import ClaimScope
+from statewf.store.loop_claim import LoopClaimer
 from statewf.store.runs import load_replay, load_run, replay_logs, run_logs
 
 
@@ -161,6 +163,41 @@ def test_a_claim_reads_the_log_for_replay(make_engine: Make, clock: Any) -> None
             finished = await engine.wait_for_run(run.id, timeout=30)
         assert finished.status == "completed", finished
         assert finished.output == sum(range(12)) + 100 + 1000
+
+    asyncio.run(main())
+
+
+def test_a_claim_from_the_event_loop_reads_the_log_for_replay(
+    make_engine: Make, clock: Any
+) -> None:
+    """The scheduler's claim sent from the event loop (PostgreSQL) reads the same replay
+    log as the thread's claim: steps light, every other row full."""
+
+    async def main() -> None:
+        async with make_engine(workflows=[napper], poll_interval=0.02) as engine:
+            run = await engine.start_workflow("napper")
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the sleep")
+        clock.advance(20)
+        store = engine.engine.store
+        if store.fast_path is None:
+            pytest.skip("the claim from the event loop is PostgreSQL's")
+        scope = ClaimScope(kind="workflow", versions=[("napper", napper.version)], owner="me")
+        claimer = claiming.Claimer(owner="me", scope=scope, lease_for=timedelta(seconds=60))
+        on_loop = LoopClaimer(store)
+        try:
+            done = await claiming.claim_runs_on_loop(on_loop, claimer, clock, limit=10)
+        finally:
+            on_loop.close()
+        assert done is not None
+        assert [c.snapshot.id for c in done.runs] == [run.id]
+        claimed = done.runs[0]
+        with store.transaction(readonly=True) as tx:
+            light = load_replay(tx, run.id, KIND_STEP)
+        assert light is not None
+        assert claimed.snapshot == light[0]
+        assert claimed.records == light[1]
+        assert sum(isinstance(row, StepRow) for row in claimed.records) >= 12
+        assert claimed.records[-1].kind == "wake"
 
     asyncio.run(main())
 
