@@ -192,10 +192,11 @@ def decide(
     direct = compiled.direct.get((state, event))
     if direct is not None:
         # no code to call: no hook sees or changes the context, so it is not copied;
-        # with a model it is still validated (an invalid one is rejected as on the
-        # hooks' path); effects only record their names
+        # with a model it is still loaded as the hooks' path loads it (a private copy
+        # validated: an invalid one is rejected, a validator never sees the snapshot's
+        # own dict); effects only record their names
         if spec.context is not None:
-            spec.context.model_validate(snapshot.context)
+            load_context(compiled, snapshot.context)
         effects = compiled.direct_effects[(state, event)]
         return _decided(spec, snapshot, event, now, direct, payload_json, {}, (), effects)
     where = _where(compiled, snapshot)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
 from statewf import EventRejected, Machine, State, StatewfError, effect, transition
 from statewf.adapter import CompiledMachine
@@ -190,3 +190,31 @@ def test_a_stored_context_its_model_refuses_is_refused_on_the_direct_path_too() 
     for compiled in (fast, slow):
         with pytest.raises(ValidationError):
             decide(compiled, bad, "GO", None, T0)
+
+
+class Filling(BaseModel):
+    """A model whose before-validator fills a default into the data it is given."""
+
+    n: int = 0
+    seen: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def fill(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data["seen"] = data.get("seen", 0) + 1  # in place, as such validators do
+        return data
+
+
+def test_a_validator_on_the_direct_path_never_sees_the_snapshots_own_context() -> None:
+    machine = Machine(
+        "filling", initial="a", context=Filling, states={"a": State(on={"GO": "b"}), "b": State()}
+    )
+    compiled = CompiledMachine(machine)
+    assert ("a", "GO") in compiled.direct
+    snapshot = start(compiled, instance_id="i", context={"n": 1}, now=T0).snapshot
+    before = dict(snapshot.context)
+    decision = decide(compiled, snapshot, "GO", None, T0)
+    assert snapshot.context == before
+    assert decision.snapshot.context == before
+    assert decision.record.context_set == {}
