@@ -18,7 +18,7 @@ from statewf.engine import Engine, check_id
 from statewf.errors import DuplicateInstance, InvalidInput
 from statewf.fold import apply
 from statewf.records import Instance, TransitionRecord
-from statewf.store import DatabaseEngine, SqlStore
+from statewf.store import DatabaseEngine, SqlStore, browse
 from statewf.store.leases import db_now
 from statewf.store.runs import notify_wake
 
@@ -92,6 +92,22 @@ def insert_run(
         "run_id or omit it to get a generated one",
         instance_id=snapshot.id,
     )
+
+
+def committed_start(store: SqlStore, run_id: str, columns: dict[str, Any]) -> datetime | None:
+    """After a start whose connection was lost under it: the lease expiry if the run's
+    row is there, leased as that start leased it (owner and epoch), so it committed;
+    None if it is not (the start may be made again). Store errors raise."""
+    with store.transaction(readonly=True) as tx:
+        found = browse.routes_of(tx, [run_id]).get(run_id)
+    if found is None:
+        return None
+    ours = (found["lease_owner"], found["lease_epoch"]) == (
+        columns.get("lease_owner"),
+        columns.get("lease_epoch"),
+    )
+    expires: datetime | None = found["lease_expires_at"]
+    return expires if ours and found["lease_owner"] is not None else None
 
 
 def _same_owner(existing: Instance, key: str, resource_id: str | None) -> Instance:

@@ -31,13 +31,13 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from durable.authoring.signals import Stop, WorkflowSignal
-from durable.control.start import insert_run
+from durable.control.start import committed_start, insert_run
 from durable.execution.batching import RowBatcher
 from durable.execution.lifecycle import Lifecycle, Mode, Phase
 from durable.log.records import KIND_STEP, KIND_STEP_FAILED, PAUSED, TERMINAL
 from statewf.appending import Move, append, next_row
 from statewf.clock import Clock
-from statewf.errors import ConcurrencyConflict, StoreError
+from statewf.errors import ConcurrencyConflict, DuplicateInstance, StoreError
 from statewf.records import Instance, TransitionRecord
 from statewf.store import SqlStore, Tx, pg_start
 from statewf.store.batched import Row, loop_writable
@@ -123,10 +123,45 @@ class RunHost:
             if args is not None:
                 answer = await self.batcher.statement(pg_start.START_STATEMENT, args)
             if answer is not None:
-                until = pg_start.started(store, *answer)
+                try:
+                    until = pg_start.started(store, *answer)
+                except StoreError:
+                    # the connection went under the statement: committed or not? The
+                    # row says (read on another connection); not there: start it anew
+                    return await self._start_again(snapshot, record, columns, lease_for)
                 if until is not None:
                     return True, None, until
         return await self.db(insert_run, store, snapshot, record, columns, False, lease_for)
+
+    async def _start_again(
+        self,
+        snapshot: Instance,
+        record: TransitionRecord,
+        columns: dict[str, Any],
+        lease_for: timedelta,
+    ) -> tuple[bool, Instance | None, datetime | None]:
+        """A start whose statement's connection was lost: started if its row is there,
+        leased as it leased it; else the transaction's path, which may find the lost
+        statement committed after all (the same check then)."""
+        store = self.store
+        until = await self.db(committed_start, store, snapshot.id, columns)
+        if until is not None:
+            return True, None, until
+        taken: DuplicateInstance | None = None
+        try:
+            answer = await self.db(insert_run, store, snapshot, record, columns, False, lease_for)
+        except DuplicateInstance as exc:
+            answer, taken = None, exc
+        if answer is not None and (answer[1] is None or answer[1].id != snapshot.id):
+            return answer  # inserted now, or another run holds the key
+        # the lost statement committed after all (the insert waited for it)
+        until = await self.db(committed_start, store, snapshot.id, columns)
+        if until is not None:
+            return True, None, until
+        if taken is not None:
+            raise taken
+        assert answer is not None
+        return answer
 
     def close(self) -> None:
         """Stop the shared-commit writer's threads (after the last write)."""

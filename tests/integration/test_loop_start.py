@@ -283,3 +283,50 @@ def test_a_start_whose_commit_fails_is_not_reported_started(
     assert seen == [True]  # the loop's statement was sent
     assert stored == (0,)
     assert started is None  # refused, not a run that does not exist
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-sent"])
+@pytest.mark.parametrize("key", [None, "order-7"])
+def test_a_start_whose_connection_is_lost_under_it_runs_once(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch, committed: bool, key: str | None
+) -> None:
+    """The loop connection goes under the start's statement, before or after it
+    committed: the start is not reported failed for a run that is there, nor inserted
+    twice; the run executes once, by this engine."""
+    require_postgres()
+    statement = batching.RowBatcher.statement
+    lost: list[bytes] = []
+
+    async def lose(self: Any, name: bytes, args: Any) -> Any:
+        if name != pg_start.START_STATEMENT or lost:
+            return await statement(self, name, args)
+        lost.append(name)
+        if committed:
+            assert await statement(self, name, args) is not None  # it ran, it committed
+        return None, psycopg.OperationalError("server closed the connection unexpectedly")
+
+    store = statewf.Engine(PG_URL, schema=pg_schema)
+
+    async def main() -> tuple[Any, Any]:
+        async with durable.WorkflowEngine(store, workflows=[quick]) as engine:
+            warm = await engine.start_workflow(quick, 0)
+            await engine.wait_for_run(warm.id, timeout=30)
+            monkeypatch.setattr(batching.RowBatcher, "statement", lose)
+            run = await engine.start_workflow(quick, 5, idempotency_key=key)
+            done = await engine.wait_for_run(run.id, timeout=30)
+            again = await engine.start_workflow(quick, 5, idempotency_key=key) if key else None
+            return done, again
+
+    try:
+        done, again = asyncio.run(main())
+        assert lost == [pg_start.START_STATEMENT]
+        assert done.status == "completed"
+        assert done.output == 5
+        if again is not None:
+            assert again.id == done.id  # the key names the one run
+        log = store.history(done.id)
+        kinds = [r.kind for r in log]
+        assert kinds.count("create") == 1
+        assert kinds.count("step") == 1
+    finally:
+        store.close()
