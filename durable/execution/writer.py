@@ -131,6 +131,8 @@ class RunHost:
                     return await self._start_again(snapshot, record, columns, lease_for)
                 if until is not None:
                     return True, None, until
+                if pg_start.refused(answer[0]):  # it may have committed all the same
+                    return await self._start_again(snapshot, record, columns, lease_for)
         return await self.db(insert_run, store, snapshot, record, columns, False, lease_for)
 
     async def _start_again(

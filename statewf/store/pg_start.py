@@ -148,3 +148,10 @@ def started(store: SqlStore, result: Result | None, error: BaseException | None)
         return None
     text = bytes(result.get_value(0, 0) or b"").decode()
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def refused(result: Result | None) -> bool:
+    """Whether the statement came back with an error (not: inserted, or nothing to
+    insert because the id or key is taken). A commit can be done on the server when
+    its answer is an error (a backend ended while waiting for a synchronous standby)."""
+    return result is not None and result.status != _TUPLES_OK
