@@ -48,12 +48,11 @@ from statewf.errors import ConcurrencyConflict
 from statewf.records import StepRow, TransitionRecord
 from statewf.store import driver_errors, logrows, pgclaim
 from statewf.store.leases import ClaimScope
-from statewf.store.pg_write import text_array
+from statewf.store.pg_write import param_text, prepare, text_array
 from statewf.store.schema import Tables
 from statewf.store.sql import SqlStore
 
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
-_COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _FATAL = pq.ExecStatus.FATAL_ERROR
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _IDLE = pq.TransactionStatus.IDLE
@@ -90,25 +89,11 @@ class _Statement:
             if value is None:
                 out.append(None)
                 continue
-            text = _text(value)
+            text = param_text(value)
             if text is None:
                 raise NoTextForm(name)
             out.append(text)
         return out
-
-
-def _text(value: Any) -> bytes | None:
-    """A parameter in PostgreSQL's text input form, or None if it has none here."""
-    kind = type(value)
-    if kind is str:
-        return None if "\x00" in value else cast(str, value).encode()
-    if kind is bool:
-        return b"t" if value else b"f"
-    if kind is int:
-        return str(value).encode()
-    if kind is datetime and value.tzinfo is not None:
-        return cast(datetime, value).isoformat().encode()
-    return None
 
 
 @dataclass(frozen=True)
@@ -184,11 +169,7 @@ class _Connection:
             conn = raw.driver_connection
             assert isinstance(conn, psycopg.Connection)
             for statement in statements.all():
-                result = conn.pgconn.prepare(statement.name, statement.sql)
-                if result.status != _COMMAND_OK:
-                    error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-                    if error.sqlstate != "42P05":  # prepared already on this connection
-                        raise error
+                prepare(conn, statement.name, statement.sql)
         except BaseException:
             raw.invalidate()
             raise

@@ -28,10 +28,10 @@ import psycopg
 from psycopg import pq
 from sqlalchemy.pool import PoolProxiedConnection
 
+from statewf.store import pg_write
 from statewf.store.postgres import FastPath
 
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
-_COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _IDLE = pq.TransactionStatus.IDLE
 _BAD = pq.ConnStatus.BAD
 _FATAL = pq.ExecStatus.FATAL_ERROR
@@ -70,11 +70,7 @@ class LoopConnection:
             conn = raw.driver_connection
             assert isinstance(conn, psycopg.Connection)
             for name, sql in statements.items():
-                result = conn.pgconn.prepare(name, sql)
-                if result.status != _COMMAND_OK:
-                    error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-                    if error.sqlstate != "42P05":  # prepared already on this connection
-                        raise error
+                pg_write.prepare(conn, name, sql)
         except BaseException:
             raw.invalidate()
             raise

@@ -221,9 +221,15 @@ class PreparedWrite:
         return result
 
     def _prepare(self, conn: psycopg.Connection[Any]) -> None:
-        result = conn.pgconn.prepare(self.name, self.sql)
-        if result.status != _COMMAND_OK:
-            error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-            if error.sqlstate != "42P05":  # prepared already (by an earlier store's object)
-                raise error
+        prepare(conn, self.name, self.sql)
         self._prepared.add(conn)
+
+
+def prepare(conn: psycopg.Connection[Any], name: bytes, sql: bytes) -> None:
+    """Prepare ``sql`` as ``name`` on ``conn`` on libpq; prepared there already (by an
+    earlier object of the same tables) is fine. Driver errors raise."""
+    result = conn.pgconn.prepare(name, sql)
+    if result.status != _COMMAND_OK:
+        error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+        if error.sqlstate != "42P05":  # duplicate_prepared_statement
+            raise error
