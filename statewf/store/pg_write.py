@@ -185,12 +185,6 @@ class PreparedWrite:
                 append(encoded)
         return out
 
-    def write(self, fast: FastPath, params: dict[str, Any]) -> int | None:
-        """Run the statement on a kept connection: the number of rows it returned, or None
-        when its parameters need psycopg's own path. Driver errors propagate."""
-        found = self.args(params)
-        return None if found is None else self.write_args(fast, found)
-
     def write_args(self, fast: FastPath, found: list[bytes | None]) -> int:
         """Run the statement with arguments :meth:`args` or :meth:`row_args` gave, on a
         kept connection: the number of rows it returned. Driver errors propagate."""
