@@ -167,10 +167,13 @@ class Chaos:
         self.report.runs_started = len(self.run_ids)
 
     def kill_one(self) -> None:
-        """SIGKILL a random live worker; start it again after ``restart_after``."""
-        slot = self.rng.choice(sorted(self.fleet))
+        """SIGKILL a random live worker, one holding runs if any does (a kill of an idle
+        worker tests nothing); start it again after ``restart_after``."""
+        runs = self.target.runs()
+        holders = sorted({r["lease_owner"] for r in runs.values()} & set(self.fleet))
+        slot = self.rng.choice(holders or sorted(self.fleet))
         victim = self.fleet[slot]
-        held = {rid for rid, r in self.target.runs().items() if r["lease_owner"] == slot}
+        held = {rid for rid, r in runs.items() if r["lease_owner"] == slot}
         at = db_now(self.target)
         victim.signal(signal.SIGKILL)
         victim.proc.wait(10)
@@ -204,7 +207,10 @@ class Chaos:
         per_wave = max(1, plan.runs // plan.waves)
         self.start_runs(per_wave)
         waves_left = plan.waves - 1
-        next_kill = time.monotonic() + (plan.kill_every or 0)
+        # kills a third of a wave apart from the waves' starts: at a wave's start its
+        # runs are not claimed yet, and the kills would keep meeting idle workers
+        offset = plan.duration / plan.waves / 3
+        next_kill = time.monotonic() + (plan.kill_every or 0) + offset
         next_stop = time.monotonic() + (plan.stop_every or 0)
         next_wave = time.monotonic() + plan.duration / plan.waves
         chaos_ends = time.monotonic() + plan.duration
