@@ -18,8 +18,9 @@ Run: ``python -m benchmarks [--quick] [--only machine,growth,...] [--url URL]``
 - ``growth``: a long run (10,000 steps; 2,000 with ``--quick``): its log loaded for
   resume (whole, as a claim reads it, and read for replay with its steps light), its
   replay, and ``history()``;
-- ``lists``: each ``list`` filter at 1,000 instances and at a large count (100,000;
-  20,000 with ``--quick``), with the plan's access path;
+- ``lists``: each ``list`` filter at 1,000 instances and at a large count (200,000;
+  20,000 with ``--quick``); the state filters again with the optional ``state``
+  index, and what that index costs a send;
 - ``idle``: an idle worker's statements per second and its peak RSS;
 - ``peers``: the inline 10-step latency and 1- and 4-worker steps/s of statewf,
   Absurd and DBOS, each on a database of its own, when installed
@@ -651,7 +652,8 @@ def bench_growth(url: str, base: str, args: argparse.Namespace, rep: Report) -> 
 
 
 def seed_instances(url: str, schema: str, n: int) -> dict[str, Any]:
-    """``n`` instances (COPY) in a fresh schema: 4 machines, 20 states, 3 statuses, 2 kinds.
+    """``n`` instances (COPY) in a fresh schema: 4 machines, 20 states, 3 statuses, 2 kinds,
+    300 tenants (three or four instances of each at 1,000, so every filter finds three).
 
     The rare values (state ``rare``, status ``failed``, kind ``workflow``) are on the
     newest 1-2% of instances, as live ones are: a list in creation order that scans
@@ -680,7 +682,7 @@ def seed_instances(url: str, schema: str, n: int) -> dict[str, Any]:
                         "{}",
                         "failed" if i >= recent else ("done" if i % 3 else "active"),
                         1,
-                        f"tenant-{i % 500}",
+                        f"tenant-{i % 300}",
                         when,
                         when,
                     )
@@ -742,6 +744,59 @@ def bench_lists(url: str, base: str, args: argparse.Namespace, rep: Report) -> N
             "<= 1.2x",
             big / one <= 1.2,
         )
+    bench_state_index(url, small, large, s_seed, b_seed, args, rep)
+
+
+def bench_state_index(
+    url: str,
+    small: str,
+    large: str,
+    s_seed: dict[str, Any],
+    b_seed: dict[str, Any],
+    args: argparse.Namespace,
+    rep: Report,
+) -> None:
+    """The optional ``state`` index: the state filters with it, and its price on a send.
+
+    The send is a ping-pong send on the large table (its ten indexes and the optional
+    two), timed without and with the index, alternated twice.
+    """
+    engines = [statewf.Engine(url, schema=schema, pool_size=1) for schema in (small, large)]
+    big = engines[1]
+    big.register(ping_pong)
+    inst = big.create(ping_pong)
+    n = max(args.n, 200)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for _ in range(2):
+            for indexed in (False, True):
+                for engine in engines:
+                    (engine.add_index if indexed else engine.drop_index)("state")
+                timed(20, lambda _i: big.send(inst.id, "FLIP"))  # warm, after the DDL
+                times[indexed].append(timed(n, lambda _i: big.send(inst.id, "FLIP"))[0])
+        with_index = {"small": list_times(url, small, s_seed, args.repeat * 3)}
+        with_index["big"] = list_times(url, large, b_seed, args.repeat * 3)
+    finally:
+        for engine in engines:
+            engine.close()
+    for name in ("state (newest 1%)", "machine + state"):
+        one, many = with_index["small"][name], with_index["big"][name]
+        rep.add(
+            f"list({name}) at {args.list_rows:,}, optional state index",
+            ms(many),
+            f"at 1,000: {ms(one)}",
+            many / one,
+            "<= 1.2x",
+            many / one <= 1.2,
+        )
+    plain, indexed = min(times[False]), min(times[True])
+    rep.add(
+        f"send on the {args.list_rows:,}-instance table, optional state index",
+        us(indexed),
+        f"without it {us(plain)}",
+        indexed / plain,
+        "(the index's price)",
+    )
 
 
 # ---------------------------------------------------------------- idle worker

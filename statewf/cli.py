@@ -391,6 +391,41 @@ def list_instances(
 
 
 @cli.group()
+def index() -> None:
+    """Optional indexes: faster lists by state, at a price on every write (see docs)."""
+
+
+@index.command("list")
+@click.pass_obj
+def index_list(obj: CliContext) -> None:
+    """Show each optional index and whether it is built."""
+    with errors_as_messages():
+        built = obj.engine().store.optional_indexes()
+    for name, present in built.items():
+        click.echo(f"{name:<8} {'built' if present else 'not built'}")
+
+
+@index.command("add")
+@click.argument("name")
+@click.pass_obj
+def index_add(obj: CliContext, name: str) -> None:
+    """Build an optional index (on PostgreSQL concurrently: writes go on meanwhile)."""
+    with errors_as_messages():
+        built = obj.engine().add_index(name)
+    click.echo(f"built {', '.join(built)}" if built else f"index {name!r} is already built")
+
+
+@index.command("drop")
+@click.argument("name")
+@click.pass_obj
+def index_drop(obj: CliContext, name: str) -> None:
+    """Drop an optional index."""
+    with errors_as_messages():
+        dropped = obj.engine().drop_index(name)
+    click.echo(f"dropped {', '.join(dropped)}" if dropped else f"index {name!r} is not built")
+
+
+@cli.group()
 def timers() -> None:
     """Fire delayed transitions (after= / timeout=) of your machines."""
 

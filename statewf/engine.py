@@ -559,6 +559,14 @@ class Engine(TimerOperations):
 
     # ------------------------------------------------------------ lifecycle
 
+    def add_index(self, name: str) -> builtins.list[str]:
+        """Build an optional index (``"state"``, for ``list(state=...)``); the names built."""
+        return self.store.add_index(name)
+
+    def drop_index(self, name: str) -> builtins.list[str]:
+        """Drop an optional index (see :meth:`add_index`); the database index names dropped."""
+        return self.store.drop_index(name)
+
     def close(self) -> None:
         """Write the effect outcomes not written yet; release the database connections."""
         try:

@@ -27,6 +27,7 @@ from statewf.store import (
     driver_errors,
     logrows,
     migrations,
+    optional_indexes,
     pg_effects,
     pg_write,
     postgres,
@@ -333,6 +334,23 @@ class SqlStore:
         """Apply pending migrations; the numbers applied."""
         with self.transaction() as tx:
             return migrations.migrate(tx.conn, self.tables)
+
+    def run_autocommitted(self, statement: str) -> None:
+        """One statement outside any transaction (PostgreSQL's ``CREATE INDEX CONCURRENTLY``)."""
+        with self._errors(), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(statement)
+
+    def optional_indexes(self) -> dict[str, bool]:
+        """Each optional index's name and whether it is built (:mod:`optional_indexes`)."""
+        return optional_indexes.present(self)
+
+    def add_index(self, name: str) -> list[str]:
+        """Build an optional index; the database index names built."""
+        return optional_indexes.add(self, name)
+
+    def drop_index(self, name: str) -> list[str]:
+        """Drop an optional index; the database index names dropped."""
+        return optional_indexes.drop(self, name)
 
     def notify(self, tx: Tx, channel: str, payload: str) -> None:
         """A LISTEN/NOTIFY hint on PostgreSQL (delivered at commit); nothing on SQLite."""
