@@ -50,7 +50,7 @@ from statewf.store.leases import (
     release,
     saturated,
 )
-from statewf.store.loop_claim import LoopClaimer
+from statewf.store.loop_claim import LoopClaimer, claim_blocking
 
 log = logging.getLogger("durable")
 
@@ -314,7 +314,8 @@ def _claim_pipelined(
     """:func:`claim` without limits on PostgreSQL: the same transaction, the same plan
     and rows, in two round trips (:mod:`statewf.store.pgclaim`)."""
     pipelined = _Pipelined(claimer, clock, limit)
-    logs, wake = pgclaim.claim(
+    # on libpq, as from the event loop; psycopg's pipeline for a parameter without text
+    answer = claim_blocking(
         store,
         claimer.scope,
         due_at=pipelined.due_at,
@@ -325,6 +326,19 @@ def _claim_pipelined(
         next_wake=next_wake,
         light_kind=KIND_STEP,
     )
+    if answer is None:
+        answer = pgclaim.claim(
+            store,
+            claimer.scope,
+            due_at=pipelined.due_at,
+            limit=limit,
+            exclude=exclude,
+            only=only,
+            decide=pipelined.decide,
+            next_wake=next_wake,
+            light_kind=KIND_STEP,
+        )
+    logs, wake = answer
     return pipelined.claimed(logs, wake, next_wake)
 
 

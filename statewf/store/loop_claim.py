@@ -24,15 +24,21 @@ is opened (in a thread, once); their parameters go as text, as
 before anything is written: the caller then claims on the thread path. A connection
 that fails, or whose claim is cancelled half-way, is dropped (the server rolls back
 what was not committed), and the pools are told as on the thread path.
+
+:func:`claim_blocking` is the same claim made in a thread (``claim_runs``: recovery,
+``resume()``, a worker's first pass), on one of the store's kept connections, blocking
+on its socket (:mod:`statewf.store.socket_waits`): psycopg's pipeline
+(:func:`statewf.store.pgclaim.claim`) stays for a parameter without a text form.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -50,6 +56,7 @@ from statewf.store import driver_errors, logrows, pgclaim
 from statewf.store.leases import ClaimScope
 from statewf.store.pg_write import param_text, prepare, text_array
 from statewf.store.schema import Tables
+from statewf.store.socket_waits import BlockingWaits, LoopWaits, Waits, run_blocking
 from statewf.store.sql import SqlStore
 
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
@@ -107,6 +114,10 @@ class _Statements:
     release: _Statement
     columns: tuple[str, ...]
     json_params: tuple[str, ...]
+    #: the connections these statements are prepared on (a pooled connection keeps them)
+    prepared: weakref.WeakSet[psycopg.Connection[Any]] = field(
+        default_factory=weakref.WeakSet, compare=False
+    )
 
     def all(self) -> tuple[_Statement, ...]:
         """Every statement, to prepare on a new connection."""
@@ -119,6 +130,14 @@ class _Statements:
             self.next_wake,
             self.release,
         )
+
+    def prepare(self, conn: psycopg.Connection[Any]) -> None:
+        """Prepare every statement on ``conn`` unless done already. Blocking."""
+        if conn in self.prepared:
+            return
+        for statement in self.all():
+            prepare(conn, statement.name, statement.sql)
+        self.prepared.add(conn)
 
 
 @functools.lru_cache(maxsize=64)
@@ -151,7 +170,7 @@ class _Connection:
     """One kept autocommit connection of the store's pool, the claim's statements
     prepared on it, read from the event loop."""
 
-    def __init__(self, raw: PoolProxiedConnection, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: PoolProxiedConnection | None, conn: psycopg.Connection[Any]) -> None:
         self.raw = raw
         self.pgconn = conn.pgconn
         self.encoding = conn.info.encoding
@@ -168,8 +187,7 @@ class _Connection:
         try:
             conn = raw.driver_connection
             assert isinstance(conn, psycopg.Connection)
-            for statement in statements.all():
-                prepare(conn, statement.name, statement.sql)
+            statements.prepare(conn)
         except BaseException:
             raw.invalidate()
             raise
@@ -186,7 +204,7 @@ class _Connection:
 
     def close(self, *, lost: bool = False) -> None:
         """Give the connection back to the pool (``lost``, or not idle: discard it)."""
-        if self.closed:
+        if self.closed or self.raw is None:
             return
         self.closed = True
         pgconn = self.pgconn
@@ -291,7 +309,7 @@ class LoopClaimer:
         async with self._slots:
             conn = self._idle.pop() if self._idle else await self._open()
             try:
-                result = await work(_Claim(conn, self.statements))
+                result = await work(_Claim(conn, self.statements, LoopWaits(conn.fd)))
             except psycopg.Error as exc:
                 lost = _broken(conn, exc)
                 conn.close(lost=lost)
@@ -332,6 +350,67 @@ class LoopClaimer:
             ) from exc
 
 
+def claim_blocking(
+    store: SqlStore,
+    scope: ClaimScope,
+    *,
+    due_at: datetime | None,
+    limit: int,
+    exclude: Collection[str],
+    only: str | None,
+    decide: Callable[[pgclaim.Found], Sequence[pgclaim.ClaimWrite]],
+    next_wake: bool = False,
+    light_kind: str | None = None,
+) -> Answer | None:
+    """:func:`statewf.store.pgclaim.claim` in the calling thread: the statements and round
+    trips of :meth:`LoopClaimer.claim`, on one of the store's kept connections
+    (:class:`~statewf.store.postgres.FastPath`), waiting on its socket. None (nothing
+    written, nothing held) when a parameter needs :func:`~statewf.store.pgclaim.claim`."""
+    fast = store.fast_path
+    if fast is None:
+        raise RuntimeError("claim_blocking needs PostgreSQL on statewf's own pools")
+    if not scope.versions:
+        return {}, None
+    lock = limit > 0 and (scope.executing or scope.due)
+    if not lock and not next_wake:
+        return {}, None
+    built = _statements(store.tables)
+    params = pgclaim.candidate_params(scope, due_at, limit, exclude, only)
+    select = built.candidates if only is None else built.candidates_one
+    try:
+        select_args = select.args(params)
+        wake_args = built.next_wake.args(params) if next_wake else None
+    except NoTextForm:
+        return None
+
+    def work(cur: psycopg.Cursor[Any]) -> Answer | None:
+        conn = cur.connection
+        built.prepare(conn)
+        claim = _Claim(_Connection(None, conn), built, BlockingWaits(conn.pgconn.socket))
+        try:
+            return run_blocking(claim.run(lock, select, select_args, wake_args, decide, light_kind))
+        except NoTextForm:  # raised with the transaction ended: the connection is fine
+            return None
+        except BaseException:
+            pgconn = conn.pgconn
+            if pgconn.pipeline_status != pq.PipelineStatus.OFF or (
+                pgconn.transaction_status != _IDLE
+            ):
+                conn.close()  # never kept half-way through a claim
+            raise
+
+    try:
+        return fast.run(work)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
+        raise ConcurrencyConflict(
+            "a claimed run changed while it was being claimed; claim again"
+        ) from exc
+    except psycopg.Error as exc:
+        raise driver_errors.wrap_driver(exc, store.url) from exc
+    except DBAPIError as exc:  # no connection to be had
+        raise driver_errors.wrap(exc, store.url, store.tables.transitions.name) from exc
+
+
 def _broken(conn: _Connection, exc: psycopg.Error) -> bool:
     return isinstance(exc, psycopg.OperationalError) or conn.pgconn.status == _BAD
 
@@ -339,11 +418,10 @@ def _broken(conn: _Connection, exc: psycopg.Error) -> bool:
 class _Claim:
     """One claim's two round trips on a connection in libpq's pipeline mode."""
 
-    def __init__(self, conn: _Connection, built: _Statements) -> None:
+    def __init__(self, conn: _Connection, built: _Statements, waits: Waits) -> None:
         self.conn = conn
         self.built = built
-        self.loop = asyncio.get_running_loop()
-        self._ready: asyncio.Future[None] | None = None
+        self.waits = waits
 
     async def run(
         self,
@@ -356,7 +434,7 @@ class _Claim:
     ) -> Answer:
         pgconn = self.conn.pgconn
         built = self.built
-        self.loop.add_reader(self.conn.fd, self._readable)
+        self.waits.watch()
         try:
             pgconn.enter_pipeline_mode()
             writes: Sequence[pgclaim.ClaimWrite] = ()
@@ -398,7 +476,7 @@ class _Claim:
             results = await self._results(count, sync=True)
             pgconn.exit_pipeline_mode()
         finally:
-            self.loop.remove_reader(self.conn.fd)
+            self.waits.unwatch()
         wake = None
         if wake_args is not None:
             last = results[-1]
@@ -415,7 +493,7 @@ class _Claim:
     ) -> list[tuple[str, datetime | None]]:
         """The release's one round trip: its commit not waiting for the WAL flush."""
         pgconn = self.conn.pgconn
-        self.loop.add_reader(self.conn.fd, self._readable)
+        self.waits.watch()
         try:
             pgconn.enter_pipeline_mode()
             pgconn.send_query_params(_ASYNC_COMMIT, None)
@@ -423,30 +501,14 @@ class _Claim:
             _, rows = await self._results(2, sync=True)
             pgconn.exit_pipeline_mode()
         finally:
-            self.loop.remove_reader(self.conn.fd)
+            self.waits.unwatch()
         assert rows is not None
         return [(str(i), pgclaim.utc(w)) for i, w in self.conn.rows(rows)]
-
-    def _readable(self) -> None:
-        if self._ready is not None:
-            _settle(self._ready)
-
-    async def _wait(self) -> None:
-        self._ready = self.loop.create_future()
-        try:
-            await self._ready
-        finally:
-            self._ready = None
 
     async def _flush(self) -> None:
         pgconn = self.conn.pgconn
         while pgconn.flush():  # more to send than the socket took at once
-            done = self.loop.create_future()
-            self.loop.add_writer(self.conn.fd, _settle, done)
-            try:
-                await done
-            finally:
-                self.loop.remove_writer(self.conn.fd)
+            await self.waits.writable()
 
     async def _results(self, commands: int, *, sync: bool) -> list[pq.abc.PGresult | None]:
         """Send what is queued (with a sync: commit), then read ``commands`` results
@@ -461,7 +523,7 @@ class _Claim:
         synced = not sync
         while len(results) < commands or not synced:
             if pgconn.is_busy():
-                await self._wait()  # the socket is readable (level-triggered: never missed)
+                await self.waits.readable()
                 pgconn.consume_input()
                 if pgconn.status == _BAD:
                     raise psycopg.OperationalError("the connection to the server was lost")
@@ -482,11 +544,6 @@ class _Claim:
                 pgconn.exit_pipeline_mode()
             raise error
         return results
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _wire(args: list[bytes | None]) -> Sequence[bytes]:
