@@ -46,6 +46,9 @@ def test_the_prepared_write_stores_what_psycopg_stores(pg_schema: str) -> None:
         plain.store._prepared_write = None  # every write through cursor.execute
         drive(prepared, prepared_clock)
         drive(plain, psycopg_clock)
+        # effect outcomes are written in batches after the send: closing writes the rest
+        prepared.close()
+        plain.close()
         written, expected = rows(pg_schema), rows(other)
         for name in TABLES:
             assert written[name] == expected[name], name
