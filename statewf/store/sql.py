@@ -159,6 +159,7 @@ class SqlStore:
         expected_version: int,
         *,
         release: bool = False,
+        previous: Instance | None = None,
     ) -> bool:
         """Update the snapshot and append its log row in one statement, if unchanged.
 
@@ -166,7 +167,8 @@ class SqlStore:
         INSERT of the log row reads from it (on SQLite: follows it in one ``BEGIN
         IMMEDIATE`` transaction), so both happen or neither does. False means another
         writer got there first. ``release`` also clears the instance's lease (a run's
-        final row).
+        final row). ``previous``, the snapshot at ``expected_version`` the decision was
+        made from, lets SQLite leave the columns it keeps out of the UPDATE.
         """
         if self._fast is not None:
             try:
@@ -184,9 +186,12 @@ class SqlStore:
                 return False  # another writer appended this seq first
             except psycopg.Error as exc:
                 raise driver_errors.wrap_driver(exc, self.url) from exc
-        params = prebuilt.conditional_params(snapshot, record, expected_version, release)
         if self._lite is not None:
-            return self._lite.write(params) is not None
+            written = self._lite.write(
+                snapshot, record, expected_version, release=release, previous=previous
+            )
+            return written is not None
+        params = prebuilt.conditional_params(snapshot, record, expected_version, release)
         try:
             with self._errors(), self._single_statement() as conn:
                 return conn.execute(self._write_query, params).first() is not None
@@ -199,20 +204,24 @@ class SqlStore:
         record: TransitionRecord,
         expected_version: int,
         effects: EffectRows,
+        *,
+        previous: Instance | None = None,
     ) -> list[EffectRecord] | None:
         """:meth:`write_if_version` that also records the row's effects in the outbox, in
         the same statement (SQLite: transaction); their records, or None (nothing
         written) if the instance moved.
         """
-        params = prebuilt.conditional_params(snapshot, record, expected_version, False)
         if self._lite is not None:
             rows = effects.rows()
-            lite_ids = self._lite.write(params, rows)
+            lite_ids = self._lite.write(
+                snapshot, record, expected_version, previous=previous, effects=rows
+            )
             if lite_ids is None:
                 return None
             return effects.records(
                 [(i, r["position"]) for i, r in zip(lite_ids, rows, strict=True)]
             )
+        params = prebuilt.conditional_params(snapshot, record, expected_version, False)
         params.update(effects.params())
         try:
             if self._fast is not None:
