@@ -53,10 +53,9 @@ _EFFECT_COLUMNS = (
     "created_at",
 )
 
-#: Where a positional parameter of the conditional write comes from: a snapshot's field
-#: (``i_`` names), its log row's (``t_``), or one of the three others.
-_SNAPSHOT, _ROW, _CONFIGURATION, _EXPECTED, _RELEASE = range(5)
-_SPECIAL = {"i_configuration": _CONFIGURATION, "expected_version": _EXPECTED, "release": _RELEASE}
+#: The conditional write's parameters that are not a snapshot's field (``i_`` names) or
+#: its log row's (``t_``), in the order ``Compiled.row_args`` appends them.
+_SPECIAL = ("i_configuration", "expected_version", "release")
 _ROW_PART = attrgetter(*prebuilt.ROW_FROM_SNAPSHOT)
 _SNAPSHOT_PART = attrgetter(*prebuilt.ROW_FROM_SNAPSHOT.values())
 #: Snapshot columns the move leaves out when the row keeps their value: SQLite rewrites
@@ -100,15 +99,18 @@ class Compiled:
                 else:
                     found.append((position, process))
         self._processors = tuple(found)
-        # the conditional write's parameters read from the models (None: another statement)
-        by_position = dict(found)
-        self._plan: tuple[tuple[int, str, Callable[[Any], Any] | None], ...] | None = None
+        # the conditional write's parameters read from the models in three C calls: the
+        # snapshot's fields, the row's, then one reordering (None: another statement)
+        self._from_models: tuple[Any, Any, Any, bool] | None = None
         if names and all(n in _SPECIAL or n.startswith(("i_", "t_")) for n in names):
-            self._plan = tuple(
-                (_SPECIAL[n], "", by_position.get(i))
-                if n in _SPECIAL
-                else (_SNAPSHOT if n[0] == "i" else _ROW, n[2:], by_position.get(i))
-                for i, n in enumerate(names)
+            snap = [n[2:] for n in names if n not in _SPECIAL and n[0] == "i"]
+            row = [n[2:] for n in names if n not in _SPECIAL and n[0] == "t"]
+            combined = [f"i_{n}" for n in snap] + [f"t_{n}" for n in row] + list(_SPECIAL)
+            self._from_models = (
+                _getter(attrgetter, snap),
+                _getter(attrgetter, row),
+                _getter(itemgetter, [combined.index(n) for n in names]),
+                "i_configuration" in names,
             )
 
     def args(self, params: dict[str, Any]) -> list[Any]:
@@ -123,25 +125,36 @@ class Compiled:
     ) -> list[Any]:
         """``args(prebuilt.conditional_params(...))`` from the models' fields, without the
         dict in between: the same values (a tuple's JSON is a list's), processed."""
-        plan = self._plan
+        plan = self._from_models
         if plan is None:
             raise TypeError("row_args is for the conditional write's statements")
-        fields, row_fields = snapshot.__dict__, record.__dict__
-        values: list[Any] = []
-        append = values.append
-        for source, name, process in plan:
-            if source == _SNAPSHOT:
-                value = fields[name]
-            elif source == _ROW:
-                value = row_fields[name]
-            elif source == _CONFIGURATION:
-                value = snapshot.stored_configuration()
-            elif source == _EXPECTED:
-                value = expected_version
-            else:
-                value = release
-            append(value if process is None else process(value))
+        of_snapshot, of_row, order, configuration = plan
+        values = list(
+            order(
+                (
+                    *of_snapshot(snapshot),
+                    *of_row(record),
+                    snapshot.stored_configuration() if configuration else None,
+                    expected_version,
+                    release,
+                )
+            )
+        )
+        for position, process in self._processors:
+            values[position] = process(values[position])
         return values
+
+
+def _getter(
+    make: Callable[..., Callable[[Any], Any]], keys: Sequence[Any]
+) -> Callable[[Any], tuple[Any, ...]]:
+    """``make(*keys)`` (an ``attrgetter`` or ``itemgetter``) always answering a tuple."""
+    if not keys:
+        return lambda _: ()
+    if len(keys) == 1:
+        one = make(keys[0])
+        return lambda obj: (one(obj),)
+    return make(*keys)
 
 
 #: Lists of state names encoded once (configurations, sources, targets): at most this many.
@@ -163,13 +176,17 @@ def _short_json(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
         if kind is list or kind is tuple:
             if not value:
                 return "[]"
-            if all(type(item) is str for item in value):
-                key = tuple(value)
+            key = value if kind is tuple else tuple(value)
+            try:  # a stored key holds only strings: it equals only a key of the same strings
                 found = memo.get(key)
-                if found is None:
-                    found = encode(value)
-                    if len(memo) < _MEMO_SIZE:
-                        memo[key] = found
+            except TypeError:  # unhashable items (lists, objects): not a list of names
+                found = None
+            if found is not None:
+                return found
+            if all(type(item) is str for item in value):
+                found = encode(value)
+                if len(memo) < _MEMO_SIZE:
+                    memo[key] = found
                 return found
         if kind is dict and not value:
             return "{}"
@@ -205,8 +222,10 @@ def _utc_text(
     slot: list[tuple[Any, Any]] = last if last is not None else [(None, None)]
 
     def utc_text(value: Any) -> Any:
+        if value is None:
+            return None  # what the processor answers for None
         seen, text = slot[0]  # one read of the pair: threads may share the slot
-        if value is seen and seen is not None:
+        if value is seen:
             return text
         if type(value) is datetime and value.tzinfo is UTC:
             text = (
