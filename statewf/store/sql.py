@@ -171,21 +171,23 @@ class SqlStore:
         made from, lets SQLite leave the columns it keeps out of the UPDATE.
         """
         if self._fast is not None:
-            try:
-                with self._errors():
-                    prepared = self._prepared_write
-                    if prepared is not None:
-                        args = prepared.row_args(snapshot, record, expected_version, release)
-                        if args is not None:
-                            return prepared.write_args(self._fast, args) > 0
-                    params = prebuilt.conditional_params(
-                        snapshot, record, expected_version, release
-                    )
-                    return self._fast.write(params)
+            try:  # self._errors() inline (a context manager costs ~1.3 us a send)
+                prepared = self._prepared_write
+                if prepared is not None:
+                    args = prepared.row_args(snapshot, record, expected_version, release)
+                    if args is not None:
+                        return prepared.write_args(self._fast, args) > 0
+                params = prebuilt.conditional_params(snapshot, record, expected_version, release)
+                return self._fast.write(params)
             except psycopg.errors.UniqueViolation:
                 return False  # another writer appended this seq first
             except psycopg.Error as exc:
                 raise driver_errors.wrap_driver(exc, self.url) from exc
+            except Exception as exc:
+                wrapped = self._store_error(exc)
+                if wrapped is None:
+                    raise
+                raise wrapped from exc
         if self._lite is not None:
             written = self._lite.write(
                 snapshot, record, expected_version, release=release, previous=previous
@@ -327,16 +329,25 @@ class SqlStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except StatewfError:
-            raise
-        except UnicodeEncodeError as exc:
-            raise driver_errors.unencodable(exc) from exc
-        except DBAPIError as exc:
+        except Exception as exc:
+            wrapped = self._store_error(exc)
+            if wrapped is None:
+                raise
+            raise wrapped from exc
+
+    def _store_error(self, exc: Exception) -> StatewfError | None:
+        """The statewf error :meth:`_errors` raises for ``exc`` (None: ``exc`` itself)."""
+        if isinstance(exc, StatewfError):
+            return None
+        if isinstance(exc, UnicodeEncodeError):
+            return driver_errors.unencodable(exc)
+        if isinstance(exc, DBAPIError):
             if exc.connection_invalidated and self.dialect == "postgresql":
                 self._connections_lost()
-            raise driver_errors.wrap(exc, self.url, self.tables.transitions.name) from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error on {self.url}: {exc}") from exc
+            return driver_errors.wrap(exc, self.url, self.tables.transitions.name)
+        if isinstance(exc, SQLAlchemyError):
+            return StoreError(f"database error on {self.url}: {exc}")
+        return None
 
     def migrate(self) -> list[int]:
         """Apply pending migrations; the numbers applied."""
