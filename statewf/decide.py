@@ -32,11 +32,11 @@ from statewf.records import (
     ACTIVE,
     FINAL,
     KIND_CREATE,
-    KIND_EVENT,
     KIND_MIGRATE,
     KIND_TIMER,
     Instance,
     TransitionRecord,
+    event_record,
 )
 from statewf.running import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -263,20 +263,19 @@ def _decided(
     """The event record for ``taken`` (the transition that passed its guards) and after it."""
     destination = taken.destination
     internal = taken.internal
-    record = TransitionRecord(
-        instance_id=snapshot.id,
-        seq=snapshot.version + 1,
-        kind=KIND_EVENT,
-        event=event,
-        source=snapshot.configuration,
-        target=(destination,),
-        payload=payload_json,
-        context_set=changed,
-        context_unset=removed,
-        status=FINAL if spec.states[destination].final else ACTIVE,
-        wake_at=snapshot.wake_at if internal else first_wake(spec, destination, now),
-        meta={"internal": True} if internal else {},
-        created_at=now,
+    record = event_record(
+        snapshot.id,
+        snapshot.version + 1,
+        event,
+        snapshot.configuration,
+        (destination,),
+        payload_json,
+        changed,
+        removed,
+        FINAL if spec.states[destination].final else ACTIVE,
+        snapshot.wake_at if internal else first_wake(spec, destination, now),
+        {"internal": True} if internal else {},
+        now,
     )
     return Decision(record, apply(snapshot, record), effects)
 

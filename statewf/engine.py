@@ -360,13 +360,15 @@ class Engine(TimerOperations):
                     decision.snapshot, decision.record, decision.effects, self.inline_effects
                 )
                 written = self.store.write_with_effects(
-                    decision.snapshot, decision.record, snapshot.version, rows
+                    decision.snapshot, decision.record, snapshot.version, rows, previous=snapshot
                 )
                 if written is not None:
                     self._snapshots.put(decision.snapshot)
                     self._after_commit([(e, rows.args) for e in written] if rows.claimed else [])
                     return decision
-            elif self.store.write_if_version(decision.snapshot, decision.record, snapshot.version):
+            elif self.store.write_if_version(
+                decision.snapshot, decision.record, snapshot.version, previous=snapshot
+            ):
                 self._snapshots.put(decision.snapshot)
                 return decision
             self._snapshots.drop(instance_id)

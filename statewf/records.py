@@ -146,6 +146,85 @@ class TransitionRecord(BaseModel):
         return state_label(self.target) if self.target else ""
 
 
+#: The fields an event row built by :func:`event_record` says were set (``key`` was not).
+_EVENT_FIELDS_SET = frozenset(TransitionRecord.model_fields) - {"key"}
+_new = object.__new__
+_set = object.__setattr__
+
+
+def event_record(
+    instance_id: str,
+    seq: int,
+    event: str,
+    source: tuple[str, ...],
+    target: tuple[str, ...],
+    payload: Any,
+    context_set: dict[str, Any],
+    context_unset: tuple[str, ...],
+    status: str,
+    wake_at: datetime | None,
+    meta: dict[str, Any],
+    created_at: datetime,
+) -> TransitionRecord:
+    """The event row ``TransitionRecord(...)`` of these fields (all but ``key``) builds,
+    without its validation: for values the engine made, each already of its field's type
+    (the ids, states and names from validated snapshots and specs, the context change
+    from a JSON round trip).
+
+    Equal to the validated one, field for field, in ``repr``, dumps and the fields set.
+    The values from outside are checked: an instant that is not a ``datetime`` (a
+    clock's), an event that is not a ``str``, a context change that is not a dict of
+    ``str`` keys go through the validation, which converts or refuses them as before.
+    """
+    if not (
+        type(created_at) is datetime
+        and (wake_at is None or type(wake_at) is datetime)
+        and type(event) is str
+        and type(context_set) is dict
+        and (not context_set or all(type(k) is str for k in context_set))
+    ):
+        return TransitionRecord(
+            instance_id=instance_id,
+            seq=seq,
+            kind=KIND_EVENT,
+            event=event,
+            source=source,
+            target=target,
+            payload=payload,
+            context_set=context_set,
+            context_unset=context_unset,
+            status=status,
+            wake_at=wake_at,
+            meta=meta,
+            created_at=created_at,
+        )
+    record = _new(TransitionRecord)
+    _set(
+        record,
+        "__dict__",
+        {
+            "instance_id": instance_id,
+            "seq": seq,
+            "kind": KIND_EVENT,
+            "event": event,
+            "source": source,
+            "target": target,
+            "payload": payload,
+            "context_set": dict(context_set),  # validation's copy: the row owns its dict
+            "context_unset": context_unset,
+            "status": status,
+            "wake_at": wake_at,
+            "key": None,
+            "meta": meta,
+            "created_at": created_at,
+        },
+    )
+    _set(record, "__pydantic_extra__", None)
+    _set(record, "__pydantic_fields_set__", set(_EVENT_FIELDS_SET))
+    _set(record, "__pydantic_private__", None)
+    return record
+
+
 class StepRow(NamedTuple):
     """A log row read for replay only: the fields a replay and a step timeline read.
 

@@ -43,12 +43,16 @@ class SnapshotCache:
         """
         if self.size <= 0:
             return
-        encoded = pydantic_core.to_json(snapshot.context)
-        if len(encoded) > self.max_context_bytes:
-            self.drop(snapshot.id)
-            return
-        # contexts are JSON data: decoding the encoding is an exact, fast deep copy
-        snapshot = updated(snapshot, {"context": pydantic_core.from_json(encoded)})
+        context = snapshot.context
+        if context or self.max_context_bytes < 2:  # "{}" is two bytes
+            encoded = pydantic_core.to_json(context)
+            if len(encoded) > self.max_context_bytes:
+                self.drop(snapshot.id)
+                return
+            # contexts are JSON data: decoding the encoding is an exact, fast deep copy
+            snapshot = updated(snapshot, {"context": pydantic_core.from_json(encoded)})
+        else:  # an empty one's copy is a new empty dict
+            snapshot = updated(snapshot, {"context": {}})
         with self._lock:
             known = self._items.get(snapshot.id)
             if known is not None and known.version > snapshot.version:

@@ -175,6 +175,8 @@ def test_the_short_json_encoder_gives_sqlalchemys_text(values: list[Any]) -> Non
     short = _short_json(encode)
     for value in [*values, *values]:  # the second time from the memo
         assert short(value) == encode(value)
+        if isinstance(value, list):  # the log row's source and target are tuples
+            assert short(tuple(value)) == encode(value)
 
 
 @given(
@@ -200,3 +202,55 @@ def test_the_one_step_instant_text_refuses_a_naive_instant_as_sqlalchemy_does() 
     with pytest.raises(ValueError, match="timezone-aware"):
         _utc_text(type_, dialect, process)(datetime(2030, 1, 1))
     assert _utc_text(type_, dialect, process)(None) is None
+
+
+@given(st.lists(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3))]))))
+def test_instants_formatted_through_a_shared_slot_keep_their_own_text(
+    values: list[datetime],
+) -> None:
+    dialect = sa.create_engine("sqlite://").dialect
+    type_ = UTCDateTime()
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    slot: list[tuple[Any, Any]] = [(None, None)]
+    one, two = (_utc_text(type_, dialect, process, slot) for _ in range(2))
+    for value in values:  # each instant twice in a row (the row's and the snapshot's)
+        assert one(value) == two(value) == process(value)
+    assert one(None) is None
+
+
+def test_the_move_leaves_a_lease_and_the_unchanged_columns_as_they_were(tmp_path: Path) -> None:
+    """A send's UPDATE names only the columns whose value changes (status, wake_at and the
+    context only when they do): the lease another process holds stays, and each row,
+    read back, is the one the full update writes (the locked path)."""
+    clock = ManualClock()
+    fast = tracked(statewf.Engine(f"sqlite:///{tmp_path / 'fast.db'}", clock=clock))
+    fast.register(expiring, sm.counter_machine())
+    inst = fast.create("expiring", id="e1")
+    conn = sqlite3.connect(tmp_path / "fast.db", isolation_level=None)
+    try:
+        conn.execute(
+            "UPDATE statewf_instances SET lease_owner = 'w1', "
+            "lease_expires_at = '2031-01-01 00:00:00.000000' WHERE id = 'e1'"
+        )
+        for event in ("POKE", "PAY", "REFUND", "POKE"):  # internal, wake_at cleared, set again
+            clock.advance(timedelta(seconds=1))
+            inst = fast.send(inst.id, event)
+            assert fast.store.read_instance(inst.id) == inst
+        counter = fast.create("counter", id="c1", context={"n": 0, "moves": 0})
+        for event in ("INC", "FLIP", "INC"):
+            counter = fast.send(counter.id, event)
+            assert fast.store.read_instance(counter.id) == counter
+        lease = conn.execute(
+            "SELECT lease_owner, lease_expires_at FROM statewf_instances WHERE id = 'e1'"
+        ).fetchone()
+        assert lease == ("w1", "2031-01-01 00:00:00.000000")
+    finally:
+        conn.close()
+    assert fast.replay(inst.id) == inst
+    assert fast.replay(counter.id) == counter
+    assert inst.wake_at is not None
+    assert inst.status == "active"
+    lite = fast.store._lite
+    assert lite is not None
+    assert len(lite._moves) >= 3  # the partial moves were the ones taken

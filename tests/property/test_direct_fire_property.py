@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError, model_validator
 from statewf import EventRejected, Machine, State, StatewfError, effect, transition
 from statewf.adapter import CompiledMachine
 from statewf.decide import Decision, decide, fire_timer, start
-from statewf.records import TransitionRecord
+from statewf.records import TransitionRecord, event_record
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 NAMES = ("a", "b", "c")
@@ -135,7 +135,20 @@ def story(compiled: CompiledMachine, steps: list[str]) -> list[Any]:
             continue
         history.append(decision.record)
         out.append((decision.record, decision.snapshot, decision.effects))
+        assert_as_validated(decision.record)
     return out
+
+
+def assert_as_validated(record: TransitionRecord) -> None:
+    """An event row built without validation (``records.event_record``) is the row the
+    validated constructor builds from the same fields: equal, same repr, dumps, fields set."""
+    fields = {name: getattr(record, name) for name in record.model_fields_set}
+    validated = TransitionRecord(**fields)
+    assert record == validated
+    assert repr(record) == repr(validated)
+    assert record.model_dump() == validated.model_dump()
+    assert record.model_dump_json() == validated.model_dump_json()
+    assert record.model_fields_set == validated.model_fields_set
 
 
 @settings(max_examples=200, deadline=None)
@@ -218,3 +231,22 @@ def test_a_validator_on_the_direct_path_never_sees_the_snapshots_own_context() -
     assert snapshot.context == before
     assert decision.snapshot.context == before
     assert decision.record.context_set == {}
+
+
+def test_an_event_row_of_values_from_outside_is_validated_as_before() -> None:
+    """``event_record`` checks what comes from outside the engine (a clock's instant, the
+    event name, the context change): a value of another type is converted or refused by
+    the model's validation, and the row's context change is its own dict."""
+    changed = {"n": 1}
+    fields = ("i", 2, "GO", ("a",), ("b",), None, changed, (), "active", None, {})
+    built = event_record(*fields, T0)
+    assert built.context_set == changed
+    assert built.context_set is not changed
+    assert_as_validated(built)
+    from_text = event_record(*fields, "2030-01-01T00:00:00+00:00")  # type: ignore[arg-type]
+    assert from_text.created_at == T0
+    assert type(from_text.created_at) is datetime
+    with pytest.raises(ValidationError):
+        event_record(*fields, object())  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        event_record("i", 2, "GO", ("a",), ("b",), None, {1: 2}, (), "active", None, {}, T0)
