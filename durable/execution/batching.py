@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections.abc import Callable
 
 from statewf.store import SqlStore
 from statewf.store.batched import (
@@ -109,12 +110,16 @@ class RowBatcher:
         return outcome
 
     async def statement(
-        self, name: bytes, args: list[bytes | None]
+        self,
+        name: bytes,
+        args: list[bytes | None],
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[Result | None, BaseException | None] | None:
         """Run one prepared statement of the loop connections (``name``) on an idle one, from
         the loop: its result (whatever its status), or the error of the connection lost
         under it (it may have committed); None if no loop connection is free (the caller
-        then takes its thread path)."""
+        then takes its thread path). ``meanwhile`` is called once the statement is sent,
+        while it travels (not if it is not sent)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._drop_connections()
@@ -147,7 +152,12 @@ class RowBatcher:
         self._statements_out.add(done)
         done.add_done_callback(self._statements_out.discard)
         conn.execute(name, args, answer)
-        return await done
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            found = await done  # answered even if ``meanwhile`` raised
+        return found
 
     def close(self) -> None:
         """Give back the loop connections (in the loop's thread) and stop the threads

@@ -183,7 +183,7 @@ class Executor:
         run_id = executor.run_id
         try:
             with using_credentials(self.host.credentials):
-                outcome = await executor.execute()
+                outcome = await executor.execute(own_task=True)
             if outcome.kind == "suspended" and executor.snapshot.wake_at is not None:
                 # the scheduler learns the new wake-up time now; a run that waits with
                 # none (an event, no timeout) is woken by whoever makes it due (a
