@@ -238,29 +238,17 @@ class WorkflowEngine:
         )
         route = route_columns(wf.queue if queue is None else queue, priority, labels)
         lease = {"lease_owner": self.worker_id, "lease_epoch": 1}
-        host = self.executor.host
-        ready: list[tuple[RunExecutor, WorkflowRun]] = []
-
-        def prepare() -> None:  # while the start's statement travels: what follows it
-            ready.append((RunExecutor(host, wf, snapshot, [record]), run_of(snapshot)))
-
-        created, existing, until = await host.insert_run(
-            snapshot,
-            record,
-            {**route, **lease},
-            timedelta(seconds=self.executor.leases.seconds),
-            prepare,
+        created, existing, until = await self.executor.host.insert_run(
+            snapshot, record, {**route, **lease}, timedelta(seconds=self.executor.leases.seconds)
         )
         if not created:
             assert existing is not None
             return run_of(existing)
         assert until is not None
-        if not ready:  # started through the transaction's path
-            prepare()
-        executor, run = ready[-1]
+        executor = RunExecutor(self.executor.host, wf, snapshot, [record])
         executor.lease = Lease(owner=self.worker_id, epoch=1, expires_at=until)
         self.executor.spawn(executor)
-        return run
+        return run_of(snapshot)
 
     async def resume(self, run_id: str, *, resource_id: str | None = None) -> WorkflowRun:
         """Execute a run to its end (or its next wait) in the caller's task; the run after.

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
 
 from statewf.store import SqlStore
 from statewf.store.batched import (
@@ -110,16 +109,12 @@ class RowBatcher:
         return outcome
 
     async def statement(
-        self,
-        name: bytes,
-        args: list[bytes | None],
-        meanwhile: Callable[[], None] | None = None,
+        self, name: bytes, args: list[bytes | None]
     ) -> tuple[Result | None, BaseException | None] | None:
         """Run one prepared statement of the loop connections (``name``) on an idle one, from
         the loop: its result (whatever its status), or the error of the connection lost
         under it (it may have committed); None if no loop connection is free (the caller
-        then takes its thread path). ``meanwhile`` is called once the statement is sent,
-        while it travels (not if it is not sent)."""
+        then takes its thread path)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._drop_connections()
@@ -152,12 +147,7 @@ class RowBatcher:
         self._statements_out.add(done)
         done.add_done_callback(self._statements_out.discard)
         conn.execute(name, args, answer)
-        try:
-            if meanwhile is not None:
-                meanwhile()
-        finally:
-            found = await done  # answered even if ``meanwhile`` raised
-        return found
+        return await done
 
     def close(self) -> None:
         """Give back the loop connections (in the loop's thread) and stop the threads

@@ -111,19 +111,17 @@ class RunHost:
         record: TransitionRecord,
         columns: dict[str, Any],
         lease_for: timedelta,
-        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[bool, Instance | None, datetime | None]:
         """:func:`~durable.control.start.insert_run` for a run that executes here (leased
         for ``lease_for``, no NOTIFY): one statement from the event loop on PostgreSQL
         (:mod:`statewf.store.pg_start`), else (and when that finds the id or key taken:
-        the first run, or :class:`DuplicateInstance`) the transaction, in a thread.
-        ``meanwhile`` is called while the loop's statement travels, if it is sent."""
+        the first run, or :class:`DuplicateInstance`) the transaction, in a thread."""
         store = self.store
         if loop_writable(store) and "transaction" not in vars(store):
             args = pg_start.start_args(store, snapshot, record, columns, lease_for)
             answer = None
             if args is not None:
-                answer = await self.batcher.statement(pg_start.START_STATEMENT, args, meanwhile)
+                answer = await self.batcher.statement(pg_start.START_STATEMENT, args)
             if answer is not None:
                 try:
                     until = pg_start.started(store, *answer)
