@@ -402,7 +402,7 @@ class RunWriter:
             # applies only if the run is still at snap.version, committed together
             # with the rows other runs have ready at the same moment
             record, new = self._build(make, None, snap)
-            row = Row(new, record, snap.version, self._releasing)
+            row = Row(new, record, snap.version, self._releasing, snap)
             if not await self.host.batcher.write(row):
                 raise ConcurrencyConflict(
                     f"run {snap.id!r} moved past version {snap.version}", instance_id=snap.id

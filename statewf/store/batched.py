@@ -50,6 +50,9 @@ class Row(NamedTuple):
     expected_version: int
     #: also clear the instance's lease (a run's final row)
     release: bool = False
+    #: the snapshot at ``expected_version`` the row was made from: SQLite's move then
+    #: leaves out the columns it keeps (``SqlStore.write_if_version``)
+    previous: Instance | None = None
 
 
 #: Per row: True if written, False if the instance had moved, or the error its writer gets.
@@ -89,7 +92,11 @@ def write_rows(store: SqlStore, rows: Sequence[Row]) -> list[Outcome]:
 def _write_one(store: SqlStore, row: Row) -> Outcome:
     try:
         return store.write_if_version(
-            row.snapshot, row.record, row.expected_version, release=row.release
+            row.snapshot,
+            row.record,
+            row.expected_version,
+            release=row.release,
+            previous=row.previous,
         )
     except StatewfError as exc:  # a lone surrogate too: InvalidInput
         return exc
