@@ -42,7 +42,7 @@ from durable.execution.outcomes import (
     failure_of,
     timing,
 )
-from durable.execution.timing import sleep_until
+from durable.execution.timing import sleep_until, within_deadline
 from durable.execution.waiting import run_wait
 from durable.execution.writer import LogWriteFailed, RunHost, RunWriter
 from durable.log.codec import encode
@@ -134,53 +134,34 @@ class RunExecutor(RunWriter):
 
     async def _execute(self, own_task: bool) -> Outcome:
         self.life.begin()
-        if own_task and self.deadline is None:
-            # nothing to watch: the function runs in this task (no task of its own, no
-            # asyncio.wait, two loop turns fewer per run)
-            try:
+        try:
+            if own_task and self.deadline is None:
+                # nothing to watch: the function runs in this task (no task of its own, no
+                # asyncio.wait, two loop turns fewer per run)
                 outcome = await self._call_function()
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     # the workflow code swallowed this task's cancellation: it still
                     # ends the execution, as it did when the function ran in a task
                     raise asyncio.CancelledError()
-            finally:
-                await self._settle()
-            await self._finish(outcome)
-            return outcome
-        main = asyncio.ensure_future(self._call_function())
-        watcher = (
-            asyncio.ensure_future(sleep_until(self.host.clock, self.deadline))
-            if self.deadline is not None
-            else None
-        )
-        waiting: set[asyncio.Future[Any]] = {main} if watcher is None else {main, watcher}
-        try:
-            try:
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
-                main.cancel()
-                await asyncio.wait({main})
-                raise
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
-            if main in done:
-                outcome = main.result()
             else:
-                timeout = WorkflowTimeout(
-                    f"run {self.run_id!r} of workflow {self.workflow.name!r} exceeded its "
-                    f"timeout of {self.workflow.timeout}s (deadline {self.deadline})",
-                    instance_id=self.run_id,
+                outcome = await within_deadline(
+                    self._call_function(), self.host.clock, self.deadline, self._timed_out
                 )
-                self.fatal = Abort(timeout)
-                main.cancel()
-                await asyncio.wait({main})
-                outcome = Outcome("failed", error=error_of(timeout))
         finally:
             await self._settle()
         await self._finish(outcome)
         return outcome
+
+    def _timed_out(self) -> Outcome:
+        """The run's deadline came first: the function is stopped as a fatal abort."""
+        timeout = WorkflowTimeout(
+            f"run {self.run_id!r} of workflow {self.workflow.name!r} exceeded its "
+            f"timeout of {self.workflow.timeout}s (deadline {self.deadline})",
+            instance_id=self.run_id,
+        )
+        self.fatal = Abort(timeout)
+        return Outcome("failed", error=error_of(timeout))
 
     async def _call_function(self) -> Outcome:
         outcome = await self.run_function()

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from statewf.clock import Clock, SystemClock
 from statewf.errors import StatewfError
@@ -24,6 +24,7 @@ from statewf.store import SqlStore
 from statewf.store.listen import LoopListener
 
 log = logging.getLogger("durable")
+T = TypeVar("T")
 
 #: Real seconds between looks at a manual (test) clock.
 MANUAL_TICK = 0.005
@@ -39,6 +40,38 @@ async def sleep_until(clock: Clock, when: datetime) -> None:
         if remaining <= 0:
             return
         await asyncio.sleep(remaining if realtime else MANUAL_TICK)
+
+
+async def within_deadline(
+    work: Coroutine[Any, Any, T],
+    clock: Clock,
+    deadline: datetime | None,
+    expired: Callable[[], T],
+) -> T:
+    """``work``'s result, run in a task of its own until ``deadline`` (None: no limit).
+
+    At the deadline ``expired()`` gives the answer, called before the task is
+    cancelled and waited for (so the work's code sees what it set). A cancellation of
+    the caller cancels the task too, and waits for it, before it goes on.
+    """
+    main = asyncio.ensure_future(work)
+    watcher = None if deadline is None else asyncio.ensure_future(sleep_until(clock, deadline))
+    waiting: set[asyncio.Future[Any]] = {main} if watcher is None else {main, watcher}
+    try:
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        main.cancel()
+        await asyncio.wait({main})
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    if main in done:
+        return main.result()
+    answer = expired()
+    main.cancel()
+    await asyncio.wait({main})
+    return answer
 
 
 async def stop_task(task: asyncio.Task[Any]) -> None:
