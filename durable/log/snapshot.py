@@ -1,0 +1,152 @@
+"""A run's replay snapshot: its :class:`~durable.log.replay.History` up to a seq, as one
+JSON document. Pure.
+
+Resuming a long run reads its whole log to rebuild the history replay needs; the
+snapshot holds that history as folded up to a row (``seq``), so a resume reads the
+snapshot and only the rows after it (:func:`statewf.store.runs.replay_logs`), and
+folds those on top (:meth:`History.add`, the same fold as a full read's). It is
+derived data, never the truth: it is trusted up to the seq it names only, and one
+that does not decode, names another run, seq or workflow version, or has another
+:data:`FORMAT` is ignored (the caller reads the whole log). The log is append-only,
+so a history folded up to ``seq`` stays right for good: an operator's ``retry_run``
+appended later voids positions in the fold of its own row, on top of the snapshot,
+exactly as on top of the rows.
+
+The document is columnar (one list per field of the recorded steps and calls): a
+10,000-step history decodes with one ``json.loads`` and a few ``zip`` over lists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from itertools import repeat
+from typing import Any
+
+from durable.log.records import RunError
+from durable.log.replay import History, RecordedRetries, RecordedStep
+from statewf.records import ReplayRow, ReplaySnapshot, TransitionRecord
+from statewf.store.logrows import REPLAY_SNAPSHOT_FORMAT
+
+#: The document's format: bumped whenever :class:`History` or this encoding changes, so
+#: snapshots written by other code are ignored (on the server: the log read skips them).
+FORMAT = REPLAY_SNAPSHOT_FORMAT
+
+#: A resume that read at least this many rows past its snapshot (or a log this long
+#: without one) writes a new snapshot once the run stops executing.
+SNAPSHOT_ROWS = 500
+
+_new_tuple = tuple.__new__
+
+
+def encode(history: History, run_id: str, seq: int, workflow: str, version: str) -> str:
+    """The snapshot document of ``history``, folded from ``run_id``'s log up to ``seq``."""
+    steps = list(history.steps.values())
+    failed = {str(i): s.error.model_dump(mode="json") for i, s in enumerate(steps) if s.error}
+    retries = [
+        [p, r.attempts, r.retry_at.isoformat() if r.retry_at else None]
+        for p, r in history.retries.items()
+    ]
+    doc = {
+        "format": FORMAT,
+        "run": run_id,
+        "seq": seq,
+        "workflow": workflow,
+        "version": version,
+        "steps": _columns(steps),
+        "errors": failed,
+        "positions": history.positions,
+        "calls": [
+            list(history.calls),
+            [key for key, _ in history.calls.values()],
+            [call for _, call in history.calls.values()],
+        ],
+        "retries": retries,
+        "waits": _records(history.waits),
+        "events": [r.model_dump(mode="json") for r in history.events],
+        "consumed": sorted(history.consumed),
+        "released": _records(history.released),
+        "patches": history.patches,
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def decode(document: str, run_id: str, seq: int, workflow: str, version: str) -> History | None:
+    """The history a snapshot document holds, or None when it is not one to trust for
+    ``run_id`` up to ``seq`` under ``workflow`` ``version`` (the caller reads the log)."""
+    try:
+        doc = json.loads(document)
+        if (doc["format"], doc["run"], doc["seq"]) != (FORMAT, run_id, seq):
+            return None
+        if (doc["workflow"], doc["version"]) != (workflow, version):
+            return None
+        return _history(doc)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+
+
+def history_of(
+    records: Sequence[ReplayRow], run_id: str, workflow: str, version: str
+) -> History | None:
+    """The history of a log read for replay: from its replay snapshot (first, if any)
+    and the rows after it, else from its rows; None when the rows are not a whole log
+    (a snapshot that cannot be trusted, or rows that do not start at seq 1): the
+    caller must read the whole log without snapshots."""
+    if not records:
+        return History()
+    first = records[0]
+    if not isinstance(first, ReplaySnapshot):
+        if first.seq != 1:
+            return None  # rows left out for a snapshot that is not there
+        return History.from_log(records)  # type: ignore[arg-type]
+    history = decode(first.document, run_id, first.seq, workflow, version)
+    if history is None:
+        return None
+    history.fold(records[1:])  # type: ignore[arg-type]
+    return history
+
+
+def _history(doc: dict[str, Any]) -> History:
+    history = History()
+    columns = doc["steps"]
+    if columns:
+        positions = columns[0]
+        steps = list(map(_new_tuple, repeat(RecordedStep), zip(*columns, strict=True)))
+        for index, error in doc["errors"].items():
+            step = steps[int(index)]
+            steps[int(index)] = step._replace(error=RunError.model_validate(error))
+        history.steps = dict(zip(positions, steps, strict=True))
+    positions_by_key = doc["positions"]
+    if not all(isinstance(p, int) for p in positions_by_key.values()):
+        raise TypeError("a position is not an integer")
+    history.positions = positions_by_key
+    at, keys, calls = doc["calls"]
+    history.calls = dict(zip(at, zip(keys, calls, strict=True), strict=True))
+    history.retries = {
+        p: RecordedRetries(attempts, datetime.fromisoformat(when) if when else None)
+        for p, attempts, when in doc["retries"]
+    }
+    history.waits = _decoded(doc["waits"])
+    history.events = [TransitionRecord.model_validate(r) for r in doc["events"]]
+    history.consumed = set(doc["consumed"])
+    history.released = _decoded(doc["released"])
+    history.patches = {str(k): bool(v) for k, v in doc["patches"].items()}
+    return history
+
+
+def _columns(steps: list[RecordedStep]) -> list[list[Any]]:
+    """The steps' fields as columns, the errors (kept in ``errors``) left out."""
+    if not steps:
+        return []
+    columns = [list(column) for column in zip(*steps, strict=True)]
+    columns[5] = [None] * len(steps)
+    return columns
+
+
+def _records(by_position: dict[int, TransitionRecord]) -> list[list[Any]]:
+    return [[p, r.model_dump(mode="json")] for p, r in by_position.items()]
+
+
+def _decoded(pairs: list[list[Any]]) -> dict[int, TransitionRecord]:
+    return {int(p): TransitionRecord.model_validate(r) for p, r in pairs}
