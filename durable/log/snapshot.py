@@ -19,7 +19,7 @@ The document is columnar (one list per field of the recorded steps and calls): a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from itertools import repeat
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from durable.log.records import RunError
 from durable.log.replay import History, RecordedRetries, RecordedStep
 from statewf.records import ReplayRow, ReplaySnapshot, TransitionRecord
-from statewf.store.logrows import REPLAY_SNAPSHOT_FORMAT
+from statewf.store.logrows import REPLAY_SNAPSHOT_FORMAT, gc_paused
 
 #: The document's format: bumped whenever :class:`History` or this encoding changes, so
 #: snapshots written by other code are ignored (on the server: the log read skips them).
@@ -48,20 +48,29 @@ def encode(history: History, run_id: str, seq: int, workflow: str, version: str)
         [p, r.attempts, r.retry_at.isoformat() if r.retry_at else None]
         for p, r in history.retries.items()
     ]
+    columns = _columns(steps)
+    keys, at = (columns[1], columns[0]) if steps else ([], [])
+    same_calls = list(history.calls) == at and [k for k, _ in history.calls.values()] == keys
     doc = {
         "format": FORMAT,
         "run": run_id,
         "seq": seq,
         "workflow": workflow,
         "version": version,
-        "steps": _columns(steps),
+        "n": len(steps),
+        "steps": [_packed(column) for column in columns],
         "errors": failed,
-        "positions": history.positions,
+        # the key -> position index, and the calls, when the steps' own columns give them
+        # (a run of steps without retries, waits or voids: nearly every long log)
+        "positions": None
+        if list(history.positions.items()) == list(zip(keys, at, strict=True))
+        else history.positions,
         "calls": [
-            list(history.calls),
-            [key for key, _ in history.calls.values()],
-            [call for _, call in history.calls.values()],
+            None if same_calls else _packed(list(history.calls)),
+            None if same_calls else _packed([key for key, _ in history.calls.values()]),
+            _packed([call for _, call in history.calls.values()]),
         ],
+        "ncalls": len(history.calls),
         "retries": retries,
         "waits": _records(history.waits),
         "events": [r.model_dump(mode="json") for r in history.events],
@@ -76,14 +85,19 @@ def decode(document: str, run_id: str, seq: int, workflow: str, version: str) ->
     """The history a snapshot document holds, or None when it is not one to trust for
     ``run_id`` up to ``seq`` under ``workflow`` ``version`` (the caller reads the log)."""
     try:
-        doc = json.loads(document)
-        if (doc["format"], doc["run"], doc["seq"]) != (FORMAT, run_id, seq):
-            return None
-        if (doc["workflow"], doc["version"]) != (workflow, version):
-            return None
-        return _history(doc)
+        with gc_paused():  # thousands of objects at once (see statewf.store.logrows)
+            return _trusted(json.loads(document), run_id, seq, workflow, version)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
+
+
+def _trusted(doc: Any, run_id: str, seq: int, workflow: str, version: str) -> History | None:
+    """The document's history if it names this run, seq, workflow version and format."""
+    if (doc["format"], doc["run"], doc["seq"]) != (FORMAT, run_id, seq):
+        return None
+    if (doc["workflow"], doc["version"]) != (workflow, version):
+        return None
+    return _history(doc)
 
 
 def history_of(
@@ -109,20 +123,29 @@ def history_of(
 
 def _history(doc: dict[str, Any]) -> History:
     history = History()
-    columns = doc["steps"]
-    if columns:
-        positions = columns[0]
+    n = doc["n"]
+    columns = [_unpacked(column, n) for column in doc["steps"]]
+    if n:
+        positions, keys = list(columns[0]), list(columns[1])
+        columns[0], columns[1] = positions, keys
         steps = list(map(_new_tuple, repeat(RecordedStep), zip(*columns, strict=True)))
         for index, error in doc["errors"].items():
             step = steps[int(index)]
             steps[int(index)] = step._replace(error=RunError.model_validate(error))
         history.steps = dict(zip(positions, steps, strict=True))
-    positions_by_key = doc["positions"]
-    if not all(isinstance(p, int) for p in positions_by_key.values()):
+    else:
+        positions, keys = [], []
+    by_key = doc["positions"]
+    if by_key is None:
+        history.positions = dict(zip(keys, positions, strict=True))
+    elif all(isinstance(p, int) for p in by_key.values()):
+        history.positions = by_key
+    else:
         raise TypeError("a position is not an integer")
-    history.positions = positions_by_key
-    at, keys, calls = doc["calls"]
-    history.calls = dict(zip(at, zip(keys, calls, strict=True), strict=True))
+    ncalls = doc["ncalls"]
+    at, called, calls = (_unpacked(c, ncalls) if c is not None else None for c in doc["calls"])
+    at, called = (positions, keys) if at is None or called is None else (at, called)
+    history.calls = dict(zip(at, zip(called, calls, strict=True), strict=True))  # type: ignore[arg-type]
     history.retries = {
         p: RecordedRetries(attempts, datetime.fromisoformat(when) if when else None)
         for p, attempts, when in doc["retries"]
@@ -133,6 +156,40 @@ def _history(doc: dict[str, Any]) -> History:
     history.released = _decoded(doc["released"])
     history.patches = {str(k): bool(v) for k, v in doc["patches"].items()}
     return history
+
+
+def _packed(values: list[Any]) -> Any:
+    """A column: ``{"from": p}`` for ``p, p + 1, ...``, ``{"all": v}`` for one value
+    throughout (of one type: ``1`` and ``True`` differ), else the list itself."""
+    if not values:
+        return values
+    first = values[0]
+    if (
+        type(first) is int
+        and all(type(v) is int for v in values)
+        and values == list(range(first, first + len(values)))
+    ):
+        return {"from": first}
+    kind = type(first)
+    if kind in (int, str, bool, float, type(None)) and all(
+        type(v) is kind and v == first for v in values
+    ):
+        return {"all": first}
+    return values
+
+
+def _unpacked(column: Any, n: int) -> Iterable[Any]:
+    """The values of a :func:`_packed` column of ``n`` values."""
+    if isinstance(column, list):
+        if len(column) != n:
+            raise ValueError("a column of the wrong length")
+        return column
+    if "from" in column:
+        first = column["from"]
+        if type(first) is not int:
+            raise TypeError("a position is not an integer")
+        return range(first, first + n)
+    return repeat(column["all"], n)
 
 
 def _columns(steps: list[RecordedStep]) -> list[list[Any]]:
