@@ -105,10 +105,10 @@ def history_of(
 ) -> History | None:
     """The history of a log read for replay: from its replay snapshot (first, if any)
     and the rows after it, else from its rows; None when the rows are not a whole log
-    (a snapshot that cannot be trusted, or rows that do not start at seq 1): the
-    caller must read the whole log without snapshots."""
+    (a snapshot that cannot be trusted, or rows that do not start at seq 1, or none):
+    the caller must read the whole log without snapshots."""
     if not records:
-        return History()
+        return None  # every run has its create row: rows were left out
     first = records[0]
     if not isinstance(first, ReplaySnapshot):
         if first.seq != 1:

@@ -288,3 +288,30 @@ def test_every_claim_path_reads_the_snapshot_and_the_rows_after_it(
         assert all(wf_flows.CALLS[f"s{i}"] == 2 for i in range(STEPS)), wf_flows.CALLS
 
     asyncio.run(main())
+
+
+@durable.workflow("snap-timeline")
+async def timed(ctx: durable.Context[None]) -> list[str]:
+    """30 steps and a wait, then the timeline the code sees."""
+    for i in range(STEPS):
+        await ctx.step.run(f"s{i}", wf_flows.counted(f"s{i}", i))
+    await ctx.step.wait_for("go", event="go")
+    return [step.key for step in ctx.timeline]
+
+
+def test_the_timeline_of_a_run_resumed_from_a_snapshot_is_the_whole_one(
+    make_engine: Make,
+) -> None:
+    async def main() -> None:
+        async with make_engine(workflows=[timed]) as engine:
+            await engine.start_workflow("snap-timeline", run_id="timed")
+            await until(lambda: "wait" in wf_flows.kinds(engine, "timed"), "the wait")
+            with engine.engine.store.transaction(readonly=True) as tx:
+                loaded = load_replay(tx, "timed", KIND_STEP)
+            assert loaded is not None
+            assert snapshots.write_snapshot(engine.executor.host, *loaded)
+            await engine.trigger_event("timed", "go", 1)
+            done = await engine.wait_for_run("timed", timeout=30)
+        assert done.output == [f"s{i}" for i in range(STEPS)] + ["go"]
+
+    asyncio.run(main())
