@@ -122,9 +122,9 @@ class RunExecutor(RunWriter):
         worker = self.lease.owner if self.lease is not None else None
         with run_span(self.run_id, self.workflow.name, self.workflow.version, worker=worker):
             outcome = await self._execute()
-            if outcome.kind != "completed" and snapshot_due(self._loaded):
-                # a long read: the next resume reads a snapshot and the rows after it
-                await leave_snapshot(self.host, self._origin, self._loaded)
+            if outcome.kind != "completed" and snapshot_due(self._loaded, len(self.written)):
+                # a long log: the next resume reads a snapshot and the rows after it
+                await leave_snapshot(self.host, self._origin, self._loaded, len(self.written))
             error = outcome.error
             record_outcome(outcome.kind, f"{error.type}: {error.message}" if error else None)
             return outcome

@@ -8,9 +8,10 @@ folds it (:func:`durable.log.snapshot.history_of`); when the snapshot is unusabl
 again without snapshots, so a snapshot can only ever save reading, never change what
 replay sees. An execution that read :data:`~durable.log.snapshot.SNAPSHOT_ROWS` rows
 or more past its snapshot writes a new one up to its last loaded row once it stops
-executing (:func:`write_snapshot`), in its own transaction after the rows it folds
-were committed: a crash before it leaves the older snapshot (or none), which is
-still right.
+executing (:func:`write_snapshot`); one whose own rows made the log that long reads
+the log again then (:func:`refresh_snapshot`). Each in its own transaction after the
+rows it folds were committed: a crash before it leaves the older snapshot (or none),
+which is still right.
 """
 
 from __future__ import annotations
@@ -52,10 +53,15 @@ def read_whole(host: RunHost, snapshot: Instance) -> list[ReplayRow]:
     return [r for r in logs.get(snapshot.id, []) if r.seq <= snapshot.version]
 
 
-def snapshot_due(records: Sequence[ReplayRow]) -> bool:
-    """Whether a resume that loaded ``records`` should leave a new replay snapshot."""
-    read = len(records) - (1 if records and isinstance(records[0], ReplaySnapshot) else 0)
-    return read >= SNAPSHOT_ROWS
+def _read(records: Sequence[ReplayRow]) -> int:
+    """How many log rows a load read past its replay snapshot."""
+    return len(records) - (1 if records and isinstance(records[0], ReplaySnapshot) else 0)
+
+
+def snapshot_due(records: Sequence[ReplayRow], written: int) -> bool:
+    """Whether an execution that loaded ``records`` and wrote ``written`` rows should
+    leave a new replay snapshot: the next resume would read that many rows past it."""
+    return _read(records) + written >= SNAPSHOT_ROWS
 
 
 def write_snapshot(host: RunHost, snapshot: Instance, records: Sequence[ReplayRow]) -> bool:
@@ -76,10 +82,25 @@ def write_snapshot(host: RunHost, snapshot: Instance, records: Sequence[ReplayRo
         )
 
 
-async def leave_snapshot(host: RunHost, snapshot: Instance, records: Sequence[ReplayRow]) -> None:
-    """:func:`write_snapshot` in the host's threads; a failure is logged, never raised
-    (the snapshot is derived: the next resume reads the whole log instead)."""
+def refresh_snapshot(host: RunHost, run_id: str) -> bool:
+    """Read a run's log for replay (from its snapshot, if any) and store the snapshot of
+    all of it; False when nothing was written. Blocking."""
+    with host.store.transaction(readonly=True) as tx:
+        loaded = runs.load_replay(tx, run_id, KIND_STEP)
+    return loaded is not None and write_snapshot(host, *loaded)
+
+
+async def leave_snapshot(
+    host: RunHost, snapshot: Instance, records: Sequence[ReplayRow], written: int
+) -> None:
+    """Once an execution stopped: the snapshot of what it loaded when that was a long read
+    (:func:`write_snapshot`), else, when its own rows made the log long, of the log read
+    again (:func:`refresh_snapshot`), in the host's threads. A failure is logged, never
+    raised (the snapshot is derived: the next resume reads the whole log instead)."""
     try:
-        await host.db(write_snapshot, host, snapshot, records)
+        if _read(records) >= SNAPSHOT_ROWS:
+            await host.db(write_snapshot, host, snapshot, records)
+        elif written:
+            await host.db(refresh_snapshot, host, snapshot.id)
     except Exception:
         log.warning("run %s: could not write its replay snapshot", snapshot.id, exc_info=True)

@@ -33,8 +33,8 @@ from statewf.store.logrows import REPLAY_SNAPSHOT_FORMAT, gc_paused
 #: snapshots written by other code are ignored (on the server: the log read skips them).
 FORMAT = REPLAY_SNAPSHOT_FORMAT
 
-#: A resume that read at least this many rows past its snapshot (or a log this long
-#: without one) writes a new snapshot once the run stops executing.
+#: An execution that read or wrote at least this many rows past the run's snapshot (or
+#: in all, without one) leaves a new snapshot once it stops without completing the run.
 SNAPSHOT_ROWS = 500
 
 _new_tuple = tuple.__new__
