@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     DateTime,
     Select,
@@ -190,7 +191,12 @@ REPLAY_SNAPSHOT_FORMAT = 1
 
 
 def select_replay(
-    tables: Tables, light_kind: str, *, with_instance: bool = False, snapshots: bool = True
+    tables: Tables,
+    light_kind: str,
+    *,
+    with_instance: bool = False,
+    snapshots: bool = True,
+    runs: Callable[[Any], ColumnElement[bool]] | None = None,
 ) -> Select[Any]:
     """``SELECT`` of log rows for replay: rows of ``light_kind`` bring only what a
     :class:`~statewf.records.StepRow` holds (their other columns come back NULL).
@@ -203,6 +209,11 @@ def select_replay(
     Columns: seq, kind, key, created_at, the documents (payload and meta, then source,
     target, context_set and context_unset on full rows), event, status, wake_at, the
     snapshot's document (or NULL), then the instance id if ``with_instance``.
+
+    ``runs`` makes the condition on an instance id column that picks the runs read
+    (``lambda id: id == run_id``), applied to the log and to the snapshots alike: the
+    server then finds the runs' snapshots by their key, never walking the table (a
+    merge join on the key alone read the snapshots' index from its start).
     """
     c = tables.transitions.c
     # one named parameter: a statement compiled to text once (the claim's) takes the
@@ -225,12 +236,15 @@ def select_replay(
     if with_instance:
         columns.append(c.instance_id)
     query = select(*columns)
+    if runs is not None:
+        query = query.where(runs(c.instance_id))
     if not snapshots:
         return query
     # the format inline (no parameter: the claim's statements are compiled once)
     taken = and_(
         s.instance_id == c.instance_id,
         s.format == literal_column(str(int(REPLAY_SNAPSHOT_FORMAT))),
+        *([runs(s.instance_id)] if runs is not None else []),
     )
     joined = tables.transitions.outerjoin(tables.replay_snapshots, taken)
     return query.select_from(joined).where(or_(s.seq.is_(None), c.seq >= s.seq))

@@ -226,11 +226,9 @@ def expressions(tables: Tables) -> Expressions:
         .where(log.c.instance_id == any_(bindparam("ids", type_=texts)))
         .order_by(log.c.instance_id, log.c.seq)
     )
-    logs_replay = (
-        logrows.select_replay(tables, "", with_instance=True)
-        .where(log.c.instance_id == any_(bindparam("ids", type_=texts)))
-        .order_by(log.c.instance_id, log.c.seq)
-    )
+    logs_replay = logrows.select_replay(
+        tables, "", with_instance=True, runs=lambda ids: ids == any_(bindparam("ids", type_=texts))
+    ).order_by(log.c.instance_id, log.c.seq)
     json_params = tuple(
         f"{prefix}_{col.name}"
         for prefix, table in (("i", t), ("t", log))

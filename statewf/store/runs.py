@@ -95,14 +95,17 @@ def replay_logs(
     c = tx.t.transitions.c
     if len(run_ids) == 1:
         (run_id,) = run_ids
-        query = logrows.select_replay(tx.t, light_kind, snapshots=snapshots)
-        query = query.where(c.instance_id == run_id)
+        query = logrows.select_replay(
+            tx.t, light_kind, snapshots=snapshots, runs=lambda ids: ids == run_id
+        )
         return logrows.read_replay(tx.conn, query.order_by(c.seq), light_kind, run_id)
-    query = (
-        logrows.select_replay(tx.t, light_kind, with_instance=True, snapshots=snapshots)
-        .where(c.instance_id.in_(list(run_ids)))
-        .order_by(c.instance_id, c.seq)
-    )
+    query = logrows.select_replay(
+        tx.t,
+        light_kind,
+        with_instance=True,
+        snapshots=snapshots,
+        runs=lambda ids: ids.in_(list(run_ids)),
+    ).order_by(c.instance_id, c.seq)
     return logrows.read_replay(tx.conn, query, light_kind)
 
 
