@@ -58,10 +58,19 @@ def _read(records: Sequence[ReplayRow]) -> int:
     return len(records) - (1 if records and isinstance(records[0], ReplaySnapshot) else 0)
 
 
+def _due(records: Sequence[ReplayRow]) -> int:
+    """How many rows past its snapshot make a run's next snapshot due: at least
+    :data:`SNAPSHOT_ROWS`, and an eighth of the rows the snapshot covers, so a run's
+    snapshots, which hold every step's result, are rewritten a bounded number of times
+    as its log grows (their sizes in all at most ~9 times the last one's)."""
+    covered = records[0].seq if records and isinstance(records[0], ReplaySnapshot) else 0
+    return max(SNAPSHOT_ROWS, covered // 8)
+
+
 def snapshot_due(records: Sequence[ReplayRow], written: int) -> bool:
     """Whether an execution that loaded ``records`` and wrote ``written`` rows should
     leave a new replay snapshot: the next resume would read that many rows past it."""
-    return _read(records) + written >= SNAPSHOT_ROWS
+    return _read(records) + written >= _due(records)
 
 
 def write_snapshot(host: RunHost, snapshot: Instance, records: Sequence[ReplayRow]) -> bool:
@@ -98,7 +107,7 @@ async def leave_snapshot(
     again (:func:`refresh_snapshot`), in the host's threads. A failure is logged, never
     raised (the snapshot is derived: the next resume reads the whole log instead)."""
     try:
-        if _read(records) >= SNAPSHOT_ROWS:
+        if _read(records) >= _due(records):
             await host.db(write_snapshot, host, snapshot, records)
         elif written:
             await host.db(refresh_snapshot, host, snapshot.id)

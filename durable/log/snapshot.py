@@ -34,7 +34,8 @@ from statewf.store.logrows import REPLAY_SNAPSHOT_FORMAT, gc_paused
 FORMAT = REPLAY_SNAPSHOT_FORMAT
 
 #: An execution that read or wrote at least this many rows past the run's snapshot (or
-#: in all, without one) leaves a new snapshot once it stops without completing the run.
+#: in all, without one; and an eighth of the rows the snapshot covers) leaves a new
+#: snapshot once it stops without completing the run.
 SNAPSHOT_ROWS = 500
 
 _new_tuple = tuple.__new__

@@ -311,3 +311,13 @@ def test_the_timeline_of_a_run_resumed_from_a_snapshot_is_the_whole_one(
         assert done.output == [f"s{i}" for i in range(STEPS)] + ["go"]
 
     asyncio.run(main())
+
+
+def test_a_snapshot_is_due_after_enough_rows_and_an_eighth_of_what_it_covers() -> None:
+    """(SNAPSHOT_ROWS is 20 here.) A long run's snapshots are rewritten ever less often."""
+    row = wf_flows.kinds  # any object: only the count and the first row matter
+    assert not snapshots.snapshot_due([row] * 19, 0)  # type: ignore[list-item]
+    assert snapshots.snapshot_due([row] * 10, 10)  # type: ignore[list-item]
+    covering = [ReplaySnapshot(8000, "{}")]
+    assert not snapshots.snapshot_due(covering + [row] * 999, 0)  # type: ignore[list-item]
+    assert snapshots.snapshot_due(covering + [row] * 600, 400)  # type: ignore[list-item]
