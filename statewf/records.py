@@ -243,6 +243,28 @@ class StepRow(NamedTuple):
     created_at: datetime
 
 
+#: The ``kind`` of a :class:`ReplaySnapshot` (never a log row's kind).
+KIND_REPLAY_SNAPSHOT = "replay_snapshot"
+
+
+class ReplaySnapshot(NamedTuple):
+    """A derived document of what replay needs from a run's log up to ``seq``, read
+    first in place of those rows (see :func:`statewf.store.runs.replay_logs`).
+
+    ``document`` is the stored text, undecoded: its format is the workflow layer's
+    (:mod:`durable.log.snapshot`); a reader that cannot use it reads the whole log.
+    """
+
+    seq: int
+    document: str
+    kind: str = KIND_REPLAY_SNAPSHOT
+
+
+#: A row of a log read for replay: a full record, a step read light, or the run's
+#: replay snapshot (first, in place of the rows it covers).
+ReplayRow = TransitionRecord | StepRow | ReplaySnapshot
+
+
 class Page(BaseModel, Generic[T]):
     """One page of a listing; pass ``next_cursor`` back to get the next one."""
 

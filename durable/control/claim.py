@@ -35,7 +35,7 @@ from durable.log.records import (
 )
 from statewf.appending import Move, append, next_row
 from statewf.clock import Clock, SystemClock
-from statewf.records import Instance, StepRow, TransitionRecord
+from statewf.records import Instance, ReplayRow, TransitionRecord
 from statewf.store import SqlStore, Tx, pgclaim, runs
 from statewf.store.leases import (
     EXECUTING,
@@ -82,11 +82,12 @@ class Limits:
 class ClaimedRun:
     """A run this claimer now holds: its snapshot and log after the claim row, its lease.
 
-    The log is read for replay: its ``step`` rows as :class:`~statewf.records.StepRow`.
+    The log is read for replay: its ``step`` rows as :class:`~statewf.records.StepRow`,
+    after the run's replay snapshot if it has one (in place of the rows it covers).
     """
 
     snapshot: Instance
-    records: list[TransitionRecord | StepRow]
+    records: list[ReplayRow]
     lease: Lease
 
 
@@ -411,7 +412,7 @@ class _Pipelined:
 
     def claimed(
         self,
-        logs: dict[str, list[TransitionRecord | StepRow]],
+        logs: dict[str, list[ReplayRow]],
         wake: datetime | None,
         next_wake: bool,
     ) -> Claimed:

@@ -15,7 +15,7 @@ import inspect
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -42,6 +42,7 @@ from durable.execution.outcomes import (
     failure_of,
     timing,
 )
+from durable.execution.snapshots import leave_snapshot, load_history, read_whole, snapshot_due
 from durable.execution.timing import sleep_until, within_deadline
 from durable.execution.waiting import run_wait
 from durable.execution.writer import LogWriteFailed, RunHost, RunWriter
@@ -57,13 +58,12 @@ from durable.log.records import (
     KIND_STEP_FAILED,
     StepTimeline,
 )
-from durable.log.replay import History
 from durable.log.rows import step_row
 from durable.log.views import timeline_of
 from durable.observe import record_outcome, run_span, step_span
 from statewf.durations import DurationLike, to_seconds
 from statewf.errors import InvalidInput, StatewfError
-from statewf.records import Instance, StepRow, TransitionRecord
+from statewf.records import Instance, ReplayRow, ReplaySnapshot, StepRow, TransitionRecord
 from statewf.store import Tx
 from statewf.store.runs import set_statement_timeout
 
@@ -79,12 +79,12 @@ class RunExecutor(RunWriter):
         host: RunHost,
         workflow: Workflow[Any, Any],
         snapshot: Instance,
-        records: Sequence[TransitionRecord | StepRow],
+        records: Sequence[ReplayRow],
     ) -> None:
         super().__init__(host, snapshot)
         self.workflow = workflow
-        self.history = History.from_log(records)
-        self._loaded = records
+        self.history, self._loaded = load_history(host, snapshot, records)
+        self._origin = snapshot  # the run as loaded (the replay snapshot's reference)
         self._timeline: tuple[tuple[int, int], tuple[StepTimeline, ...]] = ((-1, -1), ())
         self._last_recorded = max(self.history.steps, default=-1)
         self.next_position = 0
@@ -128,6 +128,9 @@ class RunExecutor(RunWriter):
         worker = self.lease.owner if self.lease is not None else None
         with run_span(self.run_id, self.workflow.name, self.workflow.version, worker=worker):
             outcome = await self._execute(own_task)
+            if outcome.kind != "completed" and snapshot_due(self._loaded, len(self.written)):
+                # a long log: the next resume reads a snapshot and the rows after it
+                await leave_snapshot(self.host, self._origin, self._loaded, len(self.written))
             error = outcome.error
             record_outcome(outcome.kind, f"{error.type}: {error.message}" if error else None)
             return outcome
@@ -327,7 +330,9 @@ class RunExecutor(RunWriter):
         execution's rows (cached): the same on a replay as the first time."""
         mark = (len(self.written), self.next_position)
         if self._timeline[0] != mark:
-            steps = timeline_of([*self._loaded, *self.written])
+            if self._loaded and isinstance(self._loaded[0], ReplaySnapshot):
+                self._loaded = read_whole(self.host, self._origin)  # rows the snapshot holds
+            steps = timeline_of([*cast(Sequence[StepRow], self._loaded), *self.written])
             reached = [s for s in steps if s.position < mark[1] and s.status != "retrying"]
             self._timeline = (mark, tuple(reached))
         return self._timeline[1]

@@ -45,7 +45,7 @@ from durable.log.records import (
     WAIT_KINDS,
     RunError,
 )
-from statewf.records import StepRow, TransitionRecord
+from statewf.records import ReplayRow, ReplaySnapshot, StepRow, TransitionRecord
 
 
 class RecordedStep(NamedTuple):
@@ -108,6 +108,12 @@ class History:
     def from_log(cls, records: Iterable[TransitionRecord | StepRow]) -> History:
         """Index a log's rows by position (full records, or steps read light for replay)."""
         history = cls()
+        history.fold(records)
+        return history
+
+    def fold(self, records: Iterable[TransitionRecord | StepRow]) -> None:
+        """Take more rows into account, in log order (what :meth:`from_log` does)."""
+        history = self
         add = history.add
         rows = records if isinstance(records, Sequence) else list(records)
         # a long log adds thousands of tuples: the cyclic collector would walk the
@@ -134,7 +140,6 @@ class History:
         finally:
             if collecting:
                 gc.enable()
-        return history
 
     def _steps(self, block: Sequence[TransitionRecord | StepRow]) -> bool:
         """Take consecutive ``step`` rows at once, as :meth:`_finished` takes each one;
@@ -182,8 +187,10 @@ class History:
                 self.waits.pop(position, None)
         return True
 
-    def add(self, record: TransitionRecord | StepRow) -> None:
+    def add(self, record: ReplayRow) -> None:
         """Take one more row into account (rows must come in log order)."""
+        if isinstance(record, ReplaySnapshot):  # see durable.log.snapshot.history_of
+            raise TypeError("a log read with its replay snapshot is folded by history_of")
         kind = record.kind
         if kind in (KIND_STEP, KIND_STEP_FAILED):
             self._finished(record)

@@ -16,27 +16,31 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     DateTime,
     Select,
     Text,
+    and_,
     bindparam,
     case,
     cast,
     func,
     literal_column,
+    null,
+    or_,
     select,
     type_coerce,
 )
 
-from statewf.records import StepRow, TransitionRecord
+from statewf.records import ReplayRow, ReplaySnapshot, StepRow, TransitionRecord
 from statewf.store.schema import Tables
 
 #: The instants of a log row: read as the driver gives them, made UTC here.
@@ -181,19 +185,41 @@ def records(
 LIGHT_KIND = "light_kind"
 
 
-def select_replay(tables: Tables, light_kind: str, *, with_instance: bool = False) -> Select[Any]:
+#: The format of the replay snapshots a log read for replay takes (the workflow
+#: layer's, :mod:`durable.log.snapshot`): a snapshot of another format is ignored.
+REPLAY_SNAPSHOT_FORMAT = 1
+
+
+def select_replay(
+    tables: Tables,
+    light_kind: str,
+    *,
+    with_instance: bool = False,
+    snapshots: bool = True,
+    runs: Callable[[Any], ColumnElement[bool]] | None = None,
+) -> Select[Any]:
     """``SELECT`` of log rows for replay: rows of ``light_kind`` bring only what a
     :class:`~statewf.records.StepRow` holds (their other columns come back NULL).
     The kind is the parameter :data:`LIGHT_KIND` (``light_kind`` its value here).
 
+    With ``snapshots``, a run with a replay snapshot (of
+    :data:`REPLAY_SNAPSHOT_FORMAT`) brings only its rows from the snapshot's seq on,
+    the snapshot's document on the first of them (the row at that seq).
+
     Columns: seq, kind, key, created_at, the documents (payload and meta, then source,
-    target, context_set and context_unset on full rows), event, status, wake_at, then
-    the instance id if ``with_instance``.
+    target, context_set and context_unset on full rows), event, status, wake_at, the
+    snapshot's document (or NULL), then the instance id if ``with_instance``.
+
+    ``runs`` makes the condition on an instance id column that picks the runs read
+    (``lambda id: id == run_id``), applied to the log and to the snapshots alike: the
+    server then finds the runs' snapshots by their key, never walking the table (a
+    merge join on the key alone read the snapshots' index from its start).
     """
     c = tables.transitions.c
     # one named parameter: a statement compiled to text once (the claim's) takes the
     # kind with its other parameters
     full = c.kind != bindparam(LIGHT_KIND, light_kind, type_=c.kind.type)
+    s = tables.replay_snapshots.c
     columns: list[Any] = [
         c.seq,
         c.kind,
@@ -205,10 +231,23 @@ def select_replay(tables: Tables, light_kind: str, *, with_instance: bool = Fals
         case((full, c.event), else_=None).label("event"),
         case((full, c.status), else_=None).label("status"),
         type_coerce(case((full, c.wake_at), else_=None), DateTime()).label("wake_at"),
+        (case((c.seq == s.seq, s.document), else_=None) if snapshots else null()).label("snapshot"),
     ]
     if with_instance:
         columns.append(c.instance_id)
-    return select(*columns)
+    query = select(*columns)
+    if runs is not None:
+        query = query.where(runs(c.instance_id))
+    if not snapshots:
+        return query
+    # the format inline (no parameter: the claim's statements are compiled once)
+    taken = and_(
+        s.instance_id == c.instance_id,
+        s.format == literal_column(str(int(REPLAY_SNAPSHOT_FORMAT))),
+        *([runs(s.instance_id)] if runs is not None else []),
+    )
+    joined = tables.transitions.outerjoin(tables.replay_snapshots, taken)
+    return query.select_from(joined).where(or_(s.seq.is_(None), c.seq >= s.seq))
 
 
 #: The JSON columns of :func:`select_replay`'s documents (light rows: the first two).
@@ -217,7 +256,7 @@ _REPLAY_JSON = ("payload", "meta", "source", "target", "context_set", "context_u
 
 def read_replay(
     conn: Connection, query: Select[Any], light_kind: str, instance_id: str | None = None
-) -> dict[str, list[TransitionRecord | StepRow]]:
+) -> dict[str, list[ReplayRow]]:
     """Run a :func:`select_replay` query: each instance's rows in order (see
     :func:`replay_records`), the collector paused.
 
@@ -230,10 +269,11 @@ def read_replay(
 
 def replay_records(
     rows: Sequence[Sequence[Any]], light_kind: str, instance_id: str | None = None
-) -> dict[str, list[TransitionRecord | StepRow]]:
+) -> dict[str, list[ReplayRow]]:
     """Rows of :func:`select_replay` (a driver's plain tuples will do) by instance, in
     order: a :class:`StepRow` for each row of ``light_kind`` and a full record for
-    every other row, with one JSON decode.
+    every other row, with one JSON decode; a run's first row that carries a replay
+    snapshot becomes a :class:`~statewf.records.ReplaySnapshot` (it covers that row).
 
     ``instance_id`` is the one instance the rows belong to; without it the rows carry
     their instance id last and come ordered by instance.
@@ -243,16 +283,20 @@ def replay_records(
     with gc_paused():
         docs = json.loads(f"[{','.join([r[4] for r in rows])}]")
         ids: Iterable[str] = (
-            repeat(instance_id, len(rows)) if instance_id is not None else [r[8] for r in rows]
+            repeat(instance_id, len(rows)) if instance_id is not None else [r[9] for r in rows]
         )
-        logs: dict[str, list[TransitionRecord | StepRow]] = {}
+        logs: dict[str, list[ReplayRow]] = {}
         current: str | None = None
-        into: list[TransitionRecord | StepRow] = []
+        into: list[ReplayRow] = []
         append = into.append  # replaced at the first row
         light, new_light = StepRow, tuple.__new__  # a NamedTuple's __new__ without its call
         for r, doc, iid in zip(rows, docs, ids, strict=True):
             if iid != current:
                 current, append = iid, logs.setdefault(iid, []).append
+                if r[8] is not None:
+                    # the run's replay snapshot, in place of its rows up to this one
+                    append(ReplaySnapshot(r[0], r[8]))
+                    continue
             created_at = r[3]
             if created_at.tzinfo is not UTC:
                 created_at = _utc(created_at)

@@ -51,7 +51,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from statewf.errors import ConcurrencyConflict
-from statewf.records import StepRow, TransitionRecord
+from statewf.records import ReplayRow
 from statewf.store import driver_errors, logrows, pgclaim
 from statewf.store.leases import ClaimScope
 from statewf.store.pg_write import param_text, prepare, text_array
@@ -69,7 +69,7 @@ _ASYNC_COMMIT = b"SELECT set_config('synchronous_commit', 'off', true)"
 T = TypeVar("T")
 
 #: What :meth:`LoopClaimer.claim` answers: the written runs' logs, and the next wake-up.
-Answer = tuple[dict[str, list[TransitionRecord | StepRow]], datetime | None]
+Answer = tuple[dict[str, list[ReplayRow]], datetime | None]
 
 
 class NoTextForm(Exception):

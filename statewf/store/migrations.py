@@ -74,12 +74,22 @@ def _m0005_served_workflows(conn: Connection, tables: Tables) -> None:
     )
 
 
+def _m0006_replay_snapshots(conn: Connection, tables: Tables) -> None:
+    v6 = build_tables(tables.prefix, tables.metadata.schema, version=6)
+    v6.metadata.create_all(conn, tables=[v6.replay_snapshots], checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the statewf tables", _m0001_create_tables),
     (2, "the workers table (live durable workers and their heartbeats)", _m0002_workers),
     (3, "documents as json text on PostgreSQL (keys keep their order)", _m0003_documents_as_text),
     (4, "indexes for list filters on status and kind", _m0004_list_indexes),
     (5, "the workflow versions each worker serves", _m0005_served_workflows),
+    (
+        6,
+        "replay snapshots of long workflow runs (derived, safe to delete)",
+        _m0006_replay_snapshots,
+    ),
 ]
 
 

@@ -59,7 +59,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import ClauseElement
 
 from statewf.errors import ConcurrencyConflict
-from statewf.records import Instance, StepRow, TransitionRecord
+from statewf.records import Instance, ReplayRow, TransitionRecord
 from statewf.store import driver_errors, logrows, prebuilt
 from statewf.store.leases import EXECUTING, WAKEABLE, Claimable, ClaimScope
 from statewf.store.pg_write import text_array
@@ -226,11 +226,9 @@ def expressions(tables: Tables) -> Expressions:
         .where(log.c.instance_id == any_(bindparam("ids", type_=texts)))
         .order_by(log.c.instance_id, log.c.seq)
     )
-    logs_replay = (
-        logrows.select_replay(tables, "", with_instance=True)
-        .where(log.c.instance_id == any_(bindparam("ids", type_=texts)))
-        .order_by(log.c.instance_id, log.c.seq)
-    )
+    logs_replay = logrows.select_replay(
+        tables, "", with_instance=True, runs=lambda ids: ids == any_(bindparam("ids", type_=texts))
+    ).order_by(log.c.instance_id, log.c.seq)
     json_params = tuple(
         f"{prefix}_{col.name}"
         for prefix, table in (("i", t), ("t", log))
@@ -270,7 +268,7 @@ def claim(
     decide: Callable[[Found], Sequence[ClaimWrite]],
     next_wake: bool = False,
     light_kind: str | None = None,
-) -> tuple[dict[str, list[TransitionRecord | StepRow]], datetime | None]:
+) -> tuple[dict[str, list[ReplayRow]], datetime | None]:
     """Lock up to ``limit`` runs ``scope`` allows, write what ``decide`` makes of them,
     commit; the logs of the runs written, by id (empty: nothing locked or written),
     and with ``next_wake`` the earliest ``wake_at`` of the runs ``scope`` covers left
@@ -297,7 +295,7 @@ def claim(
 
     def work(
         cur: psycopg.Cursor[Any],
-    ) -> tuple[dict[str, list[TransitionRecord | StepRow]], datetime | None]:
+    ) -> tuple[dict[str, list[ReplayRow]], datetime | None]:
         conn = cur.connection
         # the kept connection is in autocommit: for this claim the driver opens the
         # transaction itself (BEGIN goes ahead of the first statement) and commits it
@@ -312,7 +310,7 @@ def claim(
 
     def pipelined(
         conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]
-    ) -> tuple[dict[str, list[TransitionRecord | StepRow]], datetime | None]:
+    ) -> tuple[dict[str, list[ReplayRow]], datetime | None]:
         writes: Sequence[ClaimWrite] = ()
         with conn.pipeline():
             if lock:
@@ -350,14 +348,12 @@ def claim(
         raise driver_errors.wrap(exc, store.url, store.tables.transitions.name) from exc
 
 
-def logs_by_run(
-    rows: Sequence[Any], light_kind: str | None = None
-) -> dict[str, list[TransitionRecord | StepRow]]:
+def logs_by_run(rows: Sequence[Any], light_kind: str | None = None) -> dict[str, list[ReplayRow]]:
     """The claimed runs' log rows (the ``logs`` statement's, as the driver returns them;
     with ``light_kind`` the ``logs_replay`` statement's) as records, by run id."""
     if light_kind is not None:
         return logrows.replay_records(rows, light_kind)
-    by_run: dict[str, list[TransitionRecord | StepRow]] = {}
+    by_run: dict[str, list[ReplayRow]] = {}
     for record in logrows.records(rows):
         by_run.setdefault(record.instance_id, []).append(record)
     return by_run

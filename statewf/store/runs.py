@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 import psycopg.sql
 from sqlalchemy import Connection as _Connection
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import delete, func, insert, select, tuple_
 
-from statewf.records import Instance, StepRow, TransitionRecord
+from statewf.records import Instance, ReplayRow, TransitionRecord
 from statewf.store import logrows
 from statewf.store.schema import UTCDateTime
 from statewf.store.sql import SqlStore, Tx, instance_from_row
@@ -69,38 +69,78 @@ def run_logs(tx: Tx, run_ids: Sequence[str]) -> dict[str, list[TransitionRecord]
 
 
 def load_replay(
-    tx: Tx, run_id: str, light_kind: str
-) -> tuple[Instance, list[TransitionRecord | StepRow]] | None:
+    tx: Tx, run_id: str, light_kind: str, *, snapshots: bool = True
+) -> tuple[Instance, list[ReplayRow]] | None:
     """A run's snapshot and its log as replay reads it (see :func:`replay_logs`), or None."""
     snapshot = tx.get_instance(run_id)
     if snapshot is None:
         return None
-    return snapshot, replay_logs(tx, [run_id], light_kind).get(run_id, [])
+    return snapshot, replay_logs(tx, [run_id], light_kind, snapshots=snapshots).get(run_id, [])
 
 
 def replay_logs(
-    tx: Tx, run_ids: Sequence[str], light_kind: str
-) -> dict[str, list[TransitionRecord | StepRow]]:
+    tx: Tx, run_ids: Sequence[str], light_kind: str, *, snapshots: bool = True
+) -> dict[str, list[ReplayRow]]:
     """The whole logs of several runs in one query, for replay: each row of ``light_kind``
     (a run's finished steps) as a :class:`~statewf.records.StepRow`, every other row
     as a full record.
 
     A step row's configurations and context change are what a replay never reads; left
-    on the server, a 10,000-step log comes back in about half the time.
+    on the server, a 10,000-step log comes back in about half the time. With
+    ``snapshots``, a run's replay snapshot comes first in place of the rows it covers
+    (:func:`write_replay_snapshot`).
     """
     if not run_ids:
         return {}
     c = tx.t.transitions.c
     if len(run_ids) == 1:
         (run_id,) = run_ids
-        query = logrows.select_replay(tx.t, light_kind).where(c.instance_id == run_id)
+        query = logrows.select_replay(
+            tx.t, light_kind, snapshots=snapshots, runs=lambda ids: ids == run_id
+        )
         return logrows.read_replay(tx.conn, query.order_by(c.seq), light_kind, run_id)
-    query = (
-        logrows.select_replay(tx.t, light_kind, with_instance=True)
-        .where(c.instance_id.in_(list(run_ids)))
-        .order_by(c.instance_id, c.seq)
-    )
+    query = logrows.select_replay(
+        tx.t,
+        light_kind,
+        with_instance=True,
+        snapshots=snapshots,
+        runs=lambda ids: ids.in_(list(run_ids)),
+    ).order_by(c.instance_id, c.seq)
     return logrows.read_replay(tx.conn, query, light_kind)
+
+
+def write_replay_snapshot(
+    tx: Tx, run_id: str, seq: int, document: str, now: datetime, *, format: int
+) -> bool:
+    """Store a run's replay snapshot up to ``seq`` (replacing an older one); False when
+    the run has one at ``seq`` or later already, or no row at ``seq``.
+
+    A snapshot is derived data: the log is the truth, and a log read for replay takes
+    the rows after ``seq`` on top of it. Losing one costs a full read.
+    """
+    s, c = tx.t.replay_snapshots.c, tx.t.transitions.c
+    there = tx.conn.execute(
+        select(func.count()).where(c.instance_id == run_id, c.seq == seq)
+    ).scalar()
+    if not there:
+        return False  # never a snapshot past the log: its rows would not be read
+    held = tx.conn.execute(select(s.seq).where(s.instance_id == run_id)).scalar()
+    if held is not None and held >= seq:
+        return False
+    if held is not None:
+        tx.conn.execute(delete(tx.t.replay_snapshots).where(s.instance_id == run_id))
+    tx.conn.execute(
+        insert(tx.t.replay_snapshots).values(
+            instance_id=run_id, seq=seq, format=format, document=document, created_at=now
+        )
+    )
+    return True
+
+
+def delete_replay_snapshot(tx: Tx, run_id: str) -> None:
+    """Forget a run's replay snapshot: its next resume reads the whole log."""
+    s = tx.t.replay_snapshots.c
+    tx.conn.execute(delete(tx.t.replay_snapshots).where(s.instance_id == run_id))
 
 
 def next_wake(

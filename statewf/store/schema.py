@@ -38,13 +38,16 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 #: The schema version this code declares; migrations bring a database up to it.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: The schema version from which ``list`` by status or kind reads an index of its own.
 LIST_INDEXES = 4
 
 #: The schema version from which a worker's row lists the workflow versions it serves.
 SERVED_WORKFLOWS = 5
+
+#: The schema version from which a long run's replay may start from a snapshot row.
+REPLAY_SNAPSHOTS = 6
 
 #: The schema version from which document columns are json text on PostgreSQL.
 DOCUMENTS_AS_TEXT = 3
@@ -128,6 +131,8 @@ class Tables:
     effects: Table
     schema_version: Table
     workers: Table
+    #: schema version 6: derived replay snapshots of long runs (one row per run)
+    replay_snapshots: Table
     prefix: str = "statewf_"
 
 
@@ -239,4 +244,26 @@ def build_tables(
         *served_columns(version),
         Index(f"{prefix}workers_heartbeat", "heartbeat_at"),
     )
-    return Tables(md, instances, transitions, machines, effects, schema_version, workers, prefix)
+    # schema version 6: what replay needs of a run's log up to ``seq``, folded into one
+    # document (durable.log.snapshot), so that resuming a long run reads it and the
+    # rows after ``seq`` only. Derived data: deleting a row costs one full read.
+    replay_snapshots = Table(
+        f"{prefix}replay_snapshots",
+        md,
+        Column("instance_id", String(ID_LENGTH), primary_key=True),
+        Column("seq", Integer, nullable=False),
+        Column("format", Integer, nullable=False),
+        Column("document", Text, nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+    )
+    return Tables(
+        md,
+        instances,
+        transitions,
+        machines,
+        effects,
+        schema_version,
+        workers,
+        replay_snapshots,
+        prefix,
+    )

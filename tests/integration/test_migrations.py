@@ -76,6 +76,7 @@ def test_migrating_an_empty_database_gives_exactly_the_declared_tables(
                 "mig_effects",
                 "mig_schema_version",
                 "mig_workers",
+                "mig_replay_snapshots",
             }
         )
         for name in expected:
