@@ -618,7 +618,8 @@ def bench_growth(url: str, base: str, args: argparse.Namespace, rep: Report) -> 
                 with store.store.transaction(readonly=True) as tx:
                     loaded = load_replay(tx, run.id, KIND_STEP)
                 t1 = time.perf_counter()
-                assert loaded is not None and len(loaded[1]) == 2, "snapshot + the last row"
+                assert loaded is not None
+                assert len(loaded[1]) == 2, "snapshot + the last row"
                 outcome = await replay_only(engine, long, *loaded)
                 t2 = time.perf_counter()
                 assert outcome.kind == "completed", outcome
