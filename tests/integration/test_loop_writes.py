@@ -178,6 +178,12 @@ def test_an_idle_connection_closed_by_the_server_is_replaced(pg_schema: str) -> 
             await asyncio.sleep(0.3)  # the loop sees the socket close
             second = await engine.start_workflow("story-3")
             done = await engine.wait_for_run(second.id, timeout=30)
+            # the replacement is opened in a thread while the rows go the thread's way:
+            # under load the run can end before it lands
+            for _ in range(500):
+                if batcher.connections:
+                    break
+                await asyncio.sleep(0.01)
             new = [c.backend_pid for c in batcher.connections]
             return [done.status, set(old) & set(new)], len(new)
 
