@@ -110,6 +110,8 @@ class FastPath:
             if isinstance(exc, psycopg.OperationalError) or conn.broken:
                 raw.invalidate(exc)  # never back into the pool (no reset on a dead socket)
                 self.on_lost()
+            elif conn.closed:  # ``work`` closed it (a claim failed half-way): discard it
+                raw.invalidate(exc)
             else:
                 raw.close()
             raise

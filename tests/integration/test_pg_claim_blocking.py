@@ -184,3 +184,27 @@ def test_a_parameter_psycopg_must_adapt_still_claims(pg_schema: str) -> None:
         assert _lease(engine.store, run_id) == ("me", 1)
     finally:
         engine.close()
+
+
+def test_a_claim_the_server_refuses_discards_its_connection_quietly(
+    pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a primary turned read-only (after a failover): the FOR UPDATE select is refused
+    # with an error that is not an OperationalError; the claim closes its connection,
+    # which must leave the pool without a reset attempt, and the next claim goes on
+    ids = _create(pg_schema, 2)
+    engine = statewf.Engine(PG_URL, schema=pg_schema)
+    try:
+        store = engine.store
+        fast = store.fast_path
+        assert fast is not None
+        claiming.claim_runs(store, _claimer("me"), SystemClock(), limit=1)
+        fast.run(lambda cur: cur.execute("SET default_transaction_read_only = on"))
+        with caplog.at_level("WARNING"), pytest.raises(statewf.StoreError, match="read-only"):
+            claiming.claim_runs(store, _claimer("me"), SystemClock(), limit=1)
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+        again = claiming.claim_runs(store, _claimer("me"), SystemClock(), limit=1)
+        assert len(again.runs) == 1
+        assert sorted(_lease(store, i)[0] or "" for i in ids) == ["me", "me"]
+    finally:
+        engine.close()
