@@ -42,7 +42,14 @@ from durable.execution.outcomes import (
     failure_of,
     timing,
 )
-from durable.execution.snapshots import leave_snapshot, load_history, read_whole, snapshot_due
+from durable.execution.snapshots import (
+    drop_snapshot,
+    had_snapshot,
+    leave_snapshot,
+    load_history,
+    read_whole,
+    snapshot_due,
+)
 from durable.execution.timing import sleep_until, within_deadline
 from durable.execution.waiting import run_wait
 from durable.execution.writer import LogWriteFailed, RunHost, RunWriter
@@ -85,6 +92,7 @@ class RunExecutor(RunWriter):
         self.workflow = workflow
         self.history, self._loaded = load_history(host, snapshot, records)
         self._origin = snapshot  # the run as loaded (the replay snapshot's reference)
+        self._had_snapshot = had_snapshot(self._loaded)
         self._timeline: tuple[tuple[int, int], tuple[StepTimeline, ...]] = ((-1, -1), ())
         self._last_recorded = max(self.history.steps, default=-1)
         self.next_position = 0
@@ -131,6 +139,8 @@ class RunExecutor(RunWriter):
             if outcome.kind != "completed" and snapshot_due(self._loaded, len(self.written)):
                 # a long log: the next resume reads a snapshot and the rows after it
                 await leave_snapshot(self.host, self._origin, self._loaded, len(self.written))
+            elif outcome.kind == "completed" and self._had_snapshot:
+                await drop_snapshot(self.host, self.run_id)
             error = outcome.error
             record_outcome(outcome.kind, f"{error.type}: {error.message}" if error else None)
             return outcome

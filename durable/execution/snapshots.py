@@ -113,3 +113,23 @@ async def leave_snapshot(
             await host.db(refresh_snapshot, host, snapshot.id)
     except Exception:
         log.warning("run %s: could not write its replay snapshot", snapshot.id, exc_info=True)
+
+
+def had_snapshot(records: Sequence[ReplayRow]) -> bool:
+    """Whether a loaded log began with the run's replay snapshot."""
+    return bool(records) and isinstance(records[0], ReplaySnapshot)
+
+
+async def drop_snapshot(host: RunHost, run_id: str) -> None:
+    """Once a run completed: its replay snapshot is of no more use (a fork is a new run,
+    and nothing resumes a completed one), so the document of its every step's result
+    goes. A failure is logged, never raised."""
+
+    def drop() -> None:
+        with host.store.transaction() as tx:
+            runs.delete_replay_snapshot(tx, run_id)
+
+    try:
+        await host.db(drop)
+    except Exception:
+        log.warning("run %s: could not delete its replay snapshot", run_id, exc_info=True)

@@ -17,7 +17,9 @@ from typing import Any
 import psycopg
 import psycopg.sql
 from sqlalchemy import Connection as _Connection
-from sqlalchemy import delete, func, insert, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from statewf.records import Instance, ReplayRow, TransitionRecord
 from statewf.store import logrows
@@ -124,17 +126,20 @@ def write_replay_snapshot(
     ).scalar()
     if not there:
         return False  # never a snapshot past the log: its rows would not be read
-    held = tx.conn.execute(select(s.seq).where(s.instance_id == run_id)).scalar()
-    if held is not None and held >= seq:
-        return False
-    if held is not None:
-        tx.conn.execute(delete(tx.t.replay_snapshots).where(s.instance_id == run_id))
-    tx.conn.execute(
-        insert(tx.t.replay_snapshots).values(
-            instance_id=run_id, seq=seq, format=format, document=document, created_at=now
+    # one statement: of two writers at once (an executor that lost its lease and its
+    # successor) the newer snapshot stays, and neither meets a duplicate key
+    upsert = (pg_insert if tx.dialect == "postgresql" else sqlite_insert)(tx.t.replay_snapshots)
+    values = {"seq": seq, "format": format, "document": document, "created_at": now}
+    statement = (
+        upsert.values(instance_id=run_id, **values)
+        .on_conflict_do_update(
+            index_elements=[s.instance_id],
+            set_={name: upsert.excluded[name] for name in values},
+            where=s.seq < upsert.excluded.seq,
         )
+        .returning(s.seq)  # a row only when written (rowcount is -1 here on psycopg)
     )
-    return True
+    return tx.conn.execute(statement).first() is not None
 
 
 def delete_replay_snapshot(tx: Tx, run_id: str) -> None:

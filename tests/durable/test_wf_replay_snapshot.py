@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import wf_flows
 from wf_flows import Crash, Make, until
 
@@ -17,11 +18,11 @@ import durable
 from durable.control import claim as claiming
 from durable.execution import snapshots
 from durable.log.records import KIND_STEP
-from durable.log.snapshot import history_of
+from durable.log.snapshot import FORMAT, history_of
 from statewf.records import ReplaySnapshot
 from statewf.store.leases import ClaimScope
 from statewf.store.loop_claim import LoopClaimer
-from statewf.store.runs import delete_replay_snapshot, load_replay
+from statewf.store.runs import delete_replay_snapshot, load_replay, write_replay_snapshot
 
 STEPS = 30
 
@@ -63,6 +64,13 @@ def replay_log(engine: durable.WorkflowEngine, run_id: str, **kw: Any) -> list[A
     return loaded[1]
 
 
+def snapshot_seq(engine: durable.WorkflowEngine, run_id: str) -> int | None:
+    """The seq of the run's stored replay snapshot, if it has one."""
+    with engine.engine.store.transaction(readonly=True) as tx:
+        s = tx.t.replay_snapshots.c
+        return tx.conn.execute(sa.select(s.seq).where(s.instance_id == run_id)).scalar()
+
+
 async def waiting_at_again(engine: durable.WorkflowEngine, run_id: str) -> None:
     """Start the long run, let it reach "go", send it, and wait for it at "again"."""
     await engine.start_workflow("snap-long", run_id=run_id)
@@ -88,8 +96,17 @@ def test_a_long_resume_leaves_a_snapshot_and_the_next_resume_reads_it(
             from_snapshot = history_of(records, run_id, snap.machine, snap.machine_version)
             assert from_snapshot is not None
             assert from_snapshot == history_of(whole, run_id, snap.machine, snap.machine_version)
+            # an older snapshot never replaces it (an executor that lost its lease, say)
+            with engine.engine.store.transaction() as tx:
+                older = write_replay_snapshot(
+                    tx, run_id, first.seq - 1, "{}", datetime.now(UTC), format=FORMAT
+                )
+            assert older is False
+            assert snapshot_seq(engine, run_id) == first.seq
             await engine.trigger_event(run_id, "again", 2)
             done = await engine.wait_for_run(run_id, timeout=30)
+            # a completed run's snapshot is of no more use: it goes
+            await until(lambda: snapshot_seq(engine, run_id) is None, "the snapshot deleted")
         assert done.status == "completed"
         assert done.output == EXPECTED
         # every step ran once: the resumes replayed them from the snapshot or the log
