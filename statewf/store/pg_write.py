@@ -79,6 +79,30 @@ _ROW_PART = attrgetter(*ROW_FROM_SNAPSHOT)
 _SNAPSHOT_PART = attrgetter(*ROW_FROM_SNAPSHOT.values())
 
 
+#: The JSON text of an empty container, by its type (a tuple's is a list's).
+_EMPTY_JSON: dict[type, bytes] = {dict: b"{}", list: b"[]", tuple: b"[]"}
+#: The parameters whose value is a tuple of names (validated ``tuple[str, ...]``): their
+#: JSON text is kept per tuple (``_NAMES`` in a plan's JSON slot).
+_NAMES_PARAMS = frozenset({"i_configuration", "t_source", "t_target", "t_context_unset"})
+_NAMES = 2
+#: Tuples of state names whose JSON text is kept, per statement: at most this many.
+_NAMES_KEPT = 1024
+
+
+def _names_text(
+    dumps: Callable[[Any], bytes], kept: dict[tuple[str, ...], bytes], value: tuple[str, ...]
+) -> bytes:
+    """``dumps(value)``, kept in ``kept`` if ``value`` holds only strings (state names).
+
+    A tuple of ``str`` encodes by its items alone, and a key of strings never equals a
+    tuple holding anything else, so a kept text is the one ``dumps`` would give.
+    """
+    text = dumps(value)
+    if len(kept) < _NAMES_KEPT and all(type(item) is str for item in value):
+        kept[value] = text
+    return text
+
+
 class PreparedWrite:
     """One statement, prepared on each connection it runs on, executed with text parameters.
 
@@ -101,12 +125,14 @@ class PreparedWrite:
         self._json = encode_json
         # per parameter of the conditional write: its source ("s" the snapshot, "r" the
         # log row, or a special), the field, JSON? (None: another statement)
-        self._row_plan: list[tuple[Any, str, bool]] | None = None
+        self._row_plan: list[tuple[Any, str, Any]] | None = None
         if all(n in _SPECIAL or n.startswith(("i_", "t_")) for n in names):
             self._row_plan = [
                 (_SPECIAL[n], "", j) if n in _SPECIAL else ("s" if n[0] == "i" else "r", n[2:], j)
-                for n, j in self.params
+                for n, j in ((n, _NAMES if j and n in _NAMES_PARAMS else j) for n, j in self.params)
             ]
+        # tuples of state names (configurations, sources, targets) and their JSON text
+        self._names_json: dict[tuple[str, ...], bytes] = {}
         # the connections this statement is prepared on (a new one prepares it first)
         self._prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
@@ -154,6 +180,7 @@ class PreparedWrite:
             return None
         fields, row_fields = snapshot.__dict__, record.__dict__
         dumps = self._json
+        names_json = self._names_json
         out: list[bytes | None] = []
         append = out.append
         last: Any = None
@@ -163,8 +190,10 @@ class PreparedWrite:
                 value = fields[name]
             elif source == "r":
                 value = row_fields[name]
-            elif source == _CONFIGURATION:
-                value = snapshot.stored_configuration()
+            elif source == _CONFIGURATION:  # a flat machine's: its tuple (a list's JSON)
+                value = (
+                    snapshot.stored_configuration() if snapshot.chart else fields["configuration"]
+                )
             elif source == _EXPECTED:
                 value = expected_version
             else:
@@ -172,9 +201,21 @@ class PreparedWrite:
             if value is None:
                 append(None)
             elif is_json:
-                append(dumps(value))
-            elif type(value) is str and "\x00" not in value:
+                if is_json is _NAMES and type(value) is tuple:
+                    text = names_json.get(value)
+                    append(_names_text(dumps, names_json, value) if text is None else text)
+                elif not value and type(value) in _EMPTY_JSON:
+                    append(_EMPTY_JSON[type(value)])
+                else:
+                    append(dumps(value))
+            elif (kind := type(value)) is str:  # param_text's commonest answers inline
+                if "\x00" in value:
+                    return None  # the text protocol cannot carry it: psycopg's path
                 append(value.encode())
+            elif kind is int:
+                append(b"%d" % value)
+            elif kind is bool:
+                append(b"t" if value else b"f")
             elif value is last:  # the row's instant is the snapshot's
                 append(last_text)
             else:

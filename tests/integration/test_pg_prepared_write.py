@@ -101,3 +101,28 @@ def test_the_sends_arguments_built_from_the_models_are_the_dicts_text(
     assert row_args(moved, record, expected, release) is None  # not its row: the dict's path
     nul = record.model_copy(update={"event": "a\x00b"})
     assert row_args(snapshot, nul, expected, release) is None  # no text form here
+
+
+def test_kept_json_texts_are_the_encoders(pg_schema: str) -> None:
+    clock = ManualClock()
+    engine = tracked(statewf.Engine(PG_URL, schema=pg_schema, clock=clock))
+    prepared = engine.store._prepared_write
+    assert prepared is not None
+    row_args = prepared.row_args
+    spec = statewf.Machine(
+        "kept-json",
+        initial="a",
+        states={"a": statewf.State(on={"GO": "b"}), "b": statewf.State(final=True)},
+    )
+    engine.register(spec)
+    inst = engine.create(spec, context={"k": 1})
+    engine.send(inst.id, "GO")
+    snapshot = engine.get(inst.id)
+    record = engine.history(inst.id)[-1]
+    payloads: list[Any] = [None, (), [], {}, ("a", ["b"]), ("x", 1), [("y",)], "text", 1, True]
+    for payload in payloads:
+        for unset in ((), ("k",), ("k", "j")):
+            changed = record.model_copy(update={"payload": payload, "context_unset": unset})
+            params = prebuilt.conditional_params(snapshot, changed, record.seq - 1, False)
+            for _ in range(2):  # encoded, then from the kept texts
+                assert row_args(snapshot, changed, record.seq - 1, False) == prepared.args(params)
