@@ -315,30 +315,19 @@ def _claim_pipelined(
     """:func:`claim` without limits on PostgreSQL: the same transaction, the same plan
     and rows, in two round trips (:mod:`statewf.store.pgclaim`)."""
     pipelined = _Pipelined(claimer, clock, limit)
+    asked: dict[str, Any] = {
+        "due_at": pipelined.due_at,
+        "limit": limit,
+        "exclude": exclude,
+        "only": only,
+        "decide": pipelined.decide,
+        "next_wake": next_wake,
+        "light_kind": KIND_STEP,
+    }
     # on libpq, as from the event loop; psycopg's pipeline for a parameter without text
-    answer = claim_blocking(
-        store,
-        claimer.scope,
-        due_at=pipelined.due_at,
-        limit=limit,
-        exclude=exclude,
-        only=only,
-        decide=pipelined.decide,
-        next_wake=next_wake,
-        light_kind=KIND_STEP,
-    )
+    answer = claim_blocking(store, claimer.scope, **asked)
     if answer is None:
-        answer = pgclaim.claim(
-            store,
-            claimer.scope,
-            due_at=pipelined.due_at,
-            limit=limit,
-            exclude=exclude,
-            only=only,
-            decide=pipelined.decide,
-            next_wake=next_wake,
-            light_kind=KIND_STEP,
-        )
+        answer = pgclaim.claim(store, claimer.scope, **asked)
     logs, wake = answer
     return pipelined.claimed(logs, wake, next_wake)
 

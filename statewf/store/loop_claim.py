@@ -399,16 +399,7 @@ def claim_blocking(
                 conn.close()  # never kept half-way through a claim
             raise
 
-    try:
-        return fast.run(work)
-    except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
-        raise ConcurrencyConflict(
-            "a claimed run changed while it was being claimed; claim again"
-        ) from exc
-    except psycopg.Error as exc:
-        raise driver_errors.wrap_driver(exc, store.url) from exc
-    except DBAPIError as exc:  # no connection to be had
-        raise driver_errors.wrap(exc, store.url, store.tables.transitions.name) from exc
+    return pgclaim.run_claim(store, work)
 
 
 def _broken(conn: _Connection, exc: psycopg.Error) -> bool:

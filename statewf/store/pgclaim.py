@@ -31,7 +31,7 @@ import functools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pydantic_core
@@ -336,6 +336,17 @@ def claim(
             return {}, wake
         return logs_by_run(logs.fetchall(), light_kind), wake
 
+    return run_claim(store, work)
+
+
+T = TypeVar("T")
+
+
+def run_claim(store: SqlStore, work: Callable[[psycopg.Cursor[Any]], T]) -> T:
+    """``work`` (a claim) on one of the store's kept connections, its driver errors as
+    statewf's: a run that changed while it was claimed is a :class:`ConcurrencyConflict`."""
+    fast = store.fast_path
+    assert fast is not None
     try:
         return fast.run(work)
     except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
