@@ -139,8 +139,8 @@ class RunExecutor(RunWriter):
             if outcome.kind != "completed" and snapshot_due(self._loaded, len(self.written)):
                 # a long log: the next resume reads a snapshot and the rows after it
                 await leave_snapshot(self.host, self._origin, self._loaded, len(self.written))
-            elif outcome.kind == "completed" and self._had_snapshot:
-                await drop_snapshot(self.host, self.run_id)
+            elif outcome.kind == "completed" and self._had_snapshot and self.written:
+                await drop_snapshot(self.host, self.run_id)  # this execution ended the run
             error = outcome.error
             record_outcome(outcome.kind, f"{error.type}: {error.message}" if error else None)
             return outcome
