@@ -504,11 +504,13 @@ def bench_wake(url: str, base: str, args: argparse.Namespace, rep: Report) -> No
                     await asyncio.sleep(0.001)
                 stamped.clear()
                 inbox.put(run.id)
-                sent = await loop.run_in_executor(None, outbox.get)
                 # wait for the stamp without asking the database: polling the run every
                 # millisecond here took this process's CPU and database threads from the
-                # very claim being measured (the figure was ~10.5 ms with it)
+                # very claim being measured (the figure was ~10.5 ms with it); and the
+                # sender's time is read only after it, so no thread of this process
+                # wakes to read the queue while the claim and the replay run
                 await loop.run_in_executor(None, stamped.wait, 30)
+                sent = await loop.run_in_executor(None, outbox.get)
                 await engine.wait_for_run(run.id)
                 latencies.append(started[run.id] - sent)
         return latencies

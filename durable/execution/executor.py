@@ -316,6 +316,10 @@ class Executor:
         self._more_work = len(claimed) >= limit or self.leases.limits.any
         for item in claimed:
             self.spawn(self.executor_of(item))
+        if claimed:
+            # the runs' tasks go first: each replays to its first write and sends it
+            # before this pass ends (its bookkeeping, the scheduler's next wait)
+            await asyncio.sleep(0)
         return _Woken([item.snapshot.id for item in claimed], found.asked, found.next_wake)
 
     async def _next_wake(self) -> datetime | None:

@@ -137,6 +137,37 @@ def test_events_before_and_after_the_wait_duplicates_and_timeouts(
     asyncio.run(main())
 
 
+@durable.workflow("woken_together")
+async def woken_together(ctx: durable.Context[None]) -> Any:
+    got = await ctx.step.wait_for("go", event="go", schema=Renewal)
+    return await ctx.step.run("after", wf_flows.counted("after", got.plan))
+
+
+def test_runs_woken_together_each_record_their_event_then_go_on(make_engine: Make) -> None:
+    async def main() -> None:
+        async with make_engine(workflows=[woken_together]) as engine:
+            runs = [await engine.start_workflow(woken_together) for _ in range(3)]
+            for run in runs:
+                await until(lambda run=run: status(engine, run.id) == "waiting", "the wait")
+            # held while the events arrive, then released together (a pass may take all three)
+            for run in runs:
+                await engine.pause_workflow(run.id)
+            for i, run in enumerate(runs):
+                await engine.trigger_event(run.id, "go", {"plan": f"p{i}"})
+            for run in runs:
+                await engine.resume_workflow(run.id)
+            for i, run in enumerate(runs):
+                assert await engine.result(run.id, timeout=10) == f"p{i}"
+                rows = engine.engine.history(run.id)
+                wait_row = next(r for r in rows if r.kind == "step" and r.key == "go")
+                event = next(r for r in rows if r.kind == "event")
+                assert wait_row.meta["event_seq"] == event.seq
+                assert wait_row.payload == {"result": {"plan": f"p{i}"}}
+                assert [r.key for r in rows if r.kind == "step"] == ["go", "after"]
+
+    asyncio.run(main())
+
+
 def test_event_errors_change_nothing(make_engine: Make) -> None:
     async def main() -> None:
         async with make_engine(workflows=[renewals]) as engine:
