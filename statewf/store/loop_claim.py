@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import psycopg
 from psycopg import pq
@@ -256,23 +256,11 @@ class LoopClaimer:
     ) -> Answer | None:
         """:func:`statewf.store.pgclaim.claim`, from the event loop; None (nothing
         written, nothing held) when a parameter needs the thread path."""
-        if not scope.versions:
-            return {}, None
-        lock = limit > 0 and (scope.executing or scope.due)
-        if not lock and not next_wake:
-            return {}, None
-        built = self.statements
-        params = pgclaim.candidate_params(scope, due_at, limit, exclude, only)
-        select = built.candidates if only is None else built.candidates_one
+        plan = _plan(self.statements, scope, due_at, limit, exclude, only, next_wake)
+        if plan is None or plan.idle:
+            return None if plan is None else ({}, None)
         try:
-            select_args = select.args(params)
-            wake_args = built.next_wake.args(params) if next_wake else None
-        except NoTextForm:
-            return None
-        try:
-            return await self._run(
-                lambda claim: claim.run(lock, select, select_args, wake_args, decide, light_kind)
-            )
+            return await self._run(lambda claim: claim.run(plan, decide, light_kind))
         except (NoTextForm, _Unwatchable):
             return None
 
@@ -350,6 +338,40 @@ class LoopClaimer:
             ) from exc
 
 
+class _Plan(NamedTuple):
+    """What one claim sends: whether it locks candidates, its select and the select's
+    arguments, the next wake-up's arguments; ``idle``: nothing to claim nor to ask."""
+
+    idle: bool
+    lock: bool
+    select: _Statement
+    select_args: list[bytes | None]
+    wake: list[bytes | None] | None
+
+
+def _plan(
+    built: _Statements,
+    scope: ClaimScope,
+    due_at: datetime | None,
+    limit: int,
+    exclude: Collection[str],
+    only: str | None,
+    next_wake: bool,
+) -> _Plan | None:
+    """The claim's plan, the same from the loop and from a thread; None when a
+    parameter has no text form (the psycopg path then)."""
+    lock = bool(scope.versions) and limit > 0 and bool(scope.executing or scope.due)
+    select = built.candidates if only is None else built.candidates_one
+    if not scope.versions or (not lock and not next_wake):
+        return _Plan(True, False, select, [], None)
+    params = pgclaim.candidate_params(scope, due_at, limit, exclude, only)
+    try:
+        wake = built.next_wake.args(params) if next_wake else None
+        return _Plan(False, lock, select, select.args(params), wake)
+    except NoTextForm:
+        return None
+
+
 def claim_blocking(
     store: SqlStore,
     scope: ClaimScope,
@@ -369,26 +391,17 @@ def claim_blocking(
     fast = store.fast_path
     if fast is None:
         raise RuntimeError("claim_blocking needs PostgreSQL on statewf's own pools")
-    if not scope.versions:
-        return {}, None
-    lock = limit > 0 and (scope.executing or scope.due)
-    if not lock and not next_wake:
-        return {}, None
     built = _statements(store.tables)
-    params = pgclaim.candidate_params(scope, due_at, limit, exclude, only)
-    select = built.candidates if only is None else built.candidates_one
-    try:
-        select_args = select.args(params)
-        wake_args = built.next_wake.args(params) if next_wake else None
-    except NoTextForm:
-        return None
+    plan = _plan(built, scope, due_at, limit, exclude, only, next_wake)
+    if plan is None or plan.idle:
+        return None if plan is None else ({}, None)
 
     def work(cur: psycopg.Cursor[Any]) -> Answer | None:
         conn = cur.connection
         built.prepare(conn)
         claim = _Claim(_Connection(None, conn), built, BlockingWaits(conn.pgconn.socket))
         try:
-            return run_blocking(claim.run(lock, select, select_args, wake_args, decide, light_kind))
+            return run_blocking(claim.run(plan, decide, light_kind))
         except NoTextForm:  # raised with the transaction ended: the connection is fine
             return None
         except BaseException:
@@ -416,13 +429,11 @@ class _Claim:
 
     async def run(
         self,
-        lock: bool,
-        select: _Statement,
-        select_args: list[bytes | None],
-        wake_args: list[bytes | None] | None,
+        plan: _Plan,
         decide: Callable[[pgclaim.Found], Sequence[pgclaim.ClaimWrite]],
         light_kind: str | None,
     ) -> Answer:
+        lock, select, select_args, wake_args = plan.lock, plan.select, plan.select_args, plan.wake
         pgconn = self.conn.pgconn
         built = self.built
         self.waits.watch()
