@@ -70,6 +70,8 @@ from statewf.store.tx import INSTANCE_FIELDS
 _TIMES = ("wake_at", "created_at", "updated_at")
 _INSTANCE_FIELDS = INSTANCE_FIELDS  # the snapshot's columns, as Instance takes them
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Found:
@@ -337,9 +339,6 @@ def claim(
         return logs_by_run(logs.fetchall(), light_kind), wake
 
     return run_claim(store, work)
-
-
-T = TypeVar("T")
 
 
 def run_claim(store: SqlStore, work: Callable[[psycopg.Cursor[Any]], T]) -> T:
