@@ -1,15 +1,15 @@
-"""Reading log rows fast: one text of JSON per row, decoded by one ``json.loads``.
+"""Reading log rows fast: one text of JSON per row, decoded a block of rows at a time.
 
 A long run's log is read whole on every resume and by ``history()``. Decoding six
 JSON columns per row through the driver (one ``json.loads`` each) and building each
 record through pydantic cost ~40 µs a row; here the server joins each row's six JSON
 texts into one (the stored texts as they are: nothing is parsed or rendered there),
-one JSON array of every row's documents is decoded at once (the same stdlib parser
-the driver used, so the values are the same), and the records are built directly:
-the rows were validated when they were written. The cyclic collector is paused
-while a log is read and built. :func:`select_replay` reads a run's log for replay:
-its step rows as :class:`~statewf.records.StepRow` (what replay reads of them), the
-others whole.
+one JSON array of a block's documents is decoded at once (by
+:func:`~statewf.store.jsondecode.loads`: the values ``json.loads``, the parser the
+driver used, gives), and the records are built directly: the rows were validated
+when they were written. The cyclic collector is paused while a log is read and
+built. :func:`select_replay` reads a run's log for replay: its step rows as
+:class:`~statewf.records.StepRow` (what replay reads of them), the others whole.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def documents(tables: Tables, names: Sequence[str]) -> Any:
     """One text column: the JSON array of these JSON columns, as the server holds them.
 
     The server joins the columns' texts (no JSON is parsed or rendered there), so the
-    driver builds one string per row instead of six and one ``json.loads`` decodes them.
+    driver builds one string per row instead of six and one decode reads them.
     """
     c = tables.transitions.c
     # constants written into the SQL, not bound: a statement compiled to text once
