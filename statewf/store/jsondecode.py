@@ -5,11 +5,12 @@ resume). pydantic's parser (``pydantic_core.from_json``, already a dependency th
 pydantic) decodes them in about three quarters of ``json.loads``'s time and, on every
 valid text we know of, to the same values: NaN and the infinities, out-of-range
 numbers (``1e400`` is ``inf`` for both), integers of any size, ``-0``, escapes. Where
-it refuses a text that ``json.loads`` takes (a lone surrogate escape, ``"\\ud800"``) or
-that neither takes, :func:`loads` asks ``json.loads``, so a value or an error is always
-the stdlib's. At import a probe of those cases decides whether the installed
-``pydantic_core`` is used at all: a release that decodes any of them otherwise than
-``json.loads`` is never asked.
+it refuses a text that ``json.loads`` takes (a lone surrogate escape, ``"\\ud800"``,
+nesting deeper than its own limit of a few hundred levels) or that neither takes,
+:func:`loads` asks ``json.loads``, so a value or an error is always the stdlib's. At
+import a probe of those cases decides whether the installed ``pydantic_core`` is used
+at all: a release that decodes any of them otherwise than ``json.loads`` is never
+asked.
 """
 
 from __future__ import annotations

@@ -129,3 +129,10 @@ def test_same_tells_values_apart() -> None:
     assert not same(True, 1)
     assert not same({"a": 1, "b": 2}, {"b": 2, "a": 1})
     assert not same([1], [1, 2])
+
+
+@pytest.mark.parametrize("depth", [50, 150, 300, 999, 1500])
+def test_deep_nesting_decodes_or_fails_as_json_loads_does(depth: int) -> None:
+    # pydantic_core refuses deep texts sooner than json.loads: loads asks json.loads then
+    assert_as_stdlib("[" * depth + "]" * depth)
+    assert_as_stdlib('{"a":' * depth + "1" + "}" * depth)
