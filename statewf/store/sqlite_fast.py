@@ -59,8 +59,9 @@ _ROW_PART = attrgetter(*prebuilt.ROW_FROM_SNAPSHOT)
 _SNAPSHOT_PART = attrgetter(*prebuilt.ROW_FROM_SNAPSHOT.values())
 #: Snapshot columns the move leaves out when the row keeps their value: SQLite rewrites
 #: the index entries of every column its ``SET`` names, changed or not (``status`` is in
-#: two indexes, ``wake_at`` in one), and a context's text is the longest value.
-_KEPT_IF_SAME = ("context", "status", "wake_at")
+#: two indexes, ``wake_at`` in one), a context's text is the longest value, and the
+#: machine's version changes only when an instance is migrated (one parameter less).
+_KEPT_IF_SAME = ("context", "status", "wake_at", "machine_version")
 
 
 class Compiled:
@@ -278,6 +279,7 @@ class SqliteFastPath:
         self.append = Compiled(prebuilt.log_row_insert(tables), dialect, instants=self.instants)
         self.add_effect = Compiled(tables.effects.insert(), dialect, _EFFECT_COLUMNS)
         # the move without the columns a row keeps, by which of _KEPT_IF_SAME it writes
+        # (at most 16 statements)
         self._moves: dict[tuple[bool, ...], Compiled] = {}
 
     # ------------------------------------------------------------ connections
@@ -365,10 +367,11 @@ class SqliteFastPath:
 
         ``previous`` is the snapshot the decision was made from (at ``expected_version``):
         the move then leaves out the columns whose stored value it keeps (the context
-        when the row sets and unsets nothing, an unchanged status or ``wake_at``), and
-        the lease columns when it does not ``release``. The row is the same after it: the
-        update only matches the row at ``expected_version``, whose values those are (only
-        the leases change without a new version, and they are left alone unless released).
+        when the row sets and unsets nothing, an unchanged status, ``wake_at`` or machine
+        version), and the lease columns when it does not ``release``. The row is the same
+        after it: the update only matches the row at ``expected_version``, whose values
+        those are (only the leases change without a new version, and they are left alone
+        unless released).
         """
         if _ROW_PART(record) != _SNAPSHOT_PART(snapshot):
             prebuilt.conditional_params(snapshot, record, expected_version, release)  # raises
@@ -385,6 +388,7 @@ class SqliteFastPath:
                     or snapshot.context != previous.context,
                     snapshot.status != previous.status,
                     snapshot.wake_at != previous.wake_at,
+                    snapshot.machine_version != previous.machine_version,
                 )
             )
         moved = update_.row_args(snapshot, record, expected_version, release)
