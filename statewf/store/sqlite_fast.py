@@ -393,7 +393,7 @@ class SqliteFastPath:
             )
         moved = update_.row_args(snapshot, record, expected_version, release)
         logged = self.append.row_args(snapshot, record, expected_version, release)
-        rows = [self.add_effect.args(e) for e in effects]
+        rows = [self.add_effect.args(e) for e in effects] if effects else []
         return self._write(update_.sql, moved, logged, rows)
 
     def _move(self, writes: tuple[bool, ...]) -> Compiled:
