@@ -90,10 +90,12 @@ class Compiled:
         found: list[tuple[int, Callable[[Any], Any]]] = []
         for position, name in enumerate(names):
             type_ = compiled.binds[name].type
-            process = type_.dialect_impl(dialect).bind_processor(dialect)
+            impl = type_.dialect_impl(dialect)
+            process = impl.bind_processor(dialect)
             if process is not None:
                 if isinstance(type_, JSON):
-                    found.append((position, _short_json(process)))
+                    null = bool(getattr(impl, "none_as_null", False))
+                    found.append((position, _short_json(process, none_as_null=null)))
                 elif isinstance(type_, UTCDateTime):
                     found.append((position, _utc_text(type_, dialect, process, instants)))
                 else:
@@ -161,9 +163,13 @@ def _getter(
 _MEMO_SIZE = 1024
 
 
-def _short_json(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _short_json(
+    encode: Callable[[Any], Any], *, none_as_null: bool = False
+) -> Callable[[Any], Any]:
     """``encode`` (SQLAlchemy's JSON bind processor) with its commonest answers short:
-    an empty object or list, and lists (or tuples) of strings (state names) seen before.
+    an empty object or list, lists (or tuples) of strings (state names) seen before,
+    and ``None`` as SQL NULL where the type says so (``none_as_null``: the processor's
+    own answer; otherwise it encodes JSON ``null``).
 
     The text is the one ``encode`` gives: a list of ``str`` encodes by its items alone,
     a tuple as the list of its items, and a key of strings never equals one holding
@@ -172,6 +178,8 @@ def _short_json(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     memo: dict[tuple[Any, ...], Any] = {}
 
     def process(value: Any) -> Any:
+        if value is None and none_as_null:
+            return None
         kind = type(value)
         if kind is list or kind is tuple:
             if not value:
