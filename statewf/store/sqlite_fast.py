@@ -136,7 +136,10 @@ class Compiled:
                 (
                     *of_snapshot(snapshot),
                     *of_row(record),
-                    snapshot.stored_configuration() if configuration else None,
+                    # a flat machine's as its tuple (a list's JSON, the memo's key)
+                    (snapshot.stored_configuration() if snapshot.chart else snapshot.configuration)
+                    if configuration
+                    else None,
                     expected_version,
                     release,
                 )
