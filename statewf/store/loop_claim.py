@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 import psycopg
 from psycopg import pq
@@ -70,6 +70,24 @@ T = TypeVar("T")
 
 #: What :meth:`LoopClaimer.claim` answers: the written runs' logs, and the next wake-up.
 Answer = tuple[dict[str, list[ReplayRow]], datetime | None]
+
+
+#: One statement a fold adds to the claim's transaction: its prepared name, its arguments.
+Folded = tuple[bytes, list[bytes | None]]
+
+
+class Fold(Protocol):
+    """Rows a claim writes in its own transaction once it holds the runs: the woken
+    runs' first rows, made by their replay while the claim's locks are held."""
+
+    def wants(self, writes: Sequence[pgclaim.ClaimWrite]) -> bool:
+        """Whether to hold the transaction open for rows of these runs (else a plain claim)."""
+
+    async def rows(self, logs: dict[str, list[ReplayRow]]) -> Sequence[Folded]:
+        """The statements to send before the commit, given the claimed runs' logs."""
+
+    def committed(self, returned: Sequence[int]) -> None:
+        """The claim committed: how many rows each statement of :meth:`rows` returned."""
 
 
 class NoTextForm(Exception):
@@ -188,6 +206,9 @@ class _Connection:
             conn = raw.driver_connection
             assert isinstance(conn, psycopg.Connection)
             statements.prepare(conn)
+            write = store.prepared_write
+            if write is not None:  # a fold's rows (:class:`Fold`): the run's one-row write
+                prepare(conn, write.name, write.sql)
         except BaseException:
             raw.invalidate()
             raise
@@ -253,14 +274,19 @@ class LoopClaimer:
         decide: Callable[[pgclaim.Found], Sequence[pgclaim.ClaimWrite]],
         next_wake: bool = False,
         light_kind: str | None = None,
+        fold: Fold | None = None,
     ) -> Answer | None:
         """:func:`statewf.store.pgclaim.claim`, from the event loop; None (nothing
-        written, nothing held) when a parameter needs the thread path."""
+        written, nothing held) when a parameter needs the thread path.
+
+        ``fold``: once the runs' writes and logs are answered (the transaction open,
+        the runs locked), the rows it makes go in the same transaction, committed with
+        the claim (a third round trip instead of a commit of their own)."""
         plan = _plan(self.statements, scope, due_at, limit, exclude, only, next_wake)
         if plan is None or plan.idle:
             return None if plan is None else ({}, None)
         try:
-            return await self._run(lambda claim: claim.run(plan, decide, light_kind))
+            return await self._run(lambda claim: claim.run(plan, decide, light_kind, fold))
         except (NoTextForm, _Unwatchable):
             return None
 
@@ -432,6 +458,7 @@ class _Claim:
         plan: _Plan,
         decide: Callable[[pgclaim.Found], Sequence[pgclaim.ClaimWrite]],
         light_kind: str | None,
+        fold: Fold | None = None,
     ) -> Answer:
         lock, select, select_args, wake_args = plan.lock, plan.select, plan.select_args, plan.wake
         pgconn = self.conn.pgconn
@@ -471,9 +498,25 @@ class _Claim:
             if writes:
                 read = built.logs if light_kind is None else built.logs_replay
                 pgconn.send_query_prepared(read.name, _wire(logs_args))
+            logs: dict[str, list[ReplayRow]] = {}
+            folded: Sequence[Folded] = ()
+            if fold is not None and writes and not fold.wants(writes):
+                fold = None
+            if fold is not None and writes:
+                # the writes and the logs answered with the transaction still open (a
+                # flush request, no sync): the fold's rows join it, then the commit
+                pgconn.send_flush_request()
+                answered = await self._results(len(write_args) + 1, sync=False)
+                logs = self._logs(answered[-1], light_kind)
+                folded = await fold.rows(logs)
+                for name, args in folded:
+                    pgconn.send_query_prepared(name, _wire(args))
+                count = len(folded)
+            else:
+                count = len(write_args) + (1 if writes else 0)
             if wake_args is not None:
                 pgconn.send_query_prepared(built.next_wake.name, _wire(wake_args))
-            count = len(write_args) + (1 if writes else 0) + (1 if wake_args is not None else 0)
+                count += 1
             # the writes, the reads after them and the commit: one round trip
             results = await self._results(count, sync=True)
             pgconn.exit_pipeline_mode()
@@ -484,11 +527,18 @@ class _Claim:
             last = results[-1]
             assert last is not None
             wake = pgclaim.utc(self.conn.rows(last)[0][0])
+        if fold is not None and writes:
+            fold.committed([r.ntuples if r is not None else 0 for r in results[: len(folded)]])
+            return logs, wake
         if not writes:
             return {}, wake
-        logs = results[len(write_args)]
-        assert logs is not None
-        return pgclaim.logs_by_run(self.conn.rows(logs), light_kind), wake
+        return self._logs(results[len(write_args)], light_kind), wake
+
+    def _logs(
+        self, result: pq.abc.PGresult | None, light_kind: str | None
+    ) -> dict[str, list[ReplayRow]]:
+        assert result is not None
+        return pgclaim.logs_by_run(self.conn.rows(result), light_kind)
 
     async def release(
         self, release: _Statement, args: list[bytes | None]
