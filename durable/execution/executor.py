@@ -319,7 +319,10 @@ class Executor:
                 executing=self.recover, limit=limit, exclude=executing, fold=fold
             )
         except BaseException:
+            # whether it committed is not known here: the woken runs' writers look at the
+            # log; each one that stops makes the scheduler look again
             fold.abandon()
+            self._passed_over |= fold.spawned
             raise
         finally:
             self._unclaimed = set()

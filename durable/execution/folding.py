@@ -59,11 +59,7 @@ class Spawner(Protocol):
 def foldable(row: Row) -> bool:
     """Whether ``row`` is a wait's result that may commit with the claim that woke it."""
     record = row.record
-    return (
-        record.kind == KIND_STEP
-        and record.meta.get("wait") in _FOLDED_WAITS
-        and not row.release
-    )
+    return record.kind == KIND_STEP and record.meta.get("wait") in _FOLDED_WAITS and not row.release
 
 
 class WakeFold:
