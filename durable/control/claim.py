@@ -37,6 +37,7 @@ from statewf.appending import Move, append, next_row
 from statewf.clock import Clock, SystemClock
 from statewf.records import Instance, ReplayRow, TransitionRecord
 from statewf.store import SqlStore, Tx, pgclaim, runs
+from statewf.store.claim_statements import Folded
 from statewf.store.leases import (
     EXECUTING,
     WAKEABLE,
@@ -50,7 +51,7 @@ from statewf.store.leases import (
     release,
     saturated,
 )
-from statewf.store.loop_claim import Folded, LoopClaimer, claim_blocking
+from statewf.store.loop_claim import LoopClaimer, claim_blocking
 
 log = logging.getLogger("durable")
 
@@ -334,7 +335,7 @@ def _claim_pipelined(
 
 class RunFold(Protocol):
     """The first rows of woken runs, written in the claim's own transaction
-    (:class:`statewf.store.loop_claim.Fold`, over the claimed runs)."""
+    (:class:`statewf.store.claim_statements.Fold`, over the claimed runs)."""
 
     async def rows(self, woken: list[ClaimedRun]) -> Sequence[Folded]:
         """The statements to send before the claim's commit; ``woken``: the runs whose

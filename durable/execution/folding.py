@@ -36,7 +36,7 @@ from durable.execution.writer import RunHost
 from durable.log.records import KIND_SLEEP, KIND_STEP, KIND_WAIT
 from statewf.errors import StoreError
 from statewf.store.batched import Outcome, Row, loop_args, loop_writable
-from statewf.store.loop_claim import Folded
+from statewf.store.claim_statements import Folded
 
 #: Most woken runs one claim replays before its commit (its locks wait for them).
 FOLD_MAX = 16
