@@ -16,6 +16,17 @@ mode, while the loop watches the connection's socket:
    run, the claimed runs' logs, the next wake-up if asked, and the pipeline's sync,
    which commits (or, after a failed statement, rolls everything back).
 
+A claim given a :class:`~statewf.store.claim_statements.Fold` (a scheduler pass's)
+also reads the locked runs' logs in the first round trip (``logs_locked``: the
+candidates' select again, which returns the rows this transaction holds and skips
+others' locks); each claimed run's log is then those rows and its claim row as
+written. When the claim wakes waiting runs, the fold gets them with the transaction
+open and the writes on their way, and its rows (the woken runs' waits' results) go
+in the second round trip, before the sync: one commit for both. Had a run that came
+due between the two reads pushed a locked one out of the second's limit, the logs are
+read after the writes instead, with a flush request, and the fold's rows follow in a
+third round trip.
+
 The rows stay locked from the select to the commit, as on the thread path, so every
 guarantee of that claim holds. The statements are prepared on the connection when it
 is opened (in a thread, once); their parameters go as text, as

@@ -9,6 +9,8 @@ are the same on both stores.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -19,8 +21,16 @@ import wf_flows
 from wf_flows import Make, until
 
 import durable
+from durable.control import claim as claiming
+from durable.control.claim import ClaimedRun
 from durable.execution.folding import WakeFold, foldable
+from durable.log.records import KIND_STEP
+from statewf.records import StepRow
 from statewf.store.batched import Row
+from statewf.store.claim_statements import Folded
+from statewf.store.leases import ClaimScope
+from statewf.store.loop_claim import LoopClaimer
+from statewf.store.runs import load_replay
 
 
 @durable.workflow("folded")
@@ -156,3 +166,71 @@ def test_only_a_wait_or_sleep_result_is_folded() -> None:
     assert not foldable(_row("step_failed", {"position": 0, "wait": "wait"}))
     assert not foldable(_row("patch", {"patch": "p"}))
     assert not foldable(_row("step", {"position": 0, "wait": "wait"}, release=True))
+
+
+@durable.workflow("folded_napper")
+async def folded_napper(ctx: durable.Context[None]) -> int:
+    """Steps, a patch, then a sleep: its claim's replay log holds light and full rows."""
+    total = 0
+    for i in range(5):
+        total += await ctx.step.run(f"s{i}", lambda i=i: i)
+    if ctx.patched("p"):
+        total += 1
+    await ctx.step.sleep("nap", 10)
+    return total
+
+
+class _Recording:
+    """A fold that writes nothing and keeps the logs its claim handed it."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[ClaimedRun]] = []
+        self.answers: list[list[int]] = []
+
+    async def rows(self, woken: list[ClaimedRun]) -> list[Folded]:
+        self.seen.append(woken)
+        return []
+
+    def committed(self, returned: Sequence[int]) -> None:
+        self.answers.append(list(returned))
+
+
+def test_a_folds_claim_reads_the_logs_with_its_candidates_as_after_its_writes(
+    make_engine: Make, clock: Any
+) -> None:
+    """The logs read in the claim's first round trip, each with its claim row appended,
+    are the replay log read from the database after the commit."""
+
+    async def main() -> None:
+        async with make_engine(workflows=[folded_napper], poll_interval=0.02) as engine:
+            run = await engine.start_workflow("folded_napper")
+            await until(lambda: engine.engine.get(run.id).status == "waiting", "the sleep")
+        clock.advance(20)
+        store = engine.engine.store
+        if store.fast_path is None:
+            pytest.skip("the claim from the event loop is PostgreSQL's")
+        scope = ClaimScope(
+            kind="workflow", versions=[("folded_napper", folded_napper.version)], owner="me"
+        )
+        claimer = claiming.Claimer(owner="me", scope=scope, lease_for=timedelta(seconds=60))
+        on_loop = LoopClaimer(store)
+        fold = _Recording()
+        try:
+            done = await claiming.claim_runs_on_loop(
+                on_loop, claimer, clock, limit=10, next_wake=True, fold=fold
+            )
+        finally:
+            on_loop.close()
+        assert done is not None
+        assert [c.snapshot.id for c in done.runs] == [run.id]
+        assert [[c.snapshot.id for c in woken] for woken in fold.seen] == [[run.id]]
+        assert fold.answers == [[]]
+        with store.transaction(readonly=True) as tx:
+            light = load_replay(tx, run.id, KIND_STEP)
+        assert light is not None
+        assert done.runs[0].snapshot == light[0]
+        assert done.runs[0].records == light[1] == fold.seen[0][0].records
+        assert any(isinstance(row, StepRow) for row in light[1])
+        assert light[1][-1].kind == "wake"
+
+    asyncio.run(main())
