@@ -87,7 +87,10 @@ class WakeFold:
         batcher = self.host.batcher
         self._collecting = True
         for item in woken[:FOLD_MAX]:
-            executor = self.spawner.executor_of(item)
+            try:
+                executor = self.spawner.executor_of(item)
+            except Exception:  # built again after the commit, where its error surfaces
+                continue
             run_id = executor.run_id
             batcher.held[run_id] = self._hold
             self.spawned.add(run_id)
