@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections.abc import Awaitable, Callable
 
 from statewf.store import SqlStore
 from statewf.store.batched import (
@@ -82,6 +83,9 @@ class RowBatcher:
         self._statements_out: set[asyncio.Future[tuple[Result | None, BaseException | None]]] = (
             set()
         )
+        #: the next row of these runs goes to their hold first (a claim writing it in its
+        #: own transaction: :mod:`durable.execution.folding`); None: it comes here after all
+        self.held: dict[str, Callable[[Row], Awaitable[Outcome | None]]] = {}
         #: rows written and batches sent (for benchmarks and tests)
         self.rows = 0
         self.batches = 0
@@ -95,6 +99,11 @@ class RowBatcher:
 
     async def write(self, row: Row) -> bool:
         """Write ``row`` in the next batch; True if written, False if its run had moved."""
+        hold = self.held.pop(row.snapshot.id, None) if self.held else None
+        if hold is not None and (held := await hold(row)) is not None:
+            if isinstance(held, BaseException):
+                raise held
+            return held
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (an engine reopened): start afresh
             self._drop_connections()
