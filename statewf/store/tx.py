@@ -18,7 +18,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from statewf.errors import ConcurrencyConflict, InvalidInput
 from statewf.records import Instance, TransitionRecord
-from statewf.store import cursors, logrows, prebuilt
+from statewf.store import cursors, logread, logrows, prebuilt
 from statewf.store.effects import OutboxQueries, version_filter
 from statewf.store.schema import Tables, UTCDateTime
 
@@ -263,13 +263,7 @@ class Tx(OutboxQueries):
         self, instance_id: str, *, upto: int | None = None, after: int | None = None
     ) -> list[TransitionRecord]:
         """An instance's log rows in order, optionally up to / after a sequence number."""
-        c = self.t.transitions.c
-        query = logrows.select_rows(self.t).where(c.instance_id == instance_id)
-        if upto is not None:
-            query = query.where(c.seq <= upto)
-        if after is not None:
-            query = query.where(c.seq > after)
-        return logrows.read(self.conn, query.order_by(c.seq), instance_id)
+        return logread.instance_log(self.conn, self.t, instance_id, upto=upto, after=after)
 
     # ------------------------------------------------------------ machines
 
