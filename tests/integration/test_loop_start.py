@@ -72,6 +72,18 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return seen
 
 
+async def warmed(engine: durable.WorkflowEngine) -> None:
+    """Wait until the loop connection the warm-up run opened is idle: under load the
+    warm run's last rows can go the thread's way while it opens, or it can still be
+    answering one when the next start looks for a free one (and takes the thread)."""
+    batcher = engine.executor.host.batcher
+    for _ in range(1000):
+        if batcher._idle and not batcher._in_flight:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the warm-up run left no idle loop connection within 5 s")
+
+
 def instance_rows(schema: str, ids: list[str]) -> list[tuple[Any, ...]]:
     with psycopg.connect(libpq(PG_URL)) as conn:
         return [
@@ -97,6 +109,7 @@ def test_a_start_from_the_loop_writes_what_the_transaction_writes(
         async with durable.WorkflowEngine(store, workflows=[held, quick], lease=60) as engine:
             warm = await engine.start_workflow(quick, 1)  # opens the loop connection
             await engine.wait_for_run(warm.id, timeout=30)
+            await warmed(engine)
             seen.clear()
             kw: dict[str, Any] = {"resource_id": "tenant", "priority": 3, "labels": labels}
             looped = await engine.start_workflow(held, INPUT, idempotency_key="k1", **kw)
@@ -137,6 +150,7 @@ def test_the_lease_of_a_loop_start_is_on_the_database_clock(
         async with durable.WorkflowEngine(store, workflows=[slow, quick], lease=45.5) as engine:
             warm = await engine.start_workflow(quick, 1)
             await engine.wait_for_run(warm.id, timeout=30)
+            await warmed(engine)
             seen.clear()
             run = await engine.start_workflow(slow)
             executor = engine.executor.running[run.id]
@@ -191,6 +205,7 @@ def test_a_start_after_the_loop_connection_died_still_starts(pg_schema: str) -> 
         async with durable.WorkflowEngine(store, workflows=[quick]) as engine:
             warm = await engine.start_workflow(quick, 1)
             await engine.wait_for_run(warm.id, timeout=30)
+            await warmed(engine)
             batcher = engine.executor.host.batcher
             for _ in range(300):  # opened in a thread, after the first row asked for it
                 if batcher.connections:
@@ -224,6 +239,7 @@ def test_a_statement_on_its_way_when_the_engine_closes_is_answered(pg_schema: st
         async with durable.WorkflowEngine(store, workflows=[quick]) as engine:
             warm = await engine.start_workflow(quick, 1)
             await engine.wait_for_run(warm.id, timeout=30)
+            await warmed(engine)
             batcher = engine.executor.host.batcher
             for _ in range(300):
                 if batcher.connections:
@@ -258,6 +274,7 @@ def test_a_start_whose_commit_fails_is_not_reported_started(
         async with durable.WorkflowEngine(store, workflows=[quick]) as engine:
             warm = await engine.start_workflow(quick, 1)
             await engine.wait_for_run(warm.id, timeout=30)
+            await warmed(engine)
             with psycopg.connect(libpq(PG_URL), autocommit=True) as admin:
                 admin.execute(f'CREATE TABLE "{pg_schema}".tenants (id TEXT PRIMARY KEY)')
                 admin.execute(
@@ -311,6 +328,7 @@ def test_a_start_whose_connection_is_lost_under_it_runs_once(
         async with durable.WorkflowEngine(store, workflows=[quick]) as engine:
             warm = await engine.start_workflow(quick, 0)
             await engine.wait_for_run(warm.id, timeout=30)
+            await warmed(engine)
             monkeypatch.setattr(batching.RowBatcher, "statement", lose)
             run = await engine.start_workflow(quick, 5, idempotency_key=key)
             done = await engine.wait_for_run(run.id, timeout=30)
