@@ -31,6 +31,7 @@ from statewf.store.batched import (
     Row,
     loop_args,
     loop_outcomes,
+    loop_row_args,
     loop_statements,
     loop_writable,
     write_rows,
@@ -184,8 +185,10 @@ class RowBatcher:
         self.batches += 1
         conn = self._connection(loop)
         if conn is not None:
-            rows = [batch[0][0]] if len(batch) == 1 else [row for row, _ in batch]
-            sent = loop_args(self.store, rows)
+            if len(batch) == 1:
+                sent = loop_row_args(self.store, batch[0][0])
+            else:
+                sent = loop_args(self.store, [row for row, _ in batch])
             if sent is not None:
                 self.loop_batches += 1
                 # the answer comes back to _answered (a partial: no Python frame between)

@@ -100,6 +100,9 @@ class RunExecutor(RunWriter):
         self.patch_answers: dict[str, bool] = {}
         self.fatal: Abort | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        # the loop executing the run, read once: asyncio.current_task() without one asks
+        # for the running loop, a getpid() system call each time
+        self._loop: asyncio.AbstractEventLoop | None = None
         deadline = snapshot.context.get("deadline")
         self.deadline = datetime.fromisoformat(deadline) if deadline else None
         try:
@@ -147,6 +150,7 @@ class RunExecutor(RunWriter):
 
     async def _execute(self, own_task: bool) -> Outcome:
         self.life.begin()
+        self._loop = asyncio.get_running_loop()
         try:
             if own_task and self.deadline is None:
                 # nothing to watch: the function runs in this task (no task of its own, no
@@ -441,7 +445,7 @@ class RunExecutor(RunWriter):
             if recorded.ok:
                 return decode_result(recorded.result, recorded.model, model, fn)
             raise failure_of(recorded, key, self.run_id)
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         if task is not None:
             self._inflight.add(task)
         try:

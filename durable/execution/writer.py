@@ -341,7 +341,8 @@ class RunWriter:
                 await asyncio.sleep(delay)
                 continue
             self._tried = None
-            self._after_write(final)
+            if final:  # (a step's row: nothing more to do)
+                self._after_write(final)
             return
 
     def _check_may_write(self, position: int | None) -> None:
