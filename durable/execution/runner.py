@@ -541,6 +541,8 @@ class RunExecutor(RunWriter):
             if result_model is not None:
                 meta["model"] = result_model
             await self._record(KIND_STEP, key, {"result": result}, meta, position, completed=True)
+            if result_model is None and model is None:
+                return result  # plain JSON data: what decode_result gives back
             return decode_result(result, result_model, model, fn)
 
     def _record(
