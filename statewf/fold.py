@@ -79,19 +79,20 @@ def apply(snapshot: Instance | None, record: TransitionRecord) -> Instance:
     for key in record.context_unset:
         context.pop(key, None)
     configuration = record.target or snapshot.configuration
-    return updated(
-        snapshot,
-        {
-            **_chart(record, configuration),
-            **(_migrated(record) if record.kind == KIND_MIGRATE else {}),
-            "state": state_label(configuration),
-            "context": context,
-            "status": record.status,
-            "version": record.seq,
-            "wake_at": record.wake_at,
-            "updated_at": record.created_at,
-        },
-    )
+    changes = {
+        "configuration": configuration,
+        "state": state_label(configuration),
+        "context": context,
+        "status": record.status,
+        "version": record.seq,
+        "wake_at": record.wake_at,
+        "updated_at": record.created_at,
+    }
+    if "chart" in record.meta or record.kind == KIND_MIGRATE:  # a flat event's row: neither
+        changes.update(_chart(record, configuration))
+        if record.kind == KIND_MIGRATE:
+            changes.update(_migrated(record))
+    return updated(snapshot, changes)
 
 
 def _chart(record: TransitionRecord, configuration: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -19,10 +19,10 @@ reclaiming its own run after a crash counts too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from durable.log.records import (
     DEAD,
@@ -37,6 +37,7 @@ from statewf.appending import Move, append, next_row
 from statewf.clock import Clock, SystemClock
 from statewf.records import Instance, ReplayRow, TransitionRecord
 from statewf.store import SqlStore, Tx, pgclaim, runs
+from statewf.store.claim_statements import Folded
 from statewf.store.leases import (
     EXECUTING,
     WAKEABLE,
@@ -332,6 +333,18 @@ def _claim_pipelined(
     return pipelined.claimed(logs, wake, next_wake)
 
 
+class RunFold(Protocol):
+    """The first rows of woken runs, written in the claim's own transaction
+    (:class:`statewf.store.claim_statements.Fold`, over the claimed runs)."""
+
+    async def rows(self, woken: list[ClaimedRun]) -> Sequence[Folded]:
+        """The statements to send before the claim's commit; ``woken``: the runs whose
+        claim row is a ``wake`` (waiting runs made due), held, their logs read."""
+
+    def committed(self, returned: Sequence[int]) -> None:
+        """The claim committed: how many rows each statement of :meth:`rows` returned."""
+
+
 async def claim_runs_on_loop(
     on_loop: LoopClaimer,
     claimer: Claimer,
@@ -340,10 +353,15 @@ async def claim_runs_on_loop(
     limit: int,
     exclude: Collection[str] = (),
     next_wake: bool = False,
+    fold: RunFold | None = None,
 ) -> Claimed | None:
     """:func:`claim_runs` sent from the event loop (:mod:`statewf.store.loop_claim`):
     PostgreSQL on statewf's own pools, no flow-control limits. None: nothing was
-    claimed and the claim must take :func:`claim_runs` (in a thread) instead."""
+    claimed and the claim must take :func:`claim_runs` (in a thread) instead.
+
+    ``fold``: when the claim wakes waiting runs, it is handed them with the
+    transaction open and their rows locked, and the rows it makes commit with the
+    claim."""
     if limit <= 0:
         return Claimed()
     if claimer.limits.any:
@@ -358,11 +376,38 @@ async def claim_runs_on_loop(
         decide=pipelined.decide,
         next_wake=next_wake,
         light_kind=KIND_STEP,
+        fold=None if fold is None else _WakeFold(pipelined, fold),
     )
     if answer is None:
         return None
     logs, wake = answer
     return pipelined.claimed(logs, wake, next_wake)
+
+
+class _WakeFold:
+    """A :class:`RunFold` as the store's claim calls it: for ``wake`` rows only."""
+
+    def __init__(self, pipelined: _Pipelined, fold: RunFold) -> None:
+        self.pipelined = pipelined
+        self.fold = fold
+
+    def wants(self, writes: Sequence[pgclaim.ClaimWrite]) -> bool:
+        """Whether the claim wakes a waiting run (leased: not a dead letter)."""
+        return any(w.record.kind == KIND_WAKE and w.lease_owner is not None for w in writes)
+
+    async def rows(self, logs: dict[str, list[ReplayRow]]) -> Sequence[Folded]:
+        """The fold's rows for the woken runs, given the claimed runs' logs."""
+        plan = self.pipelined.planned[-1]
+        woken = [
+            ClaimedRun(new, logs[new.id], lease)
+            for _, record, new, lease in plan.claims
+            if record.kind == KIND_WAKE
+        ]
+        return await self.fold.rows(woken) if woken else ()
+
+    def committed(self, returned: Sequence[int]) -> None:
+        """Hand the rows' answers to the fold."""
+        self.fold.committed(returned)
 
 
 class _Pipelined:

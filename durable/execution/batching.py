@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from statewf.store import SqlStore
@@ -84,6 +85,9 @@ class RowBatcher:
         self._statements_out: set[asyncio.Future[tuple[Result | None, BaseException | None]]] = (
             set()
         )
+        #: the next row of these runs goes to their hold first (a claim writing it in its
+        #: own transaction: :mod:`durable.execution.folding`); None: it comes here after all
+        self.held: dict[str, Callable[[Row], Awaitable[Outcome | None]]] = {}
         #: rows written and batches sent (for benchmarks and tests)
         self.rows = 0
         self.batches = 0
@@ -95,10 +99,27 @@ class RowBatcher:
         """The loop connections open now (for tests and benchmarks)."""
         return tuple(self._conns)
 
-    def write(self, row: Row) -> asyncio.Future[bool]:
+    def write(self, row: Row) -> Awaitable[bool]:
         """Write ``row`` in the next batch: await the answer, True if written, False if its
-        run had moved (the row's error is raised). A future, not a coroutine: its writer
-        awaits it directly, with no frame of the batcher's in between."""
+        run had moved (the row's error is raised). Unless its run's row is held (a
+        claim writes it), a future, not a coroutine: its writer awaits it directly, with
+        no frame of the batcher's in between."""
+        if self.held:
+            hold = self.held.pop(row.snapshot.id, None)
+            if hold is not None:
+                return self._write_held(hold, row)
+        return self._enqueue(row)
+
+    async def _write_held(self, hold: Callable[[Row], Awaitable[Outcome | None]], row: Row) -> bool:
+        """``row`` to its run's hold first; to the next batch if the hold gives it back."""
+        held = await hold(row)
+        if held is None:
+            return await self._enqueue(row)
+        if isinstance(held, BaseException):
+            raise held
+        return held
+
+    def _enqueue(self, row: Row) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (an engine reopened): start afresh
             self._drop_connections()

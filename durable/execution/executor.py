@@ -22,6 +22,7 @@ from datetime import datetime
 from durable.authoring.current import using_credentials
 from durable.control.claim import ClaimedRun
 from durable.control.versions import unserved_versions
+from durable.execution.folding import WakeFold
 from durable.execution.leases import Leases
 from durable.execution.registry import Registry
 from durable.execution.runner import RunExecutor
@@ -82,6 +83,8 @@ class Executor:
         #: stops, the scheduler looks again (it may have been made due meanwhile, after
         #: its release read it, by an event whose NOTIFY that pass already answered)
         self._passed_over: set[str] = set()
+        #: runs spawned by a claim whose transaction is still open (no heartbeat yet)
+        self._unclaimed: set[str] = set()
         #: versions warned about as unserved, and when the scheduler last looked
         self._warned: set[tuple[str, str]] = set()
         self._unserved_at: datetime | None = None
@@ -307,7 +310,22 @@ class Executor:
         limit = self.capacity()
         executing = self.executing()
         self._passed_over |= executing
-        found = await self.leases.claim_due(executing=self.recover, limit=limit, exclude=executing)
+        # the woken runs replay while the claim's transaction is open, and their waits'
+        # results commit with it (durable.execution.folding)
+        fold = WakeFold(self, self.host)
+        self._unclaimed = fold.spawned
+        try:
+            found = await self.leases.claim_due(
+                executing=self.recover, limit=limit, exclude=executing, fold=fold
+            )
+        except BaseException:
+            # whether it committed is not known here: the woken runs' writers look at the
+            # log; each one that stops makes the scheduler look again
+            fold.abandon()
+            self._passed_over |= fold.spawned
+            raise
+        finally:
+            self._unclaimed = set()
         claimed = found.runs
         # a full claim (or none for want of a free slot) may have left work behind:
         # look again as soon as a run here ends, rather than at the next poll
@@ -315,8 +333,9 @@ class Executor:
         # resource's slot for a run the claim had to leave)
         self._more_work = len(claimed) >= limit or self.leases.limits.any
         for item in claimed:
-            self.spawn(self.executor_of(item))
-        if claimed:
+            if item.snapshot.id not in fold.spawned:
+                self.spawn(self.executor_of(item))
+        if len(claimed) > len(fold.spawned):
             # the runs' tasks go first: each replays to its first write and sends it
             # before this pass ends (its bookkeeping, the scheduler's next wait)
             await asyncio.sleep(0)
@@ -393,7 +412,11 @@ class Executor:
 
     async def beat(self) -> set[str]:
         """Extend the leases of the runs executing here; the ids whose lease was lost."""
-        held = {rid: ex.lease.epoch for rid, ex in self.running.items() if ex.lease is not None}
+        held = {
+            rid: ex.lease.epoch
+            for rid, ex in self.running.items()
+            if ex.lease is not None and rid not in self._unclaimed
+        }
         if not held and not self.leases.writes_beats():
             return set()
         kept = await self.leases.extend(held, len(self.executing()))

@@ -23,6 +23,7 @@ from durable.control.claim import (
     ClaimedRun,
     Claimer,
     Limits,
+    RunFold,
     claim,
     claim_runs,
     claim_runs_on_loop,
@@ -88,9 +89,18 @@ class Leases:
             log.error("run %s was moved to the dead letters", run_id)
         return claimed
 
-    async def claim_due(self, *, executing: bool, limit: int, exclude: Collection[str]) -> Claimed:
+    async def claim_due(
+        self,
+        *,
+        executing: bool,
+        limit: int,
+        exclude: Collection[str],
+        fold: RunFold | None = None,
+    ) -> Claimed:
         """:meth:`claim` of a scheduler's pass: also the earliest wake-up of the runs left
-        waiting (read by the claim's own transaction, after its rows)."""
+        waiting (read by the claim's own transaction, after its rows). ``fold``: the
+        woken runs' first rows in the claim's transaction, when it is sent from the
+        event loop (:func:`~durable.control.claim.claim_runs_on_loop`)."""
         claimer = self._claimer(executing=executing, due=True, own=())
         if limit <= 0 or claimer is None:
             return Claimed()
@@ -104,7 +114,7 @@ class Leases:
         if on_loop is not None and not first:
             # from the event loop itself: a woken run's claim hops to no thread
             claimed = await claim_runs_on_loop(
-                on_loop, claimer, clock, limit=limit, exclude=excluded, next_wake=True
+                on_loop, claimer, clock, limit=limit, exclude=excluded, next_wake=True, fold=fold
             )
         if claimed is None:
             claimed = await self.host.db(

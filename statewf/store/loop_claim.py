@@ -16,6 +16,17 @@ mode, while the loop watches the connection's socket:
    run, the claimed runs' logs, the next wake-up if asked, and the pipeline's sync,
    which commits (or, after a failed statement, rolls everything back).
 
+A claim given a :class:`~statewf.store.claim_statements.Fold` (a scheduler pass's)
+also reads the locked runs' logs in the first round trip (``logs_locked``: the
+candidates' select again, which returns the rows this transaction holds and skips
+others' locks); each claimed run's log is then those rows and its claim row as
+written. When the claim wakes waiting runs, the fold gets them with the transaction
+open and the writes on their way, and its rows (the woken runs' waits' results) go
+in the second round trip, before the sync: one commit for both. Had a run that came
+due between the two reads pushed a locked one out of the second's limit, the logs are
+read after the writes instead, with a flush request, and the fold's rows follow in a
+third round trip.
+
 The rows stay locked from the select to the commit, as on the thread path, so every
 guarantee of that claim holds. The statements are prepared on the connection when it
 is opened (in a thread, once); their parameters go as text, as
@@ -34,28 +45,29 @@ on its socket (:mod:`statewf.store.socket_waits`): psycopg's pipeline
 from __future__ import annotations
 
 import asyncio
-import functools
-import weakref
-import zlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 import psycopg
 from psycopg import pq
 from psycopg.adapt import Transformer
-from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from statewf.errors import ConcurrencyConflict
 from statewf.records import ReplayRow
 from statewf.store import driver_errors, logrows, pgclaim
+from statewf.store.claim_statements import (
+    Fold,
+    Folded,
+    NoTextForm,
+    Statement,
+    Statements,
+    for_tables,
+)
 from statewf.store.leases import ClaimScope
-from statewf.store.pg_write import param_text, prepare, text_array
-from statewf.store.schema import Tables
+from statewf.store.pg_write import prepare, text_array
 from statewf.store.socket_waits import BlockingWaits, LoopWaits, Waits, run_blocking
 from statewf.store.sql import SqlStore
 
@@ -72,98 +84,8 @@ T = TypeVar("T")
 Answer = tuple[dict[str, list[ReplayRow]], datetime | None]
 
 
-class NoTextForm(Exception):
-    """A parameter has no text form here: the claim goes the thread path instead."""
-
-
 class _Unwatchable(Exception):
     """The event loop cannot watch sockets (Windows' proactor): the thread path."""
-
-
-@dataclass(frozen=True)
-class _Statement:
-    """One prepared statement: its name on the connection, its SQL, its parameters."""
-
-    name: bytes
-    sql: bytes
-    params: tuple[str, ...]
-
-    def args(self, values: dict[str, Any]) -> list[bytes | None]:
-        """The parameters in order, as text (None: NULL); :class:`NoTextForm` if one has none."""
-        out: list[bytes | None] = []
-        for name in self.params:
-            value = values[name]
-            if value is None:
-                out.append(None)
-                continue
-            text = param_text(value)
-            if text is None:
-                raise NoTextForm(name)
-            out.append(text)
-        return out
-
-
-@dataclass(frozen=True)
-class _Statements:
-    candidates: _Statement
-    candidates_one: _Statement
-    write: _Statement
-    logs: _Statement
-    logs_replay: _Statement
-    next_wake: _Statement
-    release: _Statement
-    columns: tuple[str, ...]
-    json_params: tuple[str, ...]
-    #: the connections these statements are prepared on (a pooled connection keeps them)
-    prepared: weakref.WeakSet[psycopg.Connection[Any]] = field(
-        default_factory=weakref.WeakSet, compare=False
-    )
-
-    def all(self) -> tuple[_Statement, ...]:
-        """Every statement, to prepare on a new connection."""
-        return (
-            self.candidates,
-            self.candidates_one,
-            self.write,
-            self.logs,
-            self.logs_replay,
-            self.next_wake,
-            self.release,
-        )
-
-    def prepare(self, conn: psycopg.Connection[Any]) -> None:
-        """Prepare every statement on ``conn`` unless done already. Blocking."""
-        if conn in self.prepared:
-            return
-        for statement in self.all():
-            prepare(conn, statement.name, statement.sql)
-        self.prepared.add(conn)
-
-
-@functools.lru_cache(maxsize=64)
-def _statements(tables: Tables) -> _Statements:
-    built = pgclaim.expressions(tables)
-    dialect = psycopg_dialect.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
-    t = tables.instances
-    tag = f"{zlib.crc32(f'{t.schema}.{t.name}'.encode()):08x}"
-
-    def compiled(name: str) -> _Statement:
-        done = getattr(built, name).compile(dialect=dialect)
-        assert isinstance(done, SQLCompiler)
-        params = tuple(done.positiontup or ())
-        return _Statement(f"statewf_claim_{tag}_{name}".encode(), str(done).encode(), params)
-
-    return _Statements(
-        candidates=compiled("candidates"),
-        candidates_one=compiled("candidates_one"),
-        write=compiled("write"),
-        logs=compiled("logs"),
-        logs_replay=compiled("logs_replay"),
-        next_wake=compiled("next_wake"),
-        release=compiled("release"),
-        columns=built.columns,
-        json_params=built.json_params,
-    )
 
 
 class _Connection:
@@ -179,7 +101,7 @@ class _Connection:
         self.closed = False
 
     @classmethod
-    def open(cls, store: SqlStore, statements: _Statements) -> _Connection:
+    def open(cls, store: SqlStore, statements: Statements) -> _Connection:
         """Check a connection out and prepare the statements on it. Blocking: in a thread."""
         fast = store.fast_path
         assert fast is not None
@@ -188,6 +110,9 @@ class _Connection:
             conn = raw.driver_connection
             assert isinstance(conn, psycopg.Connection)
             statements.prepare(conn)
+            write = store.prepared_write
+            if write is not None:  # a fold's rows (:class:`Fold`): the run's one-row write
+                prepare(conn, write.name, write.sql)
         except BaseException:
             raw.invalidate()
             raise
@@ -230,7 +155,7 @@ class LoopClaimer:
         if store.fast_path is None:
             raise RuntimeError("LoopClaimer needs PostgreSQL on statewf's own pools")
         self.store = store
-        self.statements = _statements(store.tables)
+        self.statements = for_tables(store.tables)
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(KEEP)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -253,14 +178,20 @@ class LoopClaimer:
         decide: Callable[[pgclaim.Found], Sequence[pgclaim.ClaimWrite]],
         next_wake: bool = False,
         light_kind: str | None = None,
+        fold: Fold | None = None,
     ) -> Answer | None:
         """:func:`statewf.store.pgclaim.claim`, from the event loop; None (nothing
-        written, nothing held) when a parameter needs the thread path."""
-        plan = _plan(self.statements, scope, due_at, limit, exclude, only, next_wake)
+        written, nothing held) when a parameter needs the thread path.
+
+        ``fold``: once the runs' writes and logs are answered (the transaction open,
+        the runs locked), the rows it makes go in the same transaction, committed with
+        the claim (a third round trip instead of a commit of their own)."""
+        early = light_kind if fold is not None else None
+        plan = _plan(self.statements, scope, due_at, limit, exclude, only, next_wake, early)
         if plan is None or plan.idle:
             return None if plan is None else ({}, None)
         try:
-            return await self._run(lambda claim: claim.run(plan, decide, light_kind))
+            return await self._run(lambda claim: claim.run(plan, decide, light_kind, fold))
         except (NoTextForm, _Unwatchable):
             return None
 
@@ -344,22 +275,26 @@ class _Plan(NamedTuple):
 
     idle: bool
     lock: bool
-    select: _Statement
+    select: Statement
     select_args: list[bytes | None]
     wake: list[bytes | None] | None
+    #: the locked runs' logs read with the candidates (a fold's claim), or None
+    early: list[bytes | None] | None = None
 
 
 def _plan(
-    built: _Statements,
+    built: Statements,
     scope: ClaimScope,
     due_at: datetime | None,
     limit: int,
     exclude: Collection[str],
     only: str | None,
     next_wake: bool,
+    early_kind: str | None = None,
 ) -> _Plan | None:
     """The claim's plan, the same from the loop and from a thread; None when a
-    parameter has no text form (the psycopg path then)."""
+    parameter has no text form (the psycopg path then). ``early_kind``: the logs are
+    read with the candidates, their rows of that kind light (a fold's claim)."""
     lock = bool(scope.versions) and limit > 0 and bool(scope.executing or scope.due)
     select = built.candidates if only is None else built.candidates_one
     if not scope.versions or (not lock and not next_wake):
@@ -367,7 +302,10 @@ def _plan(
     params = pgclaim.candidate_params(scope, due_at, limit, exclude, only)
     try:
         wake = built.next_wake.args(params) if next_wake else None
-        return _Plan(False, lock, select, select.args(params), wake)
+        early = None
+        if early_kind is not None and lock and only is None:
+            early = built.logs_locked.args({**params, logrows.LIGHT_KIND: early_kind})
+        return _Plan(False, lock, select, select.args(params), wake, early)
     except NoTextForm:
         return None
 
@@ -391,7 +329,7 @@ def claim_blocking(
     fast = store.fast_path
     if fast is None:
         raise RuntimeError("claim_blocking needs PostgreSQL on statewf's own pools")
-    built = _statements(store.tables)
+    built = for_tables(store.tables)
     plan = _plan(built, scope, due_at, limit, exclude, only, next_wake)
     if plan is None or plan.idle:
         return None if plan is None else ({}, None)
@@ -422,7 +360,7 @@ def _broken(conn: _Connection, exc: psycopg.Error) -> bool:
 class _Claim:
     """One claim's two round trips on a connection in libpq's pipeline mode."""
 
-    def __init__(self, conn: _Connection, built: _Statements, waits: Waits) -> None:
+    def __init__(self, conn: _Connection, built: Statements, waits: Waits) -> None:
         self.conn = conn
         self.built = built
         self.waits = waits
@@ -432,6 +370,7 @@ class _Claim:
         plan: _Plan,
         decide: Callable[[pgclaim.Found], Sequence[pgclaim.ClaimWrite]],
         light_kind: str | None,
+        fold: Fold | None = None,
     ) -> Answer:
         lock, select, select_args, wake_args = plan.lock, plan.select, plan.select_args, plan.wake
         pgconn = self.conn.pgconn
@@ -442,13 +381,19 @@ class _Claim:
             writes: Sequence[pgclaim.ClaimWrite] = ()
             write_args: list[list[bytes | None]] = []
             logs_args: list[bytes | None] = []
+            early: dict[str, list[ReplayRow]] | None = None
             if lock:
                 # the select, then a flush request: its rows come back, the
                 # transaction stays open with them locked
                 pgconn.send_query_prepared(select.name, _wire(select_args))
+                if plan.early is not None:  # and the locked runs' logs (a fold's claim)
+                    pgconn.send_query_prepared(built.logs_locked.name, _wire(plan.early))
                 pgconn.send_flush_request()
-                (rows,) = await self._results(1, sync=False)
+                answered = await self._results(1 if plan.early is None else 2, sync=False)
+                rows = answered[0]
                 assert rows is not None
+                if plan.early is not None:
+                    early = self._logs(answered[1], light_kind)
                 locked = pgclaim.found(built.columns, self.conn.rows(rows))
                 writes = decide(locked) if locked is not None else ()
                 try:
@@ -468,13 +413,38 @@ class _Claim:
                     raise
             for args in write_args:
                 pgconn.send_query_prepared(built.write.name, _wire(args))
-            if writes:
-                read = built.logs if light_kind is None else built.logs_replay
+            read = built.logs if light_kind is None else built.logs_replay
+            if fold is not None and not (writes and fold.wants(writes)):
+                fold = None
+            # the claimed runs' logs: read with the candidates (each then ends with its
+            # claim row, as written), or after the writes
+            logs = _with_claim_rows(writes, early)
+            folded: Sequence[Folded] = ()
+            first = 0  # the index of the first folded row's result
+            if logs is not None:
+                if fold is not None:  # the writes are on their way meanwhile
+                    folded = await fold.rows(logs)
+                first = len(write_args)
+            elif fold is not None:
+                # the writes and the logs answered with the transaction still open (a
+                # flush request, no sync): the fold's rows join it, then the commit
                 pgconn.send_query_prepared(read.name, _wire(logs_args))
+                pgconn.send_flush_request()
+                answered = await self._results(len(write_args) + 1, sync=False)
+                logs = self._logs(answered[-1], light_kind)
+                folded = await fold.rows(logs)
+            elif writes:
+                pgconn.send_query_prepared(read.name, _wire(logs_args))
+            for name, args in folded:
+                pgconn.send_query_prepared(name, _wire(args))
+            if logs is not None:
+                count = first + len(folded)
+            else:
+                count = len(write_args) + (1 if writes else 0)
             if wake_args is not None:
                 pgconn.send_query_prepared(built.next_wake.name, _wire(wake_args))
-            count = len(write_args) + (1 if writes else 0) + (1 if wake_args is not None else 0)
-            # the writes, the reads after them and the commit: one round trip
+                count += 1
+            # the writes, the reads after them, the fold's rows and the commit
             results = await self._results(count, sync=True)
             pgconn.exit_pipeline_mode()
         finally:
@@ -484,14 +454,23 @@ class _Claim:
             last = results[-1]
             assert last is not None
             wake = pgclaim.utc(self.conn.rows(last)[0][0])
+        if fold is not None:
+            mine = results[first : first + len(folded)]
+            fold.committed([r.ntuples if r is not None else 0 for r in mine])
+        if logs is not None:
+            return logs, wake
         if not writes:
             return {}, wake
-        logs = results[len(write_args)]
-        assert logs is not None
-        return pgclaim.logs_by_run(self.conn.rows(logs), light_kind), wake
+        return self._logs(results[len(write_args)], light_kind), wake
+
+    def _logs(
+        self, result: pq.abc.PGresult | None, light_kind: str | None
+    ) -> dict[str, list[ReplayRow]]:
+        assert result is not None
+        return pgclaim.logs_by_run(self.conn.rows(result), light_kind)
 
     async def release(
-        self, release: _Statement, args: list[bytes | None]
+        self, release: Statement, args: list[bytes | None]
     ) -> list[tuple[str, datetime | None]]:
         """The release's one round trip: its commit not waiting for the WAL flush."""
         pgconn = self.conn.pgconn
@@ -546,6 +525,25 @@ class _Claim:
                 pgconn.exit_pipeline_mode()
             raise error
         return results
+
+
+def _with_claim_rows(
+    writes: Sequence[pgclaim.ClaimWrite], early: dict[str, list[ReplayRow]] | None
+) -> dict[str, list[ReplayRow]] | None:
+    """The claimed runs' logs from those read with the candidates, each with its claim
+    row appended; None if none were read, or one of the runs is missing (a run that
+    came due between the two reads took its place in the second's limit)."""
+    if early is None or not writes:
+        return None
+    logs: dict[str, list[ReplayRow]] = {}
+    for write in writes:
+        if write.lease_owner is None:
+            continue  # a dead letter: nobody replays it
+        rows = early.get(write.snapshot.id)
+        if rows is None:
+            return None
+        logs[write.snapshot.id] = [*rows, write.record]
+    return logs
 
 
 def _wire(args: list[bytes | None]) -> Sequence[bytes]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, MetaData, func, select
 
 from statewf.errors import StoreError
 from statewf.store import postgres, sqlite
@@ -79,6 +79,24 @@ def _m0006_replay_snapshots(conn: Connection, tables: Tables) -> None:
     v6.metadata.create_all(conn, tables=[v6.replay_snapshots], checkfirst=True)
 
 
+def _m0007_log_without_rowid(conn: Connection, tables: Tables) -> None:
+    # SQLite cannot change a table to WITHOUT ROWID in place: its documented procedure
+    # (a new table, the rows copied, the old one dropped, the new one renamed), in the
+    # migration's transaction. It copies the whole log once (see howto-deploy).
+    if conn.dialect.name != "sqlite":
+        return
+    log = build_tables(tables.prefix, tables.metadata.schema, version=7).transitions
+    staging = log.to_metadata(MetaData(), name=f"{log.name}_v7")
+    staging.create(conn)
+    quote = conn.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(c.name) for c in log.columns)
+    conn.exec_driver_sql(
+        f"INSERT INTO {quote(staging.name)} ({columns}) SELECT {columns} FROM {quote(log.name)}"
+    )
+    conn.exec_driver_sql(f"DROP TABLE {quote(log.name)}")
+    conn.exec_driver_sql(f"ALTER TABLE {quote(staging.name)} RENAME TO {quote(log.name)}")
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the statewf tables", _m0001_create_tables),
     (2, "the workers table (live durable workers and their heartbeats)", _m0002_workers),
@@ -90,6 +108,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
         "replay snapshots of long workflow runs (derived, safe to delete)",
         _m0006_replay_snapshots,
     ),
+    (7, "SQLite: the log clustered on its key (WITHOUT ROWID)", _m0007_log_without_rowid),
 ]
 
 

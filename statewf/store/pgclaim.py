@@ -123,6 +123,9 @@ class Expressions:
     logs: ClauseElement
     #: the logs read for replay: rows of the parameter ``light_kind`` as step rows
     logs_replay: ClauseElement
+    #: ``logs_replay`` of the candidates' locking select's runs (their rows, locked
+    #: again by this transaction): the logs read with the candidates, before the writes
+    logs_locked: ClauseElement
     next_wake: ClauseElement
     #: a holder's leases on some runs given up: (id, wake_at) of each released one
     release: ClauseElement
@@ -231,6 +234,12 @@ def expressions(tables: Tables) -> Expressions:
     logs_replay = logrows.select_replay(
         tables, "", with_instance=True, runs=lambda ids: ids == any_(bindparam("ids", type_=texts))
     ).order_by(log.c.instance_id, log.c.seq)
+    # the same select, the same parameters: the runs this transaction holds come back
+    # (its own locks do not stop it), others' locked rows are skipped again
+    locked = select(query.subquery("candidate").c.id).cte("locked")
+    logs_locked = logrows.select_replay(
+        tables, "", with_instance=True, runs=lambda ids: ids.in_(select(locked.c.id))
+    ).order_by(log.c.instance_id, log.c.seq)
     json_params = tuple(
         f"{prefix}_{col.name}"
         for prefix, table in (("i", t), ("t", log))
@@ -244,6 +253,7 @@ def expressions(tables: Tables) -> Expressions:
         write=write,
         logs=logs,
         logs_replay=logs_replay,
+        logs_locked=logs_locked,
         next_wake=waiting,
         release=update(t)
         .where(c.id == any_(bindparam("ids", type_=texts)), c.lease_owner == bindparam("owner"))

@@ -59,8 +59,9 @@ _ROW_PART = attrgetter(*prebuilt.ROW_FROM_SNAPSHOT)
 _SNAPSHOT_PART = attrgetter(*prebuilt.ROW_FROM_SNAPSHOT.values())
 #: Snapshot columns the move leaves out when the row keeps their value: SQLite rewrites
 #: the index entries of every column its ``SET`` names, changed or not (``status`` is in
-#: two indexes, ``wake_at`` in one), and a context's text is the longest value.
-_KEPT_IF_SAME = ("context", "status", "wake_at")
+#: two indexes, ``wake_at`` in one), a context's text is the longest value, and the
+#: machine's version changes only when an instance is migrated (one parameter less).
+_KEPT_IF_SAME = ("context", "status", "wake_at", "machine_version")
 
 
 class Compiled:
@@ -89,10 +90,12 @@ class Compiled:
         found: list[tuple[int, Callable[[Any], Any]]] = []
         for position, name in enumerate(names):
             type_ = compiled.binds[name].type
-            process = type_.dialect_impl(dialect).bind_processor(dialect)
+            impl = type_.dialect_impl(dialect)
+            process = impl.bind_processor(dialect)
             if process is not None:
                 if isinstance(type_, JSON):
-                    found.append((position, _short_json(process)))
+                    null = bool(getattr(impl, "none_as_null", False))
+                    found.append((position, _short_json(process, none_as_null=null)))
                 elif isinstance(type_, UTCDateTime):
                     found.append((position, _utc_text(type_, dialect, process, instants)))
                 else:
@@ -133,7 +136,10 @@ class Compiled:
                 (
                     *of_snapshot(snapshot),
                     *of_row(record),
-                    snapshot.stored_configuration() if configuration else None,
+                    # a flat machine's as its tuple (a list's JSON, the memo's key)
+                    (snapshot.stored_configuration() if snapshot.chart else snapshot.configuration)
+                    if configuration
+                    else None,
                     expected_version,
                     release,
                 )
@@ -160,9 +166,13 @@ def _getter(
 _MEMO_SIZE = 1024
 
 
-def _short_json(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _short_json(
+    encode: Callable[[Any], Any], *, none_as_null: bool = False
+) -> Callable[[Any], Any]:
     """``encode`` (SQLAlchemy's JSON bind processor) with its commonest answers short:
-    an empty object or list, and lists (or tuples) of strings (state names) seen before.
+    an empty object or list, lists (or tuples) of strings (state names) seen before,
+    and ``None`` as SQL NULL where the type says so (``none_as_null``: the processor's
+    own answer; otherwise it encodes JSON ``null``).
 
     The text is the one ``encode`` gives: a list of ``str`` encodes by its items alone,
     a tuple as the list of its items, and a key of strings never equals one holding
@@ -171,6 +181,8 @@ def _short_json(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     memo: dict[tuple[Any, ...], Any] = {}
 
     def process(value: Any) -> Any:
+        if value is None and none_as_null:
+            return None
         kind = type(value)
         if kind is list or kind is tuple:
             if not value:
@@ -278,6 +290,7 @@ class SqliteFastPath:
         self.append = Compiled(prebuilt.log_row_insert(tables), dialect, instants=self.instants)
         self.add_effect = Compiled(tables.effects.insert(), dialect, _EFFECT_COLUMNS)
         # the move without the columns a row keeps, by which of _KEPT_IF_SAME it writes
+        # (at most 16 statements)
         self._moves: dict[tuple[bool, ...], Compiled] = {}
 
     # ------------------------------------------------------------ connections
@@ -365,10 +378,11 @@ class SqliteFastPath:
 
         ``previous`` is the snapshot the decision was made from (at ``expected_version``):
         the move then leaves out the columns whose stored value it keeps (the context
-        when the row sets and unsets nothing, an unchanged status or ``wake_at``), and
-        the lease columns when it does not ``release``. The row is the same after it: the
-        update only matches the row at ``expected_version``, whose values those are (only
-        the leases change without a new version, and they are left alone unless released).
+        when the row sets and unsets nothing, an unchanged status, ``wake_at`` or machine
+        version), and the lease columns when it does not ``release``. The row is the same
+        after it: the update only matches the row at ``expected_version``, whose values
+        those are (only the leases change without a new version, and they are left alone
+        unless released).
         """
         if _ROW_PART(record) != _SNAPSHOT_PART(snapshot):
             prebuilt.conditional_params(snapshot, record, expected_version, release)  # raises
@@ -385,11 +399,12 @@ class SqliteFastPath:
                     or snapshot.context != previous.context,
                     snapshot.status != previous.status,
                     snapshot.wake_at != previous.wake_at,
+                    snapshot.machine_version != previous.machine_version,
                 )
             )
         moved = update_.row_args(snapshot, record, expected_version, release)
         logged = self.append.row_args(snapshot, record, expected_version, release)
-        rows = [self.add_effect.args(e) for e in effects]
+        rows = [self.add_effect.args(e) for e in effects] if effects else []
         return self._write(update_.sql, moved, logged, rows)
 
     def _move(self, writes: tuple[bool, ...]) -> Compiled:

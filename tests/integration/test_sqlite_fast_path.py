@@ -170,13 +170,14 @@ json_values = st.recursive(
 @given(st.lists(json_values | st.lists(st.text(max_size=3), max_size=3), max_size=8))
 def test_the_short_json_encoder_gives_sqlalchemys_text(values: list[Any]) -> None:
     dialect = sa.create_engine("sqlite://").dialect
-    encode = sa.JSON(none_as_null=True).dialect_impl(dialect).bind_processor(dialect)
-    assert encode is not None
-    short = _short_json(encode)
-    for value in [*values, *values]:  # the second time from the memo
-        assert short(value) == encode(value)
-        if isinstance(value, list):  # the log row's source and target are tuples
-            assert short(tuple(value)) == encode(value)
+    for none_as_null in (True, False):  # None: SQL NULL, or JSON null's text
+        encode = sa.JSON(none_as_null=none_as_null).dialect_impl(dialect).bind_processor(dialect)
+        assert encode is not None
+        short = _short_json(encode, none_as_null=none_as_null)
+        for value in [None, *values, *values]:  # the second time from the memo
+            assert short(value) == encode(value)
+            if isinstance(value, list):  # the log row's source and target are tuples
+                assert short(tuple(value)) == encode(value)
 
 
 @given(
