@@ -24,6 +24,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from statewf.store import SqlStore
 from statewf.store.batched import (
@@ -31,11 +32,12 @@ from statewf.store.batched import (
     Row,
     loop_args,
     loop_outcomes,
+    loop_row_args,
     loop_statements,
     loop_writable,
     write_rows,
 )
-from statewf.store.loop_writes import LoopConnection, Result, failure
+from statewf.store.loop_writes import TUPLES_OK, LoopConnection, Result, failure
 
 #: Rows per shared commit at most.
 MAX_ROWS = 64
@@ -43,7 +45,7 @@ MAX_ROWS = 64
 #: Batches on their way to the database at once (each on a connection of its own).
 MAX_IN_FLIGHT = 2
 
-_Batch = list[tuple[Row, "asyncio.Future[Outcome]"]]
+_Batch = list[tuple[Row, "asyncio.Future[bool]"]]
 #: A thread's work: a batch to write, or a loop connection to open (``None``: stop).
 _Work = tuple[asyncio.AbstractEventLoop, _Batch | None]
 
@@ -97,25 +99,36 @@ class RowBatcher:
         """The loop connections open now (for tests and benchmarks)."""
         return tuple(self._conns)
 
-    async def write(self, row: Row) -> bool:
-        """Write ``row`` in the next batch; True if written, False if its run had moved."""
-        hold = self.held.pop(row.snapshot.id, None) if self.held else None
-        if hold is not None and (held := await hold(row)) is not None:
-            if isinstance(held, BaseException):
-                raise held
-            return held
+    def write(self, row: Row) -> Awaitable[bool]:
+        """Write ``row`` in the next batch: await the answer, True if written, False if its
+        run had moved (the row's error is raised). Unless its run's row is held (a
+        claim writes it), a future, not a coroutine: its writer awaits it directly, with
+        no frame of the batcher's in between."""
+        if self.held:
+            hold = self.held.pop(row.snapshot.id, None)
+            if hold is not None:
+                return self._write_held(hold, row)
+        return self._enqueue(row)
+
+    async def _write_held(self, hold: Callable[[Row], Awaitable[Outcome | None]], row: Row) -> bool:
+        """``row`` to its run's hold first; to the next batch if the hold gives it back."""
+        held = await hold(row)
+        if held is None:
+            return await self._enqueue(row)
+        if isinstance(held, BaseException):
+            raise held
+        return held
+
+    def _enqueue(self, row: Row) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (an engine reopened): start afresh
             self._drop_connections()
             self._loop, self._waiting, self._in_flight = loop, [], 0
-        done: asyncio.Future[Outcome] = loop.create_future()
+        done: asyncio.Future[bool] = loop.create_future()
         self._waiting.append((row, done))
         if self._in_flight < self.max_in_flight:
             self._send(loop)
-        outcome = await done
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        return done
 
     async def statement(
         self, name: bytes, args: list[bytes | None]
@@ -182,21 +195,25 @@ class RowBatcher:
                     done.set_result((None, ConnectionError("closed with the engine")))
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._waiting[: self.max_rows]
-        del self._waiting[: self.max_rows]
+        batch = self._waiting
+        if len(batch) <= self.max_rows:  # all of them (one, alone): no copy
+            self._waiting = []
+        else:
+            batch = batch[: self.max_rows]
+            del self._waiting[: self.max_rows]
         self._in_flight += 1
         self.rows += len(batch)
         self.batches += 1
         conn = self._connection(loop)
         if conn is not None:
-            sent = loop_args(self.store, [row for row, _ in batch])
+            if len(batch) == 1:
+                sent = loop_row_args(self.store, batch[0][0])
+            else:
+                sent = loop_args(self.store, [row for row, _ in batch])
             if sent is not None:
                 self.loop_batches += 1
-
-                def answer(result: Result | None, error: BaseException | None) -> None:
-                    self._answered(loop, conn, batch, result, error)
-
-                conn.execute(*sent, answer)
+                # the answer comes back to _answered (a partial: no Python frame between)
+                conn.execute(sent[0], sent[1], partial(self._answered, loop, conn, batch))
                 return
             self._idle.append(conn)
         self._to_thread(loop, batch)
@@ -229,9 +246,12 @@ class RowBatcher:
         result: Result | None,
         error: BaseException | None,
     ) -> None:
-        outcomes = loop_outcomes(
-            self.store, [row for row, _ in batch], result, error, conn.encoding
-        )
+        if len(batch) == 1 and result is not None and result.status == TUPLES_OK:
+            outcomes: list[Outcome] | None = [result.ntuples > 0]  # loop_outcomes' commonest
+        else:
+            outcomes = loop_outcomes(
+                self.store, [row for row, _ in batch], result, error, conn.encoding
+            )
         if conn.broken:  # the connection failed: the server restarted, say
             self._forget(conn)
             fast = self.store.fast_path
@@ -322,7 +342,9 @@ class RowBatcher:
                 continue  # its writer was cancelled meanwhile
             if outcomes is None:
                 done.set_exception(error or RuntimeError("batch lost"))
+            elif isinstance(outcome := outcomes[i], BaseException):
+                done.set_exception(outcome)  # raised in its writer
             else:
-                done.set_result(outcomes[i])
+                done.set_result(outcome)
         if self._waiting and self._in_flight < self.max_in_flight and loop is self._loop:
             self._send(loop)

@@ -63,13 +63,9 @@ class Lifecycle:
     def __init__(self, *, finished: bool) -> None:
         self.phase = Phase.FINISHED if finished else Phase.READY
         self.modes: set[Mode] = set()
-        # read before every write: kept as a bool (an Enum's hash is a Python call)
-        self._ended = finished
-
-    @property
-    def ended(self) -> bool:
-        """Whether the execution is over (nothing more is written)."""
-        return self._ended
+        #: whether the execution is over (nothing more is written); read before every
+        #: write, so a plain bool (an Enum's hash, a property: each a Python call)
+        self.ended = finished
 
     def move(self, to: Phase) -> None:
         """Go to phase ``to`` (staying is allowed); :class:`RuntimeError` if that is illegal."""
@@ -78,7 +74,7 @@ class Lifecycle:
         if to not in MOVES[self.phase]:
             raise RuntimeError(f"an execution cannot go from {self.phase.value} to {to.value}")
         self.phase = to
-        self._ended = to in _ENDS
+        self.ended = to in _ENDS
 
     def begin(self) -> None:
         """The workflow function starts (an execution that already ended stays ended)."""

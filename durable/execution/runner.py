@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
 from durable.authoring.context import Context, StepCall, Steps
-from durable.authoring.current import StepInfo, enter_step, leave_step
+from durable.authoring.current import StepInfo
 from durable.authoring.retry import RetryPolicy, make_policy
 from durable.authoring.signals import Abort, ExecutionCrashed, Stop, Suspend, WorkflowSignal
 from durable.authoring.waits import WaitSpec
@@ -51,6 +51,7 @@ from durable.execution.snapshots import (
     snapshot_due,
 )
 from durable.execution.timing import sleep_until, within_deadline
+from durable.execution.transactional import run_transactional
 from durable.execution.waiting import run_wait
 from durable.execution.writer import LogWriteFailed, RunHost, RunWriter
 from durable.log.codec import encode
@@ -72,7 +73,6 @@ from statewf.durations import DurationLike, to_seconds
 from statewf.errors import InvalidInput, StatewfError
 from statewf.records import Instance, ReplayRow, ReplaySnapshot, StepRow, TransitionRecord
 from statewf.store import Tx
-from statewf.store.runs import set_statement_timeout
 
 log = logging.getLogger("durable")
 T = TypeVar("T")
@@ -100,6 +100,9 @@ class RunExecutor(RunWriter):
         self.patch_answers: dict[str, bool] = {}
         self.fatal: Abort | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        # the loop executing the run, read once: asyncio.current_task() without one asks
+        # for the running loop, a getpid() system call each time
+        self._loop: asyncio.AbstractEventLoop | None = None
         deadline = snapshot.context.get("deadline")
         self.deadline = datetime.fromisoformat(deadline) if deadline else None
         try:
@@ -147,6 +150,7 @@ class RunExecutor(RunWriter):
 
     async def _execute(self, own_task: bool) -> Outcome:
         self.life.begin()
+        self._loop = asyncio.get_running_loop()
         try:
             if own_task and self.deadline is None:
                 # nothing to watch: the function runs in this task (no task of its own, no
@@ -292,7 +296,9 @@ class RunExecutor(RunWriter):
         seconds = to_seconds(timeout, what=f"timeout of step {key!r}") if timeout else None
         policy = make_policy(retry, retries, retry_delay, self.workflow.retry)
         return StepCall(
-            lambda: self._step(position, key, fn, args, policy, seconds, result_type, transactional)
+            partial(
+                self._step, position, key, fn, args, policy, seconds, result_type, transactional
+            )
         )
 
     def call_wait(self, key: str, spec: WaitSpec) -> StepCall[Any]:
@@ -439,7 +445,7 @@ class RunExecutor(RunWriter):
             if recorded.ok:
                 return decode_result(recorded.result, recorded.model, model, fn)
             raise failure_of(recorded, key, self.run_id)
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         if task is not None:
             self._inflight.add(task)
         try:
@@ -469,7 +475,7 @@ class RunExecutor(RunWriter):
             if retry_at is not None:
                 await sleep_until(clock, retry_at)
                 self._check_deadline(key)
-            if self.holding_back:
+            if self.life.modes and self.holding_back:
                 raise Stop()  # paused from outside, or the worker stops: no new attempt
             attempt += 1
             info = StepInfo(self.run_id, self.workflow.name, key, position, attempt)
@@ -480,8 +486,8 @@ class RunExecutor(RunWriter):
             with step_span(self.run_id, key, position, attempt):
                 try:
                     if transactional:
-                        return await self._transactional(
-                            info, fn, args, timeout, model, meta, started
+                        return await run_transactional(
+                            self, info, fn, args, timeout, model, meta, started
                         )
                     value = await call_once(clock, info, fn, args, timeout)
                     result, result_model = encode(
@@ -535,50 +541,11 @@ class RunExecutor(RunWriter):
             if result_model is not None:
                 meta["model"] = result_model
             await self._record(KIND_STEP, key, {"result": result}, meta, position, completed=True)
+            if result_model is None and model is None:
+                return result  # plain JSON data: what decode_result gives back
             return decode_result(result, result_model, model, fn)
 
-    async def _transactional(
-        self,
-        info: StepInfo,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        model: type[BaseModel] | None,
-        meta: dict[str, Any],
-        started: datetime,
-    ) -> Any:
-        encoded: list[tuple[Any, str | None]] = []
-
-        def make(tx: Tx | None, snap: Instance) -> dict[str, Any]:
-            assert tx is not None  # written with needs_tx=True
-            if timeout is not None:
-                set_statement_timeout(tx, timeout)
-            token = enter_step(info)
-            try:
-                value = fn(tx.conn, *args)
-            finally:
-                leave_step(token)
-            if inspect.isawaitable(value):
-                raise InvalidInput(
-                    f"transactional step {info.key!r} returned an awaitable; transactional "
-                    "steps must be plain (sync) functions of a connection"
-                )
-            result, result_model = encode(
-                value, what=f"result of step {info.key!r}", max_bytes=self.host.max_bytes
-            )
-            encoded[:] = [(result, result_model)]
-            row_meta = {**meta, **timing(started, self.host.clock.now())}
-            if result_model is not None:
-                row_meta["model"] = result_model
-            return step_row(
-                KIND_STEP, info.key, {"result": result}, row_meta, snap, True, self.suspending
-            )
-
-        await self.write(make, needs_tx=True, position=info.position)
-        result, result_model = encoded[0]
-        return decode_result(result, result_model, model, fn)
-
-    async def _record(
+    def _record(
         self,
         kind: str,
         key: str,
@@ -587,8 +554,9 @@ class RunExecutor(RunWriter):
         position: int,
         *,
         completed: bool = False,
-    ) -> None:
-        await self.write(
+    ) -> Coroutine[Any, Any, None]:
+        # the write itself, awaited by the caller: no coroutine frame of its own between
+        return self.write(
             lambda _tx, snap: step_row(kind, key, payload, meta, snap, completed, self.suspending),
             position=position,
         )

@@ -211,12 +211,13 @@ class RunWriter:
     @property
     def suspending(self) -> bool:
         """Whether a suspension row was written: later rows keep the run's waiting status."""
-        return self.life.has(Mode.SUSPENDING)
+        return bool(self.life.modes) and self.life.has(Mode.SUSPENDING)  # none: no call
 
     @property
     def holding_back(self) -> bool:
         """Whether no new step attempt may start (paused from outside, or draining)."""
-        return self.life.has(Mode.PAUSING) or self.life.has(Mode.DRAINING)
+        modes = self.life.modes
+        return bool(modes) and (self.life.has(Mode.PAUSING) or self.life.has(Mode.DRAINING))
 
     def suspend(self) -> None:
         """A suspension row was written."""
@@ -262,11 +263,15 @@ class RunWriter:
         A ``StoreError`` is retried with a short backoff (real time); if it persists it
         is raised, as :class:`LogWriteFailed` while the workflow runs.
         """
-        async with self._write_lock:
+        lock = self._write_lock
+        await lock.acquire()  # free (one step at a time): no wait, no loop turn
+        try:
             while self.markers:  # ahead of any later row: a replay finds the answer first
                 await self._write_locked(_marker(self.markers[0]), False, False, True, position)
                 self.markers.pop(0)
             await self._write_locked(make, final, needs_tx, retry, position)
+        finally:
+            lock.release()
 
     async def _write_locked(
         self,
@@ -336,7 +341,8 @@ class RunWriter:
                 await asyncio.sleep(delay)
                 continue
             self._tried = None
-            self._after_write(final)
+            if final:  # (a step's row: nothing more to do)
+                self._after_write(final)
             return
 
     def _check_may_write(self, position: int | None) -> None:
@@ -344,7 +350,7 @@ class RunWriter:
             raise LogWriteFailed(self.run_id, self.write_failed.error)
         if self.life.ended:
             raise Stop()
-        if self.life.has(Mode.PAUSING) and position is None:
+        if position is None and self.life.modes and self.life.has(Mode.PAUSING):
             raise Stop()  # paused from outside: only a finished step's row goes in
         if position is not None and self.recorded(position):
             self._superseded(position)

@@ -188,16 +188,23 @@ def loop_args(store: SqlStore, rows: Sequence[Row]) -> tuple[bytes, list[bytes |
     """The prepared statement for ``rows`` and its text arguments, what the thread path
     would send; None where that path must take them (a value without a text form here,
     a value the thread path refuses: it raises the same error as before)."""
-    prepared = store.prepared_write
-    assert prepared is not None
+    if len(rows) == 1:
+        return loop_row_args(store, rows[0])
     try:
-        if len(rows) == 1:
-            row = rows[0]
-            args = prepared.row_args(row.snapshot, row.record, row.expected_version, row.release)
-            return None if args is None else (prepared.name, args)
         return ROWS_STATEMENT, [pydantic_core.to_json([_params(row) for row in rows])]
     except Exception:
         return None
+
+
+def loop_row_args(store: SqlStore, row: Row) -> tuple[bytes, list[bytes | None]] | None:
+    """:func:`loop_args` of one row (the one-row statement), without a list around it."""
+    prepared = store.prepared_write
+    assert prepared is not None
+    try:
+        args = prepared.row_args(row.snapshot, row.record, row.expected_version, row.release)
+    except Exception:
+        return None
+    return None if args is None else (prepared.name, args)
 
 
 def loop_outcomes(

@@ -31,7 +31,8 @@ from sqlalchemy.pool import PoolProxiedConnection
 from statewf.store import pg_write
 from statewf.store.postgres import FastPath
 
-_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+#: The status of a statement's result that returned rows (as an int, as libpq gives it).
+TUPLES_OK = int(pq.ExecStatus.TUPLES_OK)
 _IDLE = pq.TransactionStatus.IDLE
 _BAD = pq.ConnStatus.BAD
 _FATAL = pq.ExecStatus.FATAL_ERROR
@@ -166,6 +167,6 @@ class LoopConnection:
 
 def failure(result: Result, encoding: str) -> psycopg.Error | None:
     """The psycopg error of a result that did not return rows, else None."""
-    if result.status == _TUPLES_OK:
+    if result.status == TUPLES_OK:
         return None
     return psycopg.errors.error_from_result(result, encoding=encoding)
