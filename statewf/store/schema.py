@@ -7,7 +7,9 @@ the columns statewf queries into (configurations, labels, lists of names). The
 columns that hold the application's own documents (contexts, payloads, inputs,
 step results, meta, effect arguments, definitions) are ``json`` text on PostgreSQL
 since schema version 3, so that objects come back with their keys in the order
-they were written; JSONB reorders them.
+they were written; JSONB reorders them. On SQLite they are declared ``TEXT`` since
+schema version 8 (:class:`DocumentJSON`), so that SQLite keeps a bare number's JSON
+text as written instead of converting it.
 
 ``build_tables(..., version=N)`` declares the tables as they were at schema version
 N, so each migration creates or changes exactly what its version declared.

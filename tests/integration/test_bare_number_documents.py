@@ -8,11 +8,13 @@ columns ``TEXT``; these tests hold both stores to the same answers.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -118,3 +120,32 @@ def test_any_json_payload_reads_back_equal_with_the_same_types(
         assert len(got) == len(values)
         for value, read in zip(values, got, strict=True):
             assert same(read, value), (value, read)
+
+
+def test_both_sqlite_write_paths_store_a_bare_numbers_json_text_as_written(
+    tmp_path: Path,
+) -> None:
+    # the raw sqlite3 fast path (statewf's own engine) and SQLAlchemy's execution (an
+    # application's engine) store the same text: the JSON serializer's, as TEXT
+    app_engine = sa.create_engine(f"sqlite:///{tmp_path / 'locked.db'}")
+    fast = statewf.Engine(f"sqlite:///{tmp_path / 'fast.db'}")
+    locked = statewf.Engine(app_engine)
+    assert fast.store.conditional_writes
+    assert not locked.store.conditional_writes
+    for engine in (fast, locked):
+        engine.register(counter)
+        inst = engine.create(counter, id="n")
+        for value in NUMBERS:
+            engine.send(inst.id, "SET", value)
+        engine.close()
+    app_engine.dispose()
+    expected = [("null", None)] + [("text", json.dumps(value)) for value in NUMBERS]
+    for name in ("fast.db", "locked.db"):
+        conn = sqlite3.connect(tmp_path / name)
+        try:
+            stored = conn.execute(
+                "SELECT typeof(payload), payload FROM statewf_transitions ORDER BY seq"
+            ).fetchall()
+        finally:
+            conn.close()
+        assert stored == expected, name

@@ -26,10 +26,16 @@ from statewf.store.schema import build_tables
 from statewf.store.sqlite_rebuild import real_as_json
 from tests.integration.test_bare_number_documents import same
 
+
+@statewf.effect
+def announce(call: statewf.EffectCall) -> None:
+    """An effect, so the outbox has rows to carry over (never dispatched here)."""
+
+
 counter = statewf.Machine(
     "counter",
     initial="idle",
-    states={"idle": statewf.State(on={"SET": "idle"})},
+    states={"idle": statewf.State(on={"SET": statewf.transition("idle", action=announce)})},
 )
 
 #: What each bare payload written on schema 7 reads back as after the migration.
@@ -95,7 +101,7 @@ def _schema_7_file(path: Path, prefix: str) -> str:
 def test_a_schema_7_sqlite_file_migrates_its_converted_numbers(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     url = _schema_7_file(path, "up_")
-    with statewf.Engine(url, table_prefix="up_", migrate=False) as old:
+    with statewf.Engine(url, table_prefix="up_", migrate=False, dispatch_effects=False) as old:
         old.register(counter)
         optional_indexes.add(old.store, "state")
         ids = []
@@ -105,10 +111,11 @@ def test_a_schema_7_sqlite_file_migrates_its_converted_numbers(tmp_path: Path) -
             ids.append(inst.id)
         assert old.history(ids[0])[-1].payload == 0.333333333333333  # the bug, as it was
         before = dump_tables(old)
+    assert len(before["up_effects"]) == len(MIGRATED)
     assert _classes(path, "up_transitions", "payload") == {"null", "integer", "real", "text"}
     schema_before = _schema(path)
 
-    with statewf.Engine(url, table_prefix="up_") as engine:
+    with statewf.Engine(url, table_prefix="up_", dispatch_effects=False) as engine:
         engine.register(counter)
         after = dump_tables(engine)
         versions = after.pop("up_schema_version")
@@ -133,6 +140,7 @@ def test_a_schema_7_sqlite_file_migrates_its_converted_numbers(tmp_path: Path) -
         ("up_transitions", "meta"),
         ("up_instances", "context"),
         ("up_machines", "definition"),
+        ("up_effects", "args"),
     ]:
         assert _classes(path, table, column) <= {"text", "null"}, (table, column)
     schema_after = _schema(path)
