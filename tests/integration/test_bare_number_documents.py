@@ -89,6 +89,15 @@ def test_bare_number_payloads_and_contexts_read_back_as_written(
         assert kinds <= {"text", "null"}
 
 
+#: Object keys: any text but NUL (which PostgreSQL's text cannot hold).
+keys = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=5)
+
+
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Lists and objects of ``inner`` values."""
+    return st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4)
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -96,10 +105,7 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**80), max_value=2**80)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=5).filter(lambda k: "\x00" not in k), inner, max_size=4)
-    ),
+    containers,
     max_leaves=8,
 )
 
