@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, MetaData, func, select
 
 from statewf.errors import StoreError
-from statewf.store import postgres, sqlite
+from statewf.store import postgres, sqlite, sqlite_rebuild
 from statewf.store.schema import (
     SCHEMA_VERSION,
     Tables,
@@ -97,6 +97,20 @@ def _m0007_log_without_rowid(conn: Connection, tables: Tables) -> None:
     conn.exec_driver_sql(f"ALTER TABLE {quote(staging.name)} RENAME TO {quote(log.name)}")
 
 
+def _m0008_documents_text_affinity(conn: Connection, tables: Tables) -> None:
+    # A column declared JSON has NUMERIC affinity in SQLite, which converted a bare
+    # number's JSON text on insert; declared TEXT, it keeps the text. Each table with a
+    # document column is rebuilt by SQLite's procedure (see sqlite_rebuild), its indexes
+    # and the log's WITHOUT ROWID kept, the numbers converted so far turned back into
+    # JSON text. It copies these tables once (see howto-deploy).
+    if conn.dialect.name != "sqlite":
+        return
+    v8 = build_tables(tables.prefix, tables.metadata.schema, version=8)
+    for table in (v8.instances, v8.transitions, v8.machines, v8.effects):
+        documents = [column.name for column in table.columns if is_document(column)]
+        sqlite_rebuild.rebuild(conn, table, documents)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the statewf tables", _m0001_create_tables),
     (2, "the workers table (live durable workers and their heartbeats)", _m0002_workers),
@@ -109,6 +123,11 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
         _m0006_replay_snapshots,
     ),
     (7, "SQLite: the log clustered on its key (WITHOUT ROWID)", _m0007_log_without_rowid),
+    (
+        8,
+        "SQLite: document columns declared TEXT (bare numbers kept as written)",
+        _m0008_documents_text_affinity,
+    ),
 ]
 
 

@@ -7,7 +7,9 @@ the columns statewf queries into (configurations, labels, lists of names). The
 columns that hold the application's own documents (contexts, payloads, inputs,
 step results, meta, effect arguments, definitions) are ``json`` text on PostgreSQL
 since schema version 3, so that objects come back with their keys in the order
-they were written; JSONB reorders them.
+they were written; JSONB reorders them. On SQLite they are declared ``TEXT`` since
+schema version 8 (:class:`DocumentJSON`), so that SQLite keeps a bare number's JSON
+text as written instead of converting it.
 
 ``build_tables(..., version=N)`` declares the tables as they were at schema version
 N, so each migration creates or changes exactly what its version declared.
@@ -36,9 +38,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 
 #: The schema version this code declares; migrations bring a database up to it.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: The schema version from which ``list`` by status or kind reads an index of its own.
 LIST_INDEXES = 4
@@ -55,6 +58,12 @@ DOCUMENTS_AS_TEXT = 3
 #: The schema version from which SQLite keeps the log in its primary key's order
 #: (``WITHOUT ROWID``): an append writes the key's b-tree only, not a table and an index.
 LOG_WITHOUT_ROWID = 7
+
+#: The schema version from which SQLite's document columns are declared ``TEXT``: a
+#: column declared ``JSON`` has NUMERIC affinity, and SQLite converted a bare number's
+#: JSON text on insert (``1.0`` to the integer 1, ``2**70`` to a REAL, a REAL then read
+#: back with 15 digits). With TEXT affinity the stored text is the JSON text written.
+DOCUMENTS_TEXT_AFFINITY = 8
 
 ID_LENGTH = 255
 
@@ -84,8 +93,25 @@ def json_type() -> Any:
     return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
+class DocumentJSON(JSON):
+    """SQLAlchemy's JSON (the same serializer, ``none_as_null``, result processing),
+    declared ``TEXT`` on SQLite so that the column has TEXT affinity (see
+    :data:`DOCUMENTS_TEXT_AFFINITY`); ``json`` on PostgreSQL as before."""
+
+    cache_ok = True
+
+
+@compiles(DocumentJSON, "sqlite")
+def _document_ddl_on_sqlite(type_: DocumentJSON, compiler: Any, **kw: Any) -> str:
+    """The SQLite DDL type of a document column: ``TEXT`` (TEXT affinity)."""
+    return "TEXT"
+
+
 def document_type(version: int) -> Any:
-    """An application document: JSON text on both dialects (JSONB on PostgreSQL before v3)."""
+    """An application document: JSON text on both dialects (JSONB on PostgreSQL before v3;
+    on SQLite declared ``JSON`` before v8, ``TEXT`` from v8)."""
+    if version >= DOCUMENTS_TEXT_AFFINITY:
+        return DocumentJSON(none_as_null=True)
     return JSON(none_as_null=True) if version >= DOCUMENTS_AS_TEXT else json_type()
 
 

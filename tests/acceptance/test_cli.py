@@ -91,7 +91,7 @@ def cli(tmp_path: Path) -> Cli:
 
 
 def test_a_ticket_through_the_cli(cli: Cli) -> None:
-    assert cli("migrate", app=False).strip() == "applied migrations [1, 2, 3, 4, 5, 6, 7]"
+    assert cli("migrate", app=False).strip() == "applied migrations [1, 2, 3, 4, 5, 6, 7, 8]"
     created = fields(cli("create", "ticket", "--id", "T-1", "--context", '{"title": "Printer"}'))
     assert created["instance"] == "T-1"
     assert created["machine"] == "ticket (version 1)"

@@ -17,6 +17,7 @@ from tests.conftest import database
 #: Modules whose tests use the database only through ``make_engine``: they run on the
 #: in-memory store too (the others open the database's URL a second time).
 MEMORY_MODULES = {
+    "test_wf_bare_numbers",
     "test_wf_basics",
     "test_wf_lifecycle",
     "test_wf_observe",
