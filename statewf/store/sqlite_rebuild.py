@@ -8,7 +8,7 @@ transaction (the migration's). statewf's tables have no foreign keys and no view
 of statewf's refer to them, so the procedure's foreign-key and view steps do nothing.
 
 The indexes come back from their own ``CREATE`` text, so every one is kept: the
-declared ones, the optional ones an operator added (``statewf db index add``) and
+declared ones, the optional ones an operator added (``statewf index add``) and
 any other an operator created by hand.
 
 A document column that SQLite had converted on insert (its ``JSON`` declaration
