@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, MetaData, func, select
+from sqlalchemy import Connection, func, select
 
 from statewf.errors import StoreError
 from statewf.store import postgres, sqlite, sqlite_rebuild
@@ -81,20 +81,13 @@ def _m0006_replay_snapshots(conn: Connection, tables: Tables) -> None:
 
 def _m0007_log_without_rowid(conn: Connection, tables: Tables) -> None:
     # SQLite cannot change a table to WITHOUT ROWID in place: its documented procedure
-    # (a new table, the rows copied, the old one dropped, the new one renamed), in the
-    # migration's transaction. It copies the whole log once (see howto-deploy).
+    # (see sqlite_rebuild), in the migration's transaction. It copies the whole log once
+    # (see howto-deploy).
     if conn.dialect.name != "sqlite":
         return
-    log = build_tables(tables.prefix, tables.metadata.schema, version=7).transitions
-    staging = log.to_metadata(MetaData(), name=f"{log.name}_v7")
-    staging.create(conn)
-    quote = conn.dialect.identifier_preparer.quote
-    columns = ", ".join(quote(c.name) for c in log.columns)
-    conn.exec_driver_sql(
-        f"INSERT INTO {quote(staging.name)} ({columns}) SELECT {columns} FROM {quote(log.name)}"
+    sqlite_rebuild.rebuild(
+        conn, build_tables(tables.prefix, tables.metadata.schema, version=7).transitions
     )
-    conn.exec_driver_sql(f"DROP TABLE {quote(log.name)}")
-    conn.exec_driver_sql(f"ALTER TABLE {quote(staging.name)} RENAME TO {quote(log.name)}")
 
 
 def _m0008_documents_text_affinity(conn: Connection, tables: Tables) -> None:

@@ -58,6 +58,8 @@ def test_a_schema_6_sqlite_database_migrates_with_its_log_intact(tmp_path: Path)
                     version=number, description=description, applied_at=now
                 )
             )
+        # an index an operator made on the log: the rebuilds keep it
+        conn.exec_driver_sql("CREATE INDEX ops_log_kind ON up_transitions (kind, created_at)")
     raw.dispose()
     assert "WITHOUT ROWID" not in _log_sql(path, "up_transitions")
     # rows written on the schema 6 tables (the code reads and writes both layouts alike)
@@ -86,3 +88,6 @@ def test_a_schema_6_sqlite_database_migrates_with_its_log_intact(tmp_path: Path)
         with pytest.raises(statewf.ConcurrencyConflict), engine.store.transaction() as tx:
             tx.conn.execute(duplicate)
     assert _log_sql(path, "up_transitions").rstrip().endswith("WITHOUT ROWID")
+    assert _log_sql(path, "ops_log_kind") == (
+        "CREATE INDEX ops_log_kind ON up_transitions (kind, created_at)"
+    )
