@@ -73,6 +73,8 @@ class Statement:
 
 @dataclass(frozen=True)
 class Statements:
+    """The claim's statements for one set of tables, as prepared on each connection."""
+
     candidates: Statement
     candidates_one: Statement
     write: Statement
@@ -112,6 +114,7 @@ class Statements:
 
 @functools.lru_cache(maxsize=64)
 def for_tables(tables: Tables) -> Statements:
+    """The claim's statements for ``tables``, compiled once (named per table set)."""
     built = pgclaim.expressions(tables)
     dialect = psycopg_dialect.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
     t = tables.instances

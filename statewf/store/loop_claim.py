@@ -358,7 +358,8 @@ def _broken(conn: _Connection, exc: psycopg.Error) -> bool:
 
 
 class _Claim:
-    """One claim's two round trips on a connection in libpq's pipeline mode."""
+    """One claim's round trips on a connection in libpq's pipeline mode: two, or three
+    when its logs are read after its writes."""
 
     def __init__(self, conn: _Connection, built: Statements, waits: Waits) -> None:
         self.conn = conn
@@ -372,6 +373,7 @@ class _Claim:
         light_kind: str | None,
         fold: Fold | None = None,
     ) -> Answer:
+        """Send the claim (its select, writes, logs, the fold's rows) and commit it."""
         lock, select, select_args, wake_args = plan.lock, plan.select, plan.select_args, plan.wake
         pgconn = self.conn.pgconn
         built = self.built
