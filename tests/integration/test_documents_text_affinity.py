@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import sqlite3
 import struct
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ import sqlalchemy as sa
 from db_snapshot import dump_tables
 from hypothesis import given
 from hypothesis import strategies as st
+from old_schema import migrate_to
 
 import statewf
 from statewf.store import optional_indexes
-from statewf.store.migrations import MIGRATIONS
 from statewf.store.schema import build_tables
 from statewf.store.sqlite_rebuild import real_as_json
 from tests.integration.test_bare_number_documents import same
@@ -87,13 +86,7 @@ def _schema_7_file(path: Path, prefix: str) -> str:
     v7 = build_tables(prefix, None, version=7)
     raw = sa.create_engine(url)
     with raw.begin() as conn:
-        for number, description, step in MIGRATIONS[:7]:
-            step(conn, v7)
-            conn.execute(
-                v7.schema_version.insert().values(
-                    version=number, description=description, applied_at=datetime.now(UTC)
-                )
-            )
+        migrate_to(conn, v7, 7)
     raw.dispose()
     return url
 

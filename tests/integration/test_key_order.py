@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from old_schema import migrate_to
 
 import durable
 import statewf
 from statewf.store import postgres
-from statewf.store.migrations import MIGRATIONS
 from statewf.store.schema import build_tables
 
 ORDER = {"zeta": 1, "alpha": {"yy": 1, "b": 2}, "mid": [3, {"k2": 0, "k1": 1}]}
@@ -90,25 +90,33 @@ def test_an_upgraded_database_keeps_its_rows_and_writes_in_order(
     with raw.begin() as conn:
         if conn.dialect.name == "postgresql":
             postgres.lock_for_migration(conn, v2)
-        for number, description, step in MIGRATIONS[:2]:
-            step(conn, v2)
-            conn.execute(
-                v2.schema_version.insert().values(
-                    version=number, description=description, applied_at=now
-                )
-            )
+        migrate_to(conn, v2, 2)
         context = {"zeta": 1, "alpha": 2}
         conn.execute(
             v2.instances.insert().values(
-                id="old-1", machine="door", machine_version="1", kind="machine",
-                state="shut", configuration=["shut"], context=context, status="active",
-                version=1, created_at=now, updated_at=now,
+                id="old-1",
+                machine="door",
+                machine_version="1",
+                kind="machine",
+                state="shut",
+                configuration=["shut"],
+                context=context,
+                status="active",
+                version=1,
+                created_at=now,
+                updated_at=now,
             )
         )
         conn.execute(
             v2.transitions.insert().values(
-                instance_id="old-1", seq=1, kind="create", source=[], target=["shut"],
-                context_set=context, context_unset=[], status="active",
+                instance_id="old-1",
+                seq=1,
+                kind="create",
+                source=[],
+                target=["shut"],
+                context_set=context,
+                context_unset=[],
+                status="active",
                 meta={"machine": "door", "machine_version": "1", "kind": "machine"},
                 created_at=now,
             )

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from db_snapshot import dump_tables
+from old_schema import migrate_to
 
 import statewf
-from statewf.store.migrations import MIGRATIONS
 from statewf.store.schema import SCHEMA_VERSION, build_tables
 
 door = statewf.Machine(
@@ -51,13 +51,7 @@ def test_a_schema_6_sqlite_database_migrates_with_its_log_intact(tmp_path: Path)
     v6 = build_tables("up_", None, version=6)
     raw = sa.create_engine(url)
     with raw.begin() as conn:
-        for number, description, step in MIGRATIONS[:6]:
-            step(conn, v6)
-            conn.execute(
-                v6.schema_version.insert().values(
-                    version=number, description=description, applied_at=now
-                )
-            )
+        migrate_to(conn, v6, 6)
         # an index an operator made on the log: the rebuilds keep it
         conn.exec_driver_sql("CREATE INDEX ops_log_kind ON up_transitions (kind, created_at)")
     raw.dispose()
